@@ -1,0 +1,114 @@
+/*
+ * bench_gemm.c - GFLOP/s of nbi_gemm_f32 / nbi_gemm_f64 (auto-selected kernel, single thread) on square
+ * row-major products, median of several runs per size. Built with -DNABLA_HAVE_CBLAS (and linked against a
+ * CBLAS), it also times cblas_sgemm / cblas_dgemm and prints nabla's speed as a ratio of it.
+ *
+ *   usage: bench_gemm [kernel]     kernel: 0 auto (default), 1 reference, 2 avx2, 3 avx512
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gemm.h"
+
+#ifdef NABLA_HAVE_CBLAS
+#include <cblas.h>
+#endif
+
+void *nbi_alloc(size_t n)
+{
+    return aligned_alloc(64, (n + 63) & ~(size_t)63);
+}
+
+void nbi_dealloc(void *p)
+{
+    free(p);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    const double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+enum { MAX_RUNS = 15 };
+
+/* Runs call until about 0.3 s (at least 3, at most MAX_RUNS times) and returns the median seconds. */
+#define TIME_MEDIAN(result, call)                                                                           \
+    do {                                                                                                       \
+        double t_[MAX_RUNS];                                                                                   \
+        int runs_ = 0;                                                                                         \
+        double total_ = 0;                                                                                     \
+        call; /* warm-up */                                                                                    \
+        while (runs_ < MAX_RUNS && (runs_ < 3 || total_ < 0.3)) {                                              \
+            const double t0_ = now();                                                                          \
+            call;                                                                                              \
+            t_[runs_] = now() - t0_;                                                                           \
+            total_ += t_[runs_++];                                                                             \
+        }                                                                                                      \
+        qsort(t_, (size_t)runs_, sizeof(double), cmp_double);                                                  \
+        (result) = t_[runs_ / 2];                                                                              \
+    } while (0)
+
+int main(int argc, char **argv)
+{
+    static const int sizes[] = {64, 128, 256, 512, 1024, 2048};
+    const int kernel = nbi_gemm_set_kernel(argc > 1 ? atoi(argv[1]) : 0);
+    (void)kernel;
+    printf("kernel: %s\n", nbi_gemm_kernel_name());
+    printf("%6s %12s %12s", "n", "f32 GFLOP/s", "f64 GFLOP/s");
+#ifdef NABLA_HAVE_CBLAS
+    printf(" %12s %8s %12s %8s", "sgemm", "ratio", "dgemm", "ratio");
+#endif
+    printf("\n");
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
+        const int n = sizes[si];
+        const size_t nn = (size_t)n * (size_t)n;
+        float *as = malloc(nn * sizeof(float)), *bs = malloc(nn * sizeof(float)), *cs = malloc(nn * sizeof(float));
+        double *ad = malloc(nn * sizeof(double)), *bd = malloc(nn * sizeof(double)),
+               *cd = malloc(nn * sizeof(double));
+        if (!as || !bs || !cs || !ad || !bd || !cd) {
+            fprintf(stderr, "out of memory\n");
+            return 1;
+        }
+        srand(1);
+        for (size_t i = 0; i < nn; ++i) {
+            as[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+            bs[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+            ad[i] = as[i];
+            bd[i] = bs[i];
+        }
+        const double flops = 2.0 * n * (double)n * n;
+        double ts, td;
+        TIME_MEDIAN(ts, nbi_gemm_f32(n, n, n, as, n, 1, bs, n, 1, cs, n, false));
+        TIME_MEDIAN(td, nbi_gemm_f64(n, n, n, ad, n, 1, bd, n, 1, cd, n, false));
+        printf("%6d %12.1f %12.1f", n, flops / ts * 1e-9, flops / td * 1e-9);
+#ifdef NABLA_HAVE_CBLAS
+        double tbs, tbd;
+        TIME_MEDIAN(tbs,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, as, n, bs, n, 0.0f, cs, n));
+        TIME_MEDIAN(tbd,
+                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, ad, n, bd, n, 0.0, cd, n));
+        printf(" %12.1f %8.2f %12.1f %8.2f", flops / tbs * 1e-9, tbs / ts, flops / tbd * 1e-9, tbd / td);
+#endif
+        printf("\n");
+        fflush(stdout);
+        free(as);
+        free(bs);
+        free(cs);
+        free(ad);
+        free(bd);
+        free(cd);
+    }
+    nbi_gemm_release_buffers();
+    return 0;
+}

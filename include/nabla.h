@@ -1,0 +1,316 @@
+/*
+ * nabla.h - tensors and reverse-mode automatic differentiation in C11.
+ *
+ * The one header a user needs. Everything is reached through the opaque
+ * handle nb_tensor. A quick tour:
+ *
+ *     nb_scope_begin();
+ *     nb_tensor *x = nb_scalar(NB_F64, 2.0), *w = nb_scalar(NB_F64, -3.0);
+ *     nb_set_requires_grad(x, true);  nb_set_requires_grad(w, true);
+ *     nb_tensor *y = nb_tanh(nb_add_scalar(nb_mul(x, w), 0.5));
+ *     nb_backward(y, NULL, 0);
+ *     printf("%g %g\n", nb_item(nb_grad(x)), nb_item(nb_grad(w)));
+ *     nb_scope_end();            // frees x, w, y, every intermediate, the grads
+ *
+ * Conventions that hold for every function below:
+ *  - A call that fails returns NULL (or a nonzero status), never aborts, exits or
+ *    prints, leaves its inputs unchanged, and records a message for the calling
+ *    thread that names the function and the shapes or values at fault (read it
+ *    with nb_last_error()). An op given a NULL input returns NULL and keeps the
+ *    message already recorded, so a chain of calls reports the first failure.
+ *  - Axes may be negative (counting from the end, as in NumPy).
+ *  - Binary ops broadcast as NumPy does. Mixing f32 and f64 promotes as PyTorch
+ *    does: the result is f64, unless one operand has rank 0 and the other does
+ *    not, in which case the result takes the dtype of the ranked operand. The
+ *    gradient that flows back to each operand has that operand's dtype.
+ *  - Arithmetic needs f32 or f64; NB_I64 tensors hold indices and are refused by
+ *    every differentiable op.
+ *  - Op results are new tensors. View ops (reshape of a contiguous tensor,
+ *    transpose, permute, slice, expand, detach) share storage with their input.
+ *  - Tensors are not shared between threads while any thread is building a graph
+ *    with them: each thread has its own scopes, grad mode, errors and graphs.
+ */
+#ifndef NABLA_H
+#define NABLA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(NABLA_SHARED_BUILD)
+#define NB_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define NB_API __attribute__((visibility("default")))
+#else
+#define NB_API
+#endif
+
+#define NABLA_VERSION_MAJOR 0
+#define NABLA_VERSION_MINOR 1
+#define NABLA_VERSION_PATCH 0
+
+/* The largest rank a tensor may have. */
+#define NB_MAX_RANK 8
+
+typedef struct nb_tensor nb_tensor; /* opaque handle */
+typedef enum { NB_F32, NB_F64, NB_I64 } nb_dtype;
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The message of the first failure on this thread since nb_clear_error(), or
+   NULL when there was none. The text is owned by the library and stays valid
+   until the next nb_clear_error() on this thread. */
+NB_API const char *nb_last_error(void);
+/* Forget the recorded message of this thread. */
+NB_API void nb_clear_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Route every allocation of the library through alloc_fn/free_fn (both NULL
+   restores malloc/free). alloc_fn(size, ud) returns memory or NULL; the library
+   aligns it itself. Set it while no tensor is alive: memory is freed through the
+   hook that was current when it was allocated is NOT tracked. Used by tests to
+   inject allocation failures. */
+NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*free_fn)(void *p, void *ud),
+                             void *ud);
+
+/* Ownership. Every tensor made between nb_scope_begin() and the matching
+   nb_scope_end() on this thread (op results, graph nodes, gradients returned by
+   nb_gradient) is freed by nb_scope_end(). A tensor made outside every scope
+   lives until nb_free(). The gradient that nb_backward accumulates into a leaf
+   belongs to that leaf. Scopes nest. A handle freed by its scope or nb_free()
+   must not be used again; the library keeps internally whatever a surviving
+   graph still needs. */
+NB_API void nb_scope_begin(void);
+/* Free every tensor of the innermost scope of this thread. Without an open scope
+   it records an error and does nothing. */
+NB_API void nb_scope_end(void);
+/* Number of open scopes on this thread. */
+NB_API int nb_scope_depth(void);
+/* Move t into the scope enclosing the one that owns it (or out of every scope,
+   so that it lives until nb_free). Returns t; NULL gives NULL. */
+NB_API nb_tensor *nb_keep(nb_tensor *t);
+/* Free t now (whether or not a scope owns it). NULL is ignored. Freeing a
+   handle twice is detected and recorded as an error when the tensor is still
+   alive inside a graph, and is undefined otherwise, as with free(). */
+NB_API void nb_free(nb_tensor *t);
+
+/* ------------------------------------------------------------------------ */
+/* Creation and access                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* A new tensor of the given shape; data (row-major, of dtype dt) is copied;
+   data == NULL gives zeros. rank 0 is a scalar (shape may be NULL). Size-0
+   axes are allowed. Fails on a negative axis, rank > NB_MAX_RANK, or a size
+   that overflows. Memory is 64-byte aligned. */
+NB_API nb_tensor *nb_new(nb_dtype dt, int rank, const int64_t *shape, const void *data);
+/* A rank-0 tensor holding v. */
+NB_API nb_tensor *nb_scalar(nb_dtype dt, double v);
+/* A tensor filled with v. */
+NB_API nb_tensor *nb_full(nb_dtype dt, int rank, const int64_t *shape, double v);
+/* A tensor of shape `shape` from row-major doubles, converted to dt. */
+NB_API nb_tensor *nb_from_f64(nb_dtype dt, int rank, const int64_t *shape, const double *src);
+
+NB_API int nb_rank(const nb_tensor *t);                 /* -1 for NULL */
+NB_API const int64_t *nb_shape(const nb_tensor *t);     /* rank entries; NULL for NULL */
+NB_API const int64_t *nb_strides(const nb_tensor *t);   /* in elements; NULL for NULL */
+NB_API int64_t nb_numel(const nb_tensor *t);            /* -1 for NULL */
+NB_API nb_dtype nb_dtype_of(const nb_tensor *t);        /* NB_F32 for NULL (and an error) */
+NB_API bool nb_is_contiguous(const nb_tensor *t);       /* row-major, no gaps */
+/* Value of a one-element tensor as a double; NaN and an error otherwise. */
+NB_API double nb_item(const nb_tensor *t);
+/* Copy up to cap elements, row-major (views are walked in logical order),
+   converted to double, into dst. Returns the number of elements of t (which
+   may exceed cap: then only cap are written), or -1 on error. */
+NB_API int64_t nb_read_f64(const nb_tensor *t, double *dst, int64_t cap);
+/* Element at a multi-index (rank entries, negative counts from the end). */
+NB_API double nb_get(const nb_tensor *t, const int64_t *index);
+/* Pointer to the first element of a contiguous tensor, else NULL (with an
+   error). Writes through it are not seen by the version counter. */
+NB_API void *nb_data(nb_tensor *t);
+/* Write a readable form of t ("tensor(f64, (2,3)) [[1, 2, 3], [4, 5, 6]]") to f. */
+NB_API void nb_print(const nb_tensor *t, FILE *f);
+/* Format a shape as "(2,3)" into buf; returns buf. */
+NB_API char *nb_shape_str(int rank, const int64_t *shape, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------ */
+/* Autodiff                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Mark a leaf (a tensor made by nb_new & co, not by an op) as a parameter whose
+   gradient backward accumulates. Fails for an op result or an NB_I64 tensor. */
+NB_API void nb_set_requires_grad(nb_tensor *t, bool on);
+NB_API bool nb_requires_grad(const nb_tensor *t);
+/* True when t was not produced by a recorded op. */
+NB_API bool nb_is_leaf(const nb_tensor *t);
+/* The gradient accumulated into leaf t (owned by t; do not free), or NULL. */
+NB_API nb_tensor *nb_grad(const nb_tensor *t);
+/* Set the accumulated gradient of t to zeros (in place; a gradient that carries
+   a graph from NB_CREATE_GRAPH is dropped instead). */
+NB_API void nb_zero_grad(nb_tensor *t);
+
+enum { NB_RETAIN_GRAPH = 1, NB_CREATE_GRAPH = 2 };
+/* Backpropagate from root, accumulating d(root)/d(leaf), weighted by seed, into
+   the gradient of every leaf that requires grad and reaches root. seed NULL
+   needs a one-element root (seed 1); else seed has root's shape. Without
+   NB_RETAIN_GRAPH the graph's saved tensors are released afterwards and a
+   second backward through it is an error. With NB_CREATE_GRAPH the backward
+   pass is itself recorded, so the gradients can be differentiated again.
+   Returns 0, or nonzero with an error (then no gradient was changed). */
+NB_API int nb_backward(nb_tensor *root, const nb_tensor *seed, unsigned flags);
+/* d out / d wrt for a one-element out, where wrt is any tensor that out was
+   computed from (a leaf or an intermediate). Touches no .grad. A wrt that out
+   does not depend on gives zeros. The result belongs to the current scope. */
+NB_API nb_tensor *nb_gradient(nb_tensor *out, nb_tensor *wrt, unsigned flags);
+/* The general form: vector-Jacobian products of out (seeded by seed, or 1 for a
+   one-element out when seed is NULL) with respect to n tensors at once, written
+   to grads[0..n-1]. Returns 0 or nonzero with an error (grads then NULL). */
+NB_API int nb_gradients(nb_tensor *out, const nb_tensor *seed, int n, nb_tensor *const *wrt, unsigned flags,
+                        nb_tensor **grads);
+/* Grad mode of this thread (like torch.no_grad): when off, no op is recorded. */
+NB_API void nb_set_grad_enabled(bool on);
+NB_API bool nb_grad_enabled(void);
+/* A tensor sharing t's storage, outside every graph (requires no grad). */
+NB_API nb_tensor *nb_detach(nb_tensor *t);
+
+/* Numerical gradient check. f maps the n inputs to one tensor (any shape); it
+   must build its result only from its inputs with nabla ops. The check compares
+   the analytic Jacobian (one backward pass per output element, or a random
+   projection when the output has more than max_jacobian_rows elements) with
+   central differences (f(x + eps) - f(x - eps)) / 2 eps, and passes when
+   |analytic - numeric| <= atol + rtol * |numeric| for every element. Inputs
+   must be f64 unless the caller sets tolerances (atol > 0 and rtol > 0). Leaf
+   inputs that do not require grad are given it for the check and restored.
+   second_order also checks the gradient of the gradient (the vector-Jacobian
+   product differentiated again with respect to the inputs). */
+typedef nb_tensor *(*nb_fn)(int n, nb_tensor *const *inputs, void *ud);
+typedef struct {
+    double eps;   /* 0: 1e-6 */
+    double atol;  /* 0: 1e-5 */
+    double rtol;  /* 0: 1e-3 */
+    bool second_order;
+    int64_t max_jacobian_rows; /* 0: 256 */
+} nb_gradcheck_opts;
+typedef struct {
+    bool passed;
+    int input;            /* input holding the worst element */
+    int64_t index;        /* its row-major index in that input */
+    int64_t out_index;    /* output element (or -1 for a projection) */
+    double analytic, numeric;
+    double excess;        /* worst |a - n| - (atol + rtol |n|); <= 0 when passed */
+    int order;            /* 1, or 2 when the second-order check failed */
+} nb_gradcheck_result;
+/* Returns 0 when the check passes, 1 when it fails (res says where), -1 on an
+   error (bad arguments, f failed). opts and res may be NULL. */
+NB_API int nb_gradcheck(nb_fn f, void *ud, int n, nb_tensor *const *inputs, const nb_gradcheck_opts *opts,
+                        nb_gradcheck_result *res);
+
+/* ------------------------------------------------------------------------ */
+/* Ops. Forward kernels and gradient rules live in src/ops; the list of every  */
+/* op with its rule is src/ops/ops.def and docs/OPS.md.                      */
+/* ------------------------------------------------------------------------ */
+
+/* Elementwise binary, broadcasting. */
+NB_API nb_tensor *nb_add(nb_tensor *a, nb_tensor *b);
+NB_API nb_tensor *nb_sub(nb_tensor *a, nb_tensor *b);
+NB_API nb_tensor *nb_mul(nb_tensor *a, nb_tensor *b);   /* Hadamard */
+NB_API nb_tensor *nb_div(nb_tensor *a, nb_tensor *b);
+NB_API nb_tensor *nb_pow_t(nb_tensor *a, nb_tensor *p); /* a^p, differentiable in both;
+                                                           d/dp is 0 where a = 0 and p >= 0 */
+/* Comparisons give 0/1 of the promoted dtype, outside every graph. */
+NB_API nb_tensor *nb_gt(nb_tensor *a, nb_tensor *b);
+NB_API nb_tensor *nb_lt(nb_tensor *a, nb_tensor *b);
+NB_API nb_tensor *nb_eq(nb_tensor *a, nb_tensor *b);
+/* cond ? a : b elementwise (cond nonzero), broadcasting all three. The gradient
+   of the branch not taken is exactly 0 there (no NaN or inf leaks in). */
+NB_API nb_tensor *nb_where(nb_tensor *cond, nb_tensor *a, nb_tensor *b);
+
+/* Elementwise with a constant. */
+NB_API nb_tensor *nb_neg(nb_tensor *a);
+NB_API nb_tensor *nb_scale(nb_tensor *a, double c);      /* c a */
+NB_API nb_tensor *nb_add_scalar(nb_tensor *a, double c); /* a + c */
+NB_API nb_tensor *nb_pow(nb_tensor *a, double p);        /* a^p; gradient p a^(p-1), 0 for p = 0 */
+
+/* Elementwise unary. Subgradients at kinks: relu'(0) = 0, |x|'(0) = 0,
+   leaky_relu'(0) = alpha. sigmoid is exact and finite for any |x|. gelu is the
+   exact form x Phi(x) = x (1 + erf(x / sqrt 2)) / 2. */
+NB_API nb_tensor *nb_exp(nb_tensor *a);
+NB_API nb_tensor *nb_log(nb_tensor *a);
+NB_API nb_tensor *nb_sqrt(nb_tensor *a);
+NB_API nb_tensor *nb_abs(nb_tensor *a);
+NB_API nb_tensor *nb_sin(nb_tensor *a);
+NB_API nb_tensor *nb_cos(nb_tensor *a);
+NB_API nb_tensor *nb_tanh(nb_tensor *a);
+NB_API nb_tensor *nb_sigmoid(nb_tensor *a);
+NB_API nb_tensor *nb_relu(nb_tensor *a);
+NB_API nb_tensor *nb_leaky_relu(nb_tensor *a, double alpha);
+NB_API nb_tensor *nb_gelu(nb_tensor *a);
+NB_API nb_tensor *nb_erf(nb_tensor *a);
+NB_API nb_tensor *nb_sign(nb_tensor *a); /* -1, 0, 1; gradient 0 */
+
+/* dtype conversion (differentiable between f32 and f64; to or from NB_I64 it
+   is outside every graph). Returns a new tensor even when dt is t's dtype. */
+NB_API nb_tensor *nb_to(nb_tensor *t, nb_dtype dt);
+/* A contiguous copy, recorded in the graph. */
+NB_API nb_tensor *nb_clone(nb_tensor *t);
+/* t itself moved to no new storage when already contiguous (a view), else a
+   contiguous copy; recorded in the graph either way. */
+NB_API nb_tensor *nb_contiguous(nb_tensor *t);
+
+/* Reductions. nb_sum / nb_mean reduce every axis to rank 0. The _axes forms
+   reduce the naxes listed (naxes == 0 with axes NULL reduces all); keepdim keeps
+   them as size 1. The mean of zero elements is NaN, the sum 0. max of an axis of
+   size 0 is an error. max_axes: when several elements tie for the maximum, the
+   gradient is split evenly among them (as torch.amax). */
+NB_API nb_tensor *nb_sum(nb_tensor *a);
+NB_API nb_tensor *nb_mean(nb_tensor *a);
+NB_API nb_tensor *nb_sum_axes(nb_tensor *a, int naxes, const int *axes, bool keepdim);
+NB_API nb_tensor *nb_mean_axes(nb_tensor *a, int naxes, const int *axes, bool keepdim);
+NB_API nb_tensor *nb_max_axes(nb_tensor *a, int naxes, const int *axes, bool keepdim);
+
+/* Shape. reshape accepts one -1 entry to infer; it is a view when a is
+   contiguous, a copy otherwise. transpose swaps two axes; permute reorders all
+   (perm has rank entries); slice keeps [start, stop) of one axis (negative
+   start/stop count from the end, as Python; stop is clamped to the size, a
+   start beyond it is an error); expand broadcasts size-1 axes (and new leading
+   axes) to shape without copying; concat joins tensors that agree on every
+   other axis. */
+NB_API nb_tensor *nb_reshape(nb_tensor *a, int rank, const int64_t *shape);
+NB_API nb_tensor *nb_transpose(nb_tensor *a, int d0, int d1);
+NB_API nb_tensor *nb_permute(nb_tensor *a, const int *perm);
+NB_API nb_tensor *nb_slice(nb_tensor *a, int axis, int64_t start, int64_t stop);
+NB_API nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape);
+NB_API nb_tensor *nb_concat(int n, nb_tensor *const *ts, int axis);
+
+/* NumPy matmul: 1-D operands are promoted (a to a row, b to a column) and the
+   added axis removed from the result; 2-D is the matrix product; higher ranks
+   are stacks of matrices whose leading (batch) axes broadcast. */
+NB_API nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b);
+
+/* ------------------------------------------------------------------------ */
+/* In-place ops (suffix _). They bump the version counter of the storage, so a */
+/* backward that needs a value saved before the change fails with an error.  */
+/* They refuse a target that requires grad while grad mode is on, and are     */
+/* never recorded. Return 0 or nonzero with an error (dst then unchanged).    */
+/* ------------------------------------------------------------------------ */
+NB_API int nb_add_(nb_tensor *dst, nb_tensor *src);   /* dst += src (src broadcasts to dst) */
+NB_API int nb_sub_(nb_tensor *dst, nb_tensor *src);   /* dst -= src */
+NB_API int nb_mul_(nb_tensor *dst, nb_tensor *src);   /* dst *= src */
+NB_API int nb_copy_(nb_tensor *dst, nb_tensor *src);  /* dst = src */
+NB_API int nb_scale_(nb_tensor *dst, double c);       /* dst *= c */
+NB_API int nb_fill_(nb_tensor *dst, double v);        /* dst = v */
+NB_API int nb_axpy_(nb_tensor *dst, double alpha, nb_tensor *src); /* dst += alpha src */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NABLA_H */

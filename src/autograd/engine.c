@@ -1,0 +1,423 @@
+/*
+ * engine.c - graph recording and the reverse-mode backward pass.
+ *
+ * Recording (define-by-run): an op whose inputs require grad, run while grad
+ * mode is on, calls nbi_record, which stores the op, counted references to its
+ * inputs and the storage versions of the values its backward will read into
+ * the result's inline node. The graph is thus the set of tensors reachable
+ * through node inputs; C control flow decides what gets recorded.
+ *
+ * Backward:
+ *  1. An iterative depth-first search from the root (no recursion: a chain of a
+ *     million nodes is fine) lists the tensors that need a gradient in
+ *     post-order. It stops at leaves and at the tensors asked for by
+ *     nb_gradients. Released graphs and stale saved values (a version counter
+ *     moved by an in-place op) are found here, before anything is computed, so a
+ *     failed backward changes nothing.
+ *  2. In reverse post-order (a topological order from the root), each tensor's
+ *     accumulated gradient `acc` goes through its op's backward rule; the
+ *     results are added into the inputs' `acc`, which sums the contributions
+ *     of every path. Each rule runs inside its own scope so temporaries die at
+ *     once; rules are ordinary differentiable ops, recorded only under
+ *     NB_CREATE_GRAPH, which is how gradients of gradients work.
+ *  3. Leaves' gradients are accumulated into their .grad (or handed to the
+ *     caller by nb_gradients), and without NB_RETAIN_GRAPH every node visited
+ *     drops its inputs ("released").
+ */
+#include <string.h>
+
+#include "../core/internal.h"
+
+void nb_set_grad_enabled(bool on) { nbi_tls()->grad_off = !on; }
+bool nb_grad_enabled(void) { return !nbi_tls()->grad_off; }
+
+bool nbi_needs_grad(int n, nb_tensor *const *in) {
+    if (nbi_tls()->grad_off) return false;
+    for (int i = 0; i < n; i++)
+        if (in[i] && in[i]->requires_grad) return true;
+    return false;
+}
+
+nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, uint32_t saves_in, bool saves_out) {
+    nbi_node *nd = &out->node;
+    nd->in = nd->in_inline;
+    nd->in_ver = nd->ver_inline;
+    if (n > NBI_INLINE_IN) {
+        nd->in = nbi_alloc(sizeof(nb_tensor *) * (size_t)n);
+        nd->in_ver = nbi_alloc(sizeof(uint32_t) * (size_t)n);
+        if (!nd->in || !nd->in_ver) {
+            nbi_dealloc(nd->in);
+            nbi_dealloc(nd->in_ver);
+            nd->in = nd->in_inline;
+            nb_free(out);
+            return nbi_err(nbi_ops[op].name, "out of memory recording the graph");
+        }
+    }
+    nd->op = (uint16_t)op;
+    nd->nin = n;
+    nd->saves_in = saves_in;
+    nd->saves_out = saves_out;
+    nd->released = 0;
+    for (int i = 0; i < n; i++) {
+        nd->in[i] = in[i];
+        nbi_ref(in[i]);
+        nd->in_ver[i] = nbi_root(in[i])->version;
+    }
+    nd->out_ver = nbi_root(out)->version;
+    out->has_node = true;
+    out->requires_grad = true;
+    return out;
+}
+
+void nbi_release_node(nb_tensor *t) {
+    if (!t->has_node || t->node.released) return;
+    t->node.released = 1;
+    for (int i = 0; i < t->node.nin; i++) {
+        nbi_unref(t->node.in[i]);
+        t->node.in[i] = NULL;
+    }
+}
+
+/* ----------------------------------------------------------- leaves ------ */
+
+void nb_set_requires_grad(nb_tensor *t, bool on) {
+    if (!nbi_check("nb_set_requires_grad", t, 1)) return;
+    if (t->has_node) {
+        nbi_err("nb_set_requires_grad", "tensor %s is the result of op '%s', not a leaf; use nb_detach first",
+                NBI_SHAPE(t), nbi_ops[t->node.op].name);
+        return;
+    }
+    if (on && t->dtype == NB_I64) {
+        nbi_err("nb_set_requires_grad", "tensor %s has dtype i64; only f32 and f64 tensors can require grad",
+                NBI_SHAPE(t));
+        return;
+    }
+    t->requires_grad = on;
+}
+
+bool nb_requires_grad(const nb_tensor *t) { return nbi_check("nb_requires_grad", t, 1) && t->requires_grad; }
+bool nb_is_leaf(const nb_tensor *t) { return nbi_check("nb_is_leaf", t, 1) && !t->has_node; }
+
+nb_tensor *nb_grad(const nb_tensor *t) {
+    if (!nbi_check("nb_grad", t, 1)) return NULL;
+    return t->grad;
+}
+
+void nb_zero_grad(nb_tensor *t) {
+    if (!nbi_check("nb_zero_grad", t, 1) || !t->grad) return;
+    if (t->grad->has_node) {
+        nbi_unref(t->grad);
+        t->grad = NULL;
+    } else {
+        nbi_cpu_fill(t->grad, 0);
+    }
+}
+
+nb_tensor *nb_detach(nb_tensor *t) {
+    if (!nbi_check("nb_detach", t, 1)) return NULL;
+    return nbi_view(t, t->rank, t->shape, t->strides, t->data);
+}
+
+/* ----------------------------------------------------------- backward ---- */
+
+typedef struct {
+    nb_tensor *t;
+    int next;
+} frame;
+
+/* A growable array in library memory. */
+static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return true;
+    size_t nc = *cap ? *cap * 2 : 256;
+    while (nc < need) nc *= 2;
+    void *np = nbi_alloc(nc * elem);
+    if (!np) return false;
+    if (*p) memcpy(np, *p, *cap * elem);
+    nbi_dealloc(*p);
+    *p = np;
+    *cap = nc;
+    return true;
+}
+
+static int wrt_index(nb_tensor *t, int nwrt, nb_tensor *const *wrt) {
+    for (int i = 0; i < nwrt; i++)
+        if (wrt[i] == t) return i;
+    return -1;
+}
+
+/* Post-order of the tensors between root and the leaves (or wrt) that need a
+   gradient. Every listed tensor gets a reference, dropped by the caller. */
+static int topo(const char *fn, nb_tensor *root, int nwrt, nb_tensor *const *wrt, nb_tensor ***order,
+                size_t *norder) {
+    nbi_thread *th = nbi_tls();
+    uint64_t mark = ++th->epoch;
+    frame *stack = NULL;
+    size_t ns = 0, cs = 0, no = 0, co = 0;
+    nb_tensor **out = NULL;
+    int rc = 0;
+    if (!grow((void **)&stack, &cs, 1, sizeof(frame))) goto oom;
+    stack[ns++] = (frame){root, 0};
+    root->mark = mark;
+    while (ns > 0) {
+        frame *f = &stack[ns - 1];
+        nb_tensor *t = f->t;
+        bool expand = t->has_node && (nwrt == 0 || wrt_index(t, nwrt, wrt) < 0);
+        if (expand && f->next == 0 && t->node.released) {
+            nbi_err(fn, "the graph through op '%s' %s was already released by a previous backward; "
+                        "pass NB_RETAIN_GRAPH to the first one to backpropagate twice",
+                    nbi_ops[t->node.op].name, NBI_SHAPE(t));
+            rc = -1;
+            goto done;
+        }
+        if (expand && f->next < t->node.nin) {
+            nb_tensor *c = t->node.in[f->next++];
+            if (c->requires_grad && c->mark != mark) {
+                c->mark = mark;
+                if (!grow((void **)&stack, &cs, ns + 1, sizeof(frame))) goto oom;
+                stack[ns++] = (frame){c, 0};
+            }
+            continue;
+        }
+        if (!grow((void **)&out, &co, no + 1, sizeof(nb_tensor *))) goto oom;
+        nbi_ref(t);
+        out[no++] = t;
+        ns--;
+    }
+    /* Saved values must not have changed since they were recorded. */
+    for (size_t i = 0; i < no && rc == 0; i++) {
+        nb_tensor *t = out[i];
+        if (!t->has_node || (nwrt && wrt_index(t, nwrt, wrt) >= 0)) continue;
+        nbi_node *nd = &t->node;
+        for (int k = 0; k < nd->nin; k++) {
+            if (!(nd->saves_in >> k & 1)) continue;
+            uint32_t v = nbi_root(nd->in[k])->version;
+            if (v != nd->in_ver[k]) {
+                nbi_err(fn, "input %d %s of op '%s' was modified in place after it was used (version %u, "
+                            "saved at version %u); backward would be wrong",
+                        k, NBI_SHAPE(nd->in[k]), nbi_ops[nd->op].name, v, nd->in_ver[k]);
+                rc = -1;
+                break;
+            }
+        }
+        if (rc == 0 && nd->saves_out && nbi_root(t)->version != nd->out_ver) {
+            nbi_err(fn, "the output %s of op '%s' was modified in place after it was computed; backward would be "
+                        "wrong",
+                    NBI_SHAPE(t), nbi_ops[nd->op].name);
+            rc = -1;
+        }
+    }
+    goto done;
+oom:
+    nbi_err(fn, "out of memory ordering the graph");
+    rc = -1;
+done:
+    nbi_dealloc(stack);
+    if (rc != 0) {
+        for (size_t i = 0; i < no; i++) nbi_unref(out[i]);
+        nbi_dealloc(out);
+        out = NULL;
+        no = 0;
+    }
+    *order = out;
+    *norder = no;
+    return rc;
+}
+
+static void set_acc(nb_tensor *t, nb_tensor *g) {
+    if (g) nbi_ref(g);
+    if (t->acc) nbi_unref(t->acc);
+    t->acc = g;
+}
+
+static bool same_shape(const nb_tensor *a, const nb_tensor *b) {
+    if (a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+/* Run one node's rule and add its results into its inputs' acc. */
+static int step(const char *fn, nb_tensor *t) {
+    nbi_node *nd = &t->node;
+    nb_tensor *inl[8] = {0};
+    nb_tensor **gin = inl;
+    if (nd->nin > 8) {
+        gin = nbi_alloc(sizeof(nb_tensor *) * (size_t)nd->nin);
+        if (!gin) {
+            nbi_err(fn, "out of memory in backward");
+            return -1;
+        }
+        memset(gin, 0, sizeof(nb_tensor *) * (size_t)nd->nin);
+    }
+    int rc = 0;
+    nb_scope_begin();
+    if (nbi_ops[nd->op].backward(t, t->acc, gin) != 0) {
+        nbi_err(fn, "backward of op '%s' failed", nbi_ops[nd->op].name);
+        rc = -1;
+    }
+    for (int i = 0; i < nd->nin && rc == 0; i++) {
+        nb_tensor *x = nd->in[i], *g = gin[i];
+        if (!g || !x->requires_grad) continue;
+        if (!same_shape(g, x) || g->dtype != x->dtype) {
+            nbi_err(fn, "backward of op '%s' gave a gradient %s for input %d of shape %s", nbi_ops[nd->op].name,
+                    NBI_SHAPE(g), i, NBI_SHAPE(x));
+            rc = -1;
+            break;
+        }
+        if (x->acc) {
+            g = nb_add(x->acc, g);
+            if (!g) {
+                rc = -1;
+                break;
+            }
+        }
+        set_acc(x, g);
+    }
+    nb_scope_end();
+    if (gin != inl) nbi_dealloc(gin);
+    return rc;
+}
+
+/* Seed as a tensor of root's shape and dtype (a new ones tensor for NULL). */
+static nb_tensor *make_seed(const char *fn, nb_tensor *root, const nb_tensor *seed) {
+    if (!seed) {
+        if (root->numel != 1)
+            return nbi_err(fn, "root %s has %lld elements; a seed of its shape is needed for a non-scalar root",
+                           NBI_SHAPE(root), (long long)root->numel);
+        return nbi_const_like(root, 1.0);
+    }
+    if (!nbi_check_float(fn, seed, 2)) return NULL;
+    if (!same_shape(seed, root))
+        return nbi_err(fn, "seed %s does not match root %s", NBI_SHAPE(seed), NBI_SHAPE(root));
+    if (seed->dtype != root->dtype) return nb_to((nb_tensor *)seed, root->dtype);
+    nbi_ref((nb_tensor *)seed); /* an alias handle, so the scope can drop it like the others */
+    nb_tensor *s = nbi_view((nb_tensor *)seed, seed->rank, seed->shape, seed->strides, seed->data);
+    nbi_unref((nb_tensor *)seed);
+    return s;
+}
+
+static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, int nwrt, nb_tensor *const *wrt,
+                        nb_tensor **results, unsigned flags) {
+    if (!nbi_check_float(fn, root, 1)) return -1;
+    nbi_thread *th = nbi_tls();
+    if (!root->requires_grad) {
+        if (nwrt == 0)
+            return nbi_err(fn, "root %s does not require grad: nothing it depends on requires grad",
+                           NBI_SHAPE(root)),
+                   -1;
+        for (int j = 0; j < nwrt; j++) results[j] = nbi_const_like(wrt[j], 0.0);
+        for (int j = 0; j < nwrt; j++)
+            if (!results[j]) {
+                for (int k = 0; k < nwrt; k++) nb_free(results[k]), results[k] = NULL;
+                return -1;
+            }
+        return 0;
+    }
+    bool create = flags & NB_CREATE_GRAPH, retain = create || (flags & NB_RETAIN_GRAPH);
+    nb_tensor **order = NULL;
+    size_t no = 0;
+    if (topo(fn, root, nwrt, wrt, &order, &no) != 0) return -1;
+
+    bool saved_off = th->grad_off;
+    th->grad_off = !create;
+    int rc = 0;
+    nb_scope_begin();
+    nb_tensor *s = make_seed(fn, root, seed);
+    if (!s) rc = -1;
+    else set_acc(root, s);
+    nb_scope_end();
+
+    for (size_t i = no; i-- > 0 && rc == 0;) {
+        nb_tensor *t = order[i];
+        if (!t->acc || !t->has_node || (nwrt && wrt_index(t, nwrt, wrt) >= 0)) continue;
+        rc = step(fn, t);
+        set_acc(t, NULL);
+    }
+
+    if (rc == 0 && nwrt == 0) {
+        /* Accumulate into the leaves' .grad. */
+        for (size_t i = 0; i < no && rc == 0; i++) {
+            nb_tensor *t = order[i], *g = t->acc;
+            if (t->has_node || !g) continue;
+            nb_scope_begin();
+            nb_tensor *ng = NULL;
+            if (create) {
+                ng = t->grad ? nb_add(t->grad, g) : nb_add_scalar(g, 0.0);
+            } else if (t->grad && !t->grad->has_node) {
+                nbi_cpu_binary(NBI_B_ADD, t->grad, t->grad, g);
+            } else {
+                /* grad mode is off here, so these results carry no graph */
+                ng = t->grad ? nb_add(t->grad, g) : nb_clone(g);
+            }
+            if (ng) {
+                nbi_ref(ng);
+                if (t->grad) nbi_unref(t->grad);
+                t->grad = ng;
+            } else if (create || !t->grad || t->grad->has_node) {
+                rc = -1;
+            }
+            nb_scope_end();
+        }
+    }
+    if (rc == 0 && nwrt > 0) {
+        for (int j = 0; j < nwrt; j++) {
+            nb_tensor *g = wrt[j]->acc;
+            if (!g) {
+                g = nbi_const_like(wrt[j], 0.0);
+                if (!g) {
+                    rc = -1;
+                    break;
+                }
+                results[j] = g;
+                continue;
+            }
+            if (g->user) {
+                /* Someone already holds this handle (the seed, say): hand out an alias. */
+                g = nb_reshape(g, g->rank, g->shape);
+                if (!g) {
+                    rc = -1;
+                    break;
+                }
+                results[j] = g;
+            } else {
+                nbi_ref(g);
+                nbi_adopt(g);
+                results[j] = g;
+            }
+        }
+        if (rc != 0)
+            for (int j = 0; j < nwrt; j++) {
+                nb_free(results[j]);
+                results[j] = NULL;
+            }
+    }
+    th->grad_off = saved_off;
+    for (size_t i = 0; i < no; i++) set_acc(order[i], NULL);
+    if (rc == 0 && !retain)
+        for (size_t i = 0; i < no; i++) nbi_release_node(order[i]);
+    for (size_t i = 0; i < no; i++) nbi_unref(order[i]);
+    nbi_dealloc(order);
+    return rc;
+}
+
+int nb_backward(nb_tensor *root, const nb_tensor *seed, unsigned flags) {
+    return run_backward("nb_backward", root, seed, 0, NULL, NULL, flags);
+}
+
+int nb_gradients(nb_tensor *out, const nb_tensor *seed, int n, nb_tensor *const *wrt, unsigned flags,
+                 nb_tensor **grads) {
+    const char *fn = "nb_gradients";
+    if (n <= 0 || !wrt || !grads) return nbi_err(fn, "need n > 0 tensors and room for their gradients"), -1;
+    for (int i = 0; i < n; i++) {
+        grads[i] = NULL;
+        if (!nbi_check_float(fn, wrt[i], 4)) return -1;
+    }
+    return run_backward(fn, out, seed, n, wrt, grads, flags);
+}
+
+nb_tensor *nb_gradient(nb_tensor *out, nb_tensor *wrt, unsigned flags) {
+    nb_tensor *g = NULL;
+    if (!nbi_check_float("nb_gradient", wrt, 2)) return NULL;
+    if (run_backward("nb_gradient", out, NULL, 1, &wrt, &g, flags) != 0) return NULL;
+    return g;
+}

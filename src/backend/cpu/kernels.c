@@ -1,0 +1,423 @@
+/*
+ * kernels.c - CPU kernels for elementwise maths, copies and reductions.
+ *
+ * Every kernel runs through one strided iterator: the operands' byte strides
+ * are laid over a common shape, size-1 axes are dropped and axes that are
+ * contiguous across all operands are merged, so most calls collapse to a
+ * single flat row. The iterator calls a row function once per innermost row,
+ * never per element; row functions switch on the op once and then run a plain
+ * loop, with a separate branch for unit strides that the compiler vectorises.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../../core/internal.h"
+
+#define MAXOPS 4
+
+typedef void (*row_fn)(int64_t n, char **p, const int64_t *s, void *ctx);
+
+typedef struct {
+    int rank, nops;
+    int64_t shape[NB_MAX_RANK];
+    int64_t st[MAXOPS][NB_MAX_RANK]; /* bytes */
+} iter_t;
+
+static void iter_collapse(iter_t *it) {
+    int r = 0;
+    for (int i = 0; i < it->rank; i++) {
+        if (it->shape[i] == 1) continue;
+        if (r > 0) {
+            bool merge = true;
+            for (int k = 0; k < it->nops; k++)
+                if (it->st[k][r - 1] != it->st[k][i] * it->shape[i]) merge = false;
+            if (merge) {
+                it->shape[r - 1] *= it->shape[i];
+                for (int k = 0; k < it->nops; k++) it->st[k][r - 1] = it->st[k][i];
+                continue;
+            }
+        }
+        it->shape[r] = it->shape[i];
+        for (int k = 0; k < it->nops; k++) it->st[k][r] = it->st[k][i];
+        r++;
+    }
+    it->rank = r;
+}
+
+static void iter_run(iter_t *it, char **base, row_fn fn, void *ctx) {
+    for (int i = 0; i < it->rank; i++)
+        if (it->shape[i] == 0) return;
+    iter_collapse(it);
+    char *p[MAXOPS];
+    int64_t s[MAXOPS];
+    for (int k = 0; k < it->nops; k++) p[k] = base[k];
+    if (it->rank == 0) {
+        for (int k = 0; k < it->nops; k++) s[k] = 0;
+        fn(1, p, s, ctx);
+        return;
+    }
+    int in = it->rank - 1;
+    int64_t n = it->shape[in], idx[NB_MAX_RANK] = {0};
+    for (int k = 0; k < it->nops; k++) s[k] = it->st[k][in];
+    for (;;) {
+        fn(n, p, s, ctx);
+        int d = in - 1;
+        for (; d >= 0; d--) {
+            if (++idx[d] < it->shape[d]) {
+                for (int k = 0; k < it->nops; k++) p[k] += it->st[k][d];
+                break;
+            }
+            for (int k = 0; k < it->nops; k++) p[k] -= it->st[k][d] * (it->shape[d] - 1);
+            idx[d] = 0;
+        }
+        if (d < 0) return;
+    }
+}
+
+/* Lay operand t (broadcast) over the iterator's shape as operand k. */
+static void iter_set(iter_t *it, int k, const nb_tensor *t) {
+    int64_t st[NB_MAX_RANK];
+    nbi_bstrides(t, it->rank, it->shape, st);
+    int64_t es = (int64_t)nbi_dsize(t->dtype);
+    for (int i = 0; i < it->rank; i++) it->st[k][i] = st[i] * es;
+}
+
+static void iter_init(iter_t *it, const nb_tensor *out, int nops) {
+    it->rank = out->rank;
+    it->nops = nops;
+    memcpy(it->shape, out->shape, sizeof(int64_t) * (size_t)out->rank);
+    int64_t es = (int64_t)nbi_dsize(out->dtype);
+    for (int i = 0; i < out->rank; i++) it->st[0][i] = out->strides[i] * es;
+}
+
+/* ------------------------------------------------------------- unary ---- */
+
+typedef struct {
+    nbi_unop op;
+    double c;
+} unary_ctx;
+
+#define UNARY_LOOP(T, EXPR)                                                         \
+    do {                                                                            \
+        if (so == (int64_t)sizeof(T) && sa == (int64_t)sizeof(T)) {                 \
+            T *o = (T *)po;                                                         \
+            const T *a = (const T *)pa;                                             \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                T x = a[i];                                                         \
+                o[i] = (EXPR);                                                      \
+            }                                                                       \
+        } else {                                                                    \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                T x = *(const T *)(pa + i * sa);                                    \
+                *(T *)(po + i * so) = (EXPR);                                       \
+            }                                                                       \
+        }                                                                           \
+    } while (0)
+
+/* SFX is f for float maths and empty for double. */
+#define DEF_UNARY(NAME, T, SFX)                                                               \
+    static void NAME(int64_t n, char **p, const int64_t *s, void *vctx) {                     \
+        const unary_ctx *ctx = vctx;                                                          \
+        char *po = p[0];                                                                      \
+        const char *pa = p[1];                                                                \
+        int64_t so = s[0], sa = s[1];                                                         \
+        const T c = (T)ctx->c;                                                                \
+        switch (ctx->op) {                                                                    \
+        case NBI_U_NEG: UNARY_LOOP(T, -x); break;                                             \
+        case NBI_U_EXP: UNARY_LOOP(T, exp##SFX(x)); break;                                    \
+        case NBI_U_LOG: UNARY_LOOP(T, log##SFX(x)); break;                                    \
+        case NBI_U_SQRT: UNARY_LOOP(T, sqrt##SFX(x)); break;                                  \
+        case NBI_U_ABS: UNARY_LOOP(T, fabs##SFX(x)); break;                                   \
+        case NBI_U_SIN: UNARY_LOOP(T, sin##SFX(x)); break;                                    \
+        case NBI_U_COS: UNARY_LOOP(T, cos##SFX(x)); break;                                    \
+        case NBI_U_TANH: UNARY_LOOP(T, tanh##SFX(x)); break;                                  \
+        case NBI_U_SIGMOID: UNARY_LOOP(T, (T)1 / ((T)1 + exp##SFX(-x))); break;               \
+        case NBI_U_RELU: UNARY_LOOP(T, x < 0 ? (T)0 : x); break;                              \
+        case NBI_U_LEAKY: UNARY_LOOP(T, x > 0 ? x : c * x); break;                            \
+        case NBI_U_GELU:                                                                      \
+            UNARY_LOOP(T, (T)0.5 * x * ((T)1 + erf##SFX(x * (T)0.70710678118654752440)));     \
+            break;                                                                            \
+        case NBI_U_ERF: UNARY_LOOP(T, erf##SFX(x)); break;                                    \
+        case NBI_U_SIGN: UNARY_LOOP(T, x != x ? x : (T)((x > 0) - (x < 0))); break;           \
+        case NBI_U_SCALE: UNARY_LOOP(T, c * x); break;                                        \
+        case NBI_U_ADDC: UNARY_LOOP(T, x + c); break;                                         \
+        case NBI_U_COPY: UNARY_LOOP(T, x); break;                                             \
+        case NBI_U_POWC:                                                                      \
+            if (c == 2)                                                                       \
+                UNARY_LOOP(T, x * x);                                                         \
+            else if (c == 3)                                                                  \
+                UNARY_LOOP(T, x * x * x);                                                     \
+            else if (c == 1)                                                                  \
+                UNARY_LOOP(T, x);                                                             \
+            else if (c == 0.5)                                                                \
+                UNARY_LOOP(T, sqrt##SFX(x));                                                  \
+            else if (c == -1)                                                                 \
+                UNARY_LOOP(T, (T)1 / x);                                                      \
+            else if (c == -2)                                                                 \
+                UNARY_LOOP(T, (T)1 / (x * x));                                               \
+            else if (c == -0.5)                                                               \
+                UNARY_LOOP(T, (T)1 / sqrt##SFX(x));                                           \
+            else                                                                              \
+                UNARY_LOOP(T, pow##SFX(x, c));                                                \
+            break;                                                                            \
+        }                                                                                     \
+    }
+
+DEF_UNARY(unary_f32, float, f)
+DEF_UNARY(unary_f64, double, )
+
+static void unary_i64(int64_t n, char **p, const int64_t *s, void *vctx) {
+    (void)vctx; /* only copies reach here */
+    for (int64_t i = 0; i < n; i++) *(int64_t *)(p[0] + i * s[0]) = *(const int64_t *)(p[1] + i * s[1]);
+}
+
+void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c) {
+    iter_t it;
+    iter_init(&it, out, 2);
+    iter_set(&it, 1, a);
+    unary_ctx ctx = {op, c};
+    char *base[2] = {out->data, a->data};
+    iter_run(&it, base, out->dtype == NB_F32 ? unary_f32 : out->dtype == NB_F64 ? unary_f64 : unary_i64, &ctx);
+}
+
+/* ------------------------------------------------------------ binary ---- */
+
+#define BINARY_LOOP(T, EXPR)                                                        \
+    do {                                                                            \
+        if (so == (int64_t)sizeof(T) && sa == (int64_t)sizeof(T) &&                 \
+            sb == (int64_t)sizeof(T)) {                                             \
+            T *o = (T *)po;                                                         \
+            const T *A = (const T *)pa, *B = (const T *)pb;                         \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                T x = A[i], y = B[i];                                               \
+                o[i] = (EXPR);                                                      \
+            }                                                                       \
+        } else if (so == (int64_t)sizeof(T) && sa == (int64_t)sizeof(T) && sb == 0) { \
+            T *o = (T *)po;                                                         \
+            const T *A = (const T *)pa;                                             \
+            const T y = *(const T *)pb;                                             \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                T x = A[i];                                                         \
+                o[i] = (EXPR);                                                      \
+            }                                                                       \
+        } else {                                                                    \
+            for (int64_t i = 0; i < n; i++) {                                       \
+                T x = *(const T *)(pa + i * sa), y = *(const T *)(pb + i * sb);     \
+                *(T *)(po + i * so) = (EXPR);                                       \
+            }                                                                       \
+        }                                                                           \
+    } while (0)
+
+#define DEF_BINARY(NAME, T, SFX)                                                  \
+    static void NAME(int64_t n, char **p, const int64_t *s, void *vctx) {         \
+        nbi_binop op = *(const nbi_binop *)vctx;                                  \
+        char *po = p[0];                                                          \
+        const char *pa = p[1], *pb = p[2];                                        \
+        int64_t so = s[0], sa = s[1], sb = s[2];                                  \
+        switch (op) {                                                             \
+        case NBI_B_ADD: BINARY_LOOP(T, x + y); break;                             \
+        case NBI_B_SUB: BINARY_LOOP(T, x - y); break;                             \
+        case NBI_B_MUL: BINARY_LOOP(T, x * y); break;                             \
+        case NBI_B_DIV: BINARY_LOOP(T, x / y); break;                             \
+        case NBI_B_POW: BINARY_LOOP(T, pow##SFX(x, y)); break;                    \
+        case NBI_B_GT: BINARY_LOOP(T, (T)(x > y)); break;                         \
+        case NBI_B_LT: BINARY_LOOP(T, (T)(x < y)); break;                         \
+        case NBI_B_EQ: BINARY_LOOP(T, (T)(x == y)); break;                        \
+        case NBI_B_COPY2: BINARY_LOOP(T, ((void)x, y)); break;                    \
+        }                                                                         \
+    }
+
+DEF_BINARY(binary_f32, float, f)
+DEF_BINARY(binary_f64, double, )
+
+void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b) {
+    iter_t it;
+    iter_init(&it, out, 3);
+    iter_set(&it, 1, a);
+    iter_set(&it, 2, b);
+    char *base[3] = {out->data, a->data, b->data};
+    iter_run(&it, base, out->dtype == NB_F32 ? binary_f32 : binary_f64, &op);
+}
+
+void nbi_cpu_inplace(nbi_binop op, nb_tensor *dst, const nb_tensor *src) { nbi_cpu_binary(op, dst, dst, src); }
+
+/* ------------------------------------------------------------- where ---- */
+
+static void where_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+    const nb_tensor *const *t = vctx; /* out, cond */
+    nb_dtype dt = t[0]->dtype, ct = t[1]->dtype;
+    for (int64_t i = 0; i < n; i++) {
+        const char *pc = p[1] + i * s[1];
+        bool c = ct == NB_F32 ? *(const float *)pc != 0 : ct == NB_F64 ? *(const double *)pc != 0
+                                                                       : *(const int64_t *)pc != 0;
+        const char *src = c ? p[2] + i * s[2] : p[3] + i * s[3];
+        memcpy(p[0] + i * s[0], src, dt == NB_F32 ? 4 : 8);
+    }
+}
+
+void nbi_cpu_where(nb_tensor *out, const nb_tensor *cond, const nb_tensor *a, const nb_tensor *b) {
+    iter_t it;
+    iter_init(&it, out, 4);
+    iter_set(&it, 1, cond);
+    iter_set(&it, 2, a);
+    iter_set(&it, 3, b);
+    char *base[4] = {out->data, cond->data, a->data, b->data};
+    const nb_tensor *ctx[2] = {out, cond};
+    iter_run(&it, base, where_row, (void *)ctx);
+}
+
+/* -------------------------------------------------------------- copy ---- */
+
+static void convert_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+    const nb_tensor *const *t = vctx; /* dst, src */
+    nb_dtype dd = t[0]->dtype, sd = t[1]->dtype;
+    for (int64_t i = 0; i < n; i++) {
+        const char *ps = p[1] + i * s[1];
+        char *pd = p[0] + i * s[0];
+        if (dd == NB_I64 && sd == NB_I64)
+            *(int64_t *)pd = *(const int64_t *)ps;
+        else
+            nbi_store(dd, pd, nbi_load(t[1], ps));
+    }
+}
+
+void nbi_cpu_copy(nb_tensor *dst, const nb_tensor *src) {
+    if (dst->dtype == src->dtype) {
+        nbi_cpu_unary(NBI_U_COPY, dst, src, 0);
+        return;
+    }
+    iter_t it;
+    iter_init(&it, dst, 2);
+    iter_set(&it, 1, src);
+    char *base[2] = {dst->data, src->data};
+    const nb_tensor *ctx[2] = {dst, src};
+    iter_run(&it, base, convert_row, (void *)ctx);
+}
+
+typedef struct {
+    _Alignas(8) char v[8];
+    size_t es;
+} fill_ctx;
+
+static void fill_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+    const fill_ctx *f = vctx;
+    for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], f->v, f->es);
+}
+
+void nbi_cpu_fill(nb_tensor *dst, double v) {
+    if (nbi_is_contig(dst)) {
+        int64_t n = dst->numel;
+        if (dst->dtype == NB_F32) {
+            float f = (float)v, *o = (float *)(void *)dst->data;
+            for (int64_t i = 0; i < n; i++) o[i] = f;
+        } else if (dst->dtype == NB_F64) {
+            double *o = (double *)(void *)dst->data;
+            for (int64_t i = 0; i < n; i++) o[i] = v;
+        } else {
+            int64_t q = (int64_t)v, *o = (int64_t *)(void *)dst->data;
+            for (int64_t i = 0; i < n; i++) o[i] = q;
+        }
+        return;
+    }
+    fill_ctx ctx;
+    ctx.es = nbi_dsize(dst->dtype);
+    nbi_store(dst->dtype, ctx.v, v);
+    iter_t it;
+    iter_init(&it, dst, 1);
+    char *base[1] = {dst->data};
+    iter_run(&it, base, fill_row, &ctx);
+}
+
+/* --------------------------------------------------------- reductions --- */
+
+typedef struct {
+    nbi_redop op;
+    nb_dtype dt;
+} red_ctx;
+
+/* p[0] walks a double accumulator (stride 0 along reduced axes), p[1] the input. */
+static void reduce_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+    const red_ctx *ctx = vctx;
+    double *acc = (double *)(void *)p[0];
+    const char *pa = p[1];
+    int64_t sa = s[1];
+    if (s[0] == 0) { /* reduce the whole row into one accumulator */
+        if (ctx->op == NBI_R_SUM) {
+            double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            int64_t i = 0;
+            if (ctx->dt == NB_F32 && sa == 4) {
+                const float *x = (const float *)(const void *)pa;
+                for (; i + 4 <= n; i += 4) {
+                    a0 += x[i];
+                    a1 += x[i + 1];
+                    a2 += x[i + 2];
+                    a3 += x[i + 3];
+                }
+                for (; i < n; i++) a0 += x[i];
+            } else if (ctx->dt == NB_F64 && sa == 8) {
+                const double *x = (const double *)(const void *)pa;
+                for (; i + 4 <= n; i += 4) {
+                    a0 += x[i];
+                    a1 += x[i + 1];
+                    a2 += x[i + 2];
+                    a3 += x[i + 3];
+                }
+                for (; i < n; i++) a0 += x[i];
+            } else {
+                for (; i < n; i++)
+                    a0 += ctx->dt == NB_F32 ? *(const float *)(const void *)(pa + i * sa)
+                                            : *(const double *)(const void *)(pa + i * sa);
+            }
+            *acc += (a0 + a1) + (a2 + a3);
+        } else {
+            double m = *acc;
+            for (int64_t i = 0; i < n; i++) {
+                double v = ctx->dt == NB_F32 ? *(const float *)(const void *)(pa + i * sa)
+                                             : *(const double *)(const void *)(pa + i * sa);
+                if (v > m || v != v) m = v;
+                if (m != m) break;
+            }
+            *acc = m;
+        }
+        return;
+    }
+    int64_t so = s[0] / 8;
+    for (int64_t i = 0; i < n; i++) {
+        double v = ctx->dt == NB_F32 ? *(const float *)(const void *)(pa + i * sa)
+                                     : *(const double *)(const void *)(pa + i * sa);
+        double *o = acc + i * so;
+        if (ctx->op == NBI_R_SUM)
+            *o += v;
+        else if (v > *o || v != v || *o != *o)
+            *o = (*o != *o) ? *o : v;
+    }
+}
+
+int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t mask, double div) {
+    int64_t nout = out->numel;
+    double local[64];
+    double *acc = nout <= 64 ? local : nbi_alloc((size_t)nout * sizeof(double));
+    if (!acc) return -1;
+    for (int64_t i = 0; i < nout; i++) acc[i] = op == NBI_R_SUM ? 0.0 : -INFINITY;
+    iter_t it;
+    it.rank = a->rank;
+    it.nops = 2;
+    memcpy(it.shape, a->shape, sizeof(int64_t) * (size_t)a->rank);
+    int64_t s = 8;
+    for (int i = a->rank - 1; i >= 0; i--) {
+        it.st[0][i] = (mask >> i & 1) ? 0 : s;
+        if (!(mask >> i & 1)) s *= a->shape[i];
+        it.st[1][i] = a->strides[i] * (int64_t)nbi_dsize(a->dtype);
+    }
+    red_ctx ctx = {op, a->dtype};
+    char *base[2] = {(char *)acc, a->data};
+    iter_run(&it, base, reduce_row, &ctx);
+    if (div != 1.0)
+        for (int64_t i = 0; i < nout; i++) acc[i] /= div;
+    if (out->dtype == NB_F32)
+        for (int64_t i = 0; i < nout; i++) ((float *)(void *)out->data)[i] = (float)acc[i];
+    else
+        memcpy(out->data, acc, (size_t)nout * 8);
+    if (acc != local) nbi_dealloc(acc);
+    return 0;
+}

@@ -1,0 +1,204 @@
+/*
+ * internal.h - the structures behind nb_tensor, shared by every source file.
+ *
+ * A tensor is a strided view of a storage block. The block belongs to a
+ * "root" tensor (base == NULL); a view keeps a counted reference to its root
+ * (base), so the root's memory lives as long as any view of it. Small blocks
+ * are allocated together with the tensor header (one allocation per op result).
+ *
+ * Lifetime is reference counted. `refs` counts the user's handle (while
+ * `user` is set) plus every graph node, view and gradient that points at the
+ * tensor. A scope owns the user handle of the tensors made inside it; when the
+ * count reaches zero the tensor is destroyed (iteratively, so that freeing a
+ * chain of a million nodes needs no deep recursion).
+ *
+ * A tensor made by a recorded op carries its graph node inline: the op, the
+ * counted input tensors, the versions of the inputs its backward reads, and a
+ * few parameters. See src/autograd/engine.c for the backward pass.
+ */
+#ifndef NABLA_INTERNAL_H
+#define NABLA_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nabla.h"
+
+#if defined(__GNUC__)
+#define NBI_API __attribute__((visibility("hidden")))
+#else
+#define NBI_API
+#endif
+
+#define NBI_ALIGN 64
+#define NBI_MAGIC 0x6e61626cu  /* live handle */
+
+/* The ops, from the one list in src/ops/ops.def. */
+typedef enum {
+#define NB_OP(id, name, arity, rule) NBI_OP_##id,
+#include "../ops/ops.def"
+#undef NB_OP
+    NBI_OP_COUNT
+} nbi_op;
+
+struct nb_tensor;
+/* A backward rule: given the node's output `out` and the gradient g of the
+   loss with respect to it (g has out's shape), write into gin[i] the gradient
+   for input i (NULL where input i needs none). Rules are written with the
+   public differentiable ops, so a recorded backward (NB_CREATE_GRAPH) is
+   itself differentiable. Return 0, or -1 with an error recorded. */
+typedef int (*nbi_backward_fn)(struct nb_tensor *out, struct nb_tensor *g, struct nb_tensor **gin);
+
+typedef struct {
+    const char *name;
+    int arity; /* -1: variadic */
+    nbi_backward_fn backward;
+} nbi_op_info;
+NBI_API extern const nbi_op_info nbi_ops[NBI_OP_COUNT];
+
+#define NBI_INLINE_IN 2
+
+typedef struct {
+    uint16_t op;
+    uint8_t released;   /* saved tensors dropped after a backward */
+    uint8_t saves_out;  /* backward reads the output's value */
+    int32_t nin;
+    uint32_t saves_in;  /* bit i: backward reads input i's value */
+    uint32_t out_ver;   /* version of the output storage when recorded */
+    struct nb_tensor **in; /* points at in_inline or a separate array */
+    struct nb_tensor *in_inline[NBI_INLINE_IN];
+    uint32_t *in_ver;
+    uint32_t ver_inline[NBI_INLINE_IN];
+    double p[2];        /* op parameters: scalar, exponent, alpha ... */
+    int32_t ip[NB_MAX_RANK + 2]; /* integer parameters: axes, perm ... */
+    int64_t lp[2];      /* slice start/stop */
+} nbi_node;
+
+struct nb_tensor {
+    uint32_t magic;
+    int32_t refs;
+    nb_dtype dtype;
+    int8_t rank;
+    bool requires_grad;
+    bool user;          /* the user's handle is alive (counted in refs) */
+    bool has_node;
+    int32_t scope;      /* index of the owning scope, -1 for none */
+    uint32_t version;   /* bumped by in-place ops; meaningful on roots */
+    int64_t numel;
+    int64_t shape[NB_MAX_RANK];
+    int64_t strides[NB_MAX_RANK]; /* in elements */
+    char *data;         /* element 0 of this view */
+    struct nb_tensor *base; /* the root owning the storage, NULL for a root */
+    char *block;        /* storage allocation of a root (NULL if inline/none) */
+    struct nb_tensor *sprev, *snext; /* scope list */
+    struct nb_tensor *grad; /* accumulated gradient of a leaf */
+    /* backward bookkeeping */
+    uint64_t mark;
+    struct nb_tensor *acc;
+    nbi_node node;
+};
+
+/* ---- errors (src/core/error.c) ---- */
+#if defined(__GNUC__)
+#define NBI_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define NBI_PRINTF(a, b)
+#endif
+/* Record "fn: message" unless a message is already recorded. Returns NULL. */
+NBI_API void *nbi_err(const char *fn, const char *fmt, ...) NBI_PRINTF(2, 3);
+/* The same, but replacing any message already there. */
+NBI_API void *nbi_err_force(const char *fn, const char *fmt, ...) NBI_PRINTF(2, 3);
+/* Check a tensor argument: NULL keeps the first message; a dead handle is an error. */
+NBI_API bool nbi_check(const char *fn, const nb_tensor *t, int argi);
+/* Check a float (f32/f64) tensor argument. */
+NBI_API bool nbi_check_float(const char *fn, const nb_tensor *t, int argi);
+
+/* ---- memory (src/core/mem.c) ---- */
+NBI_API void *nbi_alloc(size_t n);   /* 64-byte aligned, NULL on failure */
+NBI_API void nbi_dealloc(void *p);
+NBI_API bool nbi_mul_ok(int64_t a, int64_t b, int64_t *out); /* overflow-checked a*b >= 0 */
+
+/* ---- thread state ---- */
+typedef struct {
+    bool grad_off;          /* grad mode disabled */
+    uint64_t epoch;         /* backward traversal marks */
+    nb_tensor **scope_first; /* first tensor of each open scope's list */
+    int nscopes, cap_scopes;
+} nbi_thread;
+NBI_API nbi_thread *nbi_tls(void);
+
+/* ---- tensors (src/core/tensor.c) ---- */
+static inline size_t nbi_dsize(nb_dtype dt) { return dt == NB_F32 ? 4 : 8; }
+static inline nb_tensor *nbi_root(nb_tensor *t) { return t->base ? t->base : t; }
+/* A new uninitialised contiguous root of the given shape, owned by the current scope. */
+NBI_API nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape);
+/* A view of root storage with the given geometry, owned by the current scope. */
+NBI_API nb_tensor *nbi_view(nb_tensor *src, int rank, const int64_t *shape, const int64_t *strides, char *data);
+NBI_API void nbi_ref(nb_tensor *t);
+NBI_API void nbi_unref(nb_tensor *t);
+/* Hand t's user handle over: remove it from its scope without dropping it. */
+NBI_API void nbi_unscope(nb_tensor *t);
+/* Give t (whose user handle is gone but which is alive) a user handle in the current scope. */
+NBI_API void nbi_adopt(nb_tensor *t);
+NBI_API void nbi_contig_strides(int rank, const int64_t *shape, int64_t *strides);
+NBI_API bool nbi_is_contig(const nb_tensor *t);
+NBI_API double nbi_load(const nb_tensor *t, const char *p);
+NBI_API void nbi_store(nb_dtype dt, char *p, double v);
+/* Offset in elements of the element at row-major position `i`. */
+NBI_API int64_t nbi_offset_of(const nb_tensor *t, int64_t i);
+
+/* ---- shapes (src/core/shape.c) ---- */
+NBI_API const char *nbi_shape_s(const nb_tensor *t, char *buf, size_t cap);
+#define NBI_SHAPE(t) nbi_shape_s((t), (char[160]){0}, 160)
+/* Broadcast two shapes; returns false (no error recorded) if they do not. */
+NBI_API bool nbi_broadcast(int ra, const int64_t *sa, int rb, const int64_t *sb, int *rout, int64_t *out);
+/* Normalise an axis for a tensor of the given rank; false if out of range. */
+NBI_API bool nbi_axis(int axis, int rank, int *out);
+/* Strides of t as seen from a broadcast shape of rank `rank` (0 where broadcast). */
+NBI_API void nbi_bstrides(const nb_tensor *t, int rank, const int64_t *shape, int64_t *strides);
+
+/* ---- graph recording (src/autograd/engine.c) ---- */
+/* Does an op on these inputs need recording? */
+NBI_API bool nbi_needs_grad(int n, nb_tensor *const *in);
+/* Record out as the result of op on inputs in[0..n-1]. saves_in/saves_out say
+   which values its backward reads (their versions are checked then). Returns
+   out, or NULL (out freed) when memory ran out. */
+NBI_API nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, uint32_t saves_in,
+                              bool saves_out);
+NBI_API void nbi_release_node(nb_tensor *t);
+
+/* Sum g over the axes along which a tensor of shape (rank, shape) was broadcast
+   to g's shape, so that the result has that shape. Differentiable. */
+NBI_API nb_tensor *nbi_sum_to(nb_tensor *g, int rank, const int64_t *shape);
+/* Results of ops that cannot be recorded (comparison masks) */
+NBI_API nb_tensor *nbi_const_like(nb_tensor *like, double v);
+
+/* ---- CPU kernels (src/backend/cpu/) ---- */
+typedef enum {
+    NBI_B_ADD, NBI_B_SUB, NBI_B_MUL, NBI_B_DIV, NBI_B_POW, NBI_B_GT, NBI_B_LT, NBI_B_EQ, NBI_B_COPY2
+} nbi_binop;
+typedef enum {
+    NBI_U_NEG, NBI_U_EXP, NBI_U_LOG, NBI_U_SQRT, NBI_U_ABS, NBI_U_SIN, NBI_U_COS, NBI_U_TANH,
+    NBI_U_SIGMOID, NBI_U_RELU, NBI_U_LEAKY, NBI_U_GELU, NBI_U_ERF, NBI_U_SIGN, NBI_U_SCALE, NBI_U_ADDC,
+    NBI_U_POWC, NBI_U_COPY
+} nbi_unop;
+/* out (contiguous, shape of out) = a op b, a and b broadcast to out's shape. */
+NBI_API void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b);
+/* out = op(a) with parameter c; out has a's shape (out may be any strided view:
+   used by copies), a broadcasts to out's shape. */
+NBI_API void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c);
+/* out = cond ? a : b, all broadcast to out's contiguous shape. */
+NBI_API void nbi_cpu_where(nb_tensor *out, const nb_tensor *cond, const nb_tensor *a, const nb_tensor *b);
+/* Reduce a over the axes in mask into out (contiguous, numel = product of kept axes). */
+typedef enum { NBI_R_SUM, NBI_R_MAX } nbi_redop;
+/* A sum is divided by div (1 for a plain sum) before rounding to out's dtype. */
+NBI_API int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t axes_mask, double div);
+/* In-place: dst = dst op src (src broadcast), any strides. */
+NBI_API void nbi_cpu_inplace(nbi_binop op, nb_tensor *dst, const nb_tensor *src);
+/* Strided copy with dtype conversion: dst (any geometry) = src broadcast. */
+NBI_API void nbi_cpu_copy(nb_tensor *dst, const nb_tensor *src);
+NBI_API void nbi_cpu_fill(nb_tensor *dst, double v);
+
+#endif

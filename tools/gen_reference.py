@@ -1,0 +1,461 @@
+#!/usr/bin/env python3
+"""Generate tests/data/reference.txt: PyTorch reference values for every op.
+
+Usage (from the repository root, with PyTorch installed):
+
+    python3 tools/gen_reference.py > tests/data/reference.txt
+
+The output is deterministic: every case seeds torch from a CRC32 of its name,
+and all arithmetic is float64 on the CPU.
+
+For each case the file holds the op, its parameters, the input tensors, the
+output of the op, a weight tensor W of the output's shape, and the gradients of
+L = sum(out * W) with respect to every input that requires grad.
+
+File format (whitespace-separated tokens; C reads it with fscanf/strtod):
+
+    # comment lines (only at the top of the file)
+    cases <N>                          number of cases that follow
+    case <name>
+    op <op>                            the nabla op without its nb_ prefix
+    params <n> <v1> ... <vn>           n numeric parameters (meaning per op, below)
+    inputs <k>                         number of input tensors
+    input <rg> <rank> <d0> ... <dr-1>  rg: 1 when the input requires grad
+    <values>                           prod(d) values, row-major, on one line
+    ... (k input blocks)
+    output <rank> <dims...>
+    <values>
+    weight <rank> <dims...>            W, the same shape as the output
+    <values>
+    grad <i> <rank> <dims...>          dL/d input i, one block per input with rg 1
+    <values>
+    end
+
+A tensor of rank 0 has no dims and one value; a tensor with a size-0 axis has
+an empty values line. Values are printed with '%.17g' (exact round-trip).
+
+Parameters per op (all others take none):
+
+    scale c | add_scalar c | pow p | leaky_relu alpha
+    sum_axes / mean_axes / max_axes   keepdim axis...   (no axis: reduce all)
+    reshape       shape...            (may hold one -1; none: rank 0)
+    transpose     d0 d1
+    permute       perm...
+    slice         axis start stop
+    expand        shape...
+    concat        axis                (the inputs are the tensors to join)
+    to            dtype               (0: f32, 1: f64)
+
+where: inputs are cond (0/1, no grad), a, b. gt / lt / eq: no input requires
+grad (the output is 0/1 as float64 and carries no graph), so there are no
+grad blocks. sign: the gradient is zero.
+"""
+
+import sys
+import zlib
+
+import torch
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+DT = torch.float64
+
+CASES = []
+
+
+def fmt(v):
+    return '%.17g' % v
+
+
+def shape_str(t):
+    return ' '.join([str(t.dim())] + [str(d) for d in t.shape])
+
+
+def values_str(t):
+    return ' '.join(fmt(v) for v in t.detach().to(DT).reshape(-1).tolist())
+
+
+def seed_for(name):
+    torch.manual_seed(zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def rnd(shape, lo=-2.0, hi=2.0):
+    return torch.rand(shape, dtype=DT) * (hi - lo) + lo
+
+
+def rnd_away(shape, lo=0.5, hi=2.0):
+    """|x| in [lo, hi) with a random sign (for denominators, p = -1, ...)."""
+    mag = rnd(shape, lo, hi)
+    sgn = torch.where(torch.rand(shape, dtype=DT) < 0.5, -1.0, 1.0)
+    return mag * sgn
+
+
+def T(values):
+    return torch.tensor(values, dtype=DT)
+
+
+def case(name, op, inputs, fn, params=(), rg=None):
+    """inputs: list of float64 tensors; fn(*leaves) -> output tensor."""
+    if any(c[0] == name for c in CASES):
+        raise SystemExit('duplicate case name ' + name)
+    if rg is None:
+        rg = [True] * len(inputs)
+    leaves = []
+    for x, r in zip(inputs, rg):
+        leaf = x.detach().clone().to(DT)
+        if r:
+            leaf.requires_grad_(True)
+        leaves.append(leaf)
+    out = fn(*leaves)
+    if out.dtype == torch.bool:
+        out = out.to(DT)
+    # W is drawn after the inputs; seeded from the name so it is stable too.
+    torch.manual_seed((zlib.crc32(('W:' + name).encode())) & 0x7FFFFFFF)
+    W = rnd(tuple(out.shape), -1.0, 1.0)
+    grads = []
+    if any(rg):
+        L = (out * W).sum()
+        diff = [l for l, r in zip(leaves, rg) if r]
+        if L.requires_grad:
+            gs = torch.autograd.grad(L, diff, allow_unused=True)
+        else:
+            gs = [None] * len(diff)
+        it = iter(zip(diff, gs))
+        for i, r in enumerate(rg):
+            if r:
+                leaf, g = next(it)
+                if g is None:
+                    g = torch.zeros_like(leaf)
+                grads.append((i, g))
+    for i, g in grads:
+        if not torch.isfinite(g).all():
+            raise SystemExit('non-finite gradient in case ' + name)
+    if not torch.isfinite(out).all():
+        raise SystemExit('non-finite output in case ' + name)
+    lines = ['case ' + name, 'op ' + op, 'params ' + ' '.join([str(len(params))] + [fmt(p) for p in params]),
+             'inputs %d' % len(leaves)]
+    for leaf, r in zip(leaves, rg):
+        lines.append('input %d %s' % (1 if r else 0, shape_str(leaf)))
+        lines.append(values_str(leaf))
+    lines.append('output ' + shape_str(out))
+    lines.append(values_str(out))
+    lines.append('weight ' + shape_str(W))
+    lines.append(values_str(W))
+    for i, g in grads:
+        lines.append('grad %d %s' % (i, shape_str(g)))
+        lines.append(values_str(g))
+    lines.append('end')
+    CASES.append((name, '\n'.join(lines)))
+
+
+# --------------------------------------------------------------------------
+# Elementwise binary ops, broadcasting in each operand position.
+# --------------------------------------------------------------------------
+
+BCAST = [
+    ('same', (2, 3), (2, 3)),
+    ('row', (2, 3), (3,)),
+    ('row_first', (3,), (2, 3)),
+    ('col_row', (2, 1), (1, 3)),
+    ('3d', (4, 1, 3), (2, 3)),
+    ('3d_rev', (2, 3), (4, 1, 3)),
+    ('scalar_b', (2, 3), ()),
+    ('scalar_a', (), (2, 3)),
+    ('size1', (1, 3, 1), (2, 1, 4)),
+]
+
+BINARY = {
+    'add': (torch.add, lambda s, n: rnd(s), lambda s, n: rnd(s)),
+    'sub': (torch.sub, lambda s, n: rnd(s), lambda s, n: rnd(s)),
+    'mul': (torch.mul, lambda s, n: rnd(s), lambda s, n: rnd(s)),
+    'div': (torch.div, lambda s, n: rnd(s), lambda s, n: rnd_away(s)),
+    'pow_t': (torch.pow, lambda s, n: rnd(s, 0.5, 2.0), lambda s, n: rnd(s, -2.0, 2.5)),
+}
+
+# Non-commutative ops take every layout; the others a subset that still
+# broadcasts in each operand position.
+COMMUTATIVE_TAGS = ('same', 'row_first', 'col_row', '3d', 'scalar_a')
+for op, (fn, ga, gb) in BINARY.items():
+    for tag, sa, sb in BCAST:
+        if op in ('add', 'mul', 'pow_t') and tag not in COMMUTATIVE_TAGS:
+            continue
+        name = '%s_%s' % (op, tag)
+        seed_for(name)
+        case(name, op, [ga(sa, 0), gb(sb, 1)], fn)
+
+# One operand without requires_grad.
+seed_for('mul_nograd_b')
+case('mul_nograd_b', 'mul', [rnd((3, 2)), rnd((2,))], torch.mul, rg=[True, False])
+seed_for('sub_nograd_a')
+case('sub_nograd_a', 'sub', [rnd((2, 1)), rnd((2, 4))], torch.sub, rg=[False, True])
+
+# pow_t with zeros in the base: d/dp is 0 there (p >= 0), d/da follows p a^(p-1).
+case('pow_t_zero_base', 'pow_t', [T([[0.0, 1.5, 0.0], [2.0, 0.0, 0.7]]), T([[2.0, 0.5, 1.0], [-1.5, 3.0, 2.5]])],
+     torch.pow)
+# Integer exponents on negative bases (d/dp not defined there: only a requires grad).
+case('pow_t_neg_base_int_p', 'pow_t', [T([[-1.5, 2.0, -0.5], [0.75, -2.0, 1.25]]), T([2.0, 3.0, -1.0])],
+     torch.pow, rg=[True, False])
+
+# --------------------------------------------------------------------------
+# Comparisons and where.
+# --------------------------------------------------------------------------
+
+for op, fn in (('gt', torch.gt), ('lt', torch.lt), ('eq', torch.eq)):
+    a = T([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    b = T([2.0, 0.5, 3.0])
+    case(op + '_bcast', op, [a, b], fn, rg=[False, False])
+case('eq_scalar', 'eq', [T([[1.0, 2.0], [2.0, 0.0]]), T(2.0)], torch.eq, rg=[False, False])
+
+
+def where_fn(c, a, b):
+    return torch.where(c != 0, a, b)
+
+
+seed_for('where_same')
+case('where_same', 'where', [T([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]), rnd((2, 3)), rnd((2, 3))], where_fn,
+     rg=[False, True, True])
+seed_for('where_bcast')
+case('where_bcast', 'where', [T([[[1.0, 0.0, 1.0]], [[0.0, 1.0, 1.0]]]), rnd((4, 3)), rnd((4, 1))], where_fn,
+     rg=[False, True, True])
+seed_for('where_scalar_b')
+case('where_scalar_b', 'where', [T([1.0, 0.0, 0.0, 1.0]), rnd((3, 4)), T(0.25)], where_fn,
+     rg=[False, True, True])
+seed_for('where_cond_bcast')
+case('where_cond_bcast', 'where', [T([[1.0], [0.0]]), rnd((2, 3)), rnd((3,))], where_fn,
+     rg=[False, True, True])
+
+# --------------------------------------------------------------------------
+# Elementwise with a constant.
+# --------------------------------------------------------------------------
+
+seed_for('neg')
+case('neg', 'neg', [rnd((2, 3))], torch.neg)
+for tag, c in (('2p5', 2.5), ('neg0p5', -0.5), ('zero', 0.0)):
+    name = 'scale_' + tag
+    seed_for(name)
+    case(name, 'scale', [rnd((3, 2))], lambda x, c=c: x * c, params=[c])
+for tag, c in (('1p5', 1.5), ('neg3', -3.0)):
+    name = 'add_scalar_' + tag
+    seed_for(name)
+    case(name, 'add_scalar', [rnd((2, 2, 2))], lambda x, c=c: x + c, params=[c])
+
+POW = [
+    ('2', 2.0, lambda s: rnd(s)),
+    ('2_zero', 2.0, lambda s: T([[0.0, -1.5, 2.0], [0.5, 0.0, -0.25]])),
+    ('3', 3.0, lambda s: rnd(s)),
+    ('0p5', 0.5, lambda s: rnd(s, 0.2, 3.0)),
+    ('neg1', -1.0, lambda s: rnd_away(s)),
+    ('0', 0.0, lambda s: rnd(s)),
+    ('1p5', 1.5, lambda s: rnd(s, 0.1, 3.0)),
+    ('neg0p5', -0.5, lambda s: rnd(s, 0.2, 3.0)),
+    ('neg2', -2.0, lambda s: rnd_away(s)),
+]
+for tag, p, gen in POW:
+    name = 'pow_' + tag
+    seed_for(name)
+    case(name, 'pow', [gen((2, 3))], lambda x, p=p: torch.pow(x, p), params=[p])
+
+# --------------------------------------------------------------------------
+# Elementwise unary.
+# --------------------------------------------------------------------------
+
+UNARY = [
+    ('exp', torch.exp, lambda: rnd((2, 3), -3.0, 3.0)),
+    ('exp_scalar', torch.exp, lambda: T(0.75)),
+    ('log', torch.log, lambda: rnd((2, 3), 0.1, 5.0)),
+    ('sqrt', torch.sqrt, lambda: rnd((3, 2), 0.1, 5.0)),
+    ('abs', torch.abs, lambda: T([[-1.5, 0.0, 2.25], [0.5, -0.125, 3.0]])),
+    ('sin', torch.sin, lambda: rnd((2, 3), -4.0, 4.0)),
+    ('cos', torch.cos, lambda: rnd((2, 3), -4.0, 4.0)),
+    ('tanh', torch.tanh, lambda: rnd((2, 3), -3.0, 3.0)),
+    ('tanh_large', torch.tanh, lambda: T([-1e4, -30.0, -0.5, 0.0, 0.5, 30.0, 1e4])),
+    ('sigmoid', torch.sigmoid, lambda: rnd((2, 3), -4.0, 4.0)),
+    ('sigmoid_large', torch.sigmoid, lambda: T([-1e4, -30.0, -1.0, 0.0, 1.0, 30.0, 1e4])),
+    ('relu', torch.relu, lambda: T([[-1.5, 0.0, 2.25], [0.5, -0.125, 3.0]])),
+    ('gelu', lambda x: F.gelu(x, approximate='none'), lambda: rnd((2, 4), -3.0, 3.0)),
+    ('gelu_tails', lambda x: F.gelu(x, approximate='none'), lambda: T([-10.0, -5.0, -0.5, 0.0, 0.5, 5.0, 10.0])),
+    ('erf', torch.erf, lambda: rnd((2, 3), -2.5, 2.5)),
+    ('erf_tails', torch.erf, lambda: T([-6.0, -3.0, 0.0, 1e-3, 3.0, 6.0])),
+    ('sign', torch.sign, lambda: T([[-1.5, 0.0, 2.25], [0.5, -0.125, 0.0]])),
+    ('sin_size1', torch.sin, lambda: rnd((1, 3, 1), -2.0, 2.0)),
+]
+for name, fn, gen in UNARY:
+    op = name.split('_')[0]
+    seed_for(name)
+    case(name, op, [gen()], fn)
+
+for tag, alpha in (('0p01', 0.01), ('0p2', 0.2)):
+    name = 'leaky_relu_' + tag
+    case(name, 'leaky_relu', [T([[-1.5, 0.0, 2.25, -0.25], [0.5, -3.0, 3.0, 0.0]])],
+         lambda x, a=alpha: F.leaky_relu(x, negative_slope=a), params=[alpha])
+
+# --------------------------------------------------------------------------
+# Conversion and copies.
+# --------------------------------------------------------------------------
+
+seed_for('to_f64')
+case('to_f64', 'to', [rnd((2, 3))], lambda x: x.to(torch.float64), params=[1])
+seed_for('to_f32')
+case('to_f32', 'to', [rnd((3, 2))], lambda x: x.to(torch.float32), params=[0])
+seed_for('clone')
+case('clone', 'clone', [rnd((2, 3, 2))], torch.clone)
+seed_for('contiguous')
+case('contiguous', 'contiguous', [rnd((3, 2))], lambda x: x.contiguous())
+
+# --------------------------------------------------------------------------
+# Reductions.
+# --------------------------------------------------------------------------
+
+for name, shape in (('sum_2d', (2, 3)), ('sum_3d', (2, 3, 4)), ('sum_scalar', ()), ('sum_1d', (5,))):
+    seed_for(name)
+    case(name, 'sum', [rnd(shape)], torch.sum)
+for name, shape in (('mean_2d', (2, 3)), ('mean_3d', (2, 3, 4)), ('mean_1', (1,))):
+    seed_for(name)
+    case(name, 'mean', [rnd(shape)], torch.mean)
+
+AXES = [
+    ('ax0', (2, 3, 4), [0]),
+    ('ax1', (2, 3, 4), [1]),
+    ('ax2', (2, 3, 4), [2]),
+    ('axm1', (2, 3, 4), [-1]),
+    ('axm3', (2, 3, 4), [-3]),
+    ('ax02', (2, 3, 4), [0, 2]),
+    ('ax1m1', (2, 3, 4), [1, -1]),
+    ('ax20', (2, 3, 4), [2, 0]),
+    ('all', (2, 3, 4), []),
+    ('size1', (3, 1, 2), [1]),
+    ('vec', (5,), [0]),
+]
+RED = {
+    'sum_axes': lambda x, d, k: torch.sum(x, dim=d, keepdim=k),
+    'mean_axes': lambda x, d, k: torch.mean(x, dim=d, keepdim=k),
+    'max_axes': lambda x, d, k: torch.amax(x, dim=d, keepdim=k),
+}
+# (tag, keepdim) pairs per op.
+RED_CASES = {
+    'sum_axes': [('ax0', 0), ('ax1', 1), ('axm1', 0), ('ax02', 1), ('ax1m1', 0), ('ax20', 0), ('all', 0),
+                 ('all', 1), ('size1', 0), ('vec', 0)],
+    'mean_axes': [('ax1', 0), ('ax2', 1), ('axm3', 0), ('ax02', 0), ('ax1m1', 1), ('all', 0), ('all', 1),
+                  ('size1', 1), ('vec', 0)],
+    'max_axes': [('ax0', 0), ('ax1', 1), ('ax2', 0), ('axm1', 1), ('axm3', 0), ('ax02', 0), ('ax1m1', 1),
+                 ('ax20', 0), ('all', 0), ('all', 1), ('size1', 0), ('vec', 0)],
+}
+for op, fn in RED.items():
+    for tag, shape, axes in AXES:
+        for keep in (False, True):
+            if (tag, int(keep)) not in RED_CASES[op]:
+                continue
+            name = '%s_%s_%s' % (op, tag, 'keep' if keep else 'drop')
+            seed_for(name)
+            x = rnd(shape)
+            dims = list(axes) if axes else list(range(len(shape)))
+            case(name, op, [x], lambda x, d=dims, k=keep, fn=fn: fn(x, d, k), params=[1 if keep else 0] + axes)
+
+# Ties: amax splits the gradient evenly among the tied maxima.
+TIES = T([[[3.0, 1.0, 3.0, 2.0], [0.0, 0.0, -1.0, 0.0], [5.0, 5.0, 5.0, 5.0]],
+          [[-2.0, 4.0, 4.0, 1.0], [2.0, 2.0, 2.0, -3.0], [1.0, 7.0, 0.0, 7.0]]])
+for tag, axes, keep in (('ax2', [2], False), ('ax0', [0], True), ('ax12', [1, 2], False), ('all', [], True)):
+    name = 'max_axes_ties_' + tag
+    dims = list(axes) if axes else [0, 1, 2]
+    case(name, 'max_axes', [TIES], lambda x, d=dims, k=keep: torch.amax(x, dim=d, keepdim=k),
+         params=[1 if keep else 0] + axes)
+
+# --------------------------------------------------------------------------
+# Shape ops.
+# --------------------------------------------------------------------------
+
+for name, shape, new in (('reshape_2d', (2, 3, 4), [4, 6]),
+                         ('reshape_infer', (2, 3, 4), [6, -1]),
+                         ('reshape_flat', (2, 3, 4), [-1]),
+                         ('reshape_size1', (2, 3), [1, 3, 1, 2]),
+                         ('reshape_to_scalar', (1, 1), []),
+                         ('reshape_from_scalar', (), [1, 1])):
+    seed_for(name)
+    case(name, 'reshape', [rnd(shape)], lambda x, s=new: x.reshape(s), params=new)
+
+for name, shape, d0, d1 in (('transpose_2d', (2, 3), 0, 1),
+                            ('transpose_3d_02', (2, 3, 4), 0, 2),
+                            ('transpose_3d_neg', (2, 3, 4), -1, -2),
+                            ('transpose_same', (2, 3), 1, 1),
+                            ('transpose_size1', (1, 3, 2), 0, 1)):
+    seed_for(name)
+    case(name, 'transpose', [rnd(shape)], lambda x, a=d0, b=d1: x.transpose(a, b), params=[d0, d1])
+
+for name, shape, perm in (('permute_3d_201', (2, 3, 4), [2, 0, 1]),
+                          ('permute_3d_120', (2, 3, 4), [1, 2, 0]),
+                          ('permute_4d', (2, 1, 3, 2), [3, 1, 0, 2]),
+                          ('permute_neg', (2, 3, 4), [-1, 0, -2])):
+    seed_for(name)
+    case(name, 'permute', [rnd(shape)], lambda x, p=perm: x.permute(p), params=perm)
+
+
+def py_slice(x, axis, start, stop):
+    idx = [slice(None)] * x.dim()
+    idx[axis] = slice(start, stop)
+    return x[tuple(idx)]
+
+
+for name, shape, axis, start, stop in (('slice_ax0', (4, 3), 0, 1, 3),
+                                       ('slice_ax1', (2, 5, 3), 1, 2, 5),
+                                       ('slice_neg_axis', (2, 3, 6), -1, 1, 4),
+                                       ('slice_neg_start', (6, 2), 0, -4, -1),
+                                       ('slice_clamp', (2, 5), 1, 3, 100),
+                                       ('slice_empty', (3, 4), 1, 2, 2),
+                                       ('slice_neg_stop', (5,), 0, 0, -2)):
+    seed_for(name)
+    case(name, 'slice', [rnd(shape)], lambda x, a=axis, s=start, e=stop: py_slice(x, a, s, e),
+         params=[axis, start, stop])
+
+for name, shape, new in (('expand_row', (3,), [2, 3]),
+                         ('expand_col', (3, 1), [3, 4]),
+                         ('expand_lead', (3, 1), [2, 3, 4]),
+                         ('expand_scalar', (), [2, 3]),
+                         ('expand_mid', (2, 1, 3), [2, 4, 3]),
+                         ):
+    seed_for(name)
+    case(name, 'expand', [rnd(shape)], lambda x, s=new: x.expand(s), params=new)
+
+for name, shapes, axis in (('concat2_ax0', [(2, 3, 2), (1, 3, 2)], 0),
+                           ('concat2_ax1', [(2, 3, 2), (2, 2, 2)], 1),
+                           ('concat2_axm1', [(2, 1), (2, 3)], -1),
+                           ('concat3_ax1', [(2, 2, 2), (2, 1, 2), (2, 3, 2)], 1),
+                           ('concat3_ax2', [(2, 2, 1), (2, 2, 3), (2, 2, 2)], 2),
+                           ('concat3_1d', [(2,), (1,), (3,)], 0)):
+    seed_for(name)
+    case(name, 'concat', [rnd(s) for s in shapes], lambda *xs, a=axis: torch.cat(xs, dim=a), params=[axis])
+
+# --------------------------------------------------------------------------
+# matmul.
+# --------------------------------------------------------------------------
+
+for name, sa, sb in (('matmul_2d', (3, 4), (4, 2)),
+                     ('matmul_mv', (3, 4), (4,)),
+                     ('matmul_vm', (4,), (4, 2)),
+                     ('matmul_vv', (4,), (4,)),
+                     ('matmul_outer', (3, 1), (1, 2)),
+                     ('matmul_3d', (2, 3, 4), (2, 4, 5)),
+                     ('matmul_3d_2d', (2, 3, 4), (4, 5)),
+                     ('matmul_2d_3d', (3, 4), (2, 4, 2)),
+                     ('matmul_v_3d', (4,), (2, 4, 3)),
+                     ('matmul_bcast_1', (1, 3, 4), (2, 4, 2)),
+                     ('matmul_4d_3d', (2, 1, 3, 4), (5, 4, 2)),
+                     ('matmul_4d_4d', (2, 1, 2, 3), (1, 3, 3, 2))):
+    seed_for(name)
+    case(name, 'matmul', [rnd(sa), rnd(sb)], torch.matmul)
+
+
+def main():
+    out = sys.stdout
+    out.write('# nabla reference values, generated by tools/gen_reference.py with PyTorch %s.\n'
+              % torch.__version__)
+    out.write('# Do not edit: regenerate with\n')
+    out.write('#   python3 tools/gen_reference.py > tests/data/reference.txt\n')
+    out.write('# Format: see the docstring of tools/gen_reference.py.\n')
+    out.write('cases %d\n' % len(CASES))
+    for _, text in CASES:
+        out.write(text)
+        out.write('\n')
+
+
+if __name__ == '__main__':
+    main()

@@ -10,8 +10,8 @@
  * Backward:
  *  1. An iterative depth-first search from the root (no recursion: a chain of a
  *     million nodes is fine) lists the tensors that need a gradient in
- *     post-order. It stops at leaves and at the tensors asked for by
- *     nb_gradients. Released graphs and stale saved values (a version counter
+ *     post-order, and marks those that lead to a wanted gradient (every leaf
+ *     for nb_backward, the tensors asked for by nb_gradients). Released graphs and stale saved values (a version counter
  *     moved by an in-place op) are found here, before anything is computed, so a
  *     failed backward changes nothing.
  *  2. In reverse post-order (a topological order from the root), each tensor's
@@ -161,7 +161,8 @@ static int topo(const char *fn, nb_tensor *root, int nwrt, nb_tensor *const *wrt
     while (ns > 0) {
         frame *f = &stack[ns - 1];
         nb_tensor *t = f->t;
-        bool expand = t->has_node && (nwrt == 0 || wrt_index(t, nwrt, wrt) < 0);
+        /* A released node asked for by nb_gradients is an end point; any other is an error. */
+        bool expand = t->has_node && !(t->node.released && nwrt && wrt_index(t, nwrt, wrt) >= 0);
         if (expand && f->next == 0 && t->node.released) {
             nbi_err(fn, "the graph through op '%s' %s was already released by a previous backward; "
                         "pass NB_RETAIN_GRAPH to the first one to backpropagate twice",
@@ -183,10 +184,21 @@ static int topo(const char *fn, nb_tensor *root, int nwrt, nb_tensor *const *wrt
         out[no++] = t;
         ns--;
     }
+    /* Which tensors lead to a wanted gradient (post-order: children first). */
+    for (size_t i = 0; i < no; i++) {
+        nb_tensor *t = out[i];
+        bool need = nwrt == 0 || wrt_index(t, nwrt, wrt) >= 0;
+        if (!need && t->has_node && !t->node.released)
+            for (int k = 0; k < t->node.nin && !need; k++) {
+                nb_tensor *c = t->node.in[k];
+                need = c->requires_grad && c->mark == mark && c->bw_needed;
+            }
+        t->bw_needed = need;
+    }
     /* Saved values must not have changed since they were recorded. */
     for (size_t i = 0; i < no && rc == 0; i++) {
         nb_tensor *t = out[i];
-        if (!t->has_node || (nwrt && wrt_index(t, nwrt, wrt) >= 0)) continue;
+        if (!t->has_node || t->node.released || !t->bw_needed) continue;
         nbi_node *nd = &t->node;
         for (int k = 0; k < nd->nin; k++) {
             if (!(nd->saves_in >> k & 1)) continue;
@@ -257,7 +269,7 @@ static int step(const char *fn, nb_tensor *t) {
     }
     for (int i = 0; i < nd->nin && rc == 0; i++) {
         nb_tensor *x = nd->in[i], *g = gin[i];
-        if (!g || !x->requires_grad) continue;
+        if (!g || !x->requires_grad || !x->bw_needed) continue;
         if (!same_shape(g, x) || g->dtype != x->dtype) {
             nbi_err(fn, "backward of op '%s' gave a gradient %s for input %d of shape %s", nbi_ops[nd->op].name,
                     NBI_SHAPE(g), i, NBI_SHAPE(x));
@@ -329,9 +341,9 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
 
     for (size_t i = no; i-- > 0 && rc == 0;) {
         nb_tensor *t = order[i];
-        if (!t->acc || !t->has_node || (nwrt && wrt_index(t, nwrt, wrt) >= 0)) continue;
+        if (!t->acc || !t->has_node || t->node.released || !t->bw_needed) continue;
         rc = step(fn, t);
-        set_acc(t, NULL);
+        if (!nwrt || wrt_index(t, nwrt, wrt) < 0) set_acc(t, NULL); /* a wanted gradient stays */
     }
 
     if (rc == 0 && nwrt == 0) {

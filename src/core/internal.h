@@ -96,6 +96,7 @@ struct nb_tensor {
     struct nb_tensor *grad; /* accumulated gradient of a leaf */
     /* backward bookkeeping */
     uint64_t mark;
+    bool bw_needed;     /* leads to a tensor whose gradient is wanted */
     struct nb_tensor *acc;
     nbi_node node;
 };

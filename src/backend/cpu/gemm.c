@@ -16,7 +16,9 @@
  *
  * Packing pads partial panels with zeros, so the micro-kernels always run a full MR x NR tile; the tile is
  * written straight to C when it is whole and through a small stack buffer at the right/bottom edges. The
- * packing routines read A and B through their strides, so transposed or strided operands cost nothing extra.
+ * packing routines read A and B through their strides, so transposed or strided operands cost nothing extra;
+ * with AVX-512 the layouts that need a transpose (row-major A, column-major B for f32) use register
+ * transposes (16 x 16 f32, 8 x 8 f64) instead of element-by-element copies.
  * K, M and N are split into blocks of near-equal size (never one long block plus a sliver).
  *
  * Micro-kernel contract: ukr(kc, pa, pb, c, ldc, mr, nr, beta) with pa = MR x kc panel (MR values per k
@@ -115,6 +117,8 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         ukr_##S##_fn ukr;                                                                                      \
         axpy_##S##_fn axpy;                                                                                    \
         dot_##S##_fn dot;                                                                                      \
+        void (*pack_a)(T *dst, const T *a, int64_t rsa, int64_t csa, int64_t mc, int64_t kc, int MR);          \
+        void (*pack_b)(T *dst, const T *b, int64_t rsb, int64_t csb, int64_t kc, int64_t nc, int NR);          \
     } cfg_##S;                                                                                                 \
                                                                                                                \
     /* Stores the mr x nr top-left of tile t (row stride tn) to C: C = t (beta 0) or C += t (beta 1). */       \
@@ -213,13 +217,19 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
                                                                       int64_t rsb, int64_t csb, int64_t kc,    \
                                                                       int64_t nc, const int NR)                \
     {                                                                                                          \
-        for (int64_t jr = 0; jr < nc; jr += NR) {                                                              \
+        int64_t jr = 0;                                                                                        \
+        if (csb == 1) { /* rows of B contiguous: walk each row once across all full panels */                  \
+            const int64_t nfull = nc / NR;                                                                     \
+            for (int64_t p = 0; p < kc; ++p)                                                                   \
+                for (int64_t q = 0; q < nfull; ++q)                                                            \
+                    memcpy(dst + q * NR * kc + p * NR, b + p * rsb + q * NR, sizeof(T) * (size_t)NR);          \
+            jr = nfull * NR;                                                                                   \
+            dst += nfull * NR * kc;                                                                            \
+        }                                                                                                      \
+        for (; jr < nc; jr += NR) {                                                                            \
             const int64_t nr = min_i64(NR, nc - jr);                                                           \
             const T *src = b + jr * csb;                                                                       \
-            if (nr == NR && csb == 1) {                                                                        \
-                for (int64_t p = 0; p < kc; ++p)                                                               \
-                    memcpy(dst + p * NR, src + p * rsb, sizeof(T) * (size_t)NR);                               \
-            } else if (nr == NR && rsb == 1) {                                                                 \
+            if (nr == NR && rsb == 1) {                                                                        \
                 for (int64_t p = 0; p < kc; ++p)                                                               \
                     for (int j = 0; j < NR; ++j)                                                               \
                         dst[p * NR + j] = src[j * csb + p];                                                    \
@@ -313,10 +323,10 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
             for (int64_t pc = 0; pc < k; pc += kcb) {                                                          \
                 const int64_t kc = min_i64(kcb, k - pc);                                                       \
                 const int beta = pc > 0 || acc;                                                                \
-                pack_b_##S(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, NR);                                 \
+                cf->pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, NR);                                 \
                 for (int64_t ic = 0; ic < m; ic += mcb) {                                                      \
                     const int64_t mc = min_i64(mcb, m - ic);                                                   \
-                    pack_a_##S(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc, MR);                             \
+                    cf->pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc, MR);                             \
                     for (int64_t jr = 0; jr < nc; jr += NR) {                                                  \
                         const int nr = (int)min_i64(NR, nc - jr);                                              \
                         T *cj = c + ic * ldc + jc + jr;                                                        \
@@ -589,23 +599,175 @@ __attribute__((target("avx2,fma"))) static double dot_avx2_d(int64_t n, const do
     return r;
 }
 
+/* AVX-512 packing: the row-major A panel (and column-major B panel) needs a transpose; 16 x 16 (f32) or
+   8 x 8 (f64) register transposes replace the scalar gather-by-row loops. */
+
+/* In-place transpose of the 16 x 16 f32 block held in r[0..15] (r[i] = row i). */
+__attribute__((target("avx512f"))) static inline void transpose16_ps(__m512 *r)
+{
+    /* t: 2 x 2 interleave of row pairs; u[4g + e] holds rows 4g..4g+3 at column 4b + e in 128-bit block b */
+    const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
+    const __m512 t4 = _mm512_unpacklo_ps(r[4], r[5]), t5 = _mm512_unpackhi_ps(r[4], r[5]);
+    const __m512 t6 = _mm512_unpacklo_ps(r[6], r[7]), t7 = _mm512_unpackhi_ps(r[6], r[7]);
+    const __m512 t8 = _mm512_unpacklo_ps(r[8], r[9]), t9 = _mm512_unpackhi_ps(r[8], r[9]);
+    const __m512 t10 = _mm512_unpacklo_ps(r[10], r[11]), t11 = _mm512_unpackhi_ps(r[10], r[11]);
+    const __m512 t12 = _mm512_unpacklo_ps(r[12], r[13]), t13 = _mm512_unpackhi_ps(r[12], r[13]);
+    const __m512 t14 = _mm512_unpacklo_ps(r[14], r[15]), t15 = _mm512_unpackhi_ps(r[14], r[15]);
+    const __m512 u[16] = {
+        _mm512_shuffle_ps(t0, t2, 0x44),   _mm512_shuffle_ps(t0, t2, 0xEE),   _mm512_shuffle_ps(t1, t3, 0x44),
+        _mm512_shuffle_ps(t1, t3, 0xEE),   _mm512_shuffle_ps(t4, t6, 0x44),   _mm512_shuffle_ps(t4, t6, 0xEE),
+        _mm512_shuffle_ps(t5, t7, 0x44),   _mm512_shuffle_ps(t5, t7, 0xEE),   _mm512_shuffle_ps(t8, t10, 0x44),
+        _mm512_shuffle_ps(t8, t10, 0xEE),  _mm512_shuffle_ps(t9, t11, 0x44),  _mm512_shuffle_ps(t9, t11, 0xEE),
+        _mm512_shuffle_ps(t12, t14, 0x44), _mm512_shuffle_ps(t12, t14, 0xEE), _mm512_shuffle_ps(t13, t15, 0x44),
+        _mm512_shuffle_ps(t13, t15, 0xEE),
+    };
+    /* column 4b + e = 128-bit block b of u[e], u[4 + e], u[8 + e], u[12 + e] */
+    for (int e = 0; e < 4; ++e) {
+        const __m512 va = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88), vb = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xDD);
+        const __m512 wa = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
+        const __m512 wb = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xDD);
+        r[e] = _mm512_shuffle_f32x4(va, wa, 0x88);
+        r[4 + e] = _mm512_shuffle_f32x4(vb, wb, 0x88);
+        r[8 + e] = _mm512_shuffle_f32x4(va, wa, 0xDD);
+        r[12 + e] = _mm512_shuffle_f32x4(vb, wb, 0xDD);
+    }
+}
+
+/* In-place transpose of the 8 x 8 f64 block held in r[0..7]. */
+__attribute__((target("avx512f"))) static inline void transpose8_pd(__m512d *r)
+{
+    /* x[2h + e] holds rows 2h, 2h+1 at column 2b + e in 128-bit block b */
+    const __m512d x[8] = {
+        _mm512_unpacklo_pd(r[0], r[1]), _mm512_unpackhi_pd(r[0], r[1]), _mm512_unpacklo_pd(r[2], r[3]),
+        _mm512_unpackhi_pd(r[2], r[3]), _mm512_unpacklo_pd(r[4], r[5]), _mm512_unpackhi_pd(r[4], r[5]),
+        _mm512_unpacklo_pd(r[6], r[7]), _mm512_unpackhi_pd(r[6], r[7]),
+    };
+    for (int e = 0; e < 2; ++e) {
+        const __m512d a8 = _mm512_shuffle_f64x2(x[e], x[2 + e], 0x88), ad = _mm512_shuffle_f64x2(x[e], x[2 + e], 0xDD);
+        const __m512d b8 = _mm512_shuffle_f64x2(x[4 + e], x[6 + e], 0x88);
+        const __m512d bd = _mm512_shuffle_f64x2(x[4 + e], x[6 + e], 0xDD);
+        r[e] = _mm512_shuffle_f64x2(a8, b8, 0x88);
+        r[2 + e] = _mm512_shuffle_f64x2(ad, bd, 0x88);
+        r[4 + e] = _mm512_shuffle_f64x2(a8, b8, 0xDD);
+        r[6 + e] = _mm512_shuffle_f64x2(ad, bd, 0xDD);
+    }
+}
+
+/* f32 A block, MR = 12: 16 columns of a 12-row panel at a time (rows 12..15 of the transpose are zero). */
+__attribute__((target("avx512f"))) static void pack_a_avx512_s(float *restrict dst, const float *a, int64_t rsa,
+                                                               int64_t csa, int64_t mc, int64_t kc, int MR)
+{
+    int64_t ir = 0;
+    if (csa == 1 && MR == 12) {
+        for (; ir + 12 <= mc; ir += 12) {
+            const float *src = a + ir * rsa;
+            int64_t p = 0;
+            for (; p + 16 <= kc; p += 16) {
+                __m512 r[16];
+                for (int i = 0; i < 12; ++i)
+                    r[i] = _mm512_loadu_ps(src + i * rsa + p);
+                for (int i = 12; i < 16; ++i)
+                    r[i] = _mm512_setzero_ps();
+                transpose16_ps(r);
+                /* column j of the panel goes to dst[(p + j) * 12 ..]: 16-wide stores in ascending order, each
+                   one's 4 spare lanes overwritten by the next; the last one is masked to 12 lanes */
+                float *d = dst + p * 12;
+                for (int j = 0; j < 15; ++j)
+                    _mm512_storeu_ps(d + j * 12, r[j]);
+                _mm512_mask_storeu_ps(d + 15 * 12, (__mmask16)0x0FFF, r[15]);
+            }
+            for (; p < kc; ++p)
+                for (int i = 0; i < 12; ++i)
+                    dst[p * 12 + i] = src[i * rsa + p];
+            dst += 12 * kc;
+        }
+    }
+    if (ir < mc)
+        pack_a_s(dst, a + ir * rsa, rsa, csa, mc - ir, kc, MR);
+}
+
+/* f64 A block, MR = 12: 8 columns at a time; rows 0..7 by one 8 x 8 transpose, rows 8..11 by a second one
+   (with zero rows 12..15) of which the low 4 lanes are kept. */
+__attribute__((target("avx512f"))) static void pack_a_avx512_d(double *restrict dst, const double *a, int64_t rsa,
+                                                               int64_t csa, int64_t mc, int64_t kc, int MR)
+{
+    int64_t ir = 0;
+    if (csa == 1 && MR == 12) {
+        for (; ir + 12 <= mc; ir += 12) {
+            const double *src = a + ir * rsa;
+            int64_t p = 0;
+            for (; p + 8 <= kc; p += 8) {
+                __m512d r[8], s[8];
+                for (int i = 0; i < 8; ++i)
+                    r[i] = _mm512_loadu_pd(src + i * rsa + p);
+                for (int i = 0; i < 4; ++i)
+                    s[i] = _mm512_loadu_pd(src + (8 + i) * rsa + p);
+                for (int i = 4; i < 8; ++i)
+                    s[i] = _mm512_setzero_pd();
+                transpose8_pd(r);
+                transpose8_pd(s);
+                double *d = dst + p * 12;
+                for (int j = 0; j < 8; ++j) {
+                    _mm512_storeu_pd(d + j * 12, r[j]);
+                    _mm256_storeu_pd(d + j * 12 + 8, _mm512_castpd512_pd256(s[j]));
+                }
+            }
+            for (; p < kc; ++p)
+                for (int i = 0; i < 12; ++i)
+                    dst[p * 12 + i] = src[i * rsa + p];
+            dst += 12 * kc;
+        }
+    }
+    if (ir < mc)
+        pack_a_d(dst, a + ir * rsa, rsa, csa, mc - ir, kc, MR);
+}
+
+/* f32 B block, NR = 32, B stored by columns (rsb == 1): two 16 x 16 transposes per 16 rows of the panel. */
+__attribute__((target("avx512f"))) static void pack_b_avx512_s(float *restrict dst, const float *b, int64_t rsb,
+                                                               int64_t csb, int64_t kc, int64_t nc, int NR)
+{
+    int64_t jr = 0;
+    if (rsb == 1 && csb != 1 && NR == 32) {
+        for (; jr + 32 <= nc; jr += 32) {
+            const float *src = b + jr * csb;
+            int64_t p = 0;
+            for (; p + 16 <= kc; p += 16)
+                for (int h = 0; h < 2; ++h) {
+                    __m512 r[16];
+                    for (int j = 0; j < 16; ++j)
+                        r[j] = _mm512_loadu_ps(src + (16 * h + j) * csb + p);
+                    transpose16_ps(r);
+                    for (int q = 0; q < 16; ++q)
+                        _mm512_storeu_ps(dst + (p + q) * 32 + 16 * h, r[q]);
+                }
+            for (; p < kc; ++p)
+                for (int j = 0; j < 32; ++j)
+                    dst[p * 32 + j] = src[j * csb + p];
+            dst += 32 * kc;
+        }
+    }
+    if (jr < nc)
+        pack_b_s(dst, b + jr * csb, rsb, csb, kc, nc - jr, NR);
+}
+
 #endif /* NBI_GEMM_X86 */
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Kernel tables and run-time selection                                                              */
 
 static const cfg_s cfgs_s[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s},
-    [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s},
+    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s},
+    [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s},
 #endif
 };
 static const cfg_d cfgs_d[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d, pack_a_d, pack_b_d},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d},
-    [NBI_GEMM_AVX512] = {12, 16, 256, 144, 2048, ukr_avx512_d, axpy_avx2_d, dot_avx2_d},
+    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d, pack_a_d, pack_b_d},
+    [NBI_GEMM_AVX512] = {12, 16, 256, 144, 2048, ukr_avx512_d, axpy_avx2_d, dot_avx2_d, pack_a_avx512_d, pack_b_d},
 #endif
 };
 

@@ -29,7 +29,7 @@ static nb_dtype promote(const nb_tensor *a, const nb_tensor *b) {
 static nb_tensor *prepare2(const char *fn, nb_tensor **a, nb_tensor **b) {
     if (!nbi_check_float(fn, *a, 1) || !nbi_check_float(fn, *b, 2)) return NULL;
     int r;
-    int64_t shape[NB_MAX_RANK];
+    int64_t shape[NB_MAX_RANK] = {0};
     if (!nbi_broadcast((*a)->rank, (*a)->shape, (*b)->rank, (*b)->shape, &r, shape))
         return nbi_err(fn, "shapes %s and %s do not broadcast", NBI_SHAPE(*a), NBI_SHAPE(*b));
     nb_dtype dt = promote(*a, *b);

@@ -24,7 +24,7 @@ static nb_tensor *prepare(const char *fn, nb_tensor *dst, nb_tensor *src, bool n
     if (!need_src) return dst;
     if (!nbi_check_float(fn, src, 2)) return NULL;
     int r;
-    int64_t shape[NB_MAX_RANK];
+    int64_t shape[NB_MAX_RANK] = {0};
     bool ok = nbi_broadcast(dst->rank, dst->shape, src->rank, src->shape, &r, shape) && r == dst->rank;
     for (int i = 0; ok && i < r; i++)
         if (shape[i] != dst->shape[i]) ok = false;

@@ -30,7 +30,7 @@ static int gemm(nb_tensor *out, const char *pa, int64_t rsa, const nb_tensor *a,
 /* a (..., M, K) @ b (..., K, N), same dtype, both rank >= 2. */
 static nb_tensor *matmul_core(const char *fn, nb_tensor *a, nb_tensor *b) {
     int bra = a->rank - 2, brb = b->rank - 2, br;
-    int64_t bshape[NB_MAX_RANK], shape[NB_MAX_RANK];
+    int64_t bshape[NB_MAX_RANK] = {0}, shape[NB_MAX_RANK] = {0};
     if (!nbi_broadcast(bra, a->shape, brb, b->shape, &br, bshape) || br + 2 > NB_MAX_RANK) {
         char sb[160];
         return nbi_err(fn, "%s @ %s: batch dimensions do not broadcast", NBI_SHAPE(a),
@@ -103,7 +103,7 @@ nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b) {
     if (b1 && !(b = nb_reshape(b, 2, (int64_t[]){kb, 1}))) return NULL;
     nb_tensor *r = matmul_core(fn, a, b);
     if (!r || (!a1 && !b1)) return r;
-    int64_t shape[NB_MAX_RANK];
+    int64_t shape[NB_MAX_RANK] = {0};
     int rank = 0;
     for (int i = 0; i < r->rank; i++) {
         if (a1 && i == r->rank - 2) continue;

@@ -47,7 +47,7 @@ static int reduced_shape(const nb_tensor *a, uint32_t mask, bool keepdim, int64_
 }
 
 static nb_tensor *reduce(const char *fn, nbi_op op, nb_tensor *a, uint32_t mask, bool keepdim) {
-    int64_t shape[NB_MAX_RANK], count = 1;
+    int64_t shape[NB_MAX_RANK] = {0}, count = 1;
     int r = reduced_shape(a, mask, keepdim, shape);
     for (int i = 0; i < a->rank; i++)
         if (mask >> i & 1) count *= a->shape[i];
@@ -108,7 +108,7 @@ static nb_tensor *spread(nb_tensor *out, nb_tensor *g) {
     nb_tensor *in = out->node.in[0];
     uint32_t mask = (uint32_t)out->node.ip[0];
     if (!out->node.ip[1]) {
-        int64_t shape[NB_MAX_RANK];
+        int64_t shape[NB_MAX_RANK] = {0};
         int r = reduced_shape(in, mask, true, shape);
         g = nb_reshape(g, r, shape);
     }

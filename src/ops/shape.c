@@ -70,7 +70,7 @@ nb_tensor *nb_permute(nb_tensor *a, const int *perm) {
     const char *fn = "nb_permute";
     if (!nbi_check(fn, a, 1)) return NULL;
     if (!perm && a->rank > 0) return nbi_err(fn, "perm is NULL for a tensor %s", NBI_SHAPE(a));
-    int64_t s[NB_MAX_RANK], st[NB_MAX_RANK];
+    int64_t s[NB_MAX_RANK] = {0}, st[NB_MAX_RANK] = {0};
     uint32_t seen = 0;
     int p[NB_MAX_RANK];
     for (int i = 0; i < a->rank; i++) {
@@ -110,7 +110,7 @@ nb_tensor *nb_slice(nb_tensor *a, int axis, int64_t start, int64_t stop) {
     if (b < 0 || b > n || e < b)
         return nbi_err(fn, "range [%lld, %lld) is out of bounds for axis %d of size %lld in %s", (long long)start,
                        (long long)stop, ax, (long long)n, NBI_SHAPE(a));
-    int64_t s[NB_MAX_RANK];
+    int64_t s[NB_MAX_RANK] = {0};
     memcpy(s, a->shape, sizeof s);
     s[ax] = e - b;
     char *data = a->data + b * a->strides[ax] * (int64_t)nbi_dsize(a->dtype);
@@ -127,7 +127,7 @@ nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape) {
     if (!nbi_check(fn, a, 1)) return NULL;
     if (rank < a->rank || rank > NB_MAX_RANK || (rank > 0 && !shape))
         return nbi_err(fn, "cannot expand %s to rank %d", NBI_SHAPE(a), rank);
-    int64_t s[NB_MAX_RANK], st[NB_MAX_RANK];
+    int64_t s[NB_MAX_RANK] = {0}, st[NB_MAX_RANK] = {0};
     int lead = rank - a->rank;
     for (int i = 0; i < rank; i++) {
         int j = i - lead;
@@ -152,7 +152,7 @@ nb_tensor *nb_concat(int n, nb_tensor *const *ts, int axis) {
     nb_tensor *t0 = ts[0];
     if (!nbi_axis(axis, t0->rank, &ax))
         return nbi_err(fn, "axis %d is out of range for tensors of rank %d", axis, t0->rank);
-    int64_t s[NB_MAX_RANK];
+    int64_t s[NB_MAX_RANK] = {0};
     memcpy(s, t0->shape, sizeof s);
     s[ax] = 0;
     nb_dtype dt = t0->dtype;

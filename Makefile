@@ -1,0 +1,28 @@
+# The two commands: `make run` (the main job) and `make test` (every test, on a
+# sanitizer build and on a release build). `make bench` prints the benchmarks.
+JOBS ?= 2
+CMAKE ?= cmake
+
+.PHONY: run test bench clean release asan
+
+release:
+	$(CMAKE) -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	$(CMAKE) --build build/release -j$(JOBS)
+
+asan:
+	$(CMAKE) -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DNABLA_SANITIZE=ON >/dev/null
+	$(CMAKE) --build build/asan -j$(JOBS)
+
+run: release
+	./build/release/example_neuron
+
+test: asan release
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --test-dir build/asan --output-on-failure -j$(JOBS)
+	ctest --test-dir build/release --output-on-failure -j$(JOBS)
+
+bench: release
+	bash bench/run_core.sh build/release
+
+clean:
+	rm -rf build

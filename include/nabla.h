@@ -83,6 +83,11 @@ NB_API void nb_clear_error(void);
 NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*free_fn)(void *p, void *ud),
                              void *ud);
 
+/* Bytes the library holds right now (tensors, graph bookkeeping, kernel
+   buffers), over all threads. Flat across the steps of a training loop that
+   frees each step's scope. */
+NB_API int64_t nb_memory_in_use(void);
+
 /* Ownership. Every tensor made between nb_scope_begin() and the matching
    nb_scope_end() on this thread (op results, graph nodes, gradients returned by
    nb_gradient) is freed by nb_scope_end(). A tensor made outside every scope

@@ -3,8 +3,10 @@
  *
  * Every byte the library allocates comes through nbi_alloc, so a test can
  * make the Nth allocation fail and check that the call fails cleanly. Blocks
- * are 64-byte aligned: the hook's pointer is kept just before the block.
+ * are 64-byte aligned: the hook's pointer and the block's size are kept just
+ * before the block, so the library can count the bytes it holds.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +25,10 @@ static void *(*alloc_fn)(size_t, void *) = default_alloc;
 static void (*free_fn)(void *, void *) = default_free;
 static void *alloc_ud;
 
+void nbi_gemm_release_buffers(void);
+
 void nb_set_allocator(void *(*a)(size_t size, void *ud), void (*f)(void *p, void *ud), void *ud) {
+    nbi_gemm_release_buffers(); /* cached blocks go back through the hook that made them */
     if (!a || !f) {
         alloc_fn = default_alloc;
         free_fn = default_free;
@@ -35,21 +40,34 @@ void nb_set_allocator(void *(*a)(size_t size, void *ud), void (*f)(void *p, void
     alloc_ud = ud;
 }
 
+static _Atomic int64_t bytes_in_use;
+
+typedef struct {
+    void *raw;
+    size_t size;
+} block_head;
+
 void *nbi_alloc(size_t n) {
-    if (n > SIZE_MAX - NBI_ALIGN - sizeof(void *)) return NULL;
-    char *raw = alloc_fn(n + NBI_ALIGN + sizeof(void *), alloc_ud);
+    size_t extra = NBI_ALIGN + sizeof(block_head);
+    if (n > SIZE_MAX - extra) return NULL;
+    char *raw = alloc_fn(n + extra, alloc_ud);
     if (!raw) return NULL;
-    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + NBI_ALIGN - 1) & ~(uintptr_t)(NBI_ALIGN - 1);
-    memcpy((char *)p - sizeof(void *), &raw, sizeof raw);
+    uintptr_t p = ((uintptr_t)raw + sizeof(block_head) + NBI_ALIGN - 1) & ~(uintptr_t)(NBI_ALIGN - 1);
+    block_head h = {raw, n};
+    memcpy((char *)p - sizeof h, &h, sizeof h);
+    atomic_fetch_add_explicit(&bytes_in_use, (int64_t)n, memory_order_relaxed);
     return (void *)p;
 }
 
 void nbi_dealloc(void *p) {
     if (!p) return;
-    void *raw;
-    memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
-    free_fn(raw, alloc_ud);
+    block_head h;
+    memcpy(&h, (char *)p - sizeof h, sizeof h);
+    atomic_fetch_sub_explicit(&bytes_in_use, (int64_t)h.size, memory_order_relaxed);
+    free_fn(h.raw, alloc_ud);
 }
+
+int64_t nb_memory_in_use(void) { return atomic_load_explicit(&bytes_in_use, memory_order_relaxed); }
 
 bool nbi_mul_ok(int64_t a, int64_t b, int64_t *out) {
     if (a < 0 || b < 0) return false;

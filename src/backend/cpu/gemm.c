@@ -48,6 +48,8 @@
  */
 #include "gemm.h"
 
+#include <pthread.h>
+
 #include <stdatomic.h>
 #include <string.h>
 
@@ -70,6 +72,12 @@ static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b
 static _Thread_local void *tl_buf[2];
 static _Thread_local size_t tl_cap[2];
 
+/* A thread's buffers are freed when it exits, through a key destructor. */
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static void buf_exit(void *unused) { (void)unused; nbi_gemm_release_buffers(); }
+static void buf_key_init(void) { (void)pthread_key_create(&buf_key, buf_exit); }
+
 static void *get_buf(int which, size_t bytes)
 {
     if (tl_cap[which] >= bytes)
@@ -82,6 +90,8 @@ static void *get_buf(int which, size_t bytes)
         nbi_dealloc(tl_buf[which]);
     tl_buf[which] = p;
     tl_cap[which] = bytes;
+    pthread_once(&buf_once, buf_key_init);
+    (void)pthread_setspecific(buf_key, (void *)1);
     return p;
 }
 

@@ -301,6 +301,17 @@ NB_API nb_tensor *nb_concat(int n, nb_tensor *const *ts, int axis);
    are stacks of matrices whose leading (batch) axes broadcast. */
 NB_API nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b);
 
+/* Softmax and log-softmax along an axis, max-subtracted: finite for logits of
+   any size. */
+NB_API nb_tensor *nb_softmax(nb_tensor *a, int axis);
+NB_API nb_tensor *nb_log_softmax(nb_tensor *a, int axis);
+/* Mean cross-entropy of logits (N,C) against NB_I64 targets (N) in [0, C),
+   fused: its gradient is (softmax(logits) - onehot(targets)) / N. A target
+   outside [0, C) is an error naming the first bad index. */
+NB_API nb_tensor *nb_cross_entropy(nb_tensor *logits, nb_tensor *targets);
+/* Mean negative log-likelihood: -mean_i logp[i, targets[i]] for log-probabilities (N,C). */
+NB_API nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets);
+
 /* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */
 /* backward that needs a value saved before the change fails with an error.  */

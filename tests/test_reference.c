@@ -212,6 +212,14 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
     if (IS("lt")) { NEED(2, 0); return nb_lt(x[0], x[1]); }
     if (IS("eq")) { NEED(2, 0); return nb_eq(x[0], x[1]); }
     if (IS("where")) { NEED(3, 0); return nb_where(x[0], x[1], x[2]); }
+    /* Softmax family; the losses' targets come as params. */
+    if (IS("softmax")) { NEED(1, 1); return nb_softmax(x[0], iparam(c, 0)); }
+    if (IS("log_softmax")) { NEED(1, 1); return nb_log_softmax(x[0], iparam(c, 0)); }
+    if (IS("cross_entropy") || IS("nll_loss")) {
+        NEED(1, np);
+        nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){np}, c->params);
+        return IS("nll_loss") ? nb_nll_loss(x[0], t) : nb_cross_entropy(x[0], t);
+    }
     /* With a constant. */
     if (IS("neg")) { NEED(1, 0); return nb_neg(x[0]); }
     if (IS("scale")) { NEED(1, 1); return nb_scale(x[0], c->params[0]); }

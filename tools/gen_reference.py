@@ -443,6 +443,33 @@ for name, sa, sb in (('matmul_2d', (3, 4), (4, 2)),
     seed_for(name)
     case(name, 'matmul', [rnd(sa), rnd(sb)], torch.matmul)
 
+# --------------------------------------------------------------------------
+# softmax family and classification losses (targets travel as params).
+# --------------------------------------------------------------------------
+
+for name, shape, axis in (('softmax_last', (3, 5), -1), ('softmax_axis0', (4, 3), 0),
+                          ('softmax_3d_mid', (2, 3, 4), 1)):
+    seed_for(name)
+    case(name, 'softmax', [rnd(shape, -3, 3)], lambda x, a=axis: torch.softmax(x, dim=a), params=[axis])
+    seed_for('log_' + name)
+    case('log_' + name, 'log_softmax', [rnd(shape, -3, 3)], lambda x, a=axis: torch.log_softmax(x, dim=a),
+         params=[axis])
+seed_for('softmax_huge')
+case('softmax_huge', 'softmax', [T([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]])], lambda x: torch.softmax(x, 1),
+     params=[1])
+case('log_softmax_huge', 'log_softmax', [T([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]])],
+     lambda x: torch.log_softmax(x, 1), params=[1])
+for name, n, c in (('cross_entropy_4x3', 4, 3), ('cross_entropy_6x10', 6, 10)):
+    seed_for(name)
+    targets = [int(v) for v in torch.randint(0, c, (n,))]
+    case(name, 'cross_entropy', [rnd((n, c), -3, 3)],
+         lambda x, t=targets: torch.nn.functional.cross_entropy(x, torch.tensor(t)), params=targets)
+    seed_for('nll_' + name)
+    case('nll_' + name, 'nll_loss', [rnd((n, c), -3, 0)],
+         lambda x, t=targets: torch.nn.functional.nll_loss(x, torch.tensor(t)), params=targets)
+case('cross_entropy_huge', 'cross_entropy', [T([[1e4, -1e4, 0.0], [-1e4, 3.0, 1e4]])],
+     lambda x: torch.nn.functional.cross_entropy(x, torch.tensor([1, 2])), params=[1, 2])
+
 
 def main():
     out = sys.stdout

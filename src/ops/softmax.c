@@ -1,0 +1,170 @@
+/*
+ * softmax.c - softmax and log-softmax along an axis, and the classification
+ * losses built on them: forward kernels and gradient rules.
+ *
+ * Kernels subtract the maximum along the axis before exponentiating, so logits
+ * of any size give finite results, and accumulate in double. The input is
+ * viewed as (outer, n, inner) with the reduced axis in the middle.
+ *
+ * Gradients (seed 004):  softmax      dX = R (G - sum(G R))
+ *                        log_softmax  dX = G - softmax(X) sum(G)
+ *                        nll_loss     dX = -G onehot(t) / N
+ *                        cross_entropy dX = G (softmax(X) - onehot(t)) / N
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../core/internal.h"
+
+/* out (contiguous) = softmax or log-softmax of x (contiguous) along axis ax. */
+static void softmax_kernel(nb_tensor *out, const nb_tensor *x, int ax, bool logarithm) {
+    int64_t n = x->shape[ax], outer = 1, inner = 1;
+    for (int i = 0; i < ax; i++) outer *= x->shape[i];
+    for (int i = ax + 1; i < x->rank; i++) inner *= x->shape[i];
+    bool f32 = x->dtype == NB_F32;
+    const float *xf = (const float *)(const void *)x->data;
+    const double *xd = (const double *)(const void *)x->data;
+    float *of = (float *)(void *)out->data;
+    double *od = (double *)(void *)out->data;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            int64_t base = o * n * inner + i;
+            double m = -INFINITY, s = 0;
+            for (int64_t k = 0; k < n; k++) {
+                double v = f32 ? xf[base + k * inner] : xd[base + k * inner];
+                if (v > m || v != v) m = v;
+            }
+            if (m == -INFINITY) m = 0; /* all -inf: keep exp finite */
+            for (int64_t k = 0; k < n; k++) s += exp((f32 ? xf[base + k * inner] : xd[base + k * inner]) - m);
+            double ls = log(s);
+            for (int64_t k = 0; k < n; k++) {
+                double v = (f32 ? xf[base + k * inner] : xd[base + k * inner]) - m;
+                double r = logarithm ? v - ls : exp(v) / s;
+                if (f32)
+                    of[base + k * inner] = (float)r;
+                else
+                    od[base + k * inner] = r;
+            }
+        }
+}
+
+static nb_tensor *softmax_op(const char *fn, nbi_op op, nb_tensor *a, int axis) {
+    if (!nbi_check_float(fn, a, 1)) return NULL;
+    int ax;
+    if (a->rank == 0 || !nbi_axis(axis, a->rank, &ax))
+        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
+    bool was = nb_grad_enabled();
+    nb_set_grad_enabled(false);
+    nb_tensor *c = nbi_is_contig(a) ? a : nb_contiguous(a);
+    nb_set_grad_enabled(was);
+    if (!c) return NULL;
+    nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, a->shape);
+    if (out) softmax_kernel(out, c, ax, op == NBI_OP_LOG_SOFTMAX);
+    if (c != a) nb_free(c);
+    if (!out || !nbi_needs_grad(1, &a)) return out;
+    if (!nbi_record(out, op, 1, &a, 0, true)) return NULL;
+    out->node.ip[0] = ax;
+    return out;
+}
+
+nb_tensor *nb_softmax(nb_tensor *a, int axis) { return softmax_op("nb_softmax", NBI_OP_SOFTMAX, a, axis); }
+nb_tensor *nb_log_softmax(nb_tensor *a, int axis) {
+    return softmax_op("nb_log_softmax", NBI_OP_LOG_SOFTMAX, a, axis);
+}
+
+/* Validate (N,C) scores and (N) i64 targets in [0, C). */
+static bool check_targets(const char *fn, const nb_tensor *x, const nb_tensor *t) {
+    if (!nbi_check_float(fn, x, 1) || !nbi_check(fn, t, 2)) return false;
+    if (x->rank != 2) {
+        nbi_err(fn, "input %s must have shape (N,C)", NBI_SHAPE(x));
+        return false;
+    }
+    if (t->dtype != NB_I64 || t->rank != 1 || t->shape[0] != x->shape[0]) {
+        char b[160];
+        nbi_err(fn, "targets %s must be i64 of shape (%lld,) for input %s", NBI_SHAPE(t), (long long)x->shape[0],
+                nbi_shape_s(x, b, sizeof b));
+        return false;
+    }
+    int64_t C = x->shape[1];
+    for (int64_t i = 0; i < t->numel; i++) {
+        int64_t c = *(const int64_t *)(const void *)(t->data + i * t->strides[0] * 8);
+        if (c < 0 || c >= C) {
+            nbi_err(fn, "target %lld at index %lld is outside [0, %lld)", (long long)c, (long long)i, (long long)C);
+            return false;
+        }
+    }
+    return true;
+}
+
+static int64_t target_at(const nb_tensor *t, int64_t i) {
+    return *(const int64_t *)(const void *)(t->data + i * t->strides[0] * 8);
+}
+
+/* -mean over rows of logp[i, t_i]; logp is (N,C) with any strides. */
+static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t) {
+    if (!check_targets(fn, x, t)) return NULL;
+    int64_t N = x->shape[0];
+    nb_tensor *lp = x;
+    bool was = nb_grad_enabled();
+    if (op == NBI_OP_CROSS_ENTROPY) {
+        nb_set_grad_enabled(false);
+        lp = nb_log_softmax(x, 1);
+        nb_set_grad_enabled(was);
+        if (!lp) return NULL;
+    }
+    double acc = 0;
+    int64_t es = (int64_t)nbi_dsize(lp->dtype);
+    for (int64_t i = 0; i < N; i++)
+        acc -= nbi_load(lp, lp->data + (i * lp->strides[0] + target_at(t, i) * lp->strides[1]) * es);
+    if (lp != x) nb_free(lp);
+    nb_tensor *out = nbi_empty(fn, x->dtype, 0, NULL);
+    if (!out) return NULL;
+    nbi_store(out->dtype, out->data, N ? acc / (double)N : NAN);
+    nb_tensor *in[2] = {x, t};
+    if (!nbi_needs_grad(2, in)) return out;
+    return nbi_record(out, op, 2, in, 3, false);
+}
+
+nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets) {
+    return loss_op("nb_nll_loss", NBI_OP_NLL_LOSS, logp, targets);
+}
+nb_tensor *nb_cross_entropy(nb_tensor *logits, nb_tensor *targets) {
+    return loss_op("nb_cross_entropy", NBI_OP_CROSS_ENTROPY, logits, targets);
+}
+
+/* ------------------------------------------------------------ gradients -- */
+
+int nbi_bw_softmax(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    int ax = out->node.ip[0];
+    nb_tensor *s = nb_sum_axes(nb_mul(g, out), 1, &ax, true);
+    return (gin[0] = nb_mul(out, nb_sub(g, s))) ? 0 : -1;
+}
+
+int nbi_bw_log_softmax(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    int ax = out->node.ip[0];
+    nb_tensor *sm = nb_exp(out); /* softmax(X), differentiable through out */
+    return (gin[0] = nb_sub(g, nb_mul(sm, nb_sum_axes(g, 1, &ax, true)))) ? 0 : -1;
+}
+
+/* onehot(t) / N as a constant (N,C) tensor of x's dtype */
+static nb_tensor *onehot_over_n(const nb_tensor *x, const nb_tensor *t) {
+    nb_tensor *oh = nbi_empty("nb_cross_entropy", x->dtype, 2, x->shape);
+    if (!oh) return NULL;
+    nbi_cpu_fill(oh, 0);
+    int64_t N = x->shape[0], C = x->shape[1], es = (int64_t)nbi_dsize(x->dtype);
+    for (int64_t i = 0; i < N; i++) nbi_store(oh->dtype, oh->data + (i * C + target_at(t, i)) * es, 1.0 / (double)N);
+    return oh;
+}
+
+int nbi_bw_nll_loss(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    nb_tensor *x = out->node.in[0];
+    if (!x->requires_grad) return 0;
+    return (gin[0] = nb_mul(nb_neg(g), onehot_over_n(x, out->node.in[1]))) ? 0 : -1;
+}
+
+int nbi_bw_cross_entropy(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    nb_tensor *x = out->node.in[0];
+    if (!x->requires_grad) return 0;
+    nb_tensor *sm = nb_scale(nb_softmax(x, 1), 1.0 / (double)x->shape[0]);
+    return (gin[0] = nb_mul(g, nb_sub(sm, onehot_over_n(x, out->node.in[1])))) ? 0 : -1;
+}

@@ -1,0 +1,132 @@
+/*
+ * test_softmax.c - softmax, log_softmax, nll_loss and cross_entropy: gradient
+ * checks (first and second order, each axis, non-contiguous inputs), the seed's
+ * closed form (softmax - onehot) / N, stability at +-1e4, and bad targets.
+ */
+#include "harness.h"
+
+typedef struct {
+    int kind, axis;
+    nb_tensor *targets;
+} spec;
+
+static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
+    (void)n;
+    const spec *s = ud;
+    switch (s->kind) {
+    case 0: return nb_softmax(in[0], s->axis);
+    case 1: return nb_log_softmax(in[0], s->axis);
+    case 2: return nb_cross_entropy(in[0], s->targets);
+    default: return nb_nll_loss(nb_log_softmax(in[0], 1), s->targets);
+    }
+}
+
+static void check(spec *s, nb_tensor *x) {
+    nb_gradcheck_opts o = {.second_order = true};
+    nb_gradcheck_result r;
+    int rc = nb_gradcheck(apply, s, 1, &x, &o, &r);
+    CHECK(rc == 0);
+    if (rc != 0)
+        fprintf(stderr, "  kind %d axis %d: order %d index %lld analytic %g numeric %g\n", s->kind, s->axis, r.order,
+                (long long)r.index, r.analytic, r.numeric);
+}
+
+static void test_gradcheck_softmax(void) {
+    for (int kind = 0; kind < 2; kind++)
+        for (int axis = -3; axis < 3; axis++) {
+            nb_scope_begin();
+            spec s = {kind, axis, NULL};
+            nb_tensor *x = th_rand(NB_F64, 3, (int64_t[]){2, 3, 4}, -2, 2);
+            check(&s, x);
+            nb_tensor *base = th_rand(NB_F64, 3, (int64_t[]){4, 3, 2}, -2, 2);
+            nb_set_requires_grad(base, true);
+            check(&s, nb_transpose(base, 0, 2)); /* non-contiguous */
+            nb_scope_end();
+        }
+}
+
+static void test_gradcheck_losses(void) {
+    nb_scope_begin();
+    nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){5}, (double[]){0, 3, 1, 3, 2});
+    for (int kind = 2; kind < 4; kind++) {
+        spec s = {kind, 1, t};
+        check(&s, th_rand(NB_F64, 2, (int64_t[]){5, 4}, -3, 3));
+        nb_tensor *base = th_rand(NB_F64, 2, (int64_t[]){4, 5}, -3, 3);
+        nb_set_requires_grad(base, true);
+        check(&s, nb_transpose(base, 0, 1));
+    }
+    nb_scope_end();
+}
+
+/* Seed 004: d CE / d logits = (softmax(logits) - onehot) / N. */
+static void test_cross_entropy_closed_form(void) {
+    nb_scope_begin();
+    nb_tensor *x = th_rand(NB_F64, 2, (int64_t[]){3, 4}, -2, 2);
+    nb_set_requires_grad(x, true);
+    int64_t tv[3] = {2, 0, 3};
+    nb_tensor *t = nb_new(NB_I64, 1, (int64_t[]){3}, tv);
+    nb_tensor *L = nb_cross_entropy(x, t);
+    CHECK(nb_backward(L, NULL, 0) == 0);
+    double xv[12], g[12], loss = 0;
+    nb_read_f64(x, xv, 12);
+    nb_read_f64(nb_grad(x), g, 12);
+    for (int i = 0; i < 3; i++) {
+        double m = -INFINITY, s = 0;
+        for (int j = 0; j < 4; j++) m = fmax(m, xv[i * 4 + j]);
+        for (int j = 0; j < 4; j++) s += exp(xv[i * 4 + j] - m);
+        loss -= (xv[i * 4 + tv[i]] - m - log(s)) / 3;
+        for (int j = 0; j < 4; j++)
+            CHECK_CLOSE(g[i * 4 + j], (exp(xv[i * 4 + j] - m) / s - (j == tv[i])) / 3, 1e-15, 1e-12);
+    }
+    CHECK_CLOSE(nb_item(L), loss, 1e-15, 1e-12);
+    nb_scope_end();
+}
+
+static void test_stability(void) {
+    nb_scope_begin();
+    for (int dt = 0; dt < 2; dt++) {
+        nb_tensor *x = nb_from_f64(dt ? NB_F64 : NB_F32, 2, (int64_t[]){2, 3}, (double[]){1e4, -1e4, 0, -1e4, 3, 1e4});
+        nb_set_requires_grad(x, true);
+        nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){2}, (double[]){1, 2});
+        nb_tensor *L = nb_add(nb_add(nb_cross_entropy(x, t), nb_sum(nb_softmax(x, 1))),
+                              nb_sum(nb_mul(nb_log_softmax(x, 0), nb_scalar(NB_F64, 0.5))));
+        CHECK(isfinite(nb_item(L)));
+        CHECK(nb_backward(L, NULL, 0) == 0);
+        double g[6];
+        nb_read_f64(nb_grad(x), g, 6);
+        for (int i = 0; i < 6; i++) CHECK(isfinite(g[i]));
+        CHECK_CLOSE(nb_item(nb_cross_entropy(x, t)), (2e4 + 0) / 2, 0, 1e-6);
+    }
+    nb_scope_end();
+}
+
+static void test_errors(void) {
+    nb_scope_begin();
+    nb_tensor *x = nb_full(NB_F64, 2, (int64_t[]){3, 4}, 0);
+    nb_tensor *bad = nb_from_f64(NB_I64, 1, (int64_t[]){3}, (double[]){0, 4, -1});
+    CHECK(nb_cross_entropy(x, bad) == NULL);
+    CHECK_ERR("nb_cross_entropy: target 4 at index 1 is outside [0, 4)");
+    CHECK(nb_nll_loss(x, nb_full(NB_F64, 1, (int64_t[]){3}, 0)) == NULL);
+    CHECK_ERR("nb_nll_loss: targets (3,) must be i64 of shape (3,) for input (3,4)");
+    CHECK(nb_cross_entropy(x, nb_new(NB_I64, 1, (int64_t[]){2}, NULL)) == NULL);
+    CHECK_ERR("must be i64 of shape (3,)");
+    CHECK(nb_cross_entropy(nb_full(NB_F64, 1, (int64_t[]){3}, 0), bad) == NULL);
+    CHECK_ERR("nb_cross_entropy: input (3,) must have shape (N,C)");
+    CHECK(nb_softmax(x, 2) == NULL);
+    CHECK_ERR("nb_softmax: axis 2 is out of range for a tensor (3,4) of rank 2");
+    CHECK(nb_log_softmax(nb_scalar(NB_F64, 1), 0) == NULL);
+    CHECK_ERR("nb_log_softmax: axis 0 is out of range");
+    CHECK(nb_softmax(NULL, 0) == NULL);
+    CHECK_ERR("nb_softmax: argument 1 is NULL");
+    nb_scope_end();
+}
+
+int main(void) {
+    th_seed(7);
+    RUN(test_gradcheck_softmax);
+    RUN(test_gradcheck_losses);
+    RUN(test_cross_entropy_closed_form);
+    RUN(test_stability);
+    RUN(test_errors);
+    return th_finish();
+}

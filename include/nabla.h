@@ -312,6 +312,11 @@ NB_API nb_tensor *nb_cross_entropy(nb_tensor *logits, nb_tensor *targets);
 /* Mean negative log-likelihood: -mean_i logp[i, targets[i]] for log-probabilities (N,C). */
 NB_API nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets);
 
+/* Layer normalisation over the last axis: (x - mean) / sqrt(var + eps) * gamma
+   + beta with the biased variance; gamma and beta have shape (D,) and may be
+   NULL (no scale / no shift). */
+NB_API nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps);
+
 /* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */
 /* backward that needs a value saved before the change fails with an error.  */

@@ -212,6 +212,11 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
     if (IS("lt")) { NEED(2, 0); return nb_lt(x[0], x[1]); }
     if (IS("eq")) { NEED(2, 0); return nb_eq(x[0], x[1]); }
     if (IS("where")) { NEED(3, 0); return nb_where(x[0], x[1], x[2]); }
+    if (IS("layer_norm")) {
+        if (c->ninputs == 1) { NEED(1, 1); return nb_layer_norm(x[0], NULL, NULL, c->params[0]); }
+        NEED(3, 1);
+        return nb_layer_norm(x[0], x[1], x[2], c->params[0]);
+    }
     /* Softmax family; the losses' targets come as params. */
     if (IS("softmax")) { NEED(1, 1); return nb_softmax(x[0], iparam(c, 0)); }
     if (IS("log_softmax")) { NEED(1, 1); return nb_log_softmax(x[0], iparam(c, 0)); }

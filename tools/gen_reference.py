@@ -470,6 +470,19 @@ for name, n, c in (('cross_entropy_4x3', 4, 3), ('cross_entropy_6x10', 6, 10)):
 case('cross_entropy_huge', 'cross_entropy', [T([[1e4, -1e4, 0.0], [-1e4, 3.0, 1e4]])],
      lambda x: torch.nn.functional.cross_entropy(x, torch.tensor([1, 2])), params=[1, 2])
 
+# --------------------------------------------------------------------------
+# layer norm over the last axis (params: eps).
+# --------------------------------------------------------------------------
+
+for name, shape in (('layer_norm_2d', (3, 5)), ('layer_norm_3d', (2, 3, 4))):
+    seed_for(name)
+    d = shape[-1]
+    case(name, 'layer_norm', [rnd(shape), rnd_away((d,)), rnd((d,))],
+         lambda x, g, b, d=d: torch.nn.functional.layer_norm(x, (d,), g, b, 1e-5), params=[1e-5])
+    seed_for(name + '_plain')
+    case(name + '_plain', 'layer_norm', [rnd(shape)],
+         lambda x, d=d: torch.nn.functional.layer_norm(x, (d,), None, None, 1e-5), params=[1e-5])
+
 
 def main():
     out = sys.stdout

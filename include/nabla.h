@@ -77,9 +77,10 @@ NB_API void nb_clear_error(void);
 
 /* Route every allocation of the library through alloc_fn/free_fn (both NULL
    restores malloc/free). alloc_fn(size, ud) returns memory or NULL; the library
-   aligns it itself. Set it while no tensor is alive: memory is freed through the
-   hook that was current when it was allocated is NOT tracked. Used by tests to
-   inject allocation failures. */
+   aligns it itself. A block is always freed through the hook current at the
+   time of the free, so switch hooks only while no tensor is alive (the
+   calling thread's cached matrix-product buffers are released by this call).
+   Used by tests to inject allocation failures. */
 NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*free_fn)(void *p, void *ud),
                              void *ud);
 
@@ -142,7 +143,8 @@ NB_API double nb_get(const nb_tensor *t, const int64_t *index);
 /* Pointer to the first element of a contiguous tensor, else NULL (with an
    error). Writes through it are not seen by the version counter. */
 NB_API void *nb_data(nb_tensor *t);
-/* Write a readable form of t ("tensor(f64, (2,3)) [[1, 2, 3], [4, 5, 6]]") to f. */
+/* Write a readable form of t and a newline to f:
+   "tensor(f64, (2,3)) [[1, 2, 3], [4, 5, 6]]" (NaN prints as nan). */
 NB_API void nb_print(const nb_tensor *t, FILE *f);
 /* Format a shape as "(2,3)" into buf; returns buf. */
 NB_API char *nb_shape_str(int rank, const int64_t *shape, char *buf, size_t cap);
@@ -262,6 +264,22 @@ NB_API nb_tensor *nb_gelu(nb_tensor *a);
 NB_API nb_tensor *nb_erf(nb_tensor *a);
 NB_API nb_tensor *nb_sign(nb_tensor *a); /* -1, 0, 1; gradient 0 */
 
+NB_API nb_tensor *nb_log1p(nb_tensor *a);    /* log(1 + a), accurate near 0 */
+NB_API nb_tensor *nb_expm1(nb_tensor *a);    /* exp(a) - 1, accurate near 0 */
+NB_API nb_tensor *nb_softplus(nb_tensor *a); /* log(1 + exp(a)); a itself above 20 (as PyTorch) */
+
+/* Composites (their gradients come from the ops they are built from).
+   maximum/minimum broadcast; at a tie the gradient is split evenly.
+   clamp passes the gradient inside [lo, hi], bounds included.
+   logsumexp is max-shifted; var_axes divides by (n - correction), 1 being
+   PyTorch's default; norm is the L2 norm of all elements. */
+NB_API nb_tensor *nb_maximum(nb_tensor *a, nb_tensor *b);
+NB_API nb_tensor *nb_minimum(nb_tensor *a, nb_tensor *b);
+NB_API nb_tensor *nb_clamp(nb_tensor *x, double lo, double hi);
+NB_API nb_tensor *nb_logsumexp(nb_tensor *x, int naxes, const int *axes, bool keepdim);
+NB_API nb_tensor *nb_var_axes(nb_tensor *x, int naxes, const int *axes, int correction, bool keepdim);
+NB_API nb_tensor *nb_norm(nb_tensor *x);
+
 /* dtype conversion (differentiable between f32 and f64; to or from NB_I64 it
    is outside every graph). Returns a new tensor even when dt is t's dtype. */
 NB_API nb_tensor *nb_to(nb_tensor *t, nb_dtype dt);
@@ -295,6 +313,15 @@ NB_API nb_tensor *nb_permute(nb_tensor *a, const int *perm);
 NB_API nb_tensor *nb_slice(nb_tensor *a, int axis, int64_t start, int64_t stop);
 NB_API nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape);
 NB_API nb_tensor *nb_concat(int n, nb_tensor *const *ts, int axis);
+/* flip reverses one axis (a view with a negative stride); squeeze drops an axis
+   of size 1; unsqueeze inserts one at `axis` (in the result's numbering); stack
+   joins same-shaped tensors along a new axis; split cuts `a` along axis into n
+   views of the given sizes (which must add up to the axis), written to out. */
+NB_API nb_tensor *nb_flip(nb_tensor *a, int axis);
+NB_API nb_tensor *nb_squeeze(nb_tensor *a, int axis);
+NB_API nb_tensor *nb_unsqueeze(nb_tensor *a, int axis);
+NB_API nb_tensor *nb_stack(int n, nb_tensor *const *ts, int axis);
+NB_API int nb_split(nb_tensor *a, int axis, int n, const int64_t *sizes, nb_tensor **out);
 
 /* NumPy matmul: 1-D operands are promoted (a to a row, b to a column) and the
    added axis removed from the result; 2-D is the matrix product; higher ranks

@@ -294,8 +294,9 @@ static int step(const char *fn, nb_tensor *t) {
 static nb_tensor *make_seed(const char *fn, nb_tensor *root, const nb_tensor *seed) {
     if (!seed) {
         if (root->numel != 1)
-            return nbi_err(fn, "root %s has %lld elements; a seed of its shape is needed for a non-scalar root",
-                           NBI_SHAPE(root), (long long)root->numel);
+            return nbi_err(fn, "root %s has %lld elements; a non-scalar root needs a seed of its shape%s",
+                           NBI_SHAPE(root), (long long)root->numel,
+                           strcmp(fn, "nb_gradient") == 0 ? " (use nb_gradients)" : "");
         return nbi_const_like(root, 1.0);
     }
     if (!nbi_check_float(fn, seed, 2)) return NULL;

@@ -183,7 +183,7 @@ typedef enum {
 typedef enum {
     NBI_U_NEG, NBI_U_EXP, NBI_U_LOG, NBI_U_SQRT, NBI_U_ABS, NBI_U_SIN, NBI_U_COS, NBI_U_TANH,
     NBI_U_SIGMOID, NBI_U_RELU, NBI_U_LEAKY, NBI_U_GELU, NBI_U_ERF, NBI_U_SIGN, NBI_U_SCALE, NBI_U_ADDC,
-    NBI_U_POWC, NBI_U_COPY
+    NBI_U_POWC, NBI_U_COPY, NBI_U_LOG1P, NBI_U_EXPM1, NBI_U_SOFTPLUS
 } nbi_unop;
 /* out (contiguous, shape of out) = a op b, a and b broadcast to out's shape. */
 NBI_API void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b);

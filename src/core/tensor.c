@@ -420,7 +420,11 @@ void nb_print(const nb_tensor *t, FILE *f) {
         }
         if (i > 0) fputs(opens ? ", " : ", ", f);
         for (int k = 0; k < opens; k++) fputc('[', f);
-        fprintf(f, "%.6g", nbi_load(t, t->data + nbi_offset_of(t, i) * es));
+        double v = nbi_load(t, t->data + nbi_offset_of(t, i) * es);
+        if (v != v)
+            fputs("nan", f);
+        else
+            fprintf(f, "%.6g", v);
         for (int k = 0; k < closes; k++) fputc(']', f);
     }
     if (t->numel == 0) fputs("[]", f);

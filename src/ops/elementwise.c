@@ -117,6 +117,11 @@ nb_tensor *nb_leaky_relu(nb_tensor *a, double alpha) {
 }
 nb_tensor *nb_gelu(nb_tensor *a) { return unary("nb_gelu", NBI_OP_GELU, NBI_U_GELU, a, 0, true, false); }
 nb_tensor *nb_erf(nb_tensor *a) { return unary("nb_erf", NBI_OP_ERF, NBI_U_ERF, a, 0, true, false); }
+nb_tensor *nb_log1p(nb_tensor *a) { return unary("nb_log1p", NBI_OP_LOG1P, NBI_U_LOG1P, a, 0, true, false); }
+nb_tensor *nb_expm1(nb_tensor *a) { return unary("nb_expm1", NBI_OP_EXPM1, NBI_U_EXPM1, a, 0, false, true); }
+nb_tensor *nb_softplus(nb_tensor *a) {
+    return unary("nb_softplus", NBI_OP_SOFTPLUS, NBI_U_SOFTPLUS, a, 0, true, false);
+}
 nb_tensor *nb_sign(nb_tensor *a) { return unary("nb_sign", NBI_OP_COUNT, NBI_U_SIGN, a, 0, false, false); }
 
 /* ------------------------------------------------------------ gradients -- */
@@ -240,4 +245,15 @@ int nbi_bw_gelu(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 int nbi_bw_erf(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *x = IN(0);
     return (gin[0] = nb_mul(g, nb_scale(nb_exp(nb_neg(nb_mul(x, x))), TWO_OVER_SQRTPI))) ? 0 : -1;
+}
+
+int nbi_bw_log1p(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    return (gin[0] = nb_div(g, nb_add_scalar(IN(0), 1.0))) ? 0 : -1;
+}
+int nbi_bw_expm1(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    return (gin[0] = nb_mul(g, nb_add_scalar(out, 1.0))) ? 0 : -1;
+}
+/* softplus' = sigmoid */
+int nbi_bw_softplus(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    return (gin[0] = nb_mul(g, nb_sigmoid(IN(0)))) ? 0 : -1;
 }

@@ -208,6 +208,85 @@ nb_tensor *nb_contiguous(nb_tensor *t) {
     return t->dtype == NB_I64 ? copy_as("nb_contiguous", t, NB_I64) : nb_clone(t);
 }
 
+nb_tensor *nb_flip(nb_tensor *a, int axis) {
+    const char *fn = "nb_flip";
+    if (!nbi_check(fn, a, 1)) return NULL;
+    int ax;
+    if (!nbi_axis(axis, a->rank, &ax))
+        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
+    int64_t st[NB_MAX_RANK] = {0};
+    memcpy(st, a->strides, sizeof st);
+    st[ax] = -st[ax];
+    int64_t last = a->shape[ax] > 0 ? a->shape[ax] - 1 : 0;
+    char *data = a->data + last * a->strides[ax] * (int64_t)nbi_dsize(a->dtype);
+    nb_tensor *out = record1(nbi_view(a, a->rank, a->shape, st, data), NBI_OP_FLIP, a);
+    if (out && out->has_node) out->node.ip[0] = ax;
+    return out;
+}
+
+nb_tensor *nb_squeeze(nb_tensor *a, int axis) {
+    const char *fn = "nb_squeeze";
+    if (!nbi_check(fn, a, 1)) return NULL;
+    int ax;
+    if (!nbi_axis(axis, a->rank, &ax) || a->shape[ax] != 1)
+        return nbi_err(fn, "axis %d of %s is out of range or not of size 1", axis, NBI_SHAPE(a));
+    int64_t s[NB_MAX_RANK] = {0};
+    int r = 0;
+    for (int i = 0; i < a->rank; i++)
+        if (i != ax) s[r++] = a->shape[i];
+    return nb_reshape(a, r, s);
+}
+
+nb_tensor *nb_unsqueeze(nb_tensor *a, int axis) {
+    const char *fn = "nb_unsqueeze";
+    if (!nbi_check(fn, a, 1)) return NULL;
+    int ax;
+    if (a->rank >= NB_MAX_RANK || !nbi_axis(axis, a->rank + 1, &ax))
+        return nbi_err(fn, "axis %d is out of range for inserting into %s", axis, NBI_SHAPE(a));
+    int64_t s[NB_MAX_RANK] = {0};
+    for (int i = 0, j = 0; i <= a->rank; i++) s[i] = i == ax ? 1 : a->shape[j++];
+    return nb_reshape(a, a->rank + 1, s);
+}
+
+nb_tensor *nb_stack(int n, nb_tensor *const *ts, int axis) {
+    const char *fn = "nb_stack";
+    if (n <= 0 || !ts || n > 1024) return nbi_err(fn, "need 1..1024 tensors (got %d)", n);
+    nb_tensor *u[1024];
+    for (int i = 0; i < n; i++) {
+        if (!nbi_check_float(fn, ts[i], i + 1)) return NULL;
+        if (!(u[i] = nb_unsqueeze(ts[i], axis))) return NULL;
+    }
+    return nb_concat(n, u, axis);
+}
+
+int nb_split(nb_tensor *a, int axis, int n, const int64_t *sizes, nb_tensor **out) {
+    const char *fn = "nb_split";
+    if (!nbi_check(fn, a, 1)) return -1;
+    int ax;
+    if (!nbi_axis(axis, a->rank, &ax))
+        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank), -1;
+    if (n <= 0 || !sizes || !out) return nbi_err(fn, "need n > 0 sizes and room for the pieces"), -1;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (sizes[i] < 0) return nbi_err(fn, "size %d is negative (%lld)", i, (long long)sizes[i]), -1;
+        total += sizes[i];
+    }
+    if (total != a->shape[ax])
+        return nbi_err(fn, "sizes add up to %lld, but axis %d of %s has %lld", (long long)total, ax, NBI_SHAPE(a),
+                       (long long)a->shape[ax]),
+               -1;
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        out[i] = nb_slice(a, ax, off, off + sizes[i]);
+        if (!out[i]) {
+            for (int k = 0; k < i; k++) nb_free(out[k]), out[k] = NULL;
+            return -1;
+        }
+        off += sizes[i];
+    }
+    return 0;
+}
+
 /* Zeros of the sliced input's shape with g written into the slice: the
    gradient of slice, itself differentiable (its gradient is the slice again). */
 static nb_tensor *slice_backward(nb_tensor *g, int ax, int64_t start, int rank, const int64_t *shape) {
@@ -280,4 +359,8 @@ int nbi_bw_clone(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     (void)out;
     gin[0] = g;
     return 0;
+}
+
+int nbi_bw_flip(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    return (gin[0] = nb_flip(g, out->node.ip[0])) ? 0 : -1;
 }

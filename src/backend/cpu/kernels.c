@@ -142,6 +142,11 @@ typedef struct {
         case NBI_U_SCALE: UNARY_LOOP(T, c * x); break;                                        \
         case NBI_U_ADDC: UNARY_LOOP(T, x + c); break;                                         \
         case NBI_U_COPY: UNARY_LOOP(T, x); break;                                             \
+        case NBI_U_LOG1P: UNARY_LOOP(T, log1p##SFX(x)); break;                                \
+        case NBI_U_EXPM1: UNARY_LOOP(T, expm1##SFX(x)); break;                                \
+        case NBI_U_SOFTPLUS: /* PyTorch's threshold 20: linear above it */                    \
+            UNARY_LOOP(T, x > (T)20 ? x : log1p##SFX(exp##SFX(x)));                           \
+            break;                                                                            \
         case NBI_U_POWC:                                                                      \
             if (c == 2)                                                                       \
                 UNARY_LOOP(T, x * x);                                                         \

@@ -212,6 +212,16 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
     if (IS("lt")) { NEED(2, 0); return nb_lt(x[0], x[1]); }
     if (IS("eq")) { NEED(2, 0); return nb_eq(x[0], x[1]); }
     if (IS("where")) { NEED(3, 0); return nb_where(x[0], x[1], x[2]); }
+    if (IS("log1p")) { NEED(1, 0); return nb_log1p(x[0]); }
+    if (IS("expm1")) { NEED(1, 0); return nb_expm1(x[0]); }
+    if (IS("softplus")) { NEED(1, 0); return nb_softplus(x[0]); }
+    if (IS("flip")) { NEED(1, 1); return nb_flip(x[0], iparam(c, 0)); }
+    if (IS("maximum")) { NEED(2, 0); return nb_maximum(x[0], x[1]); }
+    if (IS("minimum")) { NEED(2, 0); return nb_minimum(x[0], x[1]); }
+    if (IS("clamp")) { NEED(1, 2); return nb_clamp(x[0], c->params[0], c->params[1]); }
+    if (IS("logsumexp")) { NEED(1, 1); int a = iparam(c, 0); return nb_logsumexp(x[0], 1, &a, false); }
+    if (IS("var")) { NEED(1, 1); int a = iparam(c, 0); return nb_var_axes(x[0], 1, &a, 1, true); }
+    if (IS("norm")) { NEED(1, 0); return nb_norm(x[0]); }
     if (IS("layer_norm")) {
         if (c->ninputs == 1) { NEED(1, 1); return nb_layer_norm(x[0], NULL, NULL, c->params[0]); }
         NEED(3, 1);

@@ -483,6 +483,34 @@ for name, shape in (('layer_norm_2d', (3, 5)), ('layer_norm_3d', (2, 3, 4))):
     case(name + '_plain', 'layer_norm', [rnd(shape)],
          lambda x, d=d: torch.nn.functional.layer_norm(x, (d,), None, None, 1e-5), params=[1e-5])
 
+# --------------------------------------------------------------------------
+# more elementwise ops and composites.
+# --------------------------------------------------------------------------
+
+seed_for('log1p')
+case('log1p', 'log1p', [rnd((3, 4), -0.9, 2.0)], torch.log1p)
+seed_for('expm1')
+case('expm1', 'expm1', [rnd((3, 4))], torch.expm1)
+case('softplus', 'softplus', [T([[-30.0, -1.0, 0.0, 0.5], [3.0, 19.0, 21.0, 40.0]])],
+     torch.nn.functional.softplus)
+seed_for('flip_1')
+case('flip_1', 'flip', [rnd((3, 4))], lambda x: torch.flip(x, [1]), params=[1])
+seed_for('flip_0')
+case('flip_0', 'flip', [rnd((2, 3, 2))], lambda x: torch.flip(x, [0]), params=[0])
+seed_for('maximum')
+case('maximum', 'maximum', [rnd((3, 4)), rnd((4,))], torch.maximum)
+case('maximum_ties', 'maximum', [T([1.0, 2.0, 3.0]), T([1.0, 0.0, 3.0])], torch.maximum)
+seed_for('minimum')
+case('minimum', 'minimum', [rnd((2, 1)), rnd((1, 3))], torch.minimum)
+seed_for('clamp')
+case('clamp', 'clamp', [rnd((3, 4))], lambda x: torch.clamp(x, -0.5, 0.7), params=[-0.5, 0.7])
+seed_for('logsumexp')
+case('logsumexp', 'logsumexp', [rnd((3, 4), -3, 3)], lambda x: torch.logsumexp(x, 1), params=[1])
+seed_for('var')
+case('var', 'var', [rnd((3, 4))], lambda x: torch.var(x, 0, keepdim=True), params=[0])
+seed_for('norm')
+case('norm', 'norm', [rnd((3, 4))], lambda x: torch.linalg.vector_norm(x))
+
 
 def main():
     out = sys.stdout

@@ -131,6 +131,14 @@ nb_tensor *nb_sign(nb_tensor *a) { return unary("nb_sign", NBI_OP_COUNT, NBI_U_S
 
 static nb_tensor *cst(const nb_tensor *like, double v) { return nb_scalar(like->dtype, v); }
 
+/* g * expr, but exactly 0 wherever g is 0: a rule with a pole (1/x, 1/sqrt x)
+   would otherwise turn the zero gradient of an unselected where() branch into
+   0 * inf = NaN. */
+static nb_tensor *zero_safe(nb_tensor *g, nb_tensor *val) {
+    nb_tensor *zero = nb_scalar(g->dtype, 0);
+    return nb_where(nb_eq(g, zero), zero, val);
+}
+
 /* 1 - x */
 static nb_tensor *one_minus(nb_tensor *x) { return nb_add_scalar(nb_neg(x), 1.0); }
 
@@ -157,8 +165,9 @@ int nbi_bw_mul(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 
 /* dA = G / B, dB = -G A / B^2 */
 int nbi_bw_div(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    if (WANT(0) && !(gin[0] = SUM_TO(nb_div(g, IN(1)), 0))) return -1;
-    if (WANT(1) && !(gin[1] = SUM_TO(nb_neg(nb_div(nb_mul(g, IN(0)), nb_mul(IN(1), IN(1)))), 1))) return -1;
+    if (WANT(0) && !(gin[0] = SUM_TO(zero_safe(g, nb_div(g, IN(1))), 0))) return -1;
+    if (WANT(1) && !(gin[1] = SUM_TO(zero_safe(g, nb_neg(nb_div(nb_mul(g, IN(0)), nb_mul(IN(1), IN(1))))), 1)))
+        return -1;
     return 0;
 }
 
@@ -167,13 +176,13 @@ int nbi_bw_pow_t(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *a = IN(0), *p = IN(1), *zero = cst(a, 0);
     if (WANT(0)) {
         nb_tensor *d = nb_mul(p, nb_pow_t(a, nb_add_scalar(p, -1.0)));
-        if (!(gin[0] = SUM_TO(nb_mul(g, nb_where(nb_eq(p, zero), zero, d)), 0))) return -1;
+        if (!(gin[0] = SUM_TO(zero_safe(g, nb_mul(g, nb_where(nb_eq(p, zero), zero, d))), 0))) return -1;
     }
     if (WANT(1)) {
         nb_tensor *mask = nb_mul(nb_eq(a, zero), one_minus(nb_lt(p, zero)));
         nb_tensor *safe_a = nb_where(mask, cst(a, 1), a); /* keeps log finite where masked */
         nb_tensor *d = nb_where(mask, zero, nb_mul(out, nb_log(safe_a)));
-        if (!(gin[1] = SUM_TO(nb_mul(g, d), 1))) return -1;
+        if (!(gin[1] = SUM_TO(zero_safe(g, nb_mul(g, d)), 1))) return -1;
     }
     return 0;
 }
@@ -203,13 +212,16 @@ int nbi_bw_add_scalar(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 int nbi_bw_pow(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     double p = out->node.p[0];
     if (p == 0) return (gin[0] = nbi_const_like(IN(0), 0.0)) ? 0 : -1;
-    return (gin[0] = nb_mul(g, nb_scale(nb_pow(IN(0), p - 1.0), p))) ? 0 : -1;
+    nb_tensor *d = nb_mul(g, nb_scale(nb_pow(IN(0), p - 1.0), p));
+    return (gin[0] = p < 1 ? zero_safe(g, d) : d) ? 0 : -1;
 }
 
 int nbi_bw_exp(nb_tensor *out, nb_tensor *g, nb_tensor **gin) { return (gin[0] = nb_mul(g, out)) ? 0 : -1; }
-int nbi_bw_log(nb_tensor *out, nb_tensor *g, nb_tensor **gin) { return (gin[0] = nb_div(g, IN(0))) ? 0 : -1; }
+int nbi_bw_log(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    return (gin[0] = zero_safe(g, nb_div(g, IN(0)))) ? 0 : -1;
+}
 int nbi_bw_sqrt(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    return (gin[0] = nb_div(g, nb_scale(out, 2.0))) ? 0 : -1;
+    return (gin[0] = zero_safe(g, nb_div(g, nb_scale(out, 2.0)))) ? 0 : -1;
 }
 int nbi_bw_abs(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     return (gin[0] = nb_mul(g, nb_sign(IN(0)))) ? 0 : -1;
@@ -248,12 +260,13 @@ int nbi_bw_erf(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 }
 
 int nbi_bw_log1p(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    return (gin[0] = nb_div(g, nb_add_scalar(IN(0), 1.0))) ? 0 : -1;
+    return (gin[0] = zero_safe(g, nb_div(g, nb_add_scalar(IN(0), 1.0)))) ? 0 : -1;
 }
 int nbi_bw_expm1(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     return (gin[0] = nb_mul(g, nb_add_scalar(out, 1.0))) ? 0 : -1;
 }
-/* softplus' = sigmoid */
+/* softplus' = sigmoid, and exactly 1 above the threshold 20 where the forward is linear */
 int nbi_bw_softplus(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    return (gin[0] = nb_mul(g, nb_sigmoid(IN(0)))) ? 0 : -1;
+    nb_tensor *linear = nb_gt(IN(0), cst(g, 20));
+    return (gin[0] = nb_mul(g, nb_where(linear, cst(g, 1), nb_sigmoid(IN(0))))) ? 0 : -1;
 }

@@ -344,6 +344,26 @@ NB_API nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets);
    NULL (no scale / no shift). */
 NB_API nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps);
 
+/* Custom ops, like torch.autograd.Function. forward computes the result from
+   the inputs (grad mode is off inside it) and may save tensors for backward
+   with nb_ctx_save; backward receives the gradient of the result and writes
+   into grad_inputs[i] the gradient for input i (leave NULL where none), each
+   of input i's shape and dtype, built with nabla ops (then the op is also
+   differentiable twice). Both return: forward the result or NULL, backward 0
+   or nonzero. A backward that gives a gradient of the wrong shape makes
+   nb_backward fail with a message naming the op. */
+typedef struct nb_ctx nb_ctx;
+typedef nb_tensor *(*nb_custom_forward)(nb_ctx *ctx, int n, nb_tensor *const *inputs, void *ud);
+typedef int (*nb_custom_backward)(nb_ctx *ctx, nb_tensor *grad_out, nb_tensor **grad_inputs, void *ud);
+NB_API nb_tensor *nb_custom(const char *name, int n, nb_tensor *const *inputs, nb_custom_forward forward,
+                            nb_custom_backward backward, void *ud);
+/* Save n tensors (up to 16 in all) for backward; they stay alive with the graph. */
+NB_API int nb_ctx_save(nb_ctx *ctx, int n, nb_tensor *const *ts);
+/* Saved tensor i, or NULL with an error if it was modified in place since. */
+NB_API nb_tensor *nb_ctx_saved(const nb_ctx *ctx, int i);
+/* The name given to nb_custom. */
+NB_API const char *nb_ctx_name(const nb_ctx *ctx);
+
 /* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */
 /* backward that needs a value saved before the change fails with an error.  */

@@ -69,9 +69,15 @@ nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, ui
     return out;
 }
 
+static void unref_cb(nb_tensor *t, void *arg) {
+    (void)arg;
+    nbi_unref(t);
+}
+
 void nbi_release_node(nb_tensor *t) {
     if (!t->has_node || t->node.released) return;
     t->node.released = 1;
+    if (t->node.ext) nbi_custom_free(&t->node, unref_cb, NULL);
     for (int i = 0; i < t->node.nin; i++) {
         nbi_unref(t->node.in[i]);
         t->node.in[i] = NULL;
@@ -271,8 +277,11 @@ static int step(const char *fn, nb_tensor *t) {
         nb_tensor *x = nd->in[i], *g = gin[i];
         if (!g || !x->requires_grad || !x->bw_needed) continue;
         if (!same_shape(g, x) || g->dtype != x->dtype) {
-            nbi_err(fn, "backward of op '%s' gave a gradient %s for input %d of shape %s", nbi_ops[nd->op].name,
-                    NBI_SHAPE(g), i, NBI_SHAPE(x));
+            char gs[160];
+            const char *name = nd->op == NBI_OP_CUSTOM ? nb_ctx_name(nd->ext) : nbi_ops[nd->op].name;
+            nbi_err(fn, "backward of op '%s' gave a %s gradient %s for input %d of shape %s and dtype %s", name,
+                    g->dtype == NB_F32 ? "f32" : "f64", nbi_shape_s(g, gs, sizeof gs), i, NBI_SHAPE(x),
+                    x->dtype == NB_F32 ? "f32" : "f64");
             rc = -1;
             break;
         }

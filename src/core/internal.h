@@ -74,6 +74,7 @@ typedef struct {
     double p[2];        /* op parameters: scalar, exponent, alpha ... */
     int32_t ip[NB_MAX_RANK + 2]; /* integer parameters: axes, perm ... */
     int64_t lp[2];      /* slice start/stop */
+    void *ext;          /* op-owned extra state (custom ops); freed with the node */
 } nbi_node;
 
 struct nb_tensor {
@@ -169,6 +170,8 @@ NBI_API bool nbi_needs_grad(int n, nb_tensor *const *in);
 NBI_API nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, uint32_t saves_in,
                               bool saves_out);
 NBI_API void nbi_release_node(nb_tensor *t);
+/* Free a node's op-owned state (custom ops' context), pushing the tensors it held to unref. */
+NBI_API void nbi_custom_free(nbi_node *nd, void (*drop)(nb_tensor *t, void *arg), void *arg);
 
 /* Sum g over the axes along which a tensor of shape (rank, shape) was broadcast
    to g's shape, so that the result has that shape. Differentiable. */

@@ -138,7 +138,22 @@ static void push(nb_tensor ***stack, size_t *n, size_t *cap, nb_tensor *t) {
     (*stack)[(*n)++] = t;
 }
 
+typedef struct {
+    nb_tensor ***stack;
+    size_t *n, *cap;
+} push_arg;
+
+static void push(nb_tensor ***stack, size_t *n, size_t *cap, nb_tensor *t);
+static void push_cb(nb_tensor *t, void *vp) {
+    push_arg *p = vp;
+    push(p->stack, p->n, p->cap, t);
+}
+
 static void destroy(nb_tensor *t, nb_tensor ***stack, size_t *n, size_t *cap) {
+    if (t->has_node && t->node.ext) {
+        push_arg pa = {stack, n, cap};
+        nbi_custom_free(&t->node, push_cb, &pa);
+    }
     if (t->has_node && !t->node.released) {
         for (int i = 0; i < t->node.nin; i++) push(stack, n, cap, t->node.in[i]);
     }

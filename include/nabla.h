@@ -189,6 +189,15 @@ NB_API bool nb_grad_enabled(void);
 /* A tensor sharing t's storage, outside every graph (requires no grad). */
 NB_API nb_tensor *nb_detach(nb_tensor *t);
 
+/* Give t a short label (at most 23 characters kept) used when drawing graphs. */
+NB_API void nb_set_name(nb_tensor *t, const char *name);
+/* Write the graph that produced t: tensors as nodes labelled with their name
+   (or t<i>) and shape, each recorded op as a box with edges from its inputs
+   and to its result; leaves that require grad are marked. DOT for Graphviz,
+   or a Mermaid flowchart. Return 0, or nonzero with an error. */
+NB_API int nb_graph_dot(nb_tensor *t, FILE *f);
+NB_API int nb_graph_mermaid(nb_tensor *t, FILE *f);
+
 /* Numerical gradient check. f maps the n inputs to one tensor (any shape); it
    must build its result only from its inputs with nabla ops. The check compares
    the analytic Jacobian (one backward pass per output element, or a random

@@ -97,6 +97,8 @@ struct nb_tensor {
     struct nb_tensor *grad; /* accumulated gradient of a leaf */
     /* backward bookkeeping */
     uint64_t mark;
+    int64_t draw_id;    /* index while a graph is being drawn */
+    char name[24];      /* optional label for drawings (nb_set_name) */
     bool bw_needed;     /* leads to a tensor whose gradient is wanted */
     struct nb_tensor *acc;
     nbi_node node;

@@ -373,6 +373,14 @@ NB_API nb_tensor *nb_ctx_saved(const nb_ctx *ctx, int i);
 /* The name given to nb_custom. */
 NB_API const char *nb_ctx_name(const nb_ctx *ctx);
 
+/* Square matrices (..., n, n), batched over leading axes, by LU with partial
+   pivoting. nb_inverse fails on a singular matrix (naming its batch index);
+   nb_det gives 0 for one (its gradient then fails, needing the inverse);
+   nb_logdet is log(det), NaN for a negative determinant (as torch.logdet). */
+NB_API nb_tensor *nb_inverse(nb_tensor *a);
+NB_API nb_tensor *nb_det(nb_tensor *a);
+NB_API nb_tensor *nb_logdet(nb_tensor *a);
+
 /* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */
 /* backward that needs a value saved before the change fails with an error.  */

@@ -222,6 +222,9 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
     if (IS("logsumexp")) { NEED(1, 1); int a = iparam(c, 0); return nb_logsumexp(x[0], 1, &a, false); }
     if (IS("var")) { NEED(1, 1); int a = iparam(c, 0); return nb_var_axes(x[0], 1, &a, 1, true); }
     if (IS("norm")) { NEED(1, 0); return nb_norm(x[0]); }
+    if (IS("inverse")) { NEED(1, 0); return nb_inverse(x[0]); }
+    if (IS("det")) { NEED(1, 0); return nb_det(x[0]); }
+    if (IS("logdet")) { NEED(1, 0); return nb_logdet(x[0]); }
     if (IS("layer_norm")) {
         if (c->ninputs == 1) { NEED(1, 1); return nb_layer_norm(x[0], NULL, NULL, c->params[0]); }
         NEED(3, 1);

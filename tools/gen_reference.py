@@ -511,6 +511,17 @@ case('var', 'var', [rnd((3, 4))], lambda x: torch.var(x, 0, keepdim=True), param
 seed_for('norm')
 case('norm', 'norm', [rnd((3, 4))], lambda x: torch.linalg.vector_norm(x))
 
+# --------------------------------------------------------------------------
+# inverse, det, logdet (well-conditioned: uniform + 3 I).
+# --------------------------------------------------------------------------
+
+for name, shape in (('inverse_3x3', (3, 3)), ('inverse_batched', (2, 4, 4))):
+    seed_for(name)
+    m = rnd(shape, -1, 1) + 3 * torch.eye(shape[-1], dtype=DT)
+    case(name, 'inverse', [m], torch.inverse)
+    case(name.replace('inverse', 'det'), 'det', [m], torch.det)
+    case(name.replace('inverse', 'logdet'), 'logdet', [m], torch.logdet)
+
 
 def main():
     out = sys.stdout

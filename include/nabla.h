@@ -381,6 +381,15 @@ NB_API nb_tensor *nb_inverse(nb_tensor *a);
 NB_API nb_tensor *nb_det(nb_tensor *a);
 NB_API nb_tensor *nb_logdet(nb_tensor *a);
 
+/* Selection by NB_I64 indices along an axis (negative indices count from the
+   end; others out of range are an error naming the first). index_select takes
+   whole slices: idx is 1-D and the result has len(idx) along axis (an
+   embedding lookup is index_select(table, 0, ids)). gather picks elementwise:
+   idx has a's rank, matches a outside axis, and gives the result's shape.
+   Gradients scatter-add back, so repeated indices accumulate. */
+NB_API nb_tensor *nb_index_select(nb_tensor *a, int axis, nb_tensor *idx);
+NB_API nb_tensor *nb_gather(nb_tensor *a, int axis, nb_tensor *idx);
+
 /* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */
 /* backward that needs a value saved before the change fails with an error.  */

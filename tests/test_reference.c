@@ -222,6 +222,16 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
     if (IS("logsumexp")) { NEED(1, 1); int a = iparam(c, 0); return nb_logsumexp(x[0], 1, &a, false); }
     if (IS("var")) { NEED(1, 1); int a = iparam(c, 0); return nb_var_axes(x[0], 1, &a, 1, true); }
     if (IS("norm")) { NEED(1, 0); return nb_norm(x[0]); }
+    if (IS("index_select")) {
+        NEED(1, np);
+        nb_tensor *ix = nb_from_f64(NB_I64, 1, (int64_t[]){np - 1}, c->params + 1);
+        return nb_index_select(x[0], iparam(c, 0), ix);
+    }
+    if (IS("gather")) {
+        NEED(1, np);
+        nb_tensor *ix = nb_from_f64(NB_I64, nb_rank(x[0]), nb_shape(x[0]), c->params + 1);
+        return nb_gather(x[0], iparam(c, 0), ix);
+    }
     if (IS("inverse")) { NEED(1, 0); return nb_inverse(x[0]); }
     if (IS("det")) { NEED(1, 0); return nb_det(x[0]); }
     if (IS("logdet")) { NEED(1, 0); return nb_logdet(x[0]); }

@@ -522,6 +522,21 @@ for name, shape in (('inverse_3x3', (3, 3)), ('inverse_batched', (2, 4, 4))):
     case(name.replace('inverse', 'det'), 'det', [m], torch.det)
     case(name.replace('inverse', 'logdet'), 'logdet', [m], torch.logdet)
 
+# --------------------------------------------------------------------------
+# indexing (params: axis, then the indices; gather's indices have the input's shape).
+# --------------------------------------------------------------------------
+
+seed_for('index_select_0')
+case('index_select_0', 'index_select', [rnd((3, 4))],
+     lambda x: torch.index_select(x, 0, torch.tensor([2, 0, 2, 1])), params=[0, 2, 0, 2, 1])
+seed_for('index_select_1')
+case('index_select_1', 'index_select', [rnd((2, 3, 2))],
+     lambda x: torch.index_select(x, 1, torch.tensor([1, 1])), params=[1, 1, 1])
+seed_for('gather_1')
+GI = [[1, 0, 2], [2, 2, 0]]
+case('gather_1', 'gather', [rnd((2, 3))], lambda x: torch.gather(x, 1, torch.tensor(GI)),
+     params=[1] + [v for r in GI for v in r])
+
 
 def main():
     out = sys.stdout

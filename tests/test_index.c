@@ -1,0 +1,68 @@
+/*
+ * test_index.c - index_select and gather: values, repeated indices
+ * accumulating in the gradient, first- and second-order gradient checks, and
+ * bad indices as errors.
+ */
+#include "harness.h"
+
+static nb_tensor *idx1;
+static nb_tensor *idx2;
+
+static nb_tensor *f_sel(int n, nb_tensor *const *in, void *ud) {
+    (void)n;
+    int k = *(const int *)ud;
+    if (k == 0) return nb_mul(nb_index_select(in[0], 0, idx1), nb_index_select(in[0], 0, idx1));
+    if (k == 1) return nb_tanh(nb_index_select(in[0], -1, idx1));
+    return nb_mul(nb_gather(in[0], 1, idx2), nb_gather(in[0], 1, idx2));
+}
+
+static void test_gradchecks(void) {
+    nb_scope_begin();
+    idx1 = nb_from_f64(NB_I64, 1, (int64_t[]){5}, (double[]){2, 0, 2, -1, 1});
+    idx2 = nb_from_f64(NB_I64, 2, (int64_t[]){3, 2}, (double[]){0, 0, 3, 1, -1, 2});
+    for (int k = 0; k < 3; k++) {
+        nb_tensor *x = th_rand(NB_F64, 2, (int64_t[]){3, 4}, -1, 1);
+        nb_gradcheck_opts o = {.second_order = true};
+        CHECK(nb_gradcheck(f_sel, &k, 1, &x, &o, NULL) == 0);
+    }
+    nb_scope_end();
+}
+
+static void test_values(void) {
+    nb_scope_begin();
+    nb_tensor *table = nb_from_f64(NB_F64, 2, (int64_t[]){3, 2}, (double[]){1, 2, 3, 4, 5, 6});
+    nb_set_requires_grad(table, true);
+    nb_tensor *ids = nb_from_f64(NB_I64, 1, (int64_t[]){4}, (double[]){2, 0, 2, 2});
+    nb_tensor *e = nb_index_select(table, 0, ids); /* embedding lookup */
+    CHECK(nb_shape(e)[0] == 4 && nb_get(e, (int64_t[]){0, 1}) == 6 && nb_get(e, (int64_t[]){1, 0}) == 1);
+    CHECK(nb_backward(nb_sum(e), NULL, 0) == 0);
+    CHECK(nb_get(nb_grad(table), (int64_t[]){2, 0}) == 3); /* row 2 used three times */
+    CHECK(nb_get(nb_grad(table), (int64_t[]){1, 0}) == 0);
+    nb_tensor *g = nb_gather(table, 1, nb_from_f64(NB_I64, 2, (int64_t[]){3, 1}, (double[]){1, 0, 1}));
+    CHECK(nb_get(g, (int64_t[]){0, 0}) == 2 && nb_get(g, (int64_t[]){1, 0}) == 3 && nb_get(g, (int64_t[]){2, 0}) == 6);
+    nb_scope_end();
+}
+
+static void test_errors(void) {
+    nb_scope_begin();
+    nb_tensor *a = nb_full(NB_F64, 2, (int64_t[]){3, 2}, 1);
+    CHECK(nb_index_select(a, 0, nb_from_f64(NB_I64, 1, (int64_t[]){2}, (double[]){1, 3})) == NULL);
+    CHECK_ERR("nb_index_select: index 3 at position 1 is out of range for axis 0 of size 3");
+    CHECK(nb_index_select(a, 0, nb_full(NB_F64, 1, (int64_t[]){2}, 0)) == NULL);
+    CHECK_ERR("nb_index_select: indices (2,) must be i64");
+    CHECK(nb_index_select(a, 2, nb_new(NB_I64, 1, (int64_t[]){2}, NULL)) == NULL);
+    CHECK_ERR("nb_index_select: axis 2 is out of range");
+    CHECK(nb_gather(a, 1, nb_new(NB_I64, 2, (int64_t[]){2, 2}, NULL)) == NULL);
+    CHECK_ERR("nb_gather: indices (2,2) must have the rank of (3,2) and match it outside axis 1");
+    CHECK(nb_gather(a, 1, nb_from_f64(NB_I64, 2, (int64_t[]){3, 1}, (double[]){0, -3, 1})) == NULL);
+    CHECK_ERR("nb_gather: index -3 at position 1 is out of range for axis 1 of size 2");
+    nb_scope_end();
+}
+
+int main(void) {
+    th_seed(13);
+    RUN(test_gradchecks);
+    RUN(test_values);
+    RUN(test_errors);
+    return th_finish();
+}

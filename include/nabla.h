@@ -390,6 +390,24 @@ NB_API nb_tensor *nb_logdet(nb_tensor *a);
 NB_API nb_tensor *nb_index_select(nb_tensor *a, int axis, nb_tensor *idx);
 NB_API nb_tensor *nb_gather(nb_tensor *a, int axis, nb_tensor *idx);
 
+/* Cumulative sum along an axis (accumulated in double). */
+NB_API nb_tensor *nb_cumsum(nb_tensor *a, int axis);
+/* Constant padding: pads holds (before, after) for each axis, 2 * rank entries, none negative. */
+NB_API nb_tensor *nb_pad(nb_tensor *a, const int64_t *pads, double value);
+
+/* A small seedable random generator (splitmix64): the same seed gives the same
+   sequence on every machine. Its state is plain data; copy it to fork a stream. */
+typedef struct nb_rng {
+    uint64_t state;
+} nb_rng;
+NB_API void nb_rng_seed(nb_rng *r, uint64_t seed);
+NB_API uint64_t nb_rng_next(nb_rng *r);
+NB_API double nb_rng_uniform(nb_rng *r); /* in [0, 1) */
+/* Inverted dropout: in training, each element is zeroed with probability p and
+   the others scaled by 1 / (1 - p), drawing from rng (reproducible for a seed);
+   otherwise (or for p = 0) the identity. The mask is a constant of the graph. */
+NB_API nb_tensor *nb_dropout(nb_tensor *x, double p, bool training, nb_rng *rng);
+
 /* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */
 /* backward that needs a value saved before the change fails with an error.  */

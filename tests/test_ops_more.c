@@ -6,9 +6,9 @@
  */
 #include "harness.h"
 
-enum { LOG1P, EXPM1, SOFTPLUS, FLIP, SQUEEZE, STACK, SPLIT, MAXIMUM, MINIMUM, CLAMP, LSE, VAR, NORM, COUNT };
+enum { LOG1P, EXPM1, SOFTPLUS, FLIP, SQUEEZE, STACK, SPLIT, MAXIMUM, MINIMUM, CLAMP, LSE, VAR, NORM, CUMSUM, PAD, COUNT };
 static const char *names[COUNT] = {"log1p", "expm1", "softplus", "flip", "squeeze", "stack", "split",
-                                   "maximum", "minimum", "clamp", "logsumexp", "var", "norm"};
+                                   "maximum", "minimum", "clamp", "logsumexp", "var", "norm", "cumsum", "pad"};
 
 static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
     (void)n;
@@ -31,6 +31,8 @@ static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
     case LSE: return nb_logsumexp(x, 1, (int[]){1}, false);
     case VAR: return nb_var_axes(x, 1, (int[]){0}, 1, true);
     case NORM: return nb_norm(x);
+    case CUMSUM: return nb_mul(nb_cumsum(x, 1), nb_cumsum(x, -2));
+    case PAD: return nb_mul(nb_pad(x, (int64_t[]){1, 0, 2, 1}, 0.5), nb_pad(x, (int64_t[]){0, 1, 0, 3}, -1));
     }
     return NULL;
 }
@@ -98,6 +100,37 @@ static void test_where_no_nan(void) {
     nb_scope_end();
 }
 
+static void test_dropout(void) {
+    nb_scope_begin();
+    nb_tensor *x = nb_full(NB_F64, 1, (int64_t[]){10000}, 2.0);
+    nb_set_requires_grad(x, true);
+    nb_rng r1, r2;
+    nb_rng_seed(&r1, 42);
+    nb_rng_seed(&r2, 42);
+    nb_tensor *a = nb_dropout(x, 0.3, true, &r1), *b = nb_dropout(x, 0.3, true, &r2);
+    double va[10000], vb[10000];
+    nb_read_f64(a, va, 10000);
+    nb_read_f64(b, vb, 10000);
+    int kept = 0, same = 1;
+    for (int i = 0; i < 10000; i++) {
+        same &= va[i] == vb[i];
+        CHECK(va[i] == 0 || fabs(va[i] - 2.0 / 0.7) < 1e-12);
+        kept += va[i] != 0;
+    }
+    CHECK(same);                            /* reproducible for a seed */
+    CHECK(kept > 6800 && kept < 7200);      /* about 1 - p kept */
+    CHECK(nb_backward(nb_sum(a), NULL, 0) == 0);
+    CHECK(nb_get(nb_grad(x), (int64_t[]){5}) == (va[5] != 0 ? 1 / 0.7 : 0));
+    nb_tensor *e = nb_dropout(x, 0.3, false, NULL); /* eval: identity */
+    CHECK(nb_get(e, (int64_t[]){7}) == 2.0);
+    CHECK(nb_item(nb_sum(nb_dropout(x, 1.0, true, &r1))) == 0);
+    CHECK(nb_dropout(x, 1.5, true, &r1) == NULL);
+    CHECK_ERR("nb_dropout: probability 1.5 is outside [0, 1]");
+    CHECK(nb_dropout(x, 0.5, true, NULL) == NULL);
+    CHECK_ERR("nb_dropout: a random generator is needed");
+    nb_scope_end();
+}
+
 static void test_errors(void) {
     nb_scope_begin();
     nb_tensor *a = nb_full(NB_F64, 2, (int64_t[]){2, 3}, 1), *p[2];
@@ -115,6 +148,10 @@ static void test_errors(void) {
     CHECK_ERR("do not broadcast");
     CHECK(nb_flip(a, 2) == NULL);
     CHECK_ERR("nb_flip: axis 2 is out of range");
+    CHECK(nb_pad(a, (int64_t[]){0, -1, 0, 0}, 0) == NULL);
+    CHECK_ERR("nb_pad: padding (0, -1) of axis 0 is negative");
+    CHECK(nb_cumsum(a, 3) == NULL);
+    CHECK_ERR("nb_cumsum: axis 3 is out of range");
     CHECK(nb_log1p(NULL) == NULL);
     CHECK_ERR("nb_log1p: argument 1 is NULL");
     nb_scope_end();
@@ -125,6 +162,7 @@ int main(void) {
     RUN(test_gradchecks);
     RUN(test_values);
     RUN(test_where_no_nan);
+    RUN(test_dropout);
     RUN(test_errors);
     return th_finish();
 }

@@ -232,6 +232,13 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
         nb_tensor *ix = nb_from_f64(NB_I64, nb_rank(x[0]), nb_shape(x[0]), c->params + 1);
         return nb_gather(x[0], iparam(c, 0), ix);
     }
+    if (IS("cumsum")) { NEED(1, 1); return nb_cumsum(x[0], iparam(c, 0)); }
+    if (IS("pad")) {
+        NEED(1, np);
+        int64_t pads[2 * NB_MAX_RANK];
+        for (int i = 1; i < np; i++) pads[i - 1] = (int64_t)c->params[i];
+        return nb_pad(x[0], pads, c->params[0]);
+    }
     if (IS("inverse")) { NEED(1, 0); return nb_inverse(x[0]); }
     if (IS("det")) { NEED(1, 0); return nb_det(x[0]); }
     if (IS("logdet")) { NEED(1, 0); return nb_logdet(x[0]); }

@@ -537,6 +537,15 @@ GI = [[1, 0, 2], [2, 2, 0]]
 case('gather_1', 'gather', [rnd((2, 3))], lambda x: torch.gather(x, 1, torch.tensor(GI)),
      params=[1] + [v for r in GI for v in r])
 
+seed_for('cumsum_1')
+case('cumsum_1', 'cumsum', [rnd((3, 4))], lambda x: torch.cumsum(x, 1), params=[1])
+seed_for('cumsum_0')
+case('cumsum_0', 'cumsum', [rnd((3, 2, 2))], lambda x: torch.cumsum(x, 0), params=[0])
+seed_for('pad_2d')
+# nabla's pads run from the first axis; torch's F.pad from the last.
+case('pad_2d', 'pad', [rnd((2, 3))],
+     lambda x: torch.nn.functional.pad(x, (2, 1, 1, 0), value=0.5), params=[0.5, 1, 0, 2, 1])
+
 
 def main():
     out = sys.stdout

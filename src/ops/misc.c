@@ -1,0 +1,115 @@
+/*
+ * misc.c - cumulative sum, constant padding, and inverted dropout, with the
+ * random generator dropout draws from.
+ *
+ *   cumsum along an axis   dA = flip(cumsum(flip(G)))
+ *   pad with a constant    dA = G sliced back to A's region
+ *   dropout(x, p)          x * mask / (1 - p), mask ~ Bernoulli(1 - p), as the
+ *                          seed's inverted dropout; the identity when not training
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../core/internal.h"
+
+/* ----------------------------------------------------------------- rng --- */
+
+void nb_rng_seed(nb_rng *r, uint64_t seed) {
+    if (r) r->state = seed;
+}
+
+uint64_t nb_rng_next(nb_rng *r) {
+    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double nb_rng_uniform(nb_rng *r) { return (double)(nb_rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+
+/* -------------------------------------------------------------- cumsum --- */
+
+nb_tensor *nb_cumsum(nb_tensor *a, int axis) {
+    const char *fn = "nb_cumsum";
+    if (!nbi_check_float(fn, a, 1)) return NULL;
+    int ax;
+    if (!nbi_axis(axis, a->rank, &ax))
+        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
+    nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, a->shape);
+    if (!out) return NULL;
+    nbi_cpu_copy(out, a);
+    int64_t n = a->shape[ax], outer = 1, inner = 1, es = (int64_t)nbi_dsize(a->dtype);
+    for (int i = 0; i < ax; i++) outer *= a->shape[i];
+    for (int i = ax + 1; i < a->rank; i++) inner *= a->shape[i];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            double acc = 0;
+            for (int64_t k = 0; k < n; k++) {
+                char *p = out->data + ((o * n + k) * inner + i) * es;
+                acc += nbi_load(out, p);
+                nbi_store(out->dtype, p, acc);
+            }
+        }
+    if (!nbi_needs_grad(1, &a)) return out;
+    if (!nbi_record(out, NBI_OP_CUMSUM, 1, &a, 0, false)) return NULL;
+    out->node.ip[0] = ax;
+    return out;
+}
+
+int nbi_bw_cumsum(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    int ax = out->node.ip[0];
+    return (gin[0] = nb_flip(nb_cumsum(nb_flip(g, ax), ax), ax)) ? 0 : -1;
+}
+
+/* ----------------------------------------------------------------- pad --- */
+
+nb_tensor *nb_pad(nb_tensor *a, const int64_t *pads, double value) {
+    const char *fn = "nb_pad";
+    if (!nbi_check_float(fn, a, 1)) return NULL;
+    if (!pads && a->rank > 0) return nbi_err(fn, "pads is NULL for a tensor %s", NBI_SHAPE(a));
+    int64_t shape[NB_MAX_RANK] = {0};
+    for (int i = 0; i < a->rank; i++) {
+        if (pads[2 * i] < 0 || pads[2 * i + 1] < 0)
+            return nbi_err(fn, "padding (%lld, %lld) of axis %d is negative", (long long)pads[2 * i],
+                           (long long)pads[2 * i + 1], i);
+        shape[i] = a->shape[i] + pads[2 * i] + pads[2 * i + 1];
+    }
+    nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, shape);
+    if (!out) return NULL;
+    nbi_cpu_fill(out, value);
+    nb_tensor slab = *out;
+    int64_t off = 0;
+    for (int i = 0; i < a->rank; i++) {
+        slab.shape[i] = a->shape[i];
+        off += pads[2 * i] * out->strides[i];
+    }
+    slab.numel = a->numel;
+    slab.data = out->data + off * (int64_t)nbi_dsize(a->dtype);
+    nbi_cpu_copy(&slab, a);
+    if (!nbi_needs_grad(1, &a)) return out;
+    if (!nbi_record(out, NBI_OP_PAD, 1, &a, 0, false)) return NULL;
+    for (int i = 0; i < a->rank; i++) out->node.ip[i] = (int32_t)pads[2 * i];
+    return out;
+}
+
+int nbi_bw_pad(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    nb_tensor *a = out->node.in[0], *r = g;
+    for (int i = 0; i < a->rank && r; i++) r = nb_slice(r, i, out->node.ip[i], out->node.ip[i] + a->shape[i]);
+    return (gin[0] = r) ? 0 : -1;
+}
+
+/* -------------------------------------------------------------- dropout -- */
+
+nb_tensor *nb_dropout(nb_tensor *x, double p, bool training, nb_rng *rng) {
+    const char *fn = "nb_dropout";
+    if (!nbi_check_float(fn, x, 1)) return NULL;
+    if (!(p >= 0 && p <= 1)) return nbi_err(fn, "probability %g is outside [0, 1]", p);
+    if (!training || p == 0) return nb_reshape(x, x->rank, x->shape); /* identity, recorded as a view */
+    if (!rng) return nbi_err(fn, "a random generator is needed in training mode");
+    nb_tensor *mask = nbi_empty(fn, x->dtype, x->rank, x->shape);
+    if (!mask) return NULL;
+    double keep = p == 1 ? 0 : 1.0 / (1.0 - p);
+    int64_t es = (int64_t)nbi_dsize(x->dtype);
+    for (int64_t i = 0; i < mask->numel; i++) nbi_store(mask->dtype, mask->data + i * es, nb_rng_uniform(rng) < p ? 0 : keep);
+    return nb_mul(x, mask);
+}

@@ -232,6 +232,15 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
         nb_tensor *ix = nb_from_f64(NB_I64, nb_rank(x[0]), nb_shape(x[0]), c->params + 1);
         return nb_gather(x[0], iparam(c, 0), ix);
     }
+    if (IS("stack")) { NEED(2, 1); return nb_stack(2, x, iparam(c, 0)); }
+    if (IS("unsqueeze")) { NEED(1, 1); return nb_unsqueeze(x[0], iparam(c, 0)); }
+    if (IS("squeeze")) { NEED(1, 1); return nb_squeeze(x[0], iparam(c, 0)); }
+    if (IS("split_second")) { /* the second piece of a split into sizes params[1..] */
+        NEED(1, 3);
+        nb_tensor *p[2];
+        int64_t sz[2] = {(int64_t)c->params[1], (int64_t)c->params[2]};
+        return nb_split(x[0], iparam(c, 0), 2, sz, p) == 0 ? p[1] : NULL;
+    }
     if (IS("cumsum")) { NEED(1, 1); return nb_cumsum(x[0], iparam(c, 0)); }
     if (IS("pad")) {
         NEED(1, np);

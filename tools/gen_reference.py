@@ -546,6 +546,15 @@ seed_for('pad_2d')
 case('pad_2d', 'pad', [rnd((2, 3))],
      lambda x: torch.nn.functional.pad(x, (2, 1, 1, 0), value=0.5), params=[0.5, 1, 0, 2, 1])
 
+seed_for('stack_1')
+case('stack_1', 'stack', [rnd((2, 3)), rnd((2, 3))], lambda a, b: torch.stack([a, b], 1), params=[1])
+seed_for('unsqueeze_m1')
+case('unsqueeze_m1', 'unsqueeze', [rnd((2, 3))], lambda x: x.unsqueeze(-1), params=[-1])
+seed_for('squeeze_1')
+case('squeeze_1', 'squeeze', [rnd((2, 1, 3))], lambda x: x.squeeze(1), params=[1])
+seed_for('split_second')
+case('split_second', 'split_second', [rnd((2, 5))], lambda x: torch.split(x, [2, 3], 1)[1], params=[1, 2, 3])
+
 
 def main():
     out = sys.stdout

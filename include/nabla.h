@@ -373,6 +373,23 @@ NB_API nb_tensor *nb_ctx_saved(const nb_ctx *ctx, int i);
 /* The name given to nb_custom. */
 NB_API const char *nb_ctx_name(const nb_ctx *ctx);
 
+/* Einstein summation in NumPy/PyTorch notation: "ij,jk->ik"; an implicit
+   output ("ij,jk": "..." first, then the letters that appear once, in ASCII
+   order); repeated indices within an operand (diagonal "ii->i", trace "ii->");
+   indices absent from the output are summed; "..." for leading (broadcast) axes
+   (those missing from an explicit output are summed); size-1 axes broadcast;
+   1..26 operands; labels a-z and A-Z, spaces ignored. Built from permute,
+   reshape, mul, sum and matmul, so gradients of any order come from those; for
+   three or more operands the pair contracted next is the one with the smallest
+   result (greedy, as opt_einsum). The result may be a view of an operand
+   ("ij->ji"). Errors name the spec and what is wrong. */
+NB_API nb_tensor *nb_einsum(const char *spec, int n, nb_tensor *const *operands);
+/* The contraction order nb_einsum would choose for spec and these shapes:
+   writes a description such as "((0,1),2)" into buf (NULL allowed) and returns
+   the estimated FLOP count of the pairwise contractions (2 x multiply-adds;
+   single-operand diagonals and sums count 0), or -1 on error. */
+NB_API int64_t nb_einsum_path(const char *spec, int n, nb_tensor *const *operands, char *buf, size_t cap);
+
 /* Square matrices (..., n, n), batched over leading axes, by LU with partial
    pivoting. nb_inverse fails on a singular matrix (naming its batch index);
    nb_det gives 0 for one (its gradient then fails, needing the inverse);

@@ -130,6 +130,7 @@ typedef struct {
     uint64_t epoch;         /* backward traversal marks */
     nb_tensor **scope_first; /* first tensor of each open scope's list */
     int nscopes, cap_scopes;
+    int shared_scopes;      /* begun while out of memory: they share the parent's list */
 } nbi_thread;
 NBI_API nbi_thread *nbi_tls(void);
 

@@ -196,8 +196,10 @@ void nb_scope_begin(void) {
         int nc = th->cap_scopes ? th->cap_scopes * 2 : 16;
         nb_tensor **ns = realloc(th->scope_first, (size_t)nc * sizeof *ns);
         if (!ns) {
-            /* Without room for another list the new scope shares its parent's: still freed, later. */
+            /* Without room for another list the new scope shares its parent's (its tensors are
+               freed later, with the parent); the matching nb_scope_end then frees nothing. */
             nbi_err("nb_scope_begin", "out of memory for scope %d", th->nscopes);
+            th->shared_scopes++;
             return;
         }
         th->scope_first = ns;
@@ -208,6 +210,10 @@ void nb_scope_begin(void) {
 
 void nb_scope_end(void) {
     nbi_thread *th = nbi_tls();
+    if (th->shared_scopes > 0) {
+        th->shared_scopes--;
+        return;
+    }
     if (th->nscopes == 0) {
         nbi_err("nb_scope_end", "no open scope on this thread");
         return;
@@ -230,7 +236,7 @@ void nb_scope_end(void) {
     }
 }
 
-int nb_scope_depth(void) { return nbi_tls()->nscopes; }
+int nb_scope_depth(void) { return nbi_tls()->nscopes + nbi_tls()->shared_scopes; }
 
 nb_tensor *nb_keep(nb_tensor *t) {
     if (!nbi_check("nb_keep", t, 1)) return NULL;

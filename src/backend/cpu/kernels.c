@@ -350,24 +350,22 @@ static void reduce_row(int64_t n, char **p, const int64_t *s, void *vctx) {
         if (ctx->op == NBI_R_SUM) {
             double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
             int64_t i = 0;
+/* four running sums over a contiguous row of T, in a fixed order */
+#define SUM4(T)                                                     \
+    do {                                                            \
+        const T *x = (const T *)(const void *)pa;                   \
+        for (; i + 4 <= n; i += 4) {                                \
+            a0 += x[i];                                             \
+            a1 += x[i + 1];                                         \
+            a2 += x[i + 2];                                         \
+            a3 += x[i + 3];                                         \
+        }                                                           \
+        for (; i < n; i++) a0 += x[i];                              \
+    } while (0)
             if (ctx->dt == NB_F32 && sa == 4) {
-                const float *x = (const float *)(const void *)pa;
-                for (; i + 4 <= n; i += 4) {
-                    a0 += x[i];
-                    a1 += x[i + 1];
-                    a2 += x[i + 2];
-                    a3 += x[i + 3];
-                }
-                for (; i < n; i++) a0 += x[i];
+                SUM4(float);
             } else if (ctx->dt == NB_F64 && sa == 8) {
-                const double *x = (const double *)(const void *)pa;
-                for (; i + 4 <= n; i += 4) {
-                    a0 += x[i];
-                    a1 += x[i + 1];
-                    a2 += x[i + 2];
-                    a3 += x[i + 3];
-                }
-                for (; i < n; i++) a0 += x[i];
+                SUM4(double);
             } else {
                 for (; i < n; i++)
                     a0 += ctx->dt == NB_F32 ? *(const float *)(const void *)(pa + i * sa)

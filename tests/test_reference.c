@@ -232,6 +232,7 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
         nb_tensor *ix = nb_from_f64(NB_I64, nb_rank(x[0]), nb_shape(x[0]), c->params + 1);
         return nb_gather(x[0], iparam(c, 0), ix);
     }
+    if (strncmp(op, "einsum:", 7) == 0) { NEED(c->ninputs, 0); return nb_einsum(op + 7, c->ninputs, x); }
     if (IS("stack")) { NEED(2, 1); return nb_stack(2, x, iparam(c, 0)); }
     if (IS("unsqueeze")) { NEED(1, 1); return nb_unsqueeze(x[0], iparam(c, 0)); }
     if (IS("squeeze")) { NEED(1, 1); return nb_squeeze(x[0], iparam(c, 0)); }

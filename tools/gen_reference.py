@@ -555,6 +555,20 @@ case('squeeze_1', 'squeeze', [rnd((2, 1, 3))], lambda x: x.squeeze(1), params=[1
 seed_for('split_second')
 case('split_second', 'split_second', [rnd((2, 5))], lambda x: torch.split(x, [2, 3], 1)[1], params=[1, 2, 3])
 
+# --------------------------------------------------------------------------
+# einsum: the spec travels in the op name, "einsum:<spec>".
+# --------------------------------------------------------------------------
+
+for i, (spec, shapes) in enumerate((('ij,jk->ik', [(3, 4), (4, 2)]), ('ii->', [(3, 3)]), ('ii->i', [(3, 3)]),
+                                     ('ij->ji', [(2, 3)]), ('i,j->ij', [(3,), (2,)]), ('i,i->', [(4,), (4,)]),
+                                     ('bhqd,bhkd->bhqk', [(2, 2, 3, 4), (2, 2, 5, 4)]),
+                                     ('...ij,...jk->...ik', [(2, 1, 3, 4), (5, 4, 2)]),
+                                     ('ij,jk,kl->il', [(2, 3), (3, 4), (4, 2)]), ('ij,jk', [(2, 3), (3, 2)]),
+                                     ('iij,jk,k->i', [(2, 2, 3), (3, 4), (4,)]))):
+    name = 'einsum_%d' % i
+    seed_for(name)
+    case(name, 'einsum:' + spec, [rnd(sh) for sh in shapes], lambda *xs, s=spec: torch.einsum(s, *xs))
+
 
 def main():
     out = sys.stdout

@@ -70,6 +70,9 @@ typedef enum { NB_F32, NB_F64, NB_I64 } nb_dtype;
 NB_API const char *nb_last_error(void);
 /* Forget the recorded message of this thread. */
 NB_API void nb_clear_error(void);
+/* For libraries built on nabla: record "fn: msg" as the thread's error
+   (unless one is already recorded) and return NULL. */
+NB_API void *nb_fail(const char *fn, const char *msg);
 
 /* ------------------------------------------------------------------------ */
 /* Memory                                                                   */

@@ -12,6 +12,7 @@
  * below cannot drift apart silently. Each case counts as one test.
  */
 #include "harness.h"
+#include "nabla/nn.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -233,6 +234,11 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
         return nb_gather(x[0], iparam(c, 0), ix);
     }
     if (strncmp(op, "einsum:", 7) == 0) { NEED(c->ninputs, 0); return nb_einsum(op + 7, c->ninputs, x); }
+    if (IS("mse_loss")) { NEED(2, 0); return nb_mse_loss(x[0], x[1]); }
+    if (IS("l1_loss")) { NEED(2, 0); return nb_l1_loss(x[0], x[1]); }
+    if (IS("bce_loss")) { NEED(2, 0); return nb_bce_loss(x[0], x[1]); }
+    if (IS("bce_with_logits_loss")) { NEED(2, 0); return nb_bce_with_logits_loss(x[0], x[1]); }
+    if (IS("hinge_loss")) { NEED(2, 0); return nb_hinge_loss(x[0], x[1]); }
     if (IS("stack")) { NEED(2, 1); return nb_stack(2, x, iparam(c, 0)); }
     if (IS("unsqueeze")) { NEED(1, 1); return nb_unsqueeze(x[0], iparam(c, 0)); }
     if (IS("squeeze")) { NEED(1, 1); return nb_squeeze(x[0], iparam(c, 0)); }

@@ -569,6 +569,27 @@ for i, (spec, shapes) in enumerate((('ij,jk->ik', [(3, 4), (4, 2)]), ('ii->', [(
     seed_for(name)
     case(name, 'einsum:' + spec, [rnd(sh) for sh in shapes], lambda *xs, s=spec: torch.einsum(s, *xs))
 
+# --------------------------------------------------------------------------
+# losses (nabla/nn.h); the target needs no gradient.
+# --------------------------------------------------------------------------
+
+F = torch.nn.functional
+seed_for('mse_loss')
+case('mse_loss', 'mse_loss', [rnd((3, 4)), rnd((3, 4))], F.mse_loss, rg=[True, False])
+seed_for('l1_loss')
+case('l1_loss', 'l1_loss', [rnd((3, 4)), rnd((3, 4))], F.l1_loss, rg=[True, False])
+seed_for('bce_loss')
+case('bce_loss', 'bce_loss', [rnd((3, 4), 0.05, 0.95), rnd((3, 4), 0.0, 1.0)], F.binary_cross_entropy,
+     rg=[True, False])
+case('bce_loss_edges', 'bce_loss', [T([0.0, 1.0, 0.5, 1e-30]), T([1.0, 0.0, 1.0, 1.0])],
+     F.binary_cross_entropy, rg=[False, False])
+seed_for('bce_logits')
+case('bce_logits', 'bce_with_logits_loss', [rnd((3, 4), -30, 30), rnd((3, 4), 0.0, 1.0)],
+     F.binary_cross_entropy_with_logits, rg=[True, False])
+seed_for('hinge_loss')
+case('hinge_loss', 'hinge_loss', [rnd((2, 5)), T([[1.0, -1, 1, 1, -1], [-1, -1, 1, -1, 1]])],
+     lambda s, y: torch.clamp(1 - y * s, min=0).mean(), rg=[True, False])
+
 
 def main():
     out = sys.stdout

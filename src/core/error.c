@@ -69,3 +69,5 @@ bool nbi_check_float(const char *fn, const nb_tensor *t, int argi) {
     }
     return true;
 }
+
+void *nb_fail(const char *fn, const char *msg) { return nbi_err(fn ? fn : "nabla", "%s", msg ? msg : "failed"); }

@@ -1,0 +1,73 @@
+/*
+ * nabla/nn.h - losses and optimizers, built only on the public API of nabla.h.
+ *
+ * Losses take predictions and targets of the same shape (broadcasting as the
+ * ops do) and return the mean over all elements as a rank-0 tensor of the
+ * current scope. Optimizers update a list of leaf parameters in place from
+ * their accumulated gradients.
+ */
+#ifndef NABLA_NN_H
+#define NABLA_NN_H
+
+#include "../nabla.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ losses */
+
+/* mean((pred - target)^2) */
+NB_API nb_tensor *nb_mse_loss(nb_tensor *pred, nb_tensor *target);
+/* mean(|pred - target|) (MAE); the subgradient at 0 is 0 */
+NB_API nb_tensor *nb_l1_loss(nb_tensor *pred, nb_tensor *target);
+/* -mean(t log p + (1 - t) log(1 - p)) on probabilities p in [0, 1]; each log
+   is clamped at -100 as PyTorch does, so p = 0 or 1 gives a finite loss. */
+NB_API nb_tensor *nb_bce_loss(nb_tensor *prob, nb_tensor *target);
+/* The same on logits x, computed stably: mean(max(x, 0) - x t + log(1 + e^-|x|)). */
+NB_API nb_tensor *nb_bce_with_logits_loss(nb_tensor *logits, nb_tensor *target);
+/* mean(max(0, 1 - y s)) for scores s and labels y in {-1, +1} (other labels are an error). */
+NB_API nb_tensor *nb_hinge_loss(nb_tensor *scores, nb_tensor *labels);
+
+/* -------------------------------------------------------------- optimizers */
+
+typedef struct nb_optim nb_optim;
+
+/* SGD as torch.optim.SGD: with weight decay wd, g = grad + wd p; with momentum
+   mu, b = mu b + g (b = g on the first step), and the step is b, or g + mu b
+   with Nesterov; p -= lr step. */
+NB_API nb_optim *nb_sgd(int n, nb_tensor *const *params, double lr, double momentum, double weight_decay,
+                        bool nesterov);
+/* Adam as torch.optim.Adam (weight decay added to the gradient, bias-corrected moments). */
+NB_API nb_optim *nb_adam(int n, nb_tensor *const *params, double lr, double beta1, double beta2, double eps,
+                         double weight_decay);
+/* AdamW as torch.optim.AdamW: the weight decay is decoupled, p -= lr wd p before the Adam step. */
+NB_API nb_optim *nb_adamw(int n, nb_tensor *const *params, double lr, double beta1, double beta2, double eps,
+                          double weight_decay);
+/* Apply one update from the parameters' gradients (a parameter without one is
+   skipped). If any gradient holds a NaN or an infinity, nothing changes and the
+   call fails with an error naming the parameter. Returns 0 or nonzero. */
+NB_API int nb_optim_step(nb_optim *o);
+/* Zero every parameter's gradient. */
+NB_API void nb_optim_zero_grad(nb_optim *o);
+NB_API void nb_optim_set_lr(nb_optim *o, double lr);
+NB_API double nb_optim_lr(const nb_optim *o);
+/* Steps taken so far. */
+NB_API int64_t nb_optim_steps(const nb_optim *o);
+/* Free the optimizer and its state (not the parameters). NULL is ignored. */
+NB_API void nb_optim_free(nb_optim *o);
+
+/* Scale the gradients of the n parameters so that their global L2 norm is at
+   most max_norm; returns the norm before clipping (or -1 on error). */
+NB_API double nb_clip_grad_norm(int n, nb_tensor *const *params, double max_norm);
+
+/* Learning-rate schedules, as functions of the step (0-based). */
+/* base * gamma^(floor(step / step_size)) */
+NB_API double nb_lr_step_decay(double base, int64_t step, int64_t step_size, double gamma);
+/* Linear warmup from 0 over `warmup` steps, then cosine from base down to min_lr at `total`. */
+NB_API double nb_lr_cosine(double base, int64_t step, int64_t warmup, int64_t total, double min_lr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

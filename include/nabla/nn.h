@@ -15,6 +15,49 @@
 extern "C" {
 #endif
 
+/* ----------------------------------------------------------------- modules */
+
+/* A module (the seeds' BaseLayer): named parameters, child modules, a train/
+   eval mode, and a forward call. Parameters are leaves that require grad and
+   live outside every scope until nb_module_free. Containers (sequential,
+   residual) own their children. Forward results belong to the current scope. */
+typedef struct nb_module nb_module;
+typedef enum { NB_INIT_XAVIER, NB_INIT_KAIMING } nb_init;
+
+/* Y = X W^T + b, W (d_out, d_in) and b (d_out): Xavier/Glorot uniform
+   U(-a, a), a = sqrt(6 / (d_in + d_out)), or Kaiming uniform a = sqrt(6 / d_in)
+   (for ReLU); b starts at 0. dt is NB_F32 or NB_F64. */
+NB_API nb_module *nb_linear(int64_t d_in, int64_t d_out, bool bias, nb_init init, nb_dtype dt, nb_rng *rng);
+NB_API nb_module *nb_relu_layer(void);
+NB_API nb_module *nb_sigmoid_layer(void);
+NB_API nb_module *nb_tanh_layer(void);
+NB_API nb_module *nb_gelu_layer(void);
+NB_API nb_module *nb_leaky_relu_layer(double alpha); /* PyTorch's default alpha is 0.01 */
+/* Inverted dropout in training mode, the identity in eval mode; draws from rng (not owned). */
+NB_API nb_module *nb_dropout_layer(double p, nb_rng *rng);
+/* Layer norm over the last axis of size d, with gamma = 1 and beta = 0 to start. */
+NB_API nb_module *nb_layer_norm_layer(int64_t d, double eps, nb_dtype dt);
+/* A (n, d) table, N(0, 1) initialised; forward takes NB_I64 ids of any shape. */
+NB_API nb_module *nb_embedding(int64_t n, int64_t d, nb_dtype dt, nb_rng *rng);
+/* f(X) + X around inner (owned); a shape mismatch is an error at forward. */
+NB_API nb_module *nb_residual(nb_module *inner);
+/* The n modules applied in order (owned; NULL entries make it fail and free the rest). */
+NB_API nb_module *nb_sequential(int n, nb_module *const *mods);
+
+NB_API nb_tensor *nb_forward(nb_module *m, nb_tensor *x);
+/* Train (true) or eval (false) mode for m and all its children. */
+NB_API void nb_module_train(nb_module *m, bool on);
+NB_API bool nb_module_training(const nb_module *m);
+/* The parameters of m and its children in order, with dotted names such as
+   "0.weight"; writes up to cap of them and returns how many there are. */
+NB_API int nb_module_params(nb_module *m, nb_tensor **params, const char **names, int cap);
+/* Total number of parameter elements. */
+NB_API int64_t nb_module_num_params(nb_module *m);
+NB_API void nb_module_zero_grad(nb_module *m);
+/* The module's kind, e.g. "Linear". */
+NB_API const char *nb_module_kind(const nb_module *m);
+NB_API void nb_module_free(nb_module *m);
+
 /* ------------------------------------------------------------------ losses */
 
 /* mean((pred - target)^2) */

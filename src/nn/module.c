@@ -1,0 +1,255 @@
+/*
+ * module.c - modules (nabla/nn.h): a small tree of layers with named
+ * parameters, built only on the public API.
+ *
+ * Every module has a kind, up to a few parameters, children, a train flag and
+ * a forward function. Parameters are created outside every scope (nb_keep up
+ * to the top), so they live until nb_module_free.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../include/nabla/nn.h"
+
+#define MAX_PARAMS 4
+
+typedef nb_tensor *(*forward_fn)(nb_module *m, nb_tensor *x);
+
+struct nb_module {
+    const char *kind;
+    forward_fn forward;
+    bool training;
+    int nparams;
+    nb_tensor *params[MAX_PARAMS];
+    const char *pnames[MAX_PARAMS];
+    int nchildren;
+    nb_module **children;
+    char (*cnames)[64]; /* dotted names of the parameters, built on demand */
+    double a;           /* alpha, p, eps */
+    nb_rng *rng;
+};
+
+static nb_module *new_module(const char *kind, forward_fn f) {
+    nb_module *m = calloc(1, sizeof *m);
+    if (!m) return nb_fail(kind, "out of memory");
+    m->kind = kind;
+    m->forward = f;
+    m->training = true;
+    return m;
+}
+
+static void unscope(nb_tensor *t) {
+    for (int d = nb_scope_depth(); d > 0 && t; d--) nb_keep(t);
+}
+
+static bool add_param(nb_module *m, const char *name, nb_tensor *t) {
+    if (!t) return false;
+    nb_set_requires_grad(t, true);
+    unscope(t);
+    m->pnames[m->nparams] = name;
+    m->params[m->nparams++] = t;
+    return true;
+}
+
+/* uniform(-a, a) values of the given shape */
+static nb_tensor *uniform(nb_dtype dt, int rank, const int64_t *shape, double a, nb_rng *rng, bool normal) {
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) n *= shape[i];
+    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!v) return nb_fail("nn", "out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        if (normal) { /* Box-Muller */
+            double u1 = nb_rng_uniform(rng), u2 = nb_rng_uniform(rng);
+            v[i] = sqrt(-2 * log(1 - u1)) * cos(6.28318530717958647692 * u2);
+        } else {
+            v[i] = (2 * nb_rng_uniform(rng) - 1) * a;
+        }
+    }
+    nb_tensor *t = nb_from_f64(dt, rank, shape, v);
+    free(v);
+    return t;
+}
+
+static nb_tensor *fwd_linear(nb_module *m, nb_tensor *x) {
+    nb_tensor *y = nb_matmul(x, nb_transpose(m->params[0], 0, 1));
+    return m->nparams > 1 ? nb_add(y, m->params[1]) : y;
+}
+
+nb_module *nb_linear(int64_t d_in, int64_t d_out, bool bias, nb_init init, nb_dtype dt, nb_rng *rng) {
+    if (d_in <= 0 || d_out <= 0 || !rng) return nb_fail("nb_linear", "sizes must be positive and rng given");
+    nb_module *m = new_module("Linear", fwd_linear);
+    if (!m) return NULL;
+    double a = init == NB_INIT_KAIMING ? sqrt(6.0 / (double)d_in) : sqrt(6.0 / (double)(d_in + d_out));
+    if (!add_param(m, "weight", uniform(dt, 2, (int64_t[]){d_out, d_in}, a, rng, false)) ||
+        (bias && !add_param(m, "bias", nb_full(dt, 1, (int64_t[]){d_out}, 0.0)))) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static nb_tensor *fwd_relu(nb_module *m, nb_tensor *x) { (void)m; return nb_relu(x); }
+static nb_tensor *fwd_sigmoid(nb_module *m, nb_tensor *x) { (void)m; return nb_sigmoid(x); }
+static nb_tensor *fwd_tanh(nb_module *m, nb_tensor *x) { (void)m; return nb_tanh(x); }
+static nb_tensor *fwd_gelu(nb_module *m, nb_tensor *x) { (void)m; return nb_gelu(x); }
+static nb_tensor *fwd_leaky(nb_module *m, nb_tensor *x) { return nb_leaky_relu(x, m->a); }
+static nb_tensor *fwd_dropout(nb_module *m, nb_tensor *x) { return nb_dropout(x, m->a, m->training, m->rng); }
+
+nb_module *nb_relu_layer(void) { return new_module("ReLU", fwd_relu); }
+nb_module *nb_sigmoid_layer(void) { return new_module("Sigmoid", fwd_sigmoid); }
+nb_module *nb_tanh_layer(void) { return new_module("Tanh", fwd_tanh); }
+nb_module *nb_gelu_layer(void) { return new_module("GELU", fwd_gelu); }
+nb_module *nb_leaky_relu_layer(double alpha) {
+    nb_module *m = new_module("LeakyReLU", fwd_leaky);
+    if (m) m->a = alpha;
+    return m;
+}
+nb_module *nb_dropout_layer(double p, nb_rng *rng) {
+    if (!(p >= 0 && p <= 1) || !rng) return nb_fail("nb_dropout_layer", "p must be in [0, 1] and rng given");
+    nb_module *m = new_module("Dropout", fwd_dropout);
+    if (m) m->a = p, m->rng = rng;
+    return m;
+}
+
+static nb_tensor *fwd_layer_norm(nb_module *m, nb_tensor *x) {
+    return nb_layer_norm(x, m->params[0], m->params[1], m->a);
+}
+
+nb_module *nb_layer_norm_layer(int64_t d, double eps, nb_dtype dt) {
+    if (d <= 0) return nb_fail("nb_layer_norm_layer", "size must be positive");
+    nb_module *m = new_module("LayerNorm", fwd_layer_norm);
+    if (!m) return NULL;
+    m->a = eps;
+    if (!add_param(m, "weight", nb_full(dt, 1, (int64_t[]){d}, 1.0)) ||
+        !add_param(m, "bias", nb_full(dt, 1, (int64_t[]){d}, 0.0))) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static nb_tensor *fwd_embedding(nb_module *m, nb_tensor *ids) {
+    if (!ids) return nb_index_select(m->params[0], 0, ids);
+    int64_t n = nb_numel(ids), d = nb_shape(m->params[0])[1];
+    nb_tensor *flat = nb_reshape(ids, 1, &n);
+    nb_tensor *rows = nb_index_select(m->params[0], 0, flat);
+    int64_t shape[NB_MAX_RANK];
+    int r = nb_rank(ids);
+    if (r >= NB_MAX_RANK) return nb_fail("nb_forward", "Embedding: ids have too high a rank");
+    memcpy(shape, nb_shape(ids), sizeof(int64_t) * (size_t)r);
+    shape[r] = d;
+    return nb_reshape(rows, r + 1, shape);
+}
+
+nb_module *nb_embedding(int64_t n, int64_t d, nb_dtype dt, nb_rng *rng) {
+    if (n <= 0 || d <= 0 || !rng) return nb_fail("nb_embedding", "sizes must be positive and rng given");
+    nb_module *m = new_module("Embedding", fwd_embedding);
+    if (m && !add_param(m, "weight", uniform(dt, 2, (int64_t[]){n, d}, 0, rng, true))) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static nb_tensor *fwd_residual(nb_module *m, nb_tensor *x) {
+    nb_tensor *y = nb_forward(m->children[0], x);
+    if (!y || !x) return NULL;
+    int r = nb_rank(y);
+    bool same = r == nb_rank(x);
+    for (int i = 0; same && i < r; i++) same = nb_shape(x)[i] == nb_shape(y)[i];
+    if (!same) {
+        char a[96], b[96], msg[256];
+        snprintf(msg, sizeof msg, "Residual: inner output %s does not match input %s",
+                 nb_shape_str(r, nb_shape(y), a, sizeof a), nb_shape_str(nb_rank(x), nb_shape(x), b, sizeof b));
+        return nb_fail("nb_forward", msg);
+    }
+    return nb_add(y, x);
+}
+
+static nb_tensor *fwd_sequential(nb_module *m, nb_tensor *x) {
+    for (int i = 0; i < m->nchildren && x; i++) x = nb_forward(m->children[i], x);
+    return x;
+}
+
+static nb_module *container(const char *kind, forward_fn f, int n, nb_module *const *mods) {
+    bool ok = n > 0 && mods;
+    for (int i = 0; ok && i < n; i++) ok = mods[i] != NULL;
+    nb_module *m = ok ? new_module(kind, f) : NULL;
+    if (m) m->children = calloc((size_t)n, sizeof *m->children);
+    if (!m || !m->children) {
+        for (int i = 0; mods && i < n; i++) nb_module_free(mods[i]);
+        if (m) free(m);
+        return nb_fail(kind, "a child module is NULL (or out of memory)");
+    }
+    memcpy(m->children, mods, sizeof *m->children * (size_t)n);
+    m->nchildren = n;
+    return m;
+}
+
+nb_module *nb_residual(nb_module *inner) { return container("Residual", fwd_residual, 1, &inner); }
+nb_module *nb_sequential(int n, nb_module *const *mods) { return container("Sequential", fwd_sequential, n, mods); }
+
+nb_tensor *nb_forward(nb_module *m, nb_tensor *x) {
+    if (!m) return nb_fail("nb_forward", "module is NULL");
+    return m->forward(m, x);
+}
+
+void nb_module_train(nb_module *m, bool on) {
+    if (!m) return;
+    m->training = on;
+    for (int i = 0; i < m->nchildren; i++) nb_module_train(m->children[i], on);
+}
+
+bool nb_module_training(const nb_module *m) { return m && m->training; }
+const char *nb_module_kind(const nb_module *m) { return m ? m->kind : NULL; }
+
+static int collect(nb_module *m, const char *prefix, nb_tensor **params, const char **names, int cap, int k,
+                   char (*store)[64], int scap) {
+    for (int i = 0; i < m->nparams; i++, k++) {
+        if (k < cap) {
+            if (params) params[k] = m->params[i];
+            if (names && store && k < scap) {
+                snprintf(store[k], 64, "%s%s", prefix, m->pnames[i]);
+                names[k] = store[k];
+            }
+        }
+    }
+    for (int c = 0; c < m->nchildren; c++) {
+        char p[64];
+        snprintf(p, sizeof p, "%s%d.", prefix, c);
+        k = collect(m->children[c], p, params, names, cap, k, store, scap);
+    }
+    return k;
+}
+
+int nb_module_params(nb_module *m, nb_tensor **params, const char **names, int cap) {
+    if (!m) return nb_fail("nb_module_params", "module is NULL"), -1;
+    int total = collect(m, "", NULL, NULL, 0, 0, NULL, 0);
+    if (names && !m->cnames) m->cnames = calloc((size_t)(total ? total : 1), sizeof *m->cnames);
+    return collect(m, "", params, names, cap, 0, m->cnames, m->cnames ? total : 0);
+}
+
+int64_t nb_module_num_params(nb_module *m) {
+    if (!m) return 0;
+    int64_t n = 0;
+    for (int i = 0; i < m->nparams; i++) n += nb_numel(m->params[i]);
+    for (int c = 0; c < m->nchildren; c++) n += nb_module_num_params(m->children[c]);
+    return n;
+}
+
+void nb_module_zero_grad(nb_module *m) {
+    if (!m) return;
+    for (int i = 0; i < m->nparams; i++) nb_zero_grad(m->params[i]);
+    for (int c = 0; c < m->nchildren; c++) nb_module_zero_grad(m->children[c]);
+}
+
+void nb_module_free(nb_module *m) {
+    if (!m) return;
+    for (int i = 0; i < m->nparams; i++) nb_free(m->params[i]);
+    for (int c = 0; c < m->nchildren; c++) nb_module_free(m->children[c]);
+    free(m->children);
+    free(m->cnames);
+    free(m);
+}

@@ -1,0 +1,36 @@
+/*
+ * nabla/io.h - checkpoints in the safetensors format (weights move between
+ * nabla and the PyTorch ecosystem), built on the public API.
+ *
+ * A file is: the header size N (u64, little-endian), N bytes of JSON mapping
+ * each tensor name to {"dtype", "shape", "data_offsets"} (plus an optional
+ * "__metadata__" of strings), then the raw little-endian data. nabla writes
+ * F32, F64 and I64 tensors, keys sorted, header padded to 8 bytes.
+ */
+#ifndef NABLA_IO_H
+#define NABLA_IO_H
+
+#include "nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Write n named tensors to path atomically: a temporary file in the same
+   folder, then a rename, so a crash never leaves a half-written checkpoint.
+   Names are unique, non-empty, printable, without '"' or '\\'. Returns 0 or
+   nonzero with an error (the old file, if any, is then untouched). */
+NB_API int nb_save_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names);
+/* Read the named tensors of path into the n existing contiguous tensors ts,
+   which must match the file's shapes and dtypes. All or nothing: a missing
+   name, a mismatch, or a truncated or corrupt file is an error that changes no
+   tensor. */
+NB_API int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names);
+/* The same for all parameters of a module, under their dotted names. */
+NB_API int nb_module_save(nb_module *m, const char *path);
+NB_API int nb_module_load(nb_module *m, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

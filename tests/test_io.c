@@ -1,0 +1,120 @@
+/*
+ * test_io.c - safetensors checkpoints: a file from an independent writer
+ * (tools/gen_safetensors.py) is read correctly, nabla writes the same bytes
+ * for the same tensors, modules round-trip, and truncated, corrupt or
+ * mismatched files are errors that change nothing.
+ */
+#include "harness.h"
+#include "nabla/io.h"
+
+#define REF NB_TEST_DATA_DIR "/reference.safetensors"
+
+static unsigned char *slurp(const char *path, long *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)*n);
+    if (b && fread(b, 1, (size_t)*n, f) != (size_t)*n) *n = -1;
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *path, const unsigned char *b, long n) {
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(b, 1, (size_t)n, f);
+        fclose(f);
+    }
+}
+
+static void test_read_independent_and_write_same_bytes(void) {
+    nb_scope_begin();
+    nb_tensor *w = nb_new(NB_F32, 2, (int64_t[]){2, 3}, NULL), *b = nb_new(NB_F32, 1, (int64_t[]){3}, NULL);
+    nb_tensor *d = nb_new(NB_F64, 2, (int64_t[]){2, 2}, NULL), *c = nb_new(NB_I64, 1, (int64_t[]){1}, NULL);
+    nb_tensor *ts[4] = {w, b, d, c};
+    const char *names[4] = {"a.weight", "a.bias", "b", "count"};
+    CHECK(nb_load_safetensors(REF, 4, ts, names) == 0);
+    for (int i = 0; i < 6; i++) CHECK(nb_get(w, (int64_t[]){i / 3, i % 3}) == 0.5 * i - 1);
+    CHECK(nb_get(b, (int64_t[]){2}) == 3.25 && nb_get(b, (int64_t[]){1}) == -2);
+    CHECK(nb_get(d, (int64_t[]){1, 0}) == 2.0 / 3 && nb_item(c) == 42);
+    CHECK(nb_save_safetensors("/tmp/nabla_test_io.safetensors", 4, ts, names) == 0);
+    long n1, n2;
+    unsigned char *a1 = slurp(REF, &n1), *a2 = slurp("/tmp/nabla_test_io.safetensors", &n2);
+    CHECK(a1 && a2 && n1 == n2 && memcmp(a1, a2, (size_t)n1) == 0);
+    free(a1);
+    free(a2);
+    nb_scope_end();
+}
+
+static void test_module_round_trip(void) {
+    nb_rng r;
+    nb_rng_seed(&r, 5);
+    nb_module *m1 = nb_sequential(2, (nb_module *[]){nb_linear(3, 4, true, NB_INIT_XAVIER, NB_F32, &r),
+                                                     nb_linear(4, 2, true, NB_INIT_XAVIER, NB_F32, &r)});
+    nb_module *m2 = nb_sequential(2, (nb_module *[]){nb_linear(3, 4, true, NB_INIT_XAVIER, NB_F32, &r),
+                                                     nb_linear(4, 2, true, NB_INIT_XAVIER, NB_F32, &r)});
+    CHECK(nb_module_save(m1, "/tmp/nabla_test_m.safetensors") == 0);
+    CHECK(nb_module_load(m2, "/tmp/nabla_test_m.safetensors") == 0);
+    nb_scope_begin();
+    nb_tensor *x = th_rand(NB_F32, 2, (int64_t[]){2, 3}, -1, 1);
+    CHECK(nb_item(nb_sum(nb_abs(nb_sub(nb_forward(m1, x), nb_forward(m2, x))))) == 0);
+    nb_scope_end();
+    /* a model of another shape: error, nothing changed */
+    nb_module *m3 = nb_linear(3, 5, true, NB_INIT_XAVIER, NB_F32, &r);
+    nb_tensor *w3;
+    nb_module_params(m3, &w3, NULL, 1);
+    double before = nb_get(w3, (int64_t[]){0, 0});
+    CHECK(nb_module_load(m3, "/tmp/nabla_test_m.safetensors") != 0);
+    CHECK_ERR("no tensor named 'weight'");
+    CHECK(nb_get(w3, (int64_t[]){0, 0}) == before);
+    nb_module_free(m1);
+    nb_module_free(m2);
+    nb_module_free(m3);
+}
+
+static void test_bad_files(void) {
+    nb_scope_begin();
+    nb_tensor *w = nb_full(NB_F32, 2, (int64_t[]){2, 3}, 7), *b = nb_full(NB_F32, 1, (int64_t[]){3}, 7);
+    nb_tensor *ts[2] = {w, b};
+    const char *names[2] = {"a.weight", "a.bias"};
+    long n;
+    unsigned char *raw = slurp(REF, &n);
+    CHECK(raw != NULL);
+    if (!raw) return;
+    spit("/tmp/nabla_trunc.safetensors", raw, n - 5); /* truncated data */
+    CHECK(nb_load_safetensors("/tmp/nabla_trunc.safetensors", 2, ts, names) != 0);
+    CHECK_ERR("do not fit the file");
+    spit("/tmp/nabla_trunc.safetensors", raw, 12); /* truncated header */
+    CHECK(nb_load_safetensors("/tmp/nabla_trunc.safetensors", 2, ts, names) != 0);
+    CHECK_ERR("beyond the file");
+    raw[8] = '#'; /* corrupt JSON */
+    spit("/tmp/nabla_bad.safetensors", raw, n);
+    CHECK(nb_load_safetensors("/tmp/nabla_bad.safetensors", 2, ts, names) != 0);
+    CHECK_ERR("nb_load_safetensors: corrupt header");
+    free(raw);
+    nb_tensor *wrong = nb_full(NB_F32, 2, (int64_t[]){3, 2}, 7);
+    nb_tensor *ts2[2] = {b, wrong};
+    const char *names2[2] = {"a.bias", "a.weight"};
+    CHECK(nb_load_safetensors(REF, 2, ts2, names2) != 0);
+    CHECK_ERR("tensor 'a.weight' in the file is F32 (2,3), the model's is F32 (3,2)");
+    CHECK(nb_get(b, (int64_t[]){0}) == 7); /* all or nothing: the matching one was not written either */
+    CHECK(nb_get(w, (int64_t[]){0, 0}) == 7);
+    CHECK(nb_load_safetensors("/nonexistent/x.safetensors", 2, ts, names) != 0);
+    CHECK_ERR("cannot open");
+    CHECK(nb_save_safetensors("/nonexistent/dir/x.safetensors", 2, ts, names) != 0);
+    CHECK_ERR("cannot write");
+    const char *dup[2] = {"x", "x"};
+    CHECK(nb_save_safetensors("/tmp/nabla_dup.safetensors", 2, ts, dup) != 0);
+    CHECK_ERR("name 'x' appears twice");
+    nb_scope_end();
+}
+
+int main(void) {
+    th_seed(8);
+    RUN(test_read_independent_and_write_same_bytes);
+    RUN(test_module_round_trip);
+    RUN(test_bad_files);
+    return th_finish();
+}

@@ -111,7 +111,34 @@ static void test_bad_files(void) {
     nb_scope_end();
 }
 
+static void test_svg(void) {
+    double loss[5] = {2.3, 1.1, 0.7, NAN, 0.4}, acc[3] = {0.2, 0.6, 0.9};
+    const double *ys[2] = {loss, acc};
+    int64_t lens[2] = {5, 3};
+    const char *labels[2] = {"train loss", "test <accuracy>"};
+    CHECK(nb_svg_curves("/tmp/nabla_curves.svg", "run & curves", 2, labels, ys, lens) == 0);
+    long n;
+    unsigned char *b = slurp("/tmp/nabla_curves.svg", &n);
+    CHECK(b != NULL);
+    if (!b) return;
+    char *s = malloc((size_t)n + 1);
+    memcpy(s, b, (size_t)n);
+    s[n] = 0;
+    CHECK(strstr(s, "<svg xmlns=\"http://www.w3.org/2000/svg\"") == s);
+    CHECK(strstr(s, "</svg>") != NULL && strstr(s, "run &amp; curves") && strstr(s, "test &lt;accuracy&gt;"));
+    int polylines = 0, points = 0;
+    for (char *p = s; (p = strstr(p, "<polyline")); p++) polylines++;
+    char *first = strstr(s, "points=\"");
+    for (char *p = first; p && *p != '/'; p++) points += *p == ',';
+    CHECK(polylines == 2 && points == 4); /* the NaN point is skipped */
+    free(s);
+    free(b);
+    CHECK(nb_svg_curves("/nonexistent/x.svg", "t", 2, labels, ys, lens) != 0);
+    CHECK_ERR("nb_svg_curves: cannot open");
+}
+
 int main(void) {
+    RUN(test_svg);
     th_seed(8);
     RUN(test_read_independent_and_write_same_bytes);
     RUN(test_module_round_trip);

@@ -30,6 +30,12 @@ NB_API int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, co
 NB_API int nb_module_save(nb_module *m, const char *path);
 NB_API int nb_module_load(nb_module *m, const char *path);
 
+/* Plot n series of values (series i has lens[i] points, x = 0, 1, ...) as a
+   self-contained SVG line chart with axes, ticks, a title and a legend, e.g.
+   the loss and accuracy curves of a run. Non-finite values are skipped. */
+NB_API int nb_svg_curves(const char *path, const char *title, int n, const char *const *labels,
+                         const double *const *ys, const int64_t *lens);
+
 #ifdef __cplusplus
 }
 #endif

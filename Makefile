@@ -1,4 +1,4 @@
-# The two commands: `make run` (the main job) and `make test` (every test, on a
+# The two commands: `make run` (the main job: `nabla train` on the embedded digits) and `make test` (every test, on a
 # sanitizer build and on a release build). `make bench` prints the benchmarks.
 JOBS ?= 2
 CMAKE ?= cmake
@@ -14,7 +14,7 @@ asan:
 	$(CMAKE) --build build/asan -j$(JOBS)
 
 run: release
-	./build/release/example_neuron
+	./build/release/nabla train
 
 test: asan release
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

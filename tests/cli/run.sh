@@ -1,0 +1,26 @@
+#!/bin/sh
+# The nabla program as a user meets it: a short training run succeeds and writes its outputs;
+# bad options and missing data give a one-line error and a nonzero exit.
+set -u
+nabla=$1
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+"$nabla" train --epochs 3 --out "$out" >"$out/log" 2>&1
+check "train exits 0" "[ $? -eq 0 ]"
+check "ends with the test accuracy" "tail -1 '$out/log' | grep -q '^test accuracy: 0\.[0-9]\{4\}$'"
+check "writes the checkpoint" "[ -s '$out/model.safetensors' ]"
+check "writes the curves" "grep -q '</svg>' '$out/curves.svg'"
+check "writes the graph" "grep -q 'digraph nabla' '$out/graph.dot' && grep -q flowchart '$out/graph.mmd'"
+"$nabla" train --epochs 3 --out "$out/b" >/dev/null 2>&1
+check "same seed, same checkpoint bytes" "cmp -s '$out/model.safetensors' '$out/b/model.safetensors'"
+for bad in "train --epochs x" "train --bogus 1" "train --data /nonexistent" "train --activation nope" "frobnicate" "train --lr"; do
+  "$nabla" $bad >"$out/err" 2>&1
+  rc=$?
+  check "'$bad' fails with one line" "[ $rc -ne 0 ] && [ \$(wc -l <'$out/err') -eq 1 ] && grep -q '^nabla: ' '$out/err'"
+done
+"$nabla" train --help >"$out/help" 2>&1
+check "train --help explains the options" "grep -q -- '--epochs' '$out/help'"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -73,6 +73,12 @@ NB_API void nb_clear_error(void);
 /* For libraries built on nabla: record "fn: msg" as the thread's error
    (unless one is already recorded) and return NULL. */
 NB_API void *nb_fail(const char *fn, const char *msg);
+/* The same with a printf-style message. */
+NB_API void *nb_failf(const char *fn, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 /* ------------------------------------------------------------------------ */
 /* Memory                                                                   */

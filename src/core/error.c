@@ -71,3 +71,12 @@ bool nbi_check_float(const char *fn, const nb_tensor *t, int argi) {
 }
 
 void *nb_fail(const char *fn, const char *msg) { return nbi_err(fn ? fn : "nabla", "%s", msg ? msg : "failed"); }
+
+void *nb_failf(const char *fn, const char *fmt, ...) {
+    if (err_set) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    verr(fn ? fn : "nabla", fmt ? fmt : "failed", ap);
+    va_end(ap);
+    return NULL;
+}

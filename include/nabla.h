@@ -170,8 +170,8 @@ NB_API bool nb_requires_grad(const nb_tensor *t);
 NB_API bool nb_is_leaf(const nb_tensor *t);
 /* The gradient accumulated into leaf t (owned by t; do not free), or NULL. */
 NB_API nb_tensor *nb_grad(const nb_tensor *t);
-/* Set the accumulated gradient of t to zeros (in place; a gradient that carries
-   a graph from NB_CREATE_GRAPH is dropped instead). */
+/* Set the accumulated gradient of t to zeros (in place, bumping its version;
+   a gradient that carries a graph from NB_CREATE_GRAPH is dropped instead). */
 NB_API void nb_zero_grad(nb_tensor *t);
 
 enum { NB_RETAIN_GRAPH = 1, NB_CREATE_GRAPH = 2 };
@@ -180,7 +180,10 @@ enum { NB_RETAIN_GRAPH = 1, NB_CREATE_GRAPH = 2 };
    needs a one-element root (seed 1); else seed has root's shape. Without
    NB_RETAIN_GRAPH the graph's saved tensors are released afterwards and a
    second backward through it is an error. With NB_CREATE_GRAPH the backward
-   pass is itself recorded, so the gradients can be differentiated again.
+   pass is itself recorded, so the gradients can be differentiated again; the
+   leaf's gradient then refers back to the leaf through that graph (as in
+   PyTorch), so call nb_zero_grad on such leaves before freeing them, or use
+   nb_gradient, which returns gradients owned by the scope instead.
    Returns 0, or nonzero with an error (then no gradient was changed). */
 NB_API int nb_backward(nb_tensor *root, const nb_tensor *seed, unsigned flags);
 /* d out / d wrt for a one-element out, where wrt is any tensor that out was

@@ -30,6 +30,26 @@ static int bad_backward(nb_ctx *ctx, nb_tensor *dldy, nb_tensor **grads, void *u
     return 0;
 }
 
+static nb_tensor *id_forward(nb_ctx *ctx, int n, nb_tensor *const *in, void *ud) {
+    (void)ctx, (void)n, (void)ud;
+    return in[0]; /* returns its input: the op must still produce a new tensor */
+}
+static int twice_backward(nb_ctx *ctx, nb_tensor *g, nb_tensor **grads, void *ud) {
+    (void)ctx, (void)ud;
+    return (grads[0] = nb_scale(g, 2)) ? 0 : -1;
+}
+
+static void test_forward_returning_input(void) {
+    nb_scope_begin();
+    nb_tensor *x = nb_full(NB_F64, 1, (int64_t[]){2}, 1.0);
+    nb_set_requires_grad(x, true);
+    nb_tensor *y = nb_custom("id", 1, &x, id_forward, twice_backward, NULL);
+    CHECK(y != x && nb_is_leaf(x));
+    CHECK(nb_backward(nb_sum(y), NULL, 0) == 0);
+    CHECK(nb_grad(x) && nb_get(nb_grad(x), (int64_t[]){1}) == 2);
+    nb_scope_end();
+}
+
 static nb_tensor *mm(int n, nb_tensor *const *in, void *ud) { return nb_custom("MatrixMultiplication", n, in, mm_forward, mm_backward, ud); }
 
 static void test_gradcheck_custom(void) {
@@ -89,5 +109,6 @@ int main(void) {
     RUN(test_gradcheck_custom);
     RUN(test_matches_matmul);
     RUN(test_custom_errors);
+    RUN(test_forward_returning_input);
     return th_finish();
 }

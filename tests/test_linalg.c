@@ -65,6 +65,8 @@ static void test_errors(void) {
     CHECK_ERR("nb_inverse: input (2,3) is not a (batch of) square matrices");
     CHECK(nb_det(nb_full(NB_F64, 1, (int64_t[]){4}, 1)) == NULL);
     CHECK_ERR("nb_det: input (4,) is not");
+    CHECK(nb_get(nb_det(nb_full(NB_F64, 3, (int64_t[]){2, 0, 0}, 0)), (int64_t[]){1}) == 1); /* det of 0x0 */
+    CHECK(nb_get(nb_logdet(nb_full(NB_F64, 3, (int64_t[]){2, 0, 0}, 0)), (int64_t[]){0}) == 0);
     CHECK(nb_logdet(NULL) == NULL);
     CHECK_ERR("nb_logdet: argument 1 is NULL");
     nb_scope_end();

@@ -116,6 +116,7 @@ void nb_zero_grad(nb_tensor *t) {
         t->grad = NULL;
     } else {
         nbi_cpu_fill(t->grad, 0);
+        nbi_root(t->grad)->version++;
     }
 }
 
@@ -367,6 +368,7 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
                 ng = t->grad ? nb_add(t->grad, g) : nb_add_scalar(g, 0.0);
             } else if (t->grad && !t->grad->has_node) {
                 nbi_cpu_binary(NBI_B_ADD, t->grad, t->grad, g);
+                nbi_root(t->grad)->version++; /* a graph that saved the old value will notice */
             } else {
                 /* grad mode is off here, so these results carry no graph */
                 ng = t->grad ? nb_add(t->grad, g) : nb_clone(g);

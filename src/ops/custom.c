@@ -93,7 +93,9 @@ nb_tensor *nb_custom(const char *name, int n, nb_tensor *const *inputs, nb_custo
         free_ctx(c);
         return nbi_err(fn, "%s: the forward callback failed", c->name);
     }
-    if (out->has_node || out->base || out->refs != 1 || !out->user) {
+    bool is_input = false;
+    for (int i = 0; i < n; i++) is_input |= out == inputs[i];
+    if (is_input || out->has_node || out->base || out->refs != 1 || !out->user) {
         /* Results must be fresh tensors the op can own: copy anything else. */
         nb_set_grad_enabled(false);
         nb_tensor *o2 = nb_clone(out);

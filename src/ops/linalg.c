@@ -59,6 +59,7 @@ static nb_tensor *linalg(const char *fn, nbi_op op, lin_kind kind, nb_tensor *x)
         return nbi_err(fn, "out of memory for %s", NBI_SHAPE(x));
     }
     int64_t es = (int64_t)nbi_dsize(x->dtype), r = x->rank;
+    if (n == 0 && kind != L_INV) nbi_cpu_fill(out, kind == L_DET ? 1.0 : 0.0); /* det of 0x0 is 1 */
     for (int64_t b = 0; b < nb; b++) {
         /* gather matrix b (any strides) */
         int64_t off = 0, rem = b;

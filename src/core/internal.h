@@ -161,6 +161,11 @@ NBI_API const char *nbi_shape_s(const nb_tensor *t, char *buf, size_t cap);
 NBI_API bool nbi_broadcast(int ra, const int64_t *sa, int rb, const int64_t *sb, int *rout, int64_t *out);
 /* Normalise an axis for a tensor of the given rank; false if out of range. */
 NBI_API bool nbi_axis(int axis, int rank, int *out);
+/* nbi_axis for an op's axis argument: records "axis A is out of range for a
+   tensor S of rank R" under fn when it is not. */
+NBI_API bool nbi_axis_arg(const char *fn, int axis, const nb_tensor *t, int *out);
+/* t itself when contiguous, else an unrecorded contiguous copy (a kernel's input). */
+NBI_API nb_tensor *nbi_contiguous_input(const char *fn, nb_tensor *t);
 /* Strides of t as seen from a broadcast shape of rank `rank` (0 where broadcast). */
 NBI_API void nbi_bstrides(const nb_tensor *t, int rank, const int64_t *shape, int64_t *strides);
 

@@ -51,3 +51,16 @@ void nbi_bstrides(const nb_tensor *t, int rank, const int64_t *shape, int64_t *s
         strides[i] = (j < 0 || (t->shape[j] == 1 && shape[i] != 1)) ? 0 : t->strides[j];
     }
 }
+
+bool nbi_axis_arg(const char *fn, int axis, const nb_tensor *t, int *out) {
+    if (nbi_axis(axis, t->rank, out)) return true;
+    nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(t), t->rank);
+    return false;
+}
+
+nb_tensor *nbi_contiguous_input(const char *fn, nb_tensor *t) {
+    if (nbi_is_contig(t)) return t;
+    nb_tensor *c = nbi_empty(fn, t->dtype, t->rank, t->shape);
+    if (c) nbi_cpu_copy(c, t);
+    return c;
+}

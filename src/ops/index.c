@@ -66,8 +66,7 @@ static void move(nb_tensor *dst, const nb_tensor *src, const nb_tensor *idx, int
 static nb_tensor *select_op(const char *fn, nbi_op op, nb_tensor *a, int axis, nb_tensor *idx) {
     if (!nbi_check_float(fn, a, 1) || !nbi_check(fn, idx, 3)) return NULL;
     int ax;
-    if (!nbi_axis(axis, a->rank, &ax))
-        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
+    if (!nbi_axis_arg(fn, axis, a, &ax)) return NULL;
     int64_t shape[NB_MAX_RANK] = {0};
     memcpy(shape, a->shape, sizeof(int64_t) * (size_t)a->rank);
     bool elementwise = op == NBI_OP_GATHER;

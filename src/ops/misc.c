@@ -33,8 +33,7 @@ nb_tensor *nb_cumsum(nb_tensor *a, int axis) {
     const char *fn = "nb_cumsum";
     if (!nbi_check_float(fn, a, 1)) return NULL;
     int ax;
-    if (!nbi_axis(axis, a->rank, &ax))
-        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
+    if (!nbi_axis_arg(fn, axis, a, &ax)) return NULL;
     nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, a->shape);
     if (!out) return NULL;
     nbi_cpu_copy(out, a);

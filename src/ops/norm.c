@@ -61,10 +61,7 @@ nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double
         }
         if (p[i]->dtype != x->dtype && !(p[i] = nb_to(p[i], x->dtype))) return NULL;
     }
-    bool was = nb_grad_enabled();
-    nb_set_grad_enabled(false);
-    nb_tensor *c = nbi_is_contig(x) ? x : nb_contiguous(x);
-    nb_set_grad_enabled(was);
+    nb_tensor *c = nbi_contiguous_input(fn, x);
     if (!c) return NULL;
     nb_tensor *y = nbi_empty(fn, x->dtype, x->rank, x->shape);
     if (y) layer_norm_kernel(y, c, p[0], p[1], eps);

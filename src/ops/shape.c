@@ -103,8 +103,7 @@ nb_tensor *nb_slice(nb_tensor *a, int axis, int64_t start, int64_t stop) {
     const char *fn = "nb_slice";
     if (!nbi_check(fn, a, 1)) return NULL;
     int ax;
-    if (!nbi_axis(axis, a->rank, &ax))
-        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
+    if (!nbi_axis_arg(fn, axis, a, &ax)) return NULL;
     int64_t n = a->shape[ax], b = start < 0 ? start + n : start, e = stop < 0 ? stop + n : stop;
     if (e > n) e = n;
     if (b < 0 || b > n || e < b)
@@ -212,8 +211,7 @@ nb_tensor *nb_flip(nb_tensor *a, int axis) {
     const char *fn = "nb_flip";
     if (!nbi_check(fn, a, 1)) return NULL;
     int ax;
-    if (!nbi_axis(axis, a->rank, &ax))
-        return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
+    if (!nbi_axis_arg(fn, axis, a, &ax)) return NULL;
     int64_t st[NB_MAX_RANK] = {0};
     memcpy(st, a->strides, sizeof st);
     st[ax] = -st[ax];

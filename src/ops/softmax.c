@@ -53,10 +53,7 @@ static nb_tensor *softmax_op(const char *fn, nbi_op op, nb_tensor *a, int axis) 
     int ax;
     if (a->rank == 0 || !nbi_axis(axis, a->rank, &ax))
         return nbi_err(fn, "axis %d is out of range for a tensor %s of rank %d", axis, NBI_SHAPE(a), a->rank);
-    bool was = nb_grad_enabled();
-    nb_set_grad_enabled(false);
-    nb_tensor *c = nbi_is_contig(a) ? a : nb_contiguous(a);
-    nb_set_grad_enabled(was);
+    nb_tensor *c = nbi_contiguous_input(fn, a);
     if (!c) return NULL;
     nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, a->shape);
     if (out) softmax_kernel(out, c, ax, op == NBI_OP_LOG_SOFTMAX);

@@ -1,9 +1,9 @@
 /*
  * bench_gemm.c - GFLOP/s of nbi_gemm_f32 / nbi_gemm_f64 (auto-selected kernel, single thread) on square
- * row-major products, median of several runs per size. Built with -DNABLA_HAVE_CBLAS (and linked against a
+ * row-major products, median of several runs per size, on THREADS threads (default: nabla's default). Built with -DNABLA_HAVE_CBLAS (and linked against a
  * CBLAS), it also times cblas_sgemm / cblas_dgemm and prints nabla's speed as a ratio of it.
  *
- *   usage: bench_gemm [kernel]     kernel: 0 auto (default), 1 reference, 2 avx2, 3 avx512
+ *   usage: bench_gemm [kernel [threads]]     kernel: 0 auto (default), 1 reference, 2 avx2, 3 avx512
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -12,20 +12,11 @@
 #include <time.h>
 
 #include "gemm.h"
+#include "nabla.h"
 
 #ifdef NABLA_HAVE_CBLAS
 #include <cblas.h>
 #endif
-
-void *nbi_alloc(size_t n)
-{
-    return aligned_alloc(64, (n + 63) & ~(size_t)63);
-}
-
-void nbi_dealloc(void *p)
-{
-    free(p);
-}
 
 static double now(void)
 {
@@ -64,7 +55,9 @@ int main(int argc, char **argv)
     static const int sizes[] = {64, 128, 256, 512, 1024, 2048};
     const int kernel = nbi_gemm_set_kernel(argc > 1 ? atoi(argv[1]) : 0);
     (void)kernel;
-    printf("kernel: %s\n", nbi_gemm_kernel_name());
+    if (argc > 2)
+        nb_set_num_threads(atoi(argv[2]));
+    printf("kernel: %s, %d threads\n", nbi_gemm_kernel_name(), nb_num_threads());
     printf("%6s %12s %12s", "n", "f32 GFLOP/s", "f64 GFLOP/s");
 #ifdef NABLA_HAVE_CBLAS
     printf(" %12s %8s %12s %8s", "sgemm", "ratio", "dgemm", "ratio");

@@ -37,6 +37,7 @@ int main(void) {
     nb_tensor *loss = nb_sum(matrix_multiplication(2, in, NULL));
     if (nb_backward(loss, NULL, 0) != 0) {
         fprintf(stderr, "custom_op: %s\n", nb_last_error());
+        nb_scope_end();
         return 1;
     }
     printf("loss = %g\ndl/dx = ", nb_item(loss));

@@ -98,6 +98,18 @@ NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*fr
    frees each step's scope. */
 NB_API int64_t nb_memory_in_use(void);
 
+/* Threads. Matrix products and large elementwise ops and reductions are split
+   across a pool of worker threads; small ops always run on the caller. The
+   default is the environment variable NABLA_NUM_THREADS if set, else the
+   number of online cores. n = 0 restores the default; n from 1 to 256 sets it
+   (1: no workers). Results are bit-identical for every thread count: each
+   output element is computed by one thread, in the same order. Workers spin
+   about 50 us after a job, then sleep. Call while no other thread is running
+   ops. Returns 0, or -1 with an error for n out of range. */
+NB_API int nb_set_num_threads(int n);
+/* The thread count in use. */
+NB_API int nb_num_threads(void);
+
 /* Ownership. Every tensor made between nb_scope_begin() and the matching
    nb_scope_end() on this thread (op results, graph nodes, gradients returned by
    nb_gradient) is freed by nb_scope_end(). A tensor made outside every scope

@@ -4,7 +4,8 @@
  * transposed and strided operands (rsa > k, ldc > n, negative strides), accumulate on and off, sizes that
  * cross the cache blocks, bit-identical reruns, untouched padding in C, and allocation failure.
  *
- * Standalone: defines the nbi_alloc / nbi_dealloc hooks itself. Exits nonzero on failure; the last line
+ * Products large enough to be split across threads give the same bits on 1, 2, 3 and 4 threads.
+ * Allocation failures are injected through nb_set_allocator. Exits nonzero on failure; the last line
  * printed is "N passed, N failed".
  */
 #include <float.h>
@@ -15,18 +16,18 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "nabla.h"
 
-static int fail_alloc; /* when set, nbi_alloc fails */
-
-void *nbi_alloc(size_t n)
+static void *failing_alloc(size_t n, void *ud)
 {
-    if (fail_alloc)
-        return NULL;
-    return aligned_alloc(64, (n + 63) & ~(size_t)63);
+    (void)n;
+    (void)ud;
+    return NULL;
 }
 
-void nbi_dealloc(void *p)
+static void plain_free(void *p, void *ud)
 {
+    (void)ud;
     free(p);
 }
 
@@ -273,10 +274,9 @@ static void test_alloc_failure(void)
         c[i] = 7.0f;
     }
     nbi_gemm_set_kernel(0);
-    nbi_gemm_release_buffers();
-    fail_alloc = 1;
+    nb_set_allocator(failing_alloc, plain_free, NULL); /* also drops the cached packing buffers */
     const int r = nbi_gemm_f32(n, n, n, a, n, 1, b, n, 1, c, n, false);
-    fail_alloc = 0;
+    nb_set_allocator(NULL, NULL, NULL);
     int unchanged = 1;
     for (int64_t i = 0; i < n * n; ++i)
         unchanged &= c[i] == 7.0f;
@@ -287,6 +287,51 @@ done:
     free(a);
     free(b);
     free(c);
+}
+
+/* The same product on 1..4 threads: bit-identical, and equal to the oracle within rounding. */
+static void test_threads(void)
+{
+    static const int64_t shapes[][3] = {{300, 200, 150}, {1000, 20, 500}, {37, 999, 64}, {513, 257, 129}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+        const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+        for (int trans = 0; trans < 2; ++trans) {
+            float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(k * n));
+            float *c1 = malloc(sizeof(float) * (size_t)(m * n)), *ct = malloc(sizeof(float) * (size_t)(m * n));
+            double *d1 = malloc(sizeof(double) * (size_t)(m * n)), *dt = malloc(sizeof(double) * (size_t)(m * n));
+            double *ad = malloc(sizeof(double) * (size_t)(m * k)), *bd = malloc(sizeof(double) * (size_t)(k * n));
+            if (!a || !b || !c1 || !ct || !d1 || !dt || !ad || !bd) {
+                check(0, "threads: test allocation");
+                goto next;
+            }
+            for (int64_t i = 0; i < m * k; ++i)
+                ad[i] = a[i] = (float)((i * 7919 % 2003) - 1001) / 1001.0f;
+            for (int64_t i = 0; i < k * n; ++i)
+                bd[i] = b[i] = (float)((i * 104729 % 1999) - 999) / 999.0f;
+            /* trans: A read as its transpose (A stored k x m) */
+            const int64_t rsa = trans ? 1 : k, csa = trans ? m : 1;
+            nb_set_num_threads(1);
+            int ok = nbi_gemm_f32(m, n, k, a, rsa, csa, b, n, 1, c1, n, false) == 0;
+            ok &= nbi_gemm_f64(m, n, k, ad, rsa, csa, bd, n, 1, d1, n, false) == 0;
+            for (int t = 2; t <= 4; ++t) {
+                nb_set_num_threads(t);
+                ok &= nbi_gemm_f32(m, n, k, a, rsa, csa, b, n, 1, ct, n, false) == 0;
+                ok &= nbi_gemm_f64(m, n, k, ad, rsa, csa, bd, n, 1, dt, n, false) == 0;
+                ok &= memcmp(c1, ct, sizeof(float) * (size_t)(m * n)) == 0;
+                ok &= memcmp(d1, dt, sizeof(double) * (size_t)(m * n)) == 0;
+            }
+            nbi_gemm_f64_ref(m, n, k, ad, rsa, csa, bd, n, 1, dt, n, false);
+            for (int64_t i = 0; i < m * n; ++i)
+                ok &= fabs(d1[i] - dt[i]) <= 1e-12 * (double)k;
+            char what[96];
+            snprintf(what, sizeof what, "threads: %lldx%lldx%lld%s bit-identical on 1-4 threads", (long long)m,
+                     (long long)n, (long long)k, trans ? " (A transposed)" : "");
+            check(ok, what);
+        next:
+            free(a), free(b), free(c1), free(ct), free(d1), free(dt), free(ad), free(bd);
+        }
+    }
+    nb_set_num_threads(0);
 }
 
 int main(void)
@@ -307,6 +352,8 @@ int main(void)
     }
     test_alloc_failure();
     nbi_gemm_set_kernel(0);
+    test_threads();
+    nb_set_allocator(NULL, NULL, NULL); /* joins the workers, freeing their buffers */
     nbi_gemm_release_buffers();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed != 0;

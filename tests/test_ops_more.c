@@ -154,11 +154,30 @@ static void test_errors(void) {
     CHECK_ERR("nb_cumsum: axis 3 is out of range");
     CHECK(nb_log1p(NULL) == NULL);
     CHECK_ERR("nb_log1p: argument 1 is NULL");
+    CHECK(nb_set_num_threads(-1) == -1);
+    CHECK_ERR("nb_set_num_threads: n = -1 is out of range");
+    CHECK(nb_set_num_threads(3) == 0 && nb_num_threads() == 3);
+    CHECK(nb_set_num_threads(0) == 0 && nb_num_threads() >= 1);
+    nb_scope_end();
+}
+
+/* An op with more inputs than saves_in has bits: concat of 40 tensors, and a product that reads input 35. */
+static void test_many_inputs(void) {
+    nb_scope_begin();
+    nb_tensor *x = nb_full(NB_F64, 1, (int64_t[]){2}, 1.5), *ts[40];
+    nb_set_requires_grad(x, true);
+    for (int i = 0; i < 40; i++) ts[i] = nb_scale(x, (double)(i + 1));
+    nb_tensor *c = nb_concat(40, ts, 0);
+    CHECK(c && nb_backward(nb_sum(nb_mul(c, c)), NULL, 0) == 0);
+    double want = 0; /* d/dx sum_i (i+1)^2 x^2 = 2 x sum (i+1)^2 per element */
+    for (int i = 1; i <= 40; i++) want += 2.0 * 1.5 * i * i;
+    CHECK_CLOSE(nb_get(nb_grad(x), (int64_t[]){1}), want, 1e-9, 1e-12);
     nb_scope_end();
 }
 
 int main(void) {
     th_seed(5);
+    RUN(test_many_inputs);
     RUN(test_gradchecks);
     RUN(test_values);
     RUN(test_where_no_nan);

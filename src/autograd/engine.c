@@ -208,7 +208,7 @@ static int topo(const char *fn, nb_tensor *root, int nwrt, nb_tensor *const *wrt
         if (!t->has_node || t->node.released || !t->bw_needed) continue;
         nbi_node *nd = &t->node;
         for (int k = 0; k < nd->nin; k++) {
-            if (!(nd->saves_in >> k & 1)) continue;
+            if (!(nd->saves_in >> (k < 31 ? k : 31) & 1)) continue; /* bit 31: inputs 31 and up */
             uint32_t v = nbi_root(nd->in[k])->version;
             if (v != nd->in_ver[k]) {
                 nbi_err(fn, "input %d %s of op '%s' was modified in place after it was used (version %u, "

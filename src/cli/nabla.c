@@ -59,7 +59,8 @@ static void usage_train(FILE *f) {
                "  --lr X              learning rate (default 5e-3 for digits, 1e-3 otherwise)\n"
                "  --optimizer NAME    adam (default), adamw, sgd (momentum 0.9)\n"
                "  --seed N            random seed (default 1)\n"
-               "  --threads N         worker threads (accepted; kernels are single-threaded for now)\n"
+               "  --threads N         worker threads (default NABLA_NUM_THREADS or the number of cores);\n"
+               "                      results are bit-identical for any count\n"
                "  --out DIR           where the checkpoint, curves and graph go (default out)\n");
 }
 
@@ -244,7 +245,7 @@ static int cmd_train(int argc, char **argv) {
             if (*e) return die("bad --seed", v);
         } else if (strcmp(a, "--threads") == 0) {
             long t = strtol(v, &e, 10);
-            if (*e || t <= 0) return die("bad --threads", v);
+            if (*e || t <= 0 || nb_set_num_threads((int)t) != 0) return die("bad --threads (want 1 to 256)", v);
         } else {
             return die("unknown option (see nabla train --help)", a);
         }

@@ -65,7 +65,7 @@ typedef struct {
     uint8_t released;   /* saved tensors dropped after a backward */
     uint8_t saves_out;  /* backward reads the output's value */
     int32_t nin;
-    uint32_t saves_in;  /* bit i: backward reads input i's value */
+    uint32_t saves_in;  /* bit i: backward reads input i's value (bit 31: inputs 31 and up) */
     uint32_t out_ver;   /* version of the output storage when recorded */
     struct nb_tensor **in; /* points at in_inline or a separate array */
     struct nb_tensor *in_inline[NBI_INLINE_IN];

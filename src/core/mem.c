@@ -26,9 +26,11 @@ static void (*free_fn)(void *, void *) = default_free;
 static void *alloc_ud;
 
 void nbi_gemm_release_buffers(void);
+void nbi_pool_shutdown(void);
 
 void nb_set_allocator(void *(*a)(size_t size, void *ud), void (*f)(void *p, void *ud), void *ud) {
     nbi_gemm_release_buffers(); /* cached blocks go back through the hook that made them */
+    nbi_pool_shutdown();        /* the workers free theirs as they exit */
     if (!a || !f) {
         alloc_fn = default_alloc;
         free_fn = default_free;

@@ -47,6 +47,7 @@
  * and the selected kernel, so results are bit-identical from run to run.
  */
 #include "gemm.h"
+#include "threads.h"
 
 #include <pthread.h>
 
@@ -61,6 +62,7 @@
 #endif
 
 #define NBI_GEMM_SMALL 4096 /* m n k at or below this: direct loops, no packing */
+#define NBI_GEMM_THREAD_WORK (1 << 20) /* multiply-adds per thread, at least, before a product is split */
 
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -350,6 +352,32 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         return 0;                                                                                              \
     }                                                                                                          \
                                                                                                                \
+    typedef struct {                                                                                           \
+        const cfg_##S *cf;                                                                                     \
+        int64_t m, n, k;                                                                                       \
+        const T *a;                                                                                            \
+        int64_t rsa, csa;                                                                                      \
+        const T *b;                                                                                            \
+        int64_t rsb, csb;                                                                                      \
+        T *c;                                                                                                  \
+        int64_t ldc;                                                                                           \
+        bool acc, by_n;                                                                                        \
+        int64_t unit;                                                                                          \
+    } split_##S;                                                                                               \
+                                                                                                               \
+    static int split_part_##S(void *vj, int64_t lo, int64_t hi)                                                \
+    {                                                                                                          \
+        const split_##S *j = vj;                                                                               \
+        if (j->by_n) {                                                                                         \
+            const int64_t j0 = lo * j->unit, j1 = min_i64(hi * j->unit, j->n);                                 \
+            return packed_##S(j->cf, j->m, j1 - j0, j->k, j->a, j->rsa, j->csa, j->b + j0 * j->csb, j->rsb,    \
+                              j->csb, j->c + j0, j->ldc, j->acc);                                              \
+        }                                                                                                      \
+        const int64_t i0 = lo * j->unit, i1 = min_i64(hi * j->unit, j->m);                                     \
+        return packed_##S(j->cf, i1 - i0, j->n, j->k, j->a + i0 * j->rsa, j->rsa, j->csa, j->b, j->rsb,        \
+                          j->csb, j->c + i0 * j->ldc, j->ldc, j->acc);                                         \
+    }                                                                                                          \
+                                                                                                               \
     static int gemm_##S(const cfg_##S *cf, int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa,           \
                         int64_t csa, const T *b, int64_t rsb, int64_t csb, T *c, int64_t ldc, bool acc)        \
     {                                                                                                          \
@@ -362,7 +390,15 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         }                                                                                                      \
         if (direct_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc))                                    \
             return 0;                                                                                          \
-        return packed_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);                                 \
+        const int parts = nbi_parallel_parts(m * n * k, NBI_GEMM_THREAD_WORK);                                 \
+        if (parts <= 1)                                                                                        \
+            return packed_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);                             \
+        /* Split C along its longer side into whole register tiles; each part packs its own slice of the  */   \
+        /* split operand and all of the other, so the parts share nothing and every element's sum runs in */   \
+        /* the same order as on one thread. */                                                                 \
+        split_##S j = {cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc, n >= m, n >= m ? cf->nr : cf->mr}; \
+        const int64_t units = ceil_div(j.by_n ? n : m, j.unit);                                                \
+        return nbi_parallel_for(units, units / parts, split_part_##S, &j);                                     \
     }                                                                                                          \
                                                                                                                \
     static void ref_##S(int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa, int64_t csa, const T *b,     \

@@ -33,6 +33,7 @@ typedef struct {
     int epochs;
     int64_t batch;
     uint64_t seed;
+    int cosine;
 } options;
 
 static int die(const char *what, const char *detail) {
@@ -58,6 +59,7 @@ static void usage_train(FILE *f) {
                "  --batch N           mini-batch size (default 64)\n"
                "  --lr X              learning rate (default 5e-3 for digits, 1e-3 otherwise)\n"
                "  --optimizer NAME    adam (default), adamw, sgd (momentum 0.9)\n"
+               "  --schedule NAME     constant (default) or cosine (decay from --lr to 0 over the run)\n"
                "  --seed N            random seed (default 1)\n"
                "  --threads N         worker threads (default NABLA_NUM_THREADS or the number of cores);\n"
                "                      results are bit-identical for any count\n"
@@ -211,7 +213,7 @@ static void progress(bool tty, int epoch, int epochs, int64_t done, int64_t tota
 }
 
 static int cmd_train(int argc, char **argv) {
-    options o = {"digits", NULL, "out", "relu", "adam", {0}, 0, 0.0, 0, 0, 64, 1};
+    options o = {"digits", NULL, "out", "relu", "adam", {0}, 0, 0.0, 0, 0, 64, 1, 0};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -226,6 +228,10 @@ static int cmd_train(int argc, char **argv) {
         else if (strcmp(a, "--out") == 0) o.out = v;
         else if (strcmp(a, "--activation") == 0) o.activation = v;
         else if (strcmp(a, "--optimizer") == 0) o.optimizer = v;
+        else if (strcmp(a, "--schedule") == 0) {
+            if (strcmp(v, "cosine") && strcmp(v, "constant")) return die("bad --schedule (cosine or constant)", v);
+            o.cosine = strcmp(v, "cosine") == 0;
+        }
         else if (strcmp(a, "--hidden") == 0) {
             if ((o.nhidden = parse_list(v, o.hidden, 8)) < 0) return die("bad --hidden (want e.g. 128,64)", v);
         } else if (strcmp(a, "--dropout") == 0) {
@@ -283,6 +289,9 @@ static int cmd_train(int argc, char **argv) {
         nb_scope_begin();
         while (nb_batcher_next(bat, &x, &y)) {
             nb_scope_begin();
+            if (o.cosine) /* cosine decay from --lr to 0 over the run */
+                nb_optim_set_lr(opt, nb_lr_cosine(o.lr, nb_optim_steps(opt), 0,
+                                                  (int64_t)o.epochs * ((tr.n + o.batch - 1) / o.batch), 0));
             nb_optim_zero_grad(opt);
             nb_tensor *logits = nb_forward(net, x);
             nb_tensor *loss = nb_cross_entropy(logits, y);

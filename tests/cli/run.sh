@@ -15,7 +15,11 @@ check "writes the curves" "grep -q '</svg>' '$out/curves.svg'"
 check "writes the graph" "grep -q 'digraph nabla' '$out/graph.dot' && grep -q flowchart '$out/graph.mmd'"
 "$nabla" train --epochs 3 --out "$out/b" >/dev/null 2>&1
 check "same seed, same checkpoint bytes" "cmp -s '$out/model.safetensors' '$out/b/model.safetensors'"
-for bad in "train --epochs x" "train --bogus 1" "train --data /nonexistent" "train --activation nope" "frobnicate" "train --lr"; do
+# products big enough to be split across threads: same bytes on 1 and 2 threads
+"$nabla" train --epochs 2 --hidden 512 --batch 256 --schedule cosine --threads 1 --out "$out/t1" >/dev/null 2>&1
+"$nabla" train --epochs 2 --hidden 512 --batch 256 --schedule cosine --threads 2 --out "$out/t2" >/dev/null 2>&1
+check "same checkpoint bytes on 1 and 2 threads" "[ -s '$out/t1/model.safetensors' ] && cmp -s '$out/t1/model.safetensors' '$out/t2/model.safetensors'"
+for bad in "train --epochs x" "train --bogus 1" "train --data /nonexistent" "train --activation nope" "frobnicate" "train --lr" "train --schedule wavy" "train --threads 0" "train --threads 999"; do
   "$nabla" $bad >"$out/err" 2>&1
   rc=$?
   check "'$bad' fails with one line" "[ $rc -ne 0 ] && [ \$(wc -l <'$out/err') -eq 1 ] && grep -q '^nabla: ' '$out/err'"

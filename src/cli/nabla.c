@@ -55,11 +55,12 @@ static void usage_train(FILE *f) {
                "  --hidden 128,64     hidden layer sizes (default 256)\n"
                "  --activation NAME   relu (default), tanh, gelu, sigmoid, leaky_relu\n"
                "  --dropout P         dropout after each hidden layer (default 0)\n"
-               "  --epochs N          passes over the training set (default 60 for digits, 8 otherwise)\n"
-               "  --batch N           mini-batch size (default 64)\n"
-               "  --lr X              learning rate (default 5e-3 for digits, 1e-3 otherwise)\n"
+               "  --epochs N          passes over the training set (default 60 for digits, 15 otherwise)\n"
+               "  --batch N           mini-batch size (default 64 for digits, 128 otherwise)\n"
+               "  --lr X              learning rate (default 5e-3 for digits, 2e-3 otherwise)\n"
                "  --optimizer NAME    adam (default), adamw, sgd (momentum 0.9)\n"
-               "  --schedule NAME     constant (default) or cosine (decay from --lr to 0 over the run)\n"
+               "  --schedule NAME     constant (default for digits) or cosine (decay from --lr to 0 over the\n"
+               "                      run; default otherwise)\n"
                "  --seed N            random seed (default 1)\n"
                "  --threads N         worker threads (default NABLA_NUM_THREADS or the number of cores);\n"
                "                      results are bit-identical for any count\n"
@@ -213,7 +214,7 @@ static void progress(bool tty, int epoch, int epochs, int64_t done, int64_t tota
 }
 
 static int cmd_train(int argc, char **argv) {
-    options o = {"digits", NULL, "out", "relu", "adam", {0}, 0, 0.0, 0, 0, 64, 1, 0};
+    options o = {"digits", NULL, "out", "relu", "adam", {0}, 0, 0.0, 0, 0, 0, 1, -1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -261,8 +262,10 @@ static int cmd_train(int argc, char **argv) {
     nb_module_free(act);
     bool fashion = strcmp(o.data, "digits") != 0 || o.csv;
     if (o.nhidden == 0) o.hidden[o.nhidden++] = 256;
-    if (o.epochs == 0) o.epochs = fashion ? 8 : 60;
-    if (o.lr == 0) o.lr = fashion ? 1e-3 : 5e-3;
+    if (o.epochs == 0) o.epochs = fashion ? 15 : 60;
+    if (o.lr == 0) o.lr = fashion ? 2e-3 : 5e-3;
+    if (o.batch == 0) o.batch = fashion ? 128 : 64;
+    if (o.cosine < 0) o.cosine = fashion;
     nb_dataset tr, te;
     if (load_data(&o, &tr, &te) != 0) return die("cannot load the data", nb_last_error());
     nb_rng rng;

@@ -330,6 +330,20 @@ static int cmd_train(int argc, char **argv) {
     char path[1200];
     snprintf(path, sizeof path, "%s/model.safetensors", o.out);
     int rc = nb_module_save(net, path);
+    if (rc == 0) { /* what nabla eval needs to rebuild the model and its data */
+        snprintf(path, sizeof path, "%s/model.args", o.out);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "data %s\ncsv %s\nactivation %s\ndropout %.17g\nseed %llu\nhidden", o.data,
+                    o.csv ? o.csv : "-", o.activation, o.dropout, (unsigned long long)o.seed);
+            for (int i = 0; i < o.nhidden; i++) fprintf(f, "%c%lld", i ? ',' : ' ', (long long)o.hidden[i]);
+            fputc('\n', f);
+        }
+        if (!f || fclose(f) != 0) {
+            nb_fail("nabla train", "cannot write model.args");
+            rc = -1;
+        }
+    }
     if (rc == 0) {
         const double *ys[2] = {losses, accs};
         int64_t lens[2] = {o.epochs, o.epochs};
@@ -352,7 +366,7 @@ static int cmd_train(int argc, char **argv) {
         nb_scope_end();
     }
     if (rc != 0) return die("cannot write the outputs", nb_last_error());
-    printf("trained in %.1f s; wrote %s/model.safetensors, %s/curves.svg, %s/graph.dot and %s/graph.mmd\n", secs,
+    printf("trained in %.1f s; wrote %s/model.safetensors (+ model.args), %s/curves.svg, %s/graph.dot and %s/graph.mmd\n", secs,
            o.out, o.out, o.out, o.out);
     printf("test accuracy: %.4f\n", accs[o.epochs - 1]);
     free(losses);
@@ -363,6 +377,53 @@ static int cmd_train(int argc, char **argv) {
     nb_dataset_free(&tr);
     nb_dataset_free(&te);
     return 0;
+}
+
+/* ----------------------------------------------------------------- eval --- */
+
+static int cmd_eval(int argc, char **argv) {
+    if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+        printf("usage: nabla eval CHECKPOINT\n"
+               "  evaluates a model.safetensors written by nabla train on the test split of the data it\n"
+               "  was trained on; the model's options are read from model.args beside the checkpoint.\n"
+               "  Prints 'test accuracy: 0.XXXX'.\n");
+        return 0;
+    }
+    if (argc != 1) return die("usage: nabla eval CHECKPOINT (see nabla eval --help)", NULL);
+    char args[1200], line[1100];
+    const char *slash = strrchr(argv[0], '/');
+    snprintf(args, sizeof args, "%.*smodel.args", slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
+    FILE *f = fopen(args, "r");
+    if (!f) return die("cannot open the model's options", args);
+    static char data[1024], csv[1024], act[64];
+    options o = {"digits", NULL, "out", "relu", "adam", {0}, 0, 0.0, 0, 0, 0, 1, -1};
+    int got = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long seed;
+        char hid[256];
+        if (sscanf(line, "data %1023s", data) == 1) o.data = data, got |= 1;
+        else if (sscanf(line, "csv %1023s", csv) == 1) o.csv = strcmp(csv, "-") ? csv : NULL;
+        else if (sscanf(line, "activation %63s", act) == 1) o.activation = act, got |= 2;
+        else if (sscanf(line, "dropout %lf", &o.dropout) == 1) got |= 4;
+        else if (sscanf(line, "seed %llu", &seed) == 1) o.seed = seed, got |= 8;
+        else if (sscanf(line, "hidden %255s", hid) == 1 && (o.nhidden = parse_list(hid, o.hidden, 8)) > 0) got |= 16;
+    }
+    fclose(f);
+    nb_module *act_m = got == 31 ? activation(o.activation) : NULL;
+    if (!act_m) return die("malformed model options", args);
+    nb_module_free(act_m);
+    nb_dataset tr, te;
+    if (load_data(&o, &tr, &te) != 0) return die("cannot load the data", nb_last_error());
+    nb_rng rng;
+    nb_rng_seed(&rng, o.seed);
+    nb_module *net = build(&o, tr.d, tr.classes > te.classes ? tr.classes : te.classes, &rng);
+    int rc = net && nb_module_load(net, argv[0]) == 0 ? 0 : 1;
+    if (rc == 0) printf("test accuracy: %.4f\n", accuracy(net, &te));
+    else die("cannot load the checkpoint", nb_last_error());
+    nb_module_free(net);
+    nb_dataset_free(&tr);
+    nb_dataset_free(&te);
+    return rc;
 }
 
 /* ------------------------------------------------------------ gradcheck --- */
@@ -469,6 +530,7 @@ static int cmd_gradcheck(int argc, char **argv) {
 static void usage(FILE *f) {
     fprintf(f, "usage: nabla COMMAND [options]\n"
                "  train       train a classifier MLP (nabla train --help)\n"
+               "  eval        evaluate a checkpoint written by train (nabla eval --help)\n"
                "  gradcheck   check the ops' gradients against finite differences (nabla gradcheck --help)\n"
                "  --help      this text\n");
 }
@@ -479,6 +541,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 1 : 0;
     }
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
+    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
     if (strcmp(argv[1], "gradcheck") == 0) return cmd_gradcheck(argc - 2, argv + 2);
     return die("unknown command (see nabla --help)", argv[1]);
 }

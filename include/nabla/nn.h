@@ -97,6 +97,13 @@ NB_API void nb_optim_set_lr(nb_optim *o, double lr);
 NB_API double nb_optim_lr(const nb_optim *o);
 /* Steps taken so far. */
 NB_API int64_t nb_optim_steps(const nb_optim *o);
+/* Save the optimizer's state (momentum / moment buffers and the step count) as
+   safetensors (atomically, like nb_save_safetensors), or load it into an
+   optimizer of the same kind over parameters of the same shapes: all or
+   nothing, a mismatched, truncated or corrupt file changes nothing. The
+   hyper-parameters (lr, betas, ...) are not stored. Return 0 or nonzero. */
+NB_API int nb_optim_save(nb_optim *o, const char *path);
+NB_API int nb_optim_load(nb_optim *o, const char *path);
 /* Free the optimizer and its state (not the parameters). NULL is ignored. */
 NB_API void nb_optim_free(nb_optim *o);
 

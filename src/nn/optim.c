@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../include/nabla/io.h"
 #include "../../include/nabla/nn.h"
 
 typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
@@ -224,3 +225,49 @@ double nb_lr_cosine(double base, int64_t step, int64_t warmup, int64_t total, do
     double t = (double)(step - warmup) / (double)(total - warmup);
     return min_lr + 0.5 * (base - min_lr) * (1 + cos(3.14159265358979323846 * t));
 }
+
+/* ------------------------------------------------------- state on disk --- */
+
+/* The state tensors (m.i, and v.i for Adam/AdamW) and the step count, as one
+   list of tensors and names for the safetensors reader and writer. */
+static int state_list(nb_optim *o, nb_tensor *steps, nb_tensor **ts, char (*names)[24], const char **np) {
+    int k = 0;
+    for (int i = 0; i < o->n; i++) {
+        snprintf(names[k], 24, "m.%d", i);
+        ts[k++] = o->m[i];
+        if (o->v[i]) {
+            snprintf(names[k], 24, "v.%d", i);
+            ts[k++] = o->v[i];
+        }
+    }
+    snprintf(names[k], 24, "steps");
+    ts[k++] = steps;
+    for (int i = 0; i < k; i++) np[i] = names[i];
+    return k;
+}
+
+static int state_io(nb_optim *o, const char *path, bool save) {
+    const char *fn = save ? "nb_optim_save" : "nb_optim_load";
+    if (!o || !path) return nb_fail(fn, "optimizer or path is NULL"), -1;
+    int cap = 2 * o->n + 1;
+    nb_tensor **ts = malloc(sizeof *ts * (size_t)cap);
+    char(*names)[24] = malloc(sizeof *names * (size_t)cap);
+    const char **np = malloc(sizeof *np * (size_t)cap);
+    nb_tensor *steps = nb_full(NB_F64, 0, NULL, (double)o->steps);
+    int rc = -1;
+    if (!ts || !names || !np || !steps) {
+        nb_fail(fn, "out of memory");
+    } else {
+        int k = state_list(o, steps, ts, names, np);
+        rc = save ? nb_save_safetensors(path, k, ts, np) : nb_load_safetensors(path, k, ts, np);
+        if (rc == 0 && !save) o->steps = (int64_t)nb_item(steps);
+    }
+    if (steps && nb_scope_depth() == 0) nb_free(steps);
+    free(ts);
+    free(names);
+    free(np);
+    return rc;
+}
+
+int nb_optim_save(nb_optim *o, const char *path) { return state_io(o, path, true); }
+int nb_optim_load(nb_optim *o, const char *path) { return state_io(o, path, false); }

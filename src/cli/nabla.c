@@ -330,6 +330,10 @@ static int cmd_train(int argc, char **argv) {
     char path[1200];
     snprintf(path, sizeof path, "%s/model.safetensors", o.out);
     int rc = nb_module_save(net, path);
+    if (rc == 0) { /* the optimizer's moments and step count, to resume training */
+        snprintf(path, sizeof path, "%s/optim.safetensors", o.out);
+        rc = nb_optim_save(opt, path);
+    }
     if (rc == 0) { /* what nabla eval needs to rebuild the model and its data */
         snprintf(path, sizeof path, "%s/model.args", o.out);
         FILE *f = fopen(path, "w");
@@ -366,7 +370,7 @@ static int cmd_train(int argc, char **argv) {
         nb_scope_end();
     }
     if (rc != 0) return die("cannot write the outputs", nb_last_error());
-    printf("trained in %.1f s; wrote %s/model.safetensors (+ model.args), %s/curves.svg, %s/graph.dot and %s/graph.mmd\n", secs,
+    printf("trained in %.1f s; wrote %s/model.safetensors (+ model.args, optim.safetensors), %s/curves.svg, %s/graph.dot and %s/graph.mmd\n", secs,
            o.out, o.out, o.out, o.out);
     printf("test accuracy: %.4f\n", accs[o.epochs - 1]);
     free(losses);

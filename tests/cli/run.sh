@@ -10,7 +10,7 @@ check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "
 "$nabla" train --epochs 3 --out "$out" >"$out/log" 2>&1
 check "train exits 0" "[ $? -eq 0 ]"
 check "ends with the test accuracy" "tail -1 '$out/log' | grep -q '^test accuracy: 0\.[0-9]\{4\}$'"
-check "writes the checkpoint" "[ -s '$out/model.safetensors' ]"
+check "writes the checkpoint" "[ -s '$out/model.safetensors' ] && [ -s '$out/optim.safetensors' ]"
 check "writes the curves" "grep -q '</svg>' '$out/curves.svg'"
 check "writes the graph" "grep -q 'digraph nabla' '$out/graph.dot' && grep -q flowchart '$out/graph.mmd'"
 "$nabla" train --epochs 3 --out "$out/b" >/dev/null 2>&1

@@ -175,8 +175,30 @@ static void test_many_inputs(void) {
     nb_scope_end();
 }
 
+/* Large elementwise ops split across threads give the same bits as on one, on flat and strided operands. */
+static void test_threaded_elementwise(void) {
+    nb_scope_begin();
+    int64_t shape[2] = {300, 700};
+    double *v = malloc(sizeof(double) * 300 * 700);
+    for (int i = 0; i < 300 * 700; i++) v[i] = sin(0.001 * i) * 3;
+    nb_tensor *a = nb_from_f64(NB_F32, 2, shape, v), *b = nb_from_f64(NB_F32, 2, shape, v);
+    nb_tensor *bt = nb_reshape(b, 2, (int64_t[]){700, 300}), *r[2][3];
+    for (int t = 0; t < 2; t++) {
+        nb_set_num_threads(t ? 3 : 1);
+        r[t][0] = nb_tanh(a);
+        r[t][1] = nb_add(a, nb_transpose(bt, 0, 1));
+        r[t][2] = nb_mul(a, nb_slice(b, 0, 0, 1)); /* broadcast row */
+    }
+    nb_set_num_threads(0);
+    for (int k = 0; k < 3; k++) CHECK(r[0][k] && r[1][k] && memcmp(nb_data(r[0][k]), nb_data(r[1][k]), 4 * 300 * 700) == 0);
+    CHECK_CLOSE(nb_get(r[1][0], (int64_t[]){299, 699}), tanh((double)(float)v[300 * 700 - 1]), 1e-6, 1e-6);
+    free(v);
+    nb_scope_end();
+}
+
 int main(void) {
     th_seed(5);
+    RUN(test_threaded_elementwise);
     RUN(test_many_inputs);
     RUN(test_gradchecks);
     RUN(test_values);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../../core/internal.h"
+#include "threads.h"
 
 #define MAXOPS 4
 
@@ -72,6 +73,48 @@ static void iter_run(iter_t *it, char **base, row_fn fn, void *ctx) {
         }
         if (d < 0) return;
     }
+}
+
+/* Elementwise kernels (each output element written once, from its own inputs)
+   split the collapsed iteration across threads: a single row into ranges, or
+   the outermost axis into slabs. Any cut gives the same bits. */
+#define PAR_MIN_ELEMS (1 << 15) /* elements per thread, at least */
+
+typedef struct {
+    iter_t it;
+    char *base[MAXOPS];
+    row_fn fn;
+    void *ctx;
+} par_job;
+
+static int par_part(void *vj, int64_t lo, int64_t hi) {
+    const par_job *j = vj;
+    iter_t sub = j->it;
+    char *base[MAXOPS];
+    for (int k = 0; k < sub.nops; k++) base[k] = j->base[k] + lo * sub.st[k][0];
+    sub.shape[0] = hi - lo;
+    iter_run(&sub, base, j->fn, j->ctx);
+    return 0;
+}
+
+static void iter_run_par(iter_t *it, char **base, row_fn fn, void *ctx) {
+    int64_t total = 1;
+    for (int i = 0; i < it->rank; i++) total *= it->shape[i];
+    if (total < 2 * PAR_MIN_ELEMS || nbi_parallel_parts(total, PAR_MIN_ELEMS) < 2) {
+        iter_run(it, base, fn, ctx);
+        return;
+    }
+    iter_collapse(it);
+    if (it->rank == 0) {
+        iter_run(it, base, fn, ctx);
+        return;
+    }
+    par_job j = {*it, {0}, fn, ctx};
+    for (int k = 0; k < it->nops; k++) j.base[k] = base[k];
+    /* a slab of the outer axis must hold enough elements; a single row is cut into ranges */
+    int64_t inner = total / it->shape[0];
+    int64_t grain = (PAR_MIN_ELEMS + inner - 1) / inner;
+    nbi_parallel_for(it->shape[0], grain, par_part, &j);
 }
 
 /* Lay operand t (broadcast) over the iterator's shape as operand k. */
@@ -182,7 +225,7 @@ void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c) {
     iter_set(&it, 1, a);
     unary_ctx ctx = {op, c};
     char *base[2] = {out->data, a->data};
-    iter_run(&it, base, out->dtype == NB_F32 ? unary_f32 : out->dtype == NB_F64 ? unary_f64 : unary_i64, &ctx);
+    iter_run_par(&it, base, out->dtype == NB_F32 ? unary_f32 : out->dtype == NB_F64 ? unary_f64 : unary_i64, &ctx);
 }
 
 /* ------------------------------------------------------------ binary ---- */
@@ -241,7 +284,7 @@ void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_t
     iter_set(&it, 1, a);
     iter_set(&it, 2, b);
     char *base[3] = {out->data, a->data, b->data};
-    iter_run(&it, base, out->dtype == NB_F32 ? binary_f32 : binary_f64, &op);
+    iter_run_par(&it, base, out->dtype == NB_F32 ? binary_f32 : binary_f64, &op);
 }
 
 void nbi_cpu_inplace(nbi_binop op, nb_tensor *dst, const nb_tensor *src) { nbi_cpu_binary(op, dst, dst, src); }

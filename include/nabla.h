@@ -98,8 +98,9 @@ NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*fr
    frees each step's scope. */
 NB_API int64_t nb_memory_in_use(void);
 
-/* Threads. Matrix products and large elementwise ops and reductions are split
-   across a pool of worker threads; small ops always run on the caller. The
+/* Threads. Matrix products and large unary and binary elementwise ops are
+   split across a pool of worker threads (reductions, copies and small ops run
+   on the caller). The
    default is the environment variable NABLA_NUM_THREADS if set, else the
    number of online cores. n = 0 restores the default; n from 1 to 256 sets it
    (1: no workers). Results are bit-identical for every thread count: each

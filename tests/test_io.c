@@ -172,6 +172,12 @@ static void test_optim_state(void) {
     CHECK(nb_optim_load(b, path) != 0);
     CHECK(nb_optim_steps(b) == 4);
     CHECK(nb_optim_load(b, "/nonexistent/state.safetensors") != 0);
+    nb_clear_error();
+    CHECK(nb_optim_save(NULL, path) != 0);
+    CHECK_ERR("nb_optim_save: optimizer or path is NULL");
+    CHECK(nb_optim_load(b, NULL) != 0);
+    CHECK_ERR("nb_optim_load: optimizer or path is NULL");
+    CHECK(nb_optim_steps(b) == 4);
     remove(path);
     nb_optim_free(a), nb_optim_free(b), nb_optim_free(s);
     nb_free(p), nb_free(q);

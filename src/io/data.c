@@ -114,28 +114,32 @@ int nb_load_idx(const char *images, const char *labels, nb_dtype dt, nb_dataset 
     } else if (ol) {
         int64_t n = di[0], d = 1;
         for (int i = 1; i < ndi; i++) d *= di[i];
-        double *xv = malloc(sizeof(double) * (size_t)(n * d > 0 ? n * d : 1));
-        double *yv = malloc(sizeof(double) * (size_t)(n ? n : 1));
-        if (xv && yv) {
-            int64_t classes = 0;
-            for (int64_t i = 0; i < n * d; i++) xv[i] = bi[oi + (size_t)i] / 255.0;
-            for (int64_t i = 0; i < n; i++) {
-                yv[i] = bl[ol + (size_t)i];
-                if (bl[ol + (size_t)i] + 1 > classes) classes = bl[ol + (size_t)i] + 1;
+        /* Straight into the tensors: no intermediate array of doubles. */
+        out->x = nb_new(dt, 2, (int64_t[]){n, d}, NULL);
+        out->y = nb_new(NB_I64, 1, (int64_t[]){n}, NULL);
+        if (out->x && out->y) {
+            const unsigned char *px = bi + oi, *py = bl + ol;
+            int64_t classes = 0, *yv = nb_data(out->y);
+            if (dt == NB_F32) {
+                float *xv = nb_data(out->x);
+                for (int64_t i = 0; i < n * d; i++) xv[i] = (float)(px[i] / 255.0);
+            } else {
+                double *xv = nb_data(out->x);
+                for (int64_t i = 0; i < n * d; i++) xv[i] = px[i] / 255.0;
             }
-            out->x = nb_from_f64(dt, 2, (int64_t[]){n, d}, xv);
-            out->y = nb_from_f64(NB_I64, 1, (int64_t[]){n}, yv);
+            for (int64_t i = 0; i < n; i++) {
+                yv[i] = py[i];
+                if (py[i] + 1 > classes) classes = py[i] + 1;
+            }
             out->n = n;
             out->d = d;
             out->classes = classes;
             to_top(out->x);
             to_top(out->y);
-            rc = out->x && out->y ? 0 : -1;
+            rc = 0;
         } else {
             fail(fn, "out of memory for %lld images", (long long)n);
         }
-        free(xv);
-        free(yv);
     }
     free(bi);
     free(bl);
@@ -280,11 +284,19 @@ bool nb_batcher_next(nb_batcher *b, nb_tensor **x, nb_tensor **y) {
         return false;
     }
     int64_t m = b->ds->n - b->pos < b->batch ? b->ds->n - b->pos : b->batch;
-    nb_tensor *idx = nb_new(NB_I64, 1, &m, b->perm + b->pos);
+    const int64_t *perm = b->perm + b->pos;
+    nb_tensor *idx = nb_new(NB_I64, 1, &m, perm);
     *x = nb_index_select(b->ds->x, 0, idx);
-    *y = nb_index_select(nb_to(b->ds->y, NB_F64), 0, idx);
-    if (*y) *y = nb_to(*y, NB_I64);
     nb_free(idx);
+    *y = nb_new(NB_I64, 1, &m, NULL); /* labels are gathered here: index_select takes floats only */
+    if (*y && nb_is_contiguous(b->ds->y)) {
+        const int64_t *src = nb_data(b->ds->y);
+        int64_t *dst = nb_data(*y);
+        for (int64_t i = 0; i < m; i++) dst[i] = src[perm[i]];
+    } else if (*y) {
+        int64_t *dst = nb_data(*y);
+        for (int64_t i = 0; i < m; i++) dst[i] = (int64_t)nb_get(b->ds->y, &perm[i]);
+    }
     b->pos += m;
     return *x && *y;
 }

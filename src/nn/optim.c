@@ -2,9 +2,9 @@
  * optim.c - SGD (momentum, Nesterov, weight decay), Adam and AdamW, gradient
  * clipping and learning-rate schedules (nabla/nn.h).
  *
- * Updates run as plain loops over each contiguous parameter and its gradient,
- * in double arithmetic rounded once to the parameter's dtype, with grad mode
- * irrelevant (nothing is recorded). State (momentum, moments) is kept in
+ * Each update is one fused pass over a contiguous parameter, its gradient and
+ * its state, in the parameter's precision (as torch.optim), split across the
+ * worker pool when large; nothing is recorded in the graph. State (momentum, moments) is kept in
  * tensors owned by the optimizer, outside every scope.
  */
 #include <math.h>
@@ -14,6 +14,7 @@
 
 #include "../../include/nabla/io.h"
 #include "../../include/nabla/nn.h"
+#include "../backend/cpu/threads.h"
 
 typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
 
@@ -35,6 +36,64 @@ static void store(nb_tensor *t, void *d, int64_t i, double v) {
         ((float *)d)[i] = (float)v;
     else
         ((double *)d)[i] = v;
+}
+
+/* ------------------------------------------------------- fused updates --- */
+
+/* One parameter's update, fused into a single pass over p, g and the state,
+   in the parameter's own precision (as torch.optim does), split into ranges
+   across the worker pool when large. Each element's update is independent,
+   so the result is the same for any thread count. */
+typedef struct {
+    const nb_optim *o;
+    void *p, *g, *m, *v;
+    double bc1, bc2; /* bias corrections 1 - beta^t */
+} update_job;
+
+#define DEF_UPDATE(T, SQRT, NAME)                                                                                   \
+    static int NAME(void *ctx, int64_t lo, int64_t hi) {                                                         \
+        const update_job *j = ctx;                                                                               \
+        const nb_optim *o = j->o;                                                                                \
+        T *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;                                            \
+        const T *restrict g = j->g;                                                                              \
+        const T lr = (T)o->lr, wd = (T)o->wd, b1 = (T)o->beta1, b2 = (T)o->beta2, eps = (T)o->eps;               \
+        if (o->kind == OPT_SGD) {                                                                                \
+            const bool first = o->steps == 1;                                                                    \
+            if (o->beta1 == 0)                                                                                   \
+                for (int64_t k = lo; k < hi; k++) p[k] -= lr * (g[k] + wd * p[k]);                               \
+            else                                                                                                 \
+                for (int64_t k = lo; k < hi; k++) {                                                              \
+                    T d = g[k] + wd * p[k];                                                                      \
+                    T buf = first ? d : b1 * m[k] + d;                                                           \
+                    m[k] = buf;                                                                                  \
+                    p[k] -= lr * (o->nesterov ? d + b1 * buf : buf);                                             \
+                }                                                                                                \
+            return 0;                                                                                            \
+        }                                                                                                        \
+        const T step = (T)(o->lr / j->bc1), rbc2 = (T)(1 / sqrt(j->bc2));                                       \
+        const T decay = o->kind == OPT_ADAMW ? (T)(1 - o->lr * o->wd) : (T)1;                                    \
+        const T l2 = o->kind == OPT_ADAMW ? (T)0 : wd;                                                           \
+        (void)lr;                                                                                                \
+        for (int64_t k = lo; k < hi; k++) {                                                                      \
+            T w = p[k] * decay, gr = g[k] + l2 * p[k];                                                           \
+            T mk = b1 * m[k] + (1 - b1) * gr, vk = b2 * v[k] + (1 - b2) * gr * gr;                               \
+            m[k] = mk;                                                                                           \
+            v[k] = vk;                                                                                           \
+            p[k] = w - step * mk / (SQRT(vk) * rbc2 + eps);                                                      \
+        }                                                                                                        \
+        return 0;                                                                                                \
+    }
+DEF_UPDATE(float, sqrtf, update_f32)
+DEF_UPDATE(double, sqrt, update_f64)
+
+/* True when every element of g is finite (one branch-free pass). */
+static bool all_finite(nb_tensor *g, const void *d, int64_t n) {
+    int bad = 0;
+    if (nb_dtype_of(g) == NB_F32)
+        for (int64_t k = 0; k < n; k++) bad |= !(((const float *)d)[k] - ((const float *)d)[k] == 0);
+    else
+        for (int64_t k = 0; k < n; k++) bad |= !(((const double *)d)[k] - ((const double *)d)[k] == 0);
+    return !bad;
 }
 
 static nb_optim *make(const char *fn, opt_kind kind, int n, nb_tensor *const *params, double lr) {
@@ -124,6 +183,7 @@ int nb_optim_step(nb_optim *o) {
         int64_t cnt = nb_numel(g);
         void *gd = nb_data(g);
         if (!gd) return -1;
+        if (all_finite(g, gd, cnt)) continue;
         for (int64_t k = 0; k < cnt; k++)
             if (!isfinite(load(g, gd, k))) {
                 char msg[128];
@@ -134,36 +194,15 @@ int nb_optim_step(nb_optim *o) {
             }
     }
     o->steps++;
-    double bc1 = 1 - pow(o->beta1, (double)o->steps), bc2 = 1 - pow(o->beta2, (double)o->steps);
+    update_job j = {o, NULL, NULL, NULL, NULL, 1 - pow(o->beta1, (double)o->steps), 1 - pow(o->beta2, (double)o->steps)};
     for (int i = 0; i < o->n; i++) {
         nb_tensor *p = o->params[i], *g = nb_grad(p);
         if (!g) continue;
-        void *pd = nb_data(p), *gd = nb_data(g), *md = nb_data(o->m[i]), *vd = o->v[i] ? nb_data(o->v[i]) : NULL;
-        int64_t cnt = nb_numel(p);
-        for (int64_t k = 0; k < cnt; k++) {
-            double w = load(p, pd, k), gr = load(g, gd, k);
-            if (o->kind == OPT_SGD) {
-                if (o->wd != 0) gr += o->wd * w;
-                double step = gr;
-                if (o->beta1 != 0) {
-                    double b = o->steps == 1 ? gr : o->beta1 * load(p, md, k) + gr;
-                    store(p, md, k, b);
-                    step = o->nesterov ? gr + o->beta1 * b : b;
-                }
-                w -= o->lr * step;
-            } else {
-                if (o->kind == OPT_ADAMW)
-                    w -= o->lr * o->wd * w;
-                else if (o->wd != 0)
-                    gr += o->wd * w;
-                double m = o->beta1 * load(p, md, k) + (1 - o->beta1) * gr;
-                double v = o->beta2 * load(p, vd, k) + (1 - o->beta2) * gr * gr;
-                store(p, md, k, m);
-                store(p, vd, k, v);
-                w -= o->lr * (m / bc1) / (sqrt(v / bc2) + o->eps);
-            }
-            store(p, pd, k, w);
-        }
+        j.p = nb_data(p);
+        j.g = nb_data(g);
+        j.m = nb_data(o->m[i]);
+        j.v = o->v[i] ? nb_data(o->v[i]) : NULL;
+        nbi_parallel_for(nb_numel(p), 1 << 15, nb_dtype_of(p) == NB_F32 ? update_f32 : update_f64, &j);
     }
     return 0;
 }

@@ -43,6 +43,26 @@ static void move(nb_tensor *dst, const nb_tensor *src, const nb_tensor *idx, int
     const nb_tensor *walk = index_on_dst ? src : dst; /* the tensor whose shape we iterate */
     const nb_tensor *other = index_on_dst ? dst : src;
     int64_t n = other->shape[ax], es = (int64_t)nbi_dsize(dst->dtype);
+    if (!elementwise && nbi_is_contig(src) && nbi_is_contig(dst) && src->dtype == dst->dtype) {
+        /* Whole rows: a batch of samples, an embedding lookup and its gradient. */
+        int64_t outer = 1, inner = 1, nw = walk->shape[ax];
+        for (int d = 0; d < ax; d++) outer *= walk->shape[d];
+        for (int d = ax + 1; d < walk->rank; d++) inner *= walk->shape[d];
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t j = 0; j < nw; j++) {
+                int64_t k = idx_at(idx, j, n);
+                int64_t ow = (o * nw + j) * inner, oo = (o * n + k) * inner;
+                const char *ps = src->data + (index_on_dst ? ow : oo) * es;
+                char *pd = dst->data + (index_on_dst ? oo : ow) * es;
+                if (!add)
+                    memcpy(pd, ps, (size_t)(inner * es));
+                else if (dst->dtype == NB_F32)
+                    for (int64_t i = 0; i < inner; i++) ((float *)(void *)pd)[i] += ((const float *)(const void *)ps)[i];
+                else
+                    for (int64_t i = 0; i < inner; i++) ((double *)(void *)pd)[i] += ((const double *)(const void *)ps)[i];
+            }
+        return;
+    }
     int64_t coord[NB_MAX_RANK] = {0};
     for (int64_t e = 0; e < walk->numel; e++) {
         int64_t rem = e;

@@ -88,15 +88,37 @@ NB_API void *nb_failf(const char *fn, const char *fmt, ...)
    restores malloc/free). alloc_fn(size, ud) returns memory or NULL; the library
    aligns it itself. A block is always freed through the hook current at the
    time of the free, so switch hooks only while no tensor is alive (the
-   calling thread's cached matrix-product buffers are released by this call).
+   cache of freed blocks and the calling thread's matrix-product buffers are
+   released by this call).
    Used by tests to inject allocation failures. */
 NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*free_fn)(void *p, void *ud),
                              void *ud);
 
 /* Bytes the library holds right now (tensors, graph bookkeeping, kernel
    buffers), over all threads. Flat across the steps of a training loop that
-   frees each step's scope. */
+   frees each step's scope. Cached free blocks (below) are not counted. */
 NB_API int64_t nb_memory_in_use(void);
+
+/* Freed blocks are kept in a cache of size classes (at most 1/8 larger than
+   asked for) and handed out again, so after the first step of a training loop
+   whose shapes repeat, a step takes nothing from the system allocator and
+   touches no new page. The counters prove it: */
+typedef struct nb_memory_stats {
+    int64_t in_use;        /* nb_memory_in_use() */
+    int64_t cached;        /* bytes of freed blocks kept for reuse */
+    int64_t peak;          /* the most in_use + cached ever held */
+    int64_t system_allocs; /* blocks taken from the allocator (malloc or the hook) */
+    int64_t system_frees;  /* blocks given back to it */
+    int64_t reuses;        /* allocations served from the cache */
+} nb_memory_stats;
+/* Copies the counters (all since the start of the process) into *out. */
+NB_API void nb_get_memory_stats(nb_memory_stats *out);
+/* The most bytes the cache keeps (default 256 MiB); a freed block that would
+   take it past this goes back to the system. 0 disables the cache (and
+   empties it), so that every allocation reaches the allocator hook. */
+NB_API void nb_set_cache_limit(int64_t bytes);
+/* Gives every cached block back to the system allocator now. */
+NB_API void nb_release_cached_memory(void);
 
 /* Threads. Matrix products and large unary and binary elementwise ops are
    split across a pool of worker threads (reductions, copies and small ops run

@@ -429,6 +429,7 @@ static void plain_free(void *p, void *ud) {
 
 static void test_alloc_failures(void) {
     int succeeded = 0;
+    nb_set_cache_limit(0); /* every allocation reaches the hook, none is served from the cache */
     for (fail_at = 1; fail_at < 400 && !succeeded; fail_at++) {
         alloc_count = 0;
         nb_set_allocator(failing_alloc, plain_free, NULL);
@@ -452,6 +453,7 @@ static void test_alloc_failures(void) {
         nb_set_allocator(NULL, NULL, NULL);
     }
     CHECK(succeeded);
+    nb_set_cache_limit((int64_t)256 << 20);
     nb_clear_error();
 }
 

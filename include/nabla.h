@@ -208,6 +208,10 @@ NB_API nb_tensor *nb_grad(const nb_tensor *t);
 /* Set the accumulated gradient of t to zeros (in place, bumping its version;
    a gradient that carries a graph from NB_CREATE_GRAPH is dropped instead). */
 NB_API void nb_zero_grad(nb_tensor *t);
+/* Drop the accumulated gradient of t (nb_grad(t) becomes NULL, a pointer to
+   the old one is no longer valid): the next backward stores its gradient
+   without adding it to zeros. torch's zero_grad(set_to_none=True). */
+NB_API void nb_clear_grad(nb_tensor *t);
 
 enum { NB_RETAIN_GRAPH = 1, NB_CREATE_GRAPH = 2 };
 /* Backpropagate from root, accumulating d(root)/d(leaf), weighted by seed, into
@@ -383,6 +387,15 @@ NB_API int nb_split(nb_tensor *a, int axis, int n, const int64_t *sizes, nb_tens
    added axis removed from the result; 2-D is the matrix product; higher ranks
    are stacks of matrices whose leading (batch) axes broadcast. */
 NB_API nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b);
+
+/* A fully connected layer in one op: act(x w^T + b) for x (..., in), weight w
+   (out, in) and bias b (out) or NULL, all of one dtype; the result is
+   (..., out). One matrix product whose epilogue adds the bias and applies the
+   activation to each row while it is in cache; the same values as nb_matmul,
+   nb_add and the activation in turn. Backward: dx = G' w, dw = G'^T x,
+   db = the column sums of G', with G' = G act'(y) computed from the output. */
+typedef enum { NB_ACT_NONE, NB_ACT_RELU, NB_ACT_TANH, NB_ACT_SIGMOID } nb_act;
+NB_API nb_tensor *nb_dense(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act);
 
 /* Softmax and log-softmax along an axis, max-subtracted: finite for logits of
    any size. */

@@ -20,7 +20,7 @@ typedef struct {
 } spec;
 
 enum { K_UN, K_BIN, K_SUM, K_MEAN, K_MAX, K_PERMUTE, K_TRANSPOSE, K_SLICE, K_RESHAPE, K_EXPAND, K_CONCAT,
-       K_LEAKY, K_POW, K_SCALE, K_ADDC, K_WHERE, K_TO32 };
+       K_LEAKY, K_POW, K_SCALE, K_ADDC, K_WHERE, K_TO32, K_DENSE };
 
 static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
     const spec *s = ud;
@@ -46,6 +46,7 @@ static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
         return nb_where(cond, nb_mul(a, in[1]), nb_exp(in[1]));
     }
     case K_TO32: return nb_to(nb_mul(nb_to(a, NB_F32), nb_to(a, NB_F32)), NB_F64);
+    case K_DENSE: return nb_dense(a, in[1], n > 2 ? in[2] : NULL, (nb_act)s->c);
     }
     return NULL;
 }
@@ -261,6 +262,44 @@ static void test_matmul(void) {
 }
 
 /* The checker itself: it catches a wrong gradient, reports where, and refuses f32. */
+/* The fused dense layer for every activation, with and without bias, on x of
+   rank 1, 2 (in each layout) and 3; relu's inputs stay away from its kink. */
+static void test_dense(void) {
+    struct {
+        int rx;
+        int64_t x[3];
+    } cases[] = {{2, {3, 4}}, {1, {4}}, {3, {2, 3, 4}}};
+    for (int act = NB_ACT_NONE; act <= NB_ACT_SIGMOID; act++)
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+            for (int layout = 0; layout < 3; layout++)
+                for (int bias = 0; bias < 2; bias++) {
+                    nb_scope_begin();
+                    spec s = {.kind = K_DENSE, .c = act};
+                    nb_tensor *in[3] = {make_input(cases[c].rx, cases[c].x, layout, -1, 1, 0),
+                                        make_input(2, (int64_t[]){5, 4}, (layout + 1) % 3, -1, 1, 0),
+                                        make_input(1, (int64_t[]){5}, 0, -1, 1, 0)};
+                    if (act == NB_ACT_RELU) { /* keep x w^T + b away from 0 */
+                        nb_tensor *y = nb_dense(in[0], in[1], bias ? in[2] : NULL, NB_ACT_NONE);
+                        double mn = 1;
+                        for (int64_t i = 0; y && i < nb_numel(y); i++) {
+                            int64_t idx[3] = {0}, r = i;
+                            for (int d = nb_rank(y) - 1; d >= 0; d--) {
+                                idx[d] = r % nb_shape(y)[d];
+                                r /= nb_shape(y)[d];
+                            }
+                            double v = fabs(nb_get(y, idx));
+                            if (v < mn) mn = v;
+                        }
+                        if (mn < 1e-3) {
+                            nb_scope_end();
+                            continue;
+                        }
+                    }
+                    run_check("dense", &s, bias ? 3 : 2, in);
+                    nb_scope_end();
+                }
+}
+
 static nb_tensor *half_detached(int n, nb_tensor *const *in, void *ud) {
     (void)n;
     (void)ud;
@@ -289,6 +328,7 @@ int main(void) {
     RUN(test_reductions);
     RUN(test_shape_ops);
     RUN(test_matmul);
+    RUN(test_dense);
     RUN(test_checker_catches);
     printf("%d gradient checks\n", checks_run);
     return th_finish();

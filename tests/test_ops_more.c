@@ -196,6 +196,63 @@ static void test_threaded_elementwise(void) {
     nb_scope_end();
 }
 
+/* nb_dense gives the bits of nb_matmul + nb_add + the activation, forward and
+   backward, on a product large enough for the packed (and threaded) GEMM. */
+static bool same_bits(nb_tensor *a, nb_tensor *b) {
+    if (!a || !b || nb_numel(a) != nb_numel(b) || nb_dtype_of(a) != nb_dtype_of(b)) return false;
+    a = nb_contiguous(a);
+    b = nb_contiguous(b);
+    return memcmp(nb_data(a), nb_data(b), (size_t)nb_numel(a) * (nb_dtype_of(a) == NB_F32 ? 4 : 8)) == 0;
+}
+
+static void test_dense_matches_parts(void) {
+    for (int dt = 0; dt < 2; dt++)
+        for (int act = NB_ACT_NONE; act <= NB_ACT_SIGMOID; act++)
+            for (int threads = 1; threads <= 2; threads++) {
+                nb_set_num_threads(threads);
+                nb_scope_begin();
+                nb_dtype t = dt ? NB_F64 : NB_F32;
+                nb_tensor *x = th_rand(t, 2, (int64_t[]){130, 70}, -1, 1), *w = th_rand(t, 2, (int64_t[]){90, 70}, -1, 1),
+                          *b = th_rand(t, 1, (int64_t[]){90}, -1, 1), *g = th_rand(t, 2, (int64_t[]){130, 90}, -1, 1);
+                nb_tensor *xs[2], *ws[2], *bs[2], *ys[2];
+                for (int k = 0; k < 2; k++) {
+                    xs[k] = nb_clone(x), ws[k] = nb_clone(w), bs[k] = nb_clone(b);
+                    nb_set_requires_grad(xs[k], true);
+                    nb_set_requires_grad(ws[k], true);
+                    nb_set_requires_grad(bs[k], true);
+                }
+                ys[0] = nb_dense(xs[0], ws[0], bs[0], (nb_act)act);
+                nb_tensor *z = nb_add(nb_matmul(xs[1], nb_transpose(ws[1], 0, 1)), bs[1]);
+                ys[1] = act == NB_ACT_RELU ? nb_relu(z) : act == NB_ACT_TANH ? nb_tanh(z) : act == NB_ACT_SIGMOID ? nb_sigmoid(z) : z;
+                CHECK(same_bits(ys[0], ys[1]));
+                for (int k = 0; k < 2; k++) CHECK(nb_backward(ys[k], g, 0) == 0);
+                CHECK(same_bits(nb_grad(xs[0]), nb_grad(xs[1])));
+                CHECK(same_bits(nb_grad(ws[0]), nb_grad(ws[1])));
+                CHECK_CLOSE(nb_item(nb_sum(nb_sub(nb_grad(bs[0]), nb_grad(bs[1])))), 0, 1e-4, 0);
+                nb_scope_end();
+            }
+    nb_set_num_threads(1);
+}
+
+static void test_dense_errors(void) {
+    nb_scope_begin();
+    nb_tensor *x = nb_full(NB_F32, 2, (int64_t[]){3, 4}, 1), *w = nb_full(NB_F32, 2, (int64_t[]){5, 4}, 1),
+              *b = nb_full(NB_F32, 1, (int64_t[]){5}, 1);
+    CHECK(nb_dense(x, nb_full(NB_F32, 2, (int64_t[]){5, 3}, 1), b, NB_ACT_NONE) == NULL);
+    CHECK_ERR("nb_dense");
+    CHECK(nb_dense(x, w, nb_full(NB_F32, 1, (int64_t[]){4}, 1), NB_ACT_NONE) == NULL);
+    CHECK_ERR("bias");
+    CHECK(nb_dense(x, nb_full(NB_F64, 2, (int64_t[]){5, 4}, 1), NULL, NB_ACT_NONE) == NULL);
+    CHECK_ERR("dtype");
+    CHECK(nb_dense(x, w, b, (nb_act)9) == NULL);
+    CHECK_ERR("activation");
+    CHECK(nb_dense(NULL, w, b, NB_ACT_NONE) == NULL);
+    CHECK_ERR("nb_dense");
+    nb_tensor *y = nb_dense(x, w, b, NB_ACT_RELU); /* (3, 5) of 4 + 1 */
+    CHECK(y && nb_shape(y)[0] == 3 && nb_shape(y)[1] == 5 && nb_get(y, (int64_t[]){2, 4}) == 5);
+    nb_scope_end();
+}
+
 int main(void) {
     th_seed(5);
     RUN(test_threaded_elementwise);
@@ -205,5 +262,7 @@ int main(void) {
     RUN(test_where_no_nan);
     RUN(test_dropout);
     RUN(test_errors);
+    RUN(test_dense_matches_parts);
+    RUN(test_dense_errors);
     return th_finish();
 }

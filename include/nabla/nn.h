@@ -91,7 +91,8 @@ NB_API nb_optim *nb_adamw(int n, nb_tensor *const *params, double lr, double bet
    skipped). If any gradient holds a NaN or an infinity, nothing changes and the
    call fails with an error naming the parameter. Returns 0 or nonzero. */
 NB_API int nb_optim_step(nb_optim *o);
-/* Zero every parameter's gradient. */
+/* Drop every parameter's gradient (nb_clear_grad, as torch's default
+   zero_grad(set_to_none=True)): the next backward stores fresh ones. */
 NB_API void nb_optim_zero_grad(nb_optim *o);
 NB_API void nb_optim_set_lr(nb_optim *o, double lr);
 NB_API double nb_optim_lr(const nb_optim *o);

@@ -120,6 +120,12 @@ void nb_zero_grad(nb_tensor *t) {
     }
 }
 
+void nb_clear_grad(nb_tensor *t) {
+    if (!nbi_check("nb_clear_grad", t, 1) || !t->grad) return;
+    nbi_unref(t->grad);
+    t->grad = NULL;
+}
+
 nb_tensor *nb_detach(nb_tensor *t) {
     if (!nbi_check("nb_detach", t, 1)) return NULL;
     return nbi_view(t, t->rank, t->shape, t->strides, t->data);
@@ -369,6 +375,8 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
             } else if (t->grad && !t->grad->has_node) {
                 nbi_cpu_binary(NBI_B_ADD, t->grad, t->grad, g);
                 nbi_root(t->grad)->version++; /* a graph that saved the old value will notice */
+            } else if (!t->grad && !g->user && g->refs == 1 && !g->base && !g->has_node && nbi_is_contig(g)) {
+                ng = g; /* held by nothing else: the gradient takes the buffer instead of a copy */
             } else {
                 /* grad mode is off here, so these results carry no graph */
                 ng = t->grad ? nb_add(t->grad, g) : nb_clone(g);

@@ -212,5 +212,10 @@ NBI_API void nbi_cpu_inplace(nbi_binop op, nb_tensor *dst, const nb_tensor *src)
 /* Strided copy with dtype conversion: dst (any geometry) = src broadcast. */
 NBI_API void nbi_cpu_copy(nb_tensor *dst, const nb_tensor *src);
 NBI_API void nbi_cpu_fill(nb_tensor *dst, double v);
+/* The dense layer's epilogue: each of the m rows of y (contiguous, m x n) gets
+   += b (contiguous, n; NULL for none), then relu when asked. */
+NBI_API void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, bool relu);
+/* r = y > 0 ? g : 0, all contiguous of one shape and dtype (relu's backward from its output). */
+NBI_API void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y);
 
 #endif

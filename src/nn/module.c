@@ -73,8 +73,7 @@ static nb_tensor *uniform(nb_dtype dt, int rank, const int64_t *shape, double a,
 }
 
 static nb_tensor *fwd_linear(nb_module *m, nb_tensor *x) {
-    nb_tensor *y = nb_matmul(x, nb_transpose(m->params[0], 0, 1));
-    return m->nparams > 1 ? nb_add(y, m->params[1]) : y;
+    return nb_dense(x, m->params[0], m->nparams > 1 ? m->params[1] : NULL, NB_ACT_NONE);
 }
 
 nb_module *nb_linear(int64_t d_in, int64_t d_out, bool bias, nb_init init, nb_dtype dt, nb_rng *rng) {
@@ -168,8 +167,25 @@ static nb_tensor *fwd_residual(nb_module *m, nb_tensor *x) {
     return nb_add(y, x);
 }
 
+/* A Linear followed by ReLU, Tanh or Sigmoid runs as one fused nb_dense. */
+static nb_act fused_act(const nb_module *next) {
+    if (next->forward == fwd_relu) return NB_ACT_RELU;
+    if (next->forward == fwd_tanh) return NB_ACT_TANH;
+    if (next->forward == fwd_sigmoid) return NB_ACT_SIGMOID;
+    return NB_ACT_NONE;
+}
+
 static nb_tensor *fwd_sequential(nb_module *m, nb_tensor *x) {
-    for (int i = 0; i < m->nchildren && x; i++) x = nb_forward(m->children[i], x);
+    for (int i = 0; i < m->nchildren && x; i++) {
+        nb_module *c = m->children[i];
+        nb_act act = c->forward == fwd_linear && i + 1 < m->nchildren ? fused_act(m->children[i + 1]) : NB_ACT_NONE;
+        if (act != NB_ACT_NONE) {
+            x = nb_dense(x, c->params[0], c->nparams > 1 ? c->params[1] : NULL, act);
+            i++;
+        } else {
+            x = nb_forward(c, x);
+        }
+    }
     return x;
 }
 

@@ -121,3 +121,98 @@ int nbi_bw_matmul(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
         return -1;
     return 0;
 }
+
+/* ------------------------------------------------------------------------ */
+/* dense: act(x w^T + b), the fully connected layer in one op                */
+/* ------------------------------------------------------------------------ */
+
+/* The same op from its parts, for operands the fused path does not take
+   (strided batches, a strided bias). */
+static nb_tensor *dense_composite(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act) {
+    nb_tensor *y = nb_matmul(x, nb_transpose(w, 0, 1));
+    if (b) y = nb_add(y, b);
+    switch (act) {
+    case NB_ACT_RELU: return nb_relu(y);
+    case NB_ACT_TANH: return nb_tanh(y);
+    case NB_ACT_SIGMOID: return nb_sigmoid(y);
+    default: return y;
+    }
+}
+
+nb_tensor *nb_dense(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act) {
+    const char *fn = "nb_dense";
+    if (!nbi_check_float(fn, x, 1) || !nbi_check_float(fn, w, 2) || (b && !nbi_check_float(fn, b, 3))) return NULL;
+    if ((int)act < NB_ACT_NONE || (int)act > NB_ACT_SIGMOID) return nbi_err(fn, "unknown activation %d", (int)act);
+    char sx[160], sw[160];
+    nbi_shape_s(x, sx, sizeof sx);
+    nbi_shape_s(w, sw, sizeof sw);
+    if (x->rank < 1 || w->rank != 2 || x->shape[x->rank - 1] != w->shape[1])
+        return nbi_err(fn, "x %s and weight %s: need x (..., in) and weight (out, in)", sx, sw);
+    if (b && (b->rank != 1 || b->shape[0] != w->shape[0]))
+        return nbi_err(fn, "bias %s must be (%lld) for weight %s", NBI_SHAPE(b), (long long)w->shape[0], sw);
+    if (x->dtype != w->dtype || (b && b->dtype != x->dtype))
+        return nbi_err(fn, "x %s, weight %s and bias must share a dtype", sx, sw);
+    int64_t in = w->shape[1], nout = w->shape[0], m = in ? x->numel / in : 0;
+    if (x->rank == 1) m = 1;
+    if (!nbi_is_contig(x) && x->rank != 2) return dense_composite(x, w, b, act);
+    if (b && !nbi_is_contig(b)) return dense_composite(x, w, b, act);
+    int64_t shape[NB_MAX_RANK] = {0};
+    memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->rank);
+    shape[x->rank - 1] = nout;
+    nb_tensor *out = nbi_empty(fn, x->dtype, x->rank, shape);
+    if (!out) return NULL;
+    int64_t rsa = x->rank == 2 ? x->strides[0] : in, csa = x->strides[x->rank - 1];
+    int rc;
+    if (x->dtype == NB_F32)
+        rc = nbi_gemm_f32(m, nout, in, (const float *)(const void *)x->data, rsa, csa,
+                          (const float *)(const void *)w->data, w->strides[1], w->strides[0],
+                          (float *)(void *)out->data, nout, false);
+    else
+        rc = nbi_gemm_f64(m, nout, in, (const double *)(const void *)x->data, rsa, csa,
+                          (const double *)(const void *)w->data, w->strides[1], w->strides[0],
+                          (double *)(void *)out->data, nout, false);
+    if (rc != 0) {
+        nb_free(out);
+        return nbi_err(fn, "out of memory for matrix product buffers");
+    }
+    /* The epilogue, one pass over each row while it is in cache, rounded as the separate ops are. */
+    if (b || act == NB_ACT_RELU) nbi_cpu_bias_relu(out, m, nout, b, act == NB_ACT_RELU);
+    if (act == NB_ACT_TANH) nbi_cpu_unary(NBI_U_TANH, out, out, 0);
+    if (act == NB_ACT_SIGMOID) nbi_cpu_unary(NBI_U_SIGMOID, out, out, 0);
+    nb_tensor *ins[3] = {x, w, b};
+    int n = b ? 3 : 2;
+    if (!nbi_needs_grad(n, ins)) return out;
+    if (!nbi_record(out, NBI_OP_DENSE, n, ins, 3, act != NB_ACT_NONE)) return NULL;
+    out->node.ip[0] = (int32_t)act;
+    return out;
+}
+
+/* G' = G act'(Y): relu' = [Y > 0], tanh' = 1 - Y^2, sigmoid' = Y (1 - Y). */
+static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act) {
+    if (act == NB_ACT_NONE) return g;
+    if (act == NB_ACT_RELU && !nb_grad_enabled() && nbi_is_contig(g) && nbi_is_contig(out) && g->dtype == out->dtype) {
+        nb_tensor *r = nbi_empty("nb_dense backward", g->dtype, g->rank, g->shape);
+        if (r) nbi_cpu_relu_mask(r, g, out);
+        return r;
+    }
+    nb_tensor *y = nb_detach(out), *one = nb_scalar(g->dtype, 1.0);
+    if (act == NB_ACT_RELU) return nb_mul(g, nb_gt(y, nb_scalar(g->dtype, 0.0)));
+    if (nb_grad_enabled()) y = out; /* second order: the derivative's own dependence on y */
+    if (act == NB_ACT_TANH) return nb_mul(g, nb_sub(one, nb_mul(y, y)));
+    return nb_mul(g, nb_mul(y, nb_sub(one, y)));
+}
+
+/* dX = G' W, dW = G'^T X (rows of every batch), db = sum of G' over rows. */
+int nbi_bw_dense(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    nb_tensor *x = out->node.in[0], *w = out->node.in[1], *b = out->node.nin > 2 ? out->node.in[2] : NULL;
+    nb_tensor *gp = dense_act_grad(out, g, out->node.ip[0]);
+    if (!gp) return -1;
+    int64_t nout = w->shape[0], in = w->shape[1], m = in ? x->numel / in : 0;
+    if (x->requires_grad && !(gin[0] = nb_matmul(gp, w))) return -1;
+    if (x->rank == 1) m = 1;
+    nb_tensor *g2 = nb_reshape(gp, 2, (int64_t[]){m, nout});
+    if (w->requires_grad && !(gin[1] = nb_matmul(nb_transpose(g2, 0, 1), nb_reshape(x, 2, (int64_t[]){m, in}))))
+        return -1;
+    if (b && b->requires_grad && !(gin[2] = nb_sum_axes(g2, 1, (int[]){0}, false))) return -1;
+    return 0;
+}

@@ -467,3 +467,40 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
     if (acc != local) nbi_dealloc(acc);
     return 0;
 }
+
+/* ---- dense layer epilogue and the ReLU mask of its backward ---- */
+
+#define DEF_DENSE_KERNELS(T, SFX)                                                                   \
+    static void bias_relu_##SFX(T *restrict y, int64_t m, int64_t n, const T *restrict b, bool relu) { \
+        for (int64_t i = 0; i < m; i++) {                                                           \
+            T *restrict r = y + i * n;                                                              \
+            if (b)                                                                                  \
+                for (int64_t j = 0; j < n; j++) r[j] += b[j];                                       \
+            if (relu)                                                                               \
+                for (int64_t j = 0; j < n; j++) r[j] = r[j] < 0 ? (T)0 : r[j];                      \
+        }                                                                                           \
+    }                                                                                               \
+    static void relu_mask_##SFX(T *restrict r, const T *restrict g, const T *restrict y, int64_t n) { \
+        for (int64_t i = 0; i < n; i++) { /* both loads unconditional, so the select vectorises */  \
+            T gi = g[i], yi = y[i];                                                                 \
+            r[i] = yi > 0 ? gi : (T)0;                                                              \
+        }                                                                                           \
+    }
+DEF_DENSE_KERNELS(float, f32)
+DEF_DENSE_KERNELS(double, f64)
+
+void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, bool relu) {
+    if (y->dtype == NB_F32)
+        bias_relu_f32((float *)(void *)y->data, m, n, b ? (const float *)(const void *)b->data : NULL, relu);
+    else
+        bias_relu_f64((double *)(void *)y->data, m, n, b ? (const double *)(const void *)b->data : NULL, relu);
+}
+
+void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y) {
+    if (r->dtype == NB_F32)
+        relu_mask_f32((float *)(void *)r->data, (const float *)(const void *)g->data,
+                      (const float *)(const void *)y->data, r->numel);
+    else
+        relu_mask_f64((double *)(void *)r->data, (const double *)(const void *)g->data,
+                      (const double *)(const void *)y->data, r->numel);
+}

@@ -22,7 +22,7 @@ test: asan release
 	ctest --test-dir build/release --output-on-failure -j$(JOBS)
 
 bench: release
-	bash bench/run_core.sh build/release
+	bash bench/run.sh build/release
 
 clean:
 	rm -rf build

@@ -1,18 +1,25 @@
 /*
- * bench_core.c - core cost figures of nabla, printed as machine-readable lines.
+ * bench_core.c - nabla's figures for the table of bench/run.sh, as lines
+ * "nabla <figure> [<args>] <value>" ('#' lines are comments):
  *
- *   (a) per-op cost of a graph of 1,000 scalar ops (rank-0 f32, add / mul /
- *       tanh on requires_grad leaves), forward and backward, in microseconds;
- *   (b) f32 matmul GFLOP/s at 256, 512 and 1024 (square, contiguous);
- *   (c) elementwise add throughput out = a + b in GB/s (f32, 16M elements,
- *       3 * 4 * n bytes per call).
+ *   mlp_peak_mib V       peak memory of the MLP training loop below: VmHWM is
+ *                        reset (/proc/self/clear_refs) and VmRSS read just
+ *                        before the model and data are built, 50 steps run,
+ *                        V = VmHWM - that VmRSS, in MiB (measured first, in a
+ *                        process that has allocated nothing else yet);
+ *   mlp_step_ms T V      one SGD step of an MLP 784-256-256-10 (ReLU), batch
+ *                        128, cross-entropy, lr 0.01, f32, on T = 1 and 2
+ *                        threads: zero the gradients, forward, loss, backward,
+ *                        update; median ms;
+ *   tiny_op_us V         a graph of 1,000 rank-0 f32 ops (mul, add, tanh),
+ *                        forward, backward and freeing, median us per op;
+ *   clock_ghz V          the core clock measured with a chain of dependent
+ *                        integer adds (one per cycle), for the peak FLOP rate.
  *
- * Every figure is the median over repetitions. The output is one figure per
- * line: "nabla <name> [<size>] <value>"; lines starting with '#' are comments.
- * bench/peer_torch.py prints the same lines for PyTorch and bench/run_core.sh
- * puts both in a table. Nothing here asserts on time.
+ * bench/peer_torch.py prints the same figures for PyTorch. Nothing here
+ * asserts on time.
  *
- * Usage: bench_core [--quick]   (--quick: fewer repetitions, smaller add)
+ * Usage: bench_core [--table] [--quick]   (--quick: fewer repetitions)
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -24,6 +31,7 @@
 #include <time.h>
 
 #include "nabla.h"
+#include "nabla/nn.h"
 
 #define SCALAR_OPS 1000
 
@@ -53,29 +61,137 @@ static void report_error(const char *what)
     nb_clear_error();
 }
 
-/* Deterministic uniform numbers in [-1, 1). */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static float rand_unit(void)
+/* ------------------------------------------------------------------------ */
+/* MLP training step                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    nb_module *net;
+    nb_optim *opt;
+    nb_tensor *x, *y;
+} mlp;
+
+static int mlp_init(mlp *m)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((double)(rng_state >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    nb_module *mods[5] = {nb_linear(784, 256, true, NB_INIT_XAVIER, NB_F32, &rng), nb_relu_layer(),
+                          nb_linear(256, 256, true, NB_INIT_XAVIER, NB_F32, &rng), nb_relu_layer(),
+                          nb_linear(256, 10, true, NB_INIT_XAVIER, NB_F32, &rng)};
+    m->net = nb_sequential(5, mods);
+    nb_tensor *ps[8];
+    int np = m->net ? nb_module_params(m->net, ps, NULL, 8) : 0;
+    m->opt = np > 0 ? nb_sgd(np, ps, 0.01, 0, 0, false) : NULL;
+    double *xv = malloc(sizeof(double) * 128 * 784), yv[128];
+    if (xv) {
+        for (int i = 0; i < 128 * 784; i++) xv[i] = nb_rng_uniform(&rng);
+        for (int i = 0; i < 128; i++) yv[i] = (double)(nb_rng_next(&rng) % 10);
+        m->x = nb_from_f64(NB_F32, 2, (int64_t[]){128, 784}, xv);
+        m->y = nb_from_f64(NB_I64, 1, (int64_t[]){128}, yv);
+    }
+    free(xv);
+    return m->net && m->opt && m->x && m->y ? 0 : -1;
 }
 
-static nb_tensor *random_f32(int rank, const int64_t *shape)
+static int mlp_step(mlp *m, double *loss)
 {
-    int64_t n = 1;
-    for (int i = 0; i < rank; i++)
-        n *= shape[i];
-    float *buf = malloc((size_t)n * sizeof *buf);
-    if (!buf)
-        return NULL;
-    for (int64_t i = 0; i < n; i++)
-        buf[i] = rand_unit();
-    nb_tensor *t = nb_new(NB_F32, rank, shape, buf);
-    free(buf);
-    return t;
+    nb_scope_begin();
+    nb_optim_zero_grad(m->opt);
+    nb_tensor *l = nb_cross_entropy(nb_forward(m->net, m->x), m->y);
+    int rc = l && nb_backward(l, NULL, 0) == 0 && nb_optim_step(m->opt) == 0 ? 0 : -1;
+    if (loss && rc == 0) *loss = nb_item(l);
+    nb_scope_end();
+    return rc;
+}
+
+static void mlp_free(mlp *m)
+{
+    nb_optim_free(m->opt);
+    nb_module_free(m->net);
+    nb_free(m->x);
+    nb_free(m->y);
+}
+
+static long status_kib(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':') v = atol(line + n + 1);
+    if (f) fclose(f);
+    return v;
+}
+
+static int bench_mlp_peak(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f || fputs("5", f) < 0 || fclose(f) != 0) {
+        printf("# mlp peak: cannot reset VmHWM; no figure\n");
+        return 0;
+    }
+    long base = status_kib("VmRSS");
+    mlp m = {0};
+    int rc = mlp_init(&m);
+    for (int s = 0; s < 50 && rc == 0; s++) rc = mlp_step(&m, NULL);
+    long hwm = status_kib("VmHWM");
+    nb_memory_stats st;
+    nb_get_memory_stats(&st);
+    mlp_free(&m);
+    if (rc != 0 || base < 0 || hwm < 0) {
+        report_error("mlp peak");
+        return 1;
+    }
+    printf("# mlp peak: baseline VmRSS %.1f MiB, whole-process VmHWM %.1f MiB; nabla's own peak (in use + cached) "
+           "%.1f MiB, %lld blocks from malloc in all\n",
+           base / 1024.0, hwm / 1024.0, st.peak / 1048576.0, (long long)st.system_allocs);
+    printf("nabla mlp_peak_mib %.1f\n", (hwm - base) / 1024.0);
+    return 0;
+}
+
+static int bench_mlp_step(int threads, int steps, int warmup)
+{
+    nb_set_num_threads(threads);
+    mlp m = {0};
+    double *t = malloc(sizeof(double) * (size_t)steps), l0 = 0, l1 = 0;
+    int rc = t ? mlp_init(&m) : -1;
+    for (int s = -warmup; s < steps && rc == 0; s++) {
+        double t0 = now_s();
+        rc = mlp_step(&m, s == -warmup ? &l0 : s == steps - 1 ? &l1 : NULL);
+        if (s >= 0) t[s] = now_s() - t0;
+    }
+    if (rc == 0) {
+        printf("# mlp step, %d threads: loss %.4f -> %.4f over %d steps\n", threads, l0, l1, steps + warmup);
+        printf("nabla mlp_step_ms %d %.4f\n", threads, median(t, steps) * 1e3);
+    } else {
+        report_error("mlp step");
+    }
+    mlp_free(&m);
+    free(t);
+    return rc ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Clock                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void bench_clock(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        uint64_t x = 0, n = 50000000;
+        double t0 = now_s();
+        for (uint64_t i = 0; i < n; i++)
+            __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+        double ghz = 4.0 * (double)n / (now_s() - t0) * 1e-9;
+        if (ghz > best) best = ghz;
+    }
+    printf("nabla clock_ghz %.3f\n", best);
+#else
+    printf("# clock: not measured on this architecture\n");
+#endif
 }
 
 /* ------------------------------------------------------------------------ */
@@ -147,153 +263,15 @@ static int bench_scalar(int reps, int warmup)
     }
     printf("# scalar graph: %d ops (mul, add, tanh) on rank-0 f32 leaves, %d reps, median\n", SCALAR_OPS, reps);
     printf("# scalar check: dy/dw = %.6g\n", nb_item(nb_grad(w)));
-    printf("nabla scalar_fwd_us %.4f\n", median(fwd, reps));
-    printf("nabla scalar_bwd_us %.4f\n", median(bwd, reps));
-    printf("nabla scalar_op_us %.4f\n", median(tot, reps));
+    printf("# scalar graph: forward %.4f us per op, backward and free %.4f us per op\n", median(fwd, reps),
+           median(bwd, reps));
+    printf("nabla tiny_op_us %.4f\n", median(tot, reps));
 done:
     free(fwd), free(bwd), free(tot);
     nb_free(x), nb_free(w), nb_free(b);
     return rc;
 }
 
-/* ------------------------------------------------------------------------ */
-/* (b) matmul                                                                */
-/* ------------------------------------------------------------------------ */
-
-/* Largest relative error of a few entries of c = a b against a double dot. */
-static double matmul_check(nb_tensor *a, nb_tensor *bm, nb_tensor *c, int64_t n)
-{
-    const float *pa = nb_data(a), *pb = nb_data(bm), *pc = nb_data(c);
-    if (!pa || !pb || !pc)
-        return INFINITY;
-    double worst = 0.0;
-    const int64_t probes[][2] = {{0, 0}, {n - 1, n - 1}, {n / 3, n / 2}, {n - 1, 0}, {7 % n, n - 2}};
-    for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
-        int64_t i = probes[k][0], j = probes[k][1];
-        double ref = 0.0, mag = 0.0;
-        for (int64_t p = 0; p < n; p++) {
-            ref += (double)pa[i * n + p] * (double)pb[p * n + j];
-            mag += fabs((double)pa[i * n + p] * (double)pb[p * n + j]);
-        }
-        double err = fabs((double)pc[i * n + j] - ref) / (mag > 0 ? mag : 1.0);
-        if (err > worst)
-            worst = err;
-    }
-    return worst;
-}
-
-static int bench_matmul(int64_t n, int min_reps, double budget_s)
-{
-    nb_clear_error();
-    const int64_t shape[2] = {n, n};
-    int rc = 0;
-    nb_tensor *a = random_f32(2, shape), *bm = random_f32(2, shape);
-    if (!a || !bm) {
-        report_error("matmul inputs");
-        nb_free(a), nb_free(bm);
-        return 1;
-    }
-    enum { MAX_REPS = 200 };
-    double times[MAX_REPS];
-    int reps = 0;
-    double flop = 2.0 * (double)n * (double)n * (double)n, start = now_s();
-
-    /* warm-up run, also checked against a double-precision reference */
-    nb_scope_begin();
-    nb_tensor *c = nb_matmul(a, bm);
-    if (!c) {
-        report_error("matmul");
-        nb_scope_end();
-        rc = 1;
-        goto done;
-    }
-    double err = matmul_check(a, bm, c, n);
-    nb_scope_end();
-    if (!(err < 1e-4))
-        printf("# WARNING: matmul %lld result differs from the reference (rel err %.3g)\n", (long long)n, err);
-
-    while (reps < MAX_REPS && (reps < min_reps || now_s() - start < budget_s)) {
-        nb_scope_begin();
-        double t0 = now_s();
-        c = nb_matmul(a, bm);
-        double t1 = now_s();
-        nb_scope_end();
-        if (!c) {
-            report_error("matmul");
-            rc = 1;
-            goto done;
-        }
-        times[reps++] = t1 - t0;
-    }
-    printf("# matmul %lldx%lld f32: %d reps, median (rel err of probed entries %.2g)\n", (long long)n,
-           (long long)n, reps, err);
-    printf("nabla matmul_gflops %lld %.2f\n", (long long)n, flop / median(times, reps) * 1e-9);
-done:
-    nb_free(a), nb_free(bm);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* (c) elementwise add                                                       */
-/* ------------------------------------------------------------------------ */
-
-static int bench_add(int64_t n, int reps)
-{
-    nb_clear_error();
-    const int64_t shape[1] = {n};
-    nb_tensor *a = nb_full(NB_F32, 1, shape, 1.0), *b = nb_full(NB_F32, 1, shape, 2.0);
-    nb_tensor *d = nb_full(NB_F32, 1, shape, 0.0);
-    double *t_out = malloc((size_t)reps * sizeof *t_out), *t_inp = malloc((size_t)reps * sizeof *t_inp);
-    int rc = 0;
-    if (!a || !b || !d || !t_out || !t_inp) {
-        report_error("add inputs");
-        rc = 1;
-        goto done;
-    }
-    double bytes = 3.0 * 4.0 * (double)n;
-
-    /* out = a + b: a fresh result each call, as in PyTorch's a + b */
-    for (int r = -2; r < reps; r++) {
-        nb_scope_begin();
-        double t0 = now_s();
-        nb_tensor *c = nb_add(a, b);
-        double t1 = now_s();
-        if (!c) {
-            report_error("add");
-            nb_scope_end();
-            rc = 1;
-            goto done;
-        }
-        if (r == -2) {
-            const float *pc = nb_data(c);
-            if (!pc || pc[0] != 3.0f || pc[n - 1] != 3.0f)
-                printf("# WARNING: add result is wrong\n");
-        }
-        nb_scope_end();
-        if (r >= 0)
-            t_out[r] = t1 - t0;
-    }
-    /* d += b in place: no allocation, same 3 * 4 * n bytes */
-    for (int r = -2; r < reps; r++) {
-        double t0 = now_s();
-        int st = nb_add_(d, b);
-        double t1 = now_s();
-        if (st) {
-            report_error("add_");
-            rc = 1;
-            goto done;
-        }
-        if (r >= 0)
-            t_inp[r] = t1 - t0;
-    }
-    printf("# add f32: n = %lld, bytes counted 3*4*n, %d reps, median\n", (long long)n, reps);
-    printf("nabla add_gbps %.2f\n", bytes / median(t_out, reps) * 1e-9);
-    printf("nabla add_inplace_gbps %.2f\n", bytes / median(t_inp, reps) * 1e-9);
-done:
-    free(t_out), free(t_inp);
-    nb_free(a), nb_free(b), nb_free(d);
-    return rc;
-}
 
 int main(int argc, char **argv)
 {
@@ -301,8 +279,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
-        } else {
-            fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+        } else if (strcmp(argv[i], "--table") != 0) { /* --table: the only format there is; accepted for bench/run.sh */
+            fprintf(stderr, "usage: %s [--table] [--quick]\n", argv[0]);
             return 2;
         }
     }
@@ -310,17 +288,17 @@ int main(int argc, char **argv)
     printf("# nabla %d.%d.%d core benchmark%s\n", NABLA_VERSION_MAJOR, NABLA_VERSION_MINOR, NABLA_VERSION_PATCH,
            quick ? " (quick)" : "");
     fflush(stdout);
-
-    fails += bench_scalar(quick ? 20 : 200, quick ? 2 : 20);
+    nb_set_num_threads(1);
+    fails += bench_mlp_peak(); /* first: nothing cached yet */
     fflush(stdout);
-
-    const int64_t sizes[] = {256, 512, 1024};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        fails += bench_matmul(sizes[i], quick ? 2 : 5, quick ? 0.2 : 1.5);
+    bench_clock();
+    fflush(stdout);
+    for (int threads = 1; threads <= 2; threads++) {
+        fails += bench_mlp_step(threads, quick ? 30 : 300, quick ? 5 : 30);
         fflush(stdout);
     }
-
-    fails += bench_add(quick ? (int64_t)1 << 20 : (int64_t)1 << 24, quick ? 5 : 30);
+    nb_set_num_threads(1);
+    fails += bench_scalar(quick ? 20 : 200, quick ? 2 : 20);
     fflush(stdout);
     return fails ? 1 : 0;
 }

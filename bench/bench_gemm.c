@@ -4,6 +4,8 @@
  * CBLAS), it also times cblas_sgemm / cblas_dgemm and prints nabla's speed as a ratio of it.
  *
  *   usage: bench_gemm [kernel [threads]]     kernel: 0 auto (default), 1 reference, 2 avx2, 3 avx512
+ *          bench_gemm --table [--quick]     f32 at 64..2048 on 1 and 2 threads, as the lines
+ *                                           "nabla gemm_gflops N THREADS GFLOPS" that bench/run.sh reads
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -50,9 +52,55 @@ enum { MAX_RUNS = 15 };
         (result) = t_[runs_ / 2];                                                                              \
     } while (0)
 
+static const int sizes[] = {64, 128, 256, 512, 1024, 2048};
+
+/* The table's rows: median of runs within a time budget per size and thread count. */
+static int table(int quick)
+{
+    for (int threads = 1; threads <= 2; threads++) {
+        nb_set_num_threads(threads);
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
+            const int n = sizes[si];
+            const size_t nn = (size_t)n * (size_t)n;
+            float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)), *c = malloc(nn * sizeof(float));
+            if (!a || !b || !c) {
+                printf("# out of memory at n = %d\n", n);
+                return 1;
+            }
+            for (size_t i = 0; i < nn; ++i) { /* the fill of bench/peer_openblas.c */
+                a[i] = (float)(i % 17) / 17.0f - 0.5f;
+                b[i] = (float)(i % 13) / 13.0f - 0.5f;
+            }
+            enum { CAP = 2000 };
+            static double t[CAP];
+            const double budget = quick ? 0.1 : 1.0;
+            int runs = 0;
+            double start = now();
+            nbi_gemm_f32(n, n, n, a, n, 1, b, n, 1, c, n, false); /* warm-up */
+            while (runs < CAP && (runs < 5 || now() - start < budget)) {
+                const double t0 = now();
+                nbi_gemm_f32(n, n, n, a, n, 1, b, n, 1, c, n, false);
+                t[runs++] = now() - t0;
+            }
+            qsort(t, (size_t)runs, sizeof(double), cmp_double);
+            printf("nabla gemm_gflops %d %d %.2f\n", n, threads, 2.0 * n * (double)n * n / t[runs / 2] * 1e-9);
+            fflush(stdout);
+            free(a);
+            free(b);
+            free(c);
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    static const int sizes[] = {64, 128, 256, 512, 1024, 2048};
+    if (argc > 1 && strcmp(argv[1], "--table") == 0) {
+        printf("# nabla gemm: kernel %s, f32 row-major C = A B, median GFLOP/s\n", nbi_gemm_kernel_name());
+        int rc = table(argc > 2 && strcmp(argv[2], "--quick") == 0);
+        nbi_gemm_release_buffers();
+        return rc;
+    }
     const int kernel = nbi_gemm_set_kernel(argc > 1 ? atoi(argv[1]) : 0);
     (void)kernel;
     if (argc > 2)

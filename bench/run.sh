@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# run.sh BUILD_DIR [--quick]
+#
+# nabla against its peers on this machine, every figure measured in this run:
+#   nabla     BUILD_DIR/bench_gemm --table and BUILD_DIR/bench_core --table
+#   OpenBLAS  bench/peer_openblas.c (cblas_sgemm), compiled into a temporary directory
+#   PyTorch   bench/peer_torch.py with /usr/bin/python3, one process per configuration
+# Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
+# markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
+# machine's peak FLOP rate where the figure is a FLOP rate or a time of known FLOPs.
+#
+# nabla runs in the environment as it is. The peers run as follows (T = 1, 2):
+#   OpenBLAS sgemm        env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=T
+#   PyTorch, "best"       env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE
+#                             OPENBLAS_NUM_THREADS=T OMP_NUM_THREADS=T GLIBC_TUNABLES=<malloc settings>
+#                         plus torch.set_num_threads(T) and openblas_set_num_threads(T)
+#   PyTorch, out of box   the environment as it is, only torch.set_num_threads(T)
+# The tiny-op and peak-memory figures of PyTorch use the "best" environment at 1 thread.
+#
+# Exit status: 2 when bench_gemm or bench_core is missing from BUILD_DIR (the peers and
+# the table still run), else the first non-zero status of the nabla programs, else 0.
+# Peer failures and missed targets do not change it.
+#
+# Optional environment:
+#   NABLA_OPENBLAS_LIB  libopenblas.so to link the sgemm peer with
+#                       (default /usr/lib/x86_64-linux-gnu/libopenblas.so)
+#   NABLA_CBLAS_DIR     directory holding the cblas.h that goes with it
+set -u
+
+usage() {
+    echo "usage: $0 BUILD_DIR [--quick]" >&2
+    exit 2
+}
+[ $# -ge 1 ] || usage
+BUILD_DIR=$1
+shift
+QUICK=()
+for arg in "$@"; do
+    case $arg in
+    --quick) QUICK=(--quick) ;;
+    *) usage ;;
+    esac
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3
+START=$(date +%s)
+
+TMP=$(mktemp -d /tmp/nabla_bench.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+RAW="$TMP/raw.txt"
+: >"$RAW"
+
+# Peers' environments. mmap_threshold 32 MiB is glibc's documented maximum on 64-bit; with
+# the large trim_threshold, freed blocks stay in the heap and are reused without page faults.
+PEER_ENV=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+MALLOC_TUNABLES=glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432
+best_env() { # best_env T: the "best" PyTorch environment for T threads
+    BEST_ENV=("${PEER_ENV[@]}" OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS="$1" OMP_NUM_THREADS="$1"
+        GLIBC_TUNABLES="$MALLOC_TUNABLES")
+}
+
+# run_peer CMD...: prints the command line, runs it, keeps its lines; a failure is a comment.
+run_peer() {
+    echo "# run as: $*"
+    "$@" | tee -a "$RAW"
+    local s=${PIPESTATUS[0]}
+    [ "$s" -eq 0 ] || echo "# peer exited with status $s: $*" | tee -a "$RAW"
+}
+
+echo "# machine: $(nproc) cores, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# environment: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-(unset)} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE-(unset)}"
+
+# ---------------------------------------------------------------------------
+# nabla
+# ---------------------------------------------------------------------------
+echo
+echo "## nabla"
+status=0
+missing=0
+for prog in bench_gemm bench_core; do
+    if [ ! -x "$BUILD_DIR/$prog" ]; then
+        echo "# missing: $BUILD_DIR/$prog (build it first: cmake --build $BUILD_DIR); its nabla cells stay '-'"
+        missing=1
+        continue
+    fi
+    echo "# run as: $BUILD_DIR/$prog --table ${QUICK[*]}"
+    "$BUILD_DIR/$prog" --table "${QUICK[@]}" | tee -a "$RAW"
+    s=${PIPESTATUS[0]}
+    if [ "$s" -ne 0 ]; then
+        echo "# $prog exited with status $s"
+        [ "$status" -ne 0 ] || status=$s
+    fi
+done
+
+# ---------------------------------------------------------------------------
+# OpenBLAS sgemm, 1 and 2 threads
+# ---------------------------------------------------------------------------
+echo
+echo "## OpenBLAS"
+OBLAS=${NABLA_OPENBLAS_LIB:-/usr/lib/x86_64-linux-gnu/libopenblas.so}
+CBLAS_DIR=""
+for d in ${NABLA_CBLAS_DIR:-} /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/x86_64-linux-gnu/openblas-openmp \
+    /usr/include/x86_64-linux-gnu/openblas-serial /usr/include/openblas /usr/include/x86_64-linux-gnu /usr/include; do
+    if [ -f "$d/cblas.h" ]; then CBLAS_DIR=$d; break; fi
+done
+CC_BIN=${CC:-cc}
+if [ ! -e "$OBLAS" ] || [ -z "$CBLAS_DIR" ] || ! command -v "$CC_BIN" >/dev/null 2>&1; then
+    echo "# peer missing: OpenBLAS ($OBLAS), a cblas.h or the compiler $CC_BIN not found; OpenBLAS cells stay '-'"
+elif ! "$CC_BIN" -O2 -std=c11 -I"$CBLAS_DIR" "$HERE/peer_openblas.c" -o "$TMP/peer_openblas" "$OBLAS" -lm \
+    -Wl,-rpath,"$(dirname "$(readlink -f "$OBLAS")")" 2>"$TMP/cc.err"; then
+    echo "# peer missing: bench/peer_openblas.c did not compile:"
+    sed 's/^/#   /' "$TMP/cc.err"
+else
+    echo "# peer_openblas linked with $(readlink -f "$OBLAS"), cblas.h from $CBLAS_DIR"
+    if [ ${#QUICK[@]} -gt 0 ]; then BUDGET=0.1; else BUDGET=1.0; fi
+    for t in 1 2; do
+        run_peer "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS=$t "$TMP/peer_openblas" $t $BUDGET
+    done
+fi
+
+# ---------------------------------------------------------------------------
+# PyTorch: MLP step (best and out-of-box environments, 1 and 2 threads), tiny ops, memory
+# ---------------------------------------------------------------------------
+echo
+echo "## PyTorch"
+if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
+    TORCH=("$PY" "$HERE/peer_torch.py")
+    for t in 1 2; do
+        best_env $t
+        run_peer "${BEST_ENV[@]}" "${TORCH[@]}" mlp --threads $t --label torch_best --tune-blas "${QUICK[@]}"
+    done
+    for t in 1 2; do
+        run_peer "${TORCH[@]}" mlp --threads $t --label torch_default "${QUICK[@]}"
+    done
+    best_env 1
+    run_peer "${BEST_ENV[@]}" "${TORCH[@]}" tiny --threads 1 --label torch --tune-blas "${QUICK[@]}"
+    run_peer "${BEST_ENV[@]}" "${TORCH[@]}" mem --threads 1 --label torch --tune-blas "${QUICK[@]}"
+else
+    echo "# peer missing: '$PY -c \"import torch\"' fails; PyTorch cells stay '-'"
+fi
+
+echo
+echo "# run took $(($(date +%s) - START)) s; load average at end: $(cut -d" " -f1-3 /proc/loadavg)"
+echo
+
+# ---------------------------------------------------------------------------
+# Table. v[who, key] holds the last numeric value of "who key [arg...] value",
+# key being everything between who and value (e.g. "gemm_gflops 512 2").
+# ---------------------------------------------------------------------------
+awk '
+    /^#/ || NF < 3 { next }
+    $NF ~ /^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/ {
+        key = $2
+        for (i = 3; i < NF; i++) key = key " " $i
+        v[$1, key] = $NF + 0
+    }
+    function has(who, key) { return (who, key) in v }
+    # ratio(a, b, key): v[a, key] / v[b, key], or "" when either is missing
+    function ratio(a, b, key) { return (has(a, key) && has(b, key) && v[b, key] > 0) ? v[a, key] / v[b, key] : "" }
+    function rfmt(f, r) { return (r == "") ? "-" : sprintf(f, r) }
+    function plural(t) { return (t > 1) ? "s" : "" }
+    function row(label, a, b, r, target, fa, fb) { printf "| %s | %s | %s | %s | %s | %s | %s |\n", label, a, b, r, target, fa, fb }
+    function fmt(f, who, key) { return has(who, key) ? sprintf(f, v[who, key]) : "-" }
+    # frac(gflops, threads): fraction of the peak FLOP rate, or "-" without a clock
+    function frac(gflops, t) { return clock > 0 ? sprintf("%.2f", gflops / (64 * clock * t)) : "-" }
+    # check(r, limit, higher): records the figure in the target group g and returns the target cell
+    function check(r, limit, higher, what,   ok) {
+        count[g]++
+        if (r == "") { miss[g] = miss[g] "; " what; return (higher ? ">= " : "<= ") limit ": -" }
+        ok = higher ? r >= limit : r <= limit
+        if (!ok) fail[g] = fail[g] sprintf("; %s %.3gx", what, r)
+        if (!(g in worst) || (higher ? r < worst[g] : r > worst[g])) { worst[g] = r; worstwhat[g] = what }
+        return (higher ? ">= " : "<= ") limit ": " (ok ? "met" : "not met")
+    }
+    # verdict(g, text): one line per target group; a failure is known even when a figure is missing
+    function verdict(g, text,   m) {
+        m = (g in miss) ? "missing: " substr(miss[g], 3) : ""
+        if (g in fail) printf "- %s: not met (%s%s)\n", text, substr(fail[g], 3), m == "" ? "" : "; " m
+        else if (g in miss && count[g] == 1) printf "- %s: - (no verdict; a figure is missing)\n", text
+        else if (g in miss) printf "- %s: - (no verdict; %s)\n", text, m
+        else if (count[g] == 1) printf "- %s: met (%.3gx)\n", text, worst[g]
+        else printf "- %s: met (closest: %s %.3gx)\n", text, worstwhat[g], worst[g]
+    }
+    END {
+        clock = has("nabla", "clock_ghz") ? v["nabla", "clock_ghz"] : 0
+        # FLOPs of one MLP step: forward matmuls, weight gradients (same count), input
+        # gradients of every layer but the first (its input needs none), SGD update 2 per parameter.
+        split("784 256 256 10", d, " ")
+        fwd = 0; dx = 0; params = 0
+        for (i = 1; i < 4; i++) {
+            fwd += 2 * 128 * d[i] * d[i + 1]
+            if (i > 1) dx += 2 * 128 * d[i] * d[i + 1]
+            params += d[i] * d[i + 1] + d[i + 1]
+        }
+        mlp_flop = 2 * fwd + dx + 2 * params
+
+        print "| figure | nabla | peer | nabla / peer | target | nabla / peak | peer / peak |"
+        print "|---|---:|---:|---:|---|---:|---:|"
+        split("64 128 256 512 1024 2048", sizes, " ")
+        for (i = 1; i <= 6; i++) for (t = 1; t <= 2; t++) {
+            n = sizes[i]; key = "gemm_gflops " n " " t
+            g = (n >= 512) ? "gemm_large" : "gemm_small"
+            r = ratio("nabla", "openblas", key)
+            fa = has("nabla", key) ? frac(v["nabla", key], t) : "-"
+            fb = has("openblas", key) ? frac(v["openblas", key], t) : "-"
+            row(sprintf("GEMM f32 %d, %d thread%s, GFLOP/s (peer: OpenBLAS sgemm)", n, t, plural(t)),
+                fmt("%.1f", "nabla", key), fmt("%.1f", "openblas", key), rfmt("%.2f", r),
+                check(r, (n >= 512) ? 0.9 : 0.8, 1, n " at " t " thread" plural(t)), fa, fb)
+        }
+        g = "mlp"
+        for (t = 1; t <= 2; t++) {
+            key = "mlp_step_ms " t
+            r = ratio("nabla", "torch_best", key)
+            peer = fmt("%.3f", "torch_best", key)
+            if (has("torch_default", key)) peer = peer sprintf(" (out of box %.3f)", v["torch_default", key])
+            fa = (has("nabla", key) && v["nabla", key] > 0) ? frac(mlp_flop / v["nabla", key] * 1e-6, t) : "-"
+            fb = (has("torch_best", key) && v["torch_best", key] > 0) ? frac(mlp_flop / v["torch_best", key] * 1e-6, t) : "-"
+            row(sprintf("MLP 784-256-256-10 step, batch 128, %d thread%s, ms (peer: PyTorch)", t, plural(t)),
+                fmt("%.3f", "nabla", key), peer, rfmt("%.2f", r), check(r, 0.8, 0, t " thread" plural(t)), fa, fb)
+        }
+        g = "tiny"; key = "tiny_op_us"; r = ratio("nabla", "torch", key)
+        row("tiny ops: 1,000 scalar f32 mul/add/tanh, fwd + bwd, us per op, 1 thread (peer: PyTorch)",
+            fmt("%.4f", "nabla", key), fmt("%.3f", "torch", key), rfmt("%.3f", r), check(r, 0.05, 0, "tiny ops"), "-", "-")
+        g = "mem"; key = "mlp_peak_mib"; r = ratio("nabla", "torch", key)
+        row("MLP training peak memory, 50 steps, MiB above baseline, 1 thread (peer: PyTorch)",
+            fmt("%.2f", "nabla", key), fmt("%.2f", "torch", key), rfmt("%.2f", r), check(r, 1, 0, "peak memory"), "-", "-")
+        print ""
+        if (clock > 0)
+            printf "Peak: 64 f32 FLOP per cycle per core (two 512-bit FMA pipes) x %.3f GHz (nabla clock_ghz) = %.1f GFLOP/s at 1 thread, %.1f at 2 threads.\n",
+                clock, 64 * clock, 128 * clock
+        else
+            print "Peak: no nabla clock_ghz line, so no peak and no fraction-of-peak figures."
+        printf "MLP step: %d FLOP (%.1f MFLOP) = forward matmuls %d + weight gradients %d\n", mlp_flop, mlp_flop / 1e6, fwd, fwd
+        printf "+ input gradients of layers 2 and 3 %d (layer 1 needs none) + SGD update 2 x %d parameters;\n", dx, params
+        print "bias, ReLU and loss arithmetic not counted."
+        print "nabla / peer: GEMM higher is better; time and memory lower is better. PyTorch \"out of box\": the"
+        print "machine environment with only torch.set_num_threads; the ratio and target use the best environment."
+        print "Peak memory: VmHWM - VmRSS after resetting VmHWM (clear_refs 5) just before building the model and data."
+        print ""
+        print "Targets:"
+        verdict("gemm_large", "GEMM >= 0.9x OpenBLAS at n = 512, 1024, 2048, 1 and 2 threads")
+        verdict("gemm_small", "GEMM >= 0.8x OpenBLAS at n = 64, 128, 256, 1 and 2 threads")
+        verdict("mlp", "MLP step time <= 0.8x PyTorch (best environment), 1 and 2 threads")
+        verdict("tiny", "tiny ops <= 1/20 of PyTorch time per op")
+        verdict("mem", "MLP peak memory <= PyTorch")
+    }
+' "$RAW"
+
+if [ "$missing" -ne 0 ]; then
+    echo
+    echo "# missing nabla program(s) in $BUILD_DIR: exit status 2"
+    exit 2
+fi
+exit "$status"

@@ -196,6 +196,40 @@ static void test_threaded_elementwise(void) {
     nb_scope_end();
 }
 
+static bool same_bits(nb_tensor *a, nb_tensor *b);
+
+/* Large reductions split across threads (over kept axes, or in fixed chunks
+   for a sum of everything) give the same bits on 1 and 3 threads, and the
+   right values. */
+static void test_threaded_reductions(void) {
+    nb_scope_begin();
+    int64_t shape[3] = {40, 300, 70};
+    int64_t n = 40 * 300 * 70;
+    double *v = malloc(sizeof(double) * (size_t)n), exact = 0, col0 = 0;
+    for (int64_t i = 0; i < n; i++) {
+        v[i] = sin(0.001 * (double)i) * 3;
+        exact += v[i];
+    }
+    for (int64_t i = 0; i < 40 * 300; i++) col0 += v[i * 70];
+    nb_tensor *a = nb_from_f64(NB_F64, 3, shape, v), *af = nb_to(a, NB_F32), *r[2][6];
+    for (int t = 0; t < 2; t++) {
+        nb_set_num_threads(t ? 3 : 1);
+        r[t][0] = nb_sum(a);                                      /* chunked */
+        r[t][1] = nb_sum_axes(a, 2, (int[]){0, 1}, false);        /* kept innermost axis */
+        r[t][2] = nb_sum_axes(a, 1, (int[]){2}, false);           /* kept outer axes */
+        r[t][3] = nb_mean_axes(nb_transpose(af, 0, 2), 1, (int[]){1}, false); /* strided */
+        r[t][4] = nb_max_axes(af, 1, (int[]){1}, false);
+        r[t][5] = nb_sum(af);
+    }
+    nb_set_num_threads(0);
+    for (int k = 0; k < 6; k++) CHECK(r[0][k] && r[1][k] && same_bits(r[0][k], r[1][k]));
+    CHECK_CLOSE(nb_item(r[0][0]), exact, 1e-9, 1e-12);
+    CHECK_CLOSE(nb_get(r[0][1], (int64_t[]){0}), col0, 1e-9, 1e-12);
+    CHECK_CLOSE(nb_item(r[0][5]), exact, 1e-2, 1e-5);
+    free(v);
+    nb_scope_end();
+}
+
 /* nb_dense gives the bits of nb_matmul + nb_add + the activation, forward and
    backward, on a product large enough for the packed (and threaded) GEMM. */
 static bool same_bits(nb_tensor *a, nb_tensor *b) {
@@ -256,6 +290,7 @@ static void test_dense_errors(void) {
 int main(void) {
     th_seed(5);
     RUN(test_threaded_elementwise);
+    RUN(test_threaded_reductions);
     RUN(test_many_inputs);
     RUN(test_gradchecks);
     RUN(test_values);

@@ -109,13 +109,26 @@ static nbi_range_fn update_fn(bool f32) {
     return f32 ? update_f32 : update_f64;
 }
 
-/* True when every element of g is finite (one branch-free pass). */
+/* True when every element of g is finite: one branch-free pass over the bits
+   (an all-ones exponent is an infinity or a NaN), which vectorises. */
 static bool all_finite(nb_tensor *g, const void *d, int64_t n) {
-    int bad = 0;
-    if (nb_dtype_of(g) == NB_F32)
-        for (int64_t k = 0; k < n; k++) bad |= !(((const float *)d)[k] - ((const float *)d)[k] == 0);
-    else
-        for (int64_t k = 0; k < n; k++) bad |= !(((const double *)d)[k] - ((const double *)d)[k] == 0);
+    if (nb_dtype_of(g) == NB_F32) {
+        const float *f = d;
+        uint32_t bad = 0;
+        for (int64_t k = 0; k < n; k++) {
+            uint32_t u;
+            memcpy(&u, &f[k], sizeof u);
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        return !bad;
+    }
+    const double *f = d;
+    uint64_t bad = 0;
+    for (int64_t k = 0; k < n; k++) {
+        uint64_t u;
+        memcpy(&u, &f[k], sizeof u);
+        bad |= (uint64_t)((u & 0x7ff0000000000000u) == 0x7ff0000000000000u);
+    }
     return !bad;
 }
 

@@ -117,6 +117,11 @@ typedef void (*ukr_s_fn)(int64_t kc, const float *pa, const float *pb, float *c,
                          int beta);
 typedef void (*ukr_d_fn)(int64_t kc, const double *pa, const double *pb, double *c, int64_t ldc, int mr,
                          int nr, int beta);
+/* Direct-A variant: A read in place, row i of the tile at a + i * rsa (k contiguous), no packing. */
+typedef void (*ukra_s_fn)(int64_t kc, const float *a, int64_t rsa, const float *pb, float *c, int64_t ldc, int mr,
+                          int nr, int beta);
+typedef void (*ukra_d_fn)(int64_t kc, const double *a, int64_t rsa, const double *pb, double *c, int64_t ldc,
+                          int mr, int nr, int beta);
 typedef void (*axpy_s_fn)(int64_t n, float alpha, const float *x, float *y);
 typedef void (*axpy_d_fn)(int64_t n, double alpha, const double *x, double *y);
 typedef float (*dot_s_fn)(int64_t n, const float *x, const float *y);
@@ -131,6 +136,7 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         dot_##S##_fn dot;                                                                                      \
         void (*pack_a)(T *dst, const T *a, int64_t rsa, int64_t csa, int64_t mc, int64_t kc, int MR);          \
         void (*pack_b)(T *dst, const T *b, int64_t rsb, int64_t csb, int64_t kc, int64_t nc, int NR);          \
+        ukra_##S##_fn ukr_a; /* NULL: A is always packed */                                                    \
     } cfg_##S;                                                                                                 \
                                                                                                                \
     /* Stores the mr x nr top-left of tile t (row stride tn) to C: C = t (beta 0) or C += t (beta 1). */       \
@@ -326,6 +332,8 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         const int64_t kcb = ceil_div(k, ceil_div(k, cf->kc));                                                  \
         const int64_t mcb = round_up(ceil_div(m, ceil_div(m, cf->mc)), MR);                                    \
         const int64_t ncb = round_up(ceil_div(n, ceil_div(n, cf->nc)), NR);                                    \
+        /* Rows of A with contiguous k are read in place by the micro-kernel: packing them would only copy. */ \
+        const bool direct_a = cf->ukr_a && csa == 1;                                                           \
         T *ap = (T *)get_buf(0, sizeof(T) * (size_t)(mcb * kcb));                                              \
         T *bp = ap ? (T *)get_buf(1, sizeof(T) * (size_t)(ncb * kcb)) : NULL;                                  \
         if (!ap || !bp)                                                                                        \
@@ -338,13 +346,20 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
                 cf->pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, NR);                                 \
                 for (int64_t ic = 0; ic < m; ic += mcb) {                                                      \
                     const int64_t mc = min_i64(mcb, m - ic);                                                   \
-                    cf->pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc, MR);                             \
+                    const T *ab = a + ic * rsa + pc * csa;                                                     \
+                    if (!direct_a)                                                                             \
+                        cf->pack_a(ap, ab, rsa, csa, mc, kc, MR);                                              \
                     for (int64_t jr = 0; jr < nc; jr += NR) {                                                  \
                         const int nr = (int)min_i64(NR, nc - jr);                                              \
                         T *cj = c + ic * ldc + jc + jr;                                                        \
-                        for (int64_t ir = 0; ir < mc; ir += MR)                                                \
-                            cf->ukr(kc, ap + ir * kc, bp + jr * kc, cj + ir * ldc, ldc,                        \
-                                    (int)min_i64(MR, mc - ir), nr, beta);                                      \
+                        for (int64_t ir = 0; ir < mc; ir += MR) {                                              \
+                            const int mr = (int)min_i64(MR, mc - ir);                                          \
+                            if (direct_a)                                                                      \
+                                cf->ukr_a(kc, ab + ir * rsa, rsa, bp + jr * kc, cj + ir * ldc, ldc, mr, nr,    \
+                                          beta);                                                               \
+                            else                                                                               \
+                                cf->ukr(kc, ap + ir * kc, bp + jr * kc, cj + ir * ldc, ldc, mr, nr, beta);     \
+                        }                                                                                      \
                     }                                                                                          \
                 }                                                                                              \
             }                                                                                                  \
@@ -426,6 +441,8 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
    type and intrinsics come from VT/VZERO/VSET1/VFMA/VLOAD/VSTORE/VADD/VW, defined per kernel below. */
 #define UK_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define UK_ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define UK_ROWS4(X) X(0) X(1) X(2) X(3)
+#define UK_ROWS8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define UK_DECL(i) VT c##i##_0 = VZERO(), c##i##_1 = VZERO();
 #define UK_FMA(i)                                                                                              \
     {                                                                                                          \
@@ -464,6 +481,35 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
         edge_store_##S(tile, 2 * VW, c, ldc, mr, nr, beta);                                                    \
     }
 
+/* The direct-A body: row i of the tile is read at a + i * rsa (rows past mr repeat the last real row, so
+   nothing outside A is touched; their results are dropped by the edge store). */
+#define UKA_PTR(i) const T *a##i = a + (int64_t)((i) < mr ? (i) : mr - 1) * rsa;
+#define UKA_FMA(i)                                                                                             \
+    {                                                                                                          \
+        const VT a_ = VSET1(a##i[p]);                                                                          \
+        c##i##_0 = VFMA(a_, b0, c##i##_0);                                                                     \
+        c##i##_1 = VFMA(a_, b1, c##i##_1);                                                                     \
+    }
+#define UKA_BODY(T, S, ROWS, MR_)                                                                              \
+    ROWS(UK_DECL)                                                                                              \
+    ROWS(UKA_PTR)                                                                                              \
+    for (int64_t p = 0; p < kc; ++p) {                                                                         \
+        const VT b0 = VLOAD(pb), b1 = VLOAD(pb + VW);                                                          \
+        ROWS(UKA_FMA)                                                                                          \
+        pb += 2 * VW;                                                                                          \
+    }                                                                                                          \
+    if (mr == (MR_) && nr == 2 * VW) {                                                                         \
+        if (beta) {                                                                                            \
+            ROWS(UK_STORE_ADD)                                                                                 \
+        } else {                                                                                               \
+            ROWS(UK_STORE)                                                                                     \
+        }                                                                                                      \
+    } else {                                                                                                   \
+        _Alignas(64) T tile[(MR_)*2 * VW];                                                                     \
+        ROWS(UK_STORE_TILE)                                                                                    \
+        edge_store_##S(tile, 2 * VW, c, ldc, mr, nr, beta);                                                    \
+    }
+
 /* AVX-512F, f32: 12 x 32 */
 #define VT __m512
 #define VZERO _mm512_setzero_ps
@@ -478,6 +524,36 @@ __attribute__((target("avx512f,fma"))) static void ukr_avx512_s(int64_t kc, cons
                                                                  int64_t ldc, int mr, int nr, int beta)
 {
     UK_BODY(float, s, UK_ROWS12, 12)
+}
+/* Edge tiles of 4 and 8 rows get tiles of their own height, so m = 64 or 128 wastes no FMA on padding. */
+__attribute__((target("avx512f,fma"))) static void ukra4_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
+                                                                   const float *restrict pb, float *restrict c,
+                                                                   int64_t ldc, int mr, int nr, int beta)
+{
+    typedef float T;
+    UKA_BODY(float, s, UK_ROWS4, 4)
+}
+__attribute__((target("avx512f,fma"))) static void ukra8_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
+                                                                   const float *restrict pb, float *restrict c,
+                                                                   int64_t ldc, int mr, int nr, int beta)
+{
+    typedef float T;
+    UKA_BODY(float, s, UK_ROWS8, 8)
+}
+__attribute__((target("avx512f,fma"))) static void ukra_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
+                                                                  const float *restrict pb, float *restrict c,
+                                                                  int64_t ldc, int mr, int nr, int beta)
+{
+    typedef float T;
+    if (mr <= 4) {
+        ukra4_avx512_s(kc, a, rsa, pb, c, ldc, mr, nr, beta);
+        return;
+    }
+    if (mr <= 8) {
+        ukra8_avx512_s(kc, a, rsa, pb, c, ldc, mr, nr, beta);
+        return;
+    }
+    UKA_BODY(float, s, UK_ROWS12, 12)
 }
 #undef VT
 #undef VZERO
@@ -806,7 +882,8 @@ static const cfg_s cfgs_s[4] = {
     [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s},
 #if NBI_GEMM_X86
     [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s},
-    [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s},
+    [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s,
+                         ukra_avx512_s},
 #endif
 };
 static const cfg_d cfgs_d[4] = {

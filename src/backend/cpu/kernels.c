@@ -428,6 +428,16 @@ static void reduce_row(int64_t n, char **p, const int64_t *s, void *vctx) {
         return;
     }
     int64_t so = s[0] / 8;
+    if (ctx->op == NBI_R_SUM && so == 1 && ctx->dt == NB_F32 && sa == 4) { /* a row added to a row of sums */
+        const float *x = (const float *)(const void *)pa;
+        for (int64_t i = 0; i < n; i++) acc[i] += x[i];
+        return;
+    }
+    if (ctx->op == NBI_R_SUM && so == 1 && ctx->dt == NB_F64 && sa == 8) {
+        const double *x = (const double *)(const void *)pa;
+        for (int64_t i = 0; i < n; i++) acc[i] += x[i];
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         double v = ctx->dt == NB_F32 ? *(const float *)(const void *)(pa + i * sa)
                                      : *(const double *)(const void *)(pa + i * sa);
@@ -437,6 +447,79 @@ static void reduce_row(int64_t n, char **p, const int64_t *s, void *vctx) {
         else if (v > *o || v != v || *o != *o)
             *o = (*o != *o) ? *o : v;
     }
+}
+
+/* Large reductions split across the worker pool without changing any sum's
+   order, so the bits are the same for any thread count:
+   - with kept axes, along the outermost kept axis: each part owns whole output
+     elements and adds their inputs in the one-thread order;
+   - a sum of everything, in chunks of RED_CHUNK elements whose partial sums are
+     then added in chunk order: the chunks are fixed by the size alone. */
+#define RED_CHUNK ((int64_t)1 << 16)
+
+static void reduce_run(iter_t *it, char **base, red_ctx *ctx) {
+    int64_t total = 1;
+    for (int i = 0; i < it->rank; i++) total *= it->shape[i];
+    iter_collapse(it);
+    int d = 0;
+    while (d < it->rank && (it->st[0][d] == 0 || it->shape[d] < 2)) d++; /* outermost kept axis */
+    if (d == it->rank || total < 2 * PAR_MIN_ELEMS || nbi_parallel_parts(total, PAR_MIN_ELEMS) < 2) {
+        iter_run(it, base, reduce_row, ctx);
+        return;
+    }
+    par_job j = {*it, {0}, reduce_row, ctx};
+    for (int i = d; i > 0; i--) { /* axis d first; the reduced axes keep their order */
+        j.it.shape[i] = it->shape[i - 1];
+        for (int k = 0; k < it->nops; k++) j.it.st[k][i] = it->st[k][i - 1];
+    }
+    j.it.shape[0] = it->shape[d];
+    for (int k = 0; k < it->nops; k++) j.it.st[k][0] = it->st[k][d];
+    for (int k = 0; k < it->nops; k++) j.base[k] = base[k];
+    int64_t inner = total / j.it.shape[0];
+    nbi_parallel_for(j.it.shape[0], (PAR_MIN_ELEMS + inner - 1) / inner, par_part, &j);
+}
+
+typedef struct {
+    const nb_tensor *a;
+    double *part;
+} chunk_job;
+
+static int chunk_part(void *vj, int64_t lo, int64_t hi) {
+    const chunk_job *j = vj;
+    red_ctx ctx = {NBI_R_SUM, j->a->dtype};
+    int64_t es = (int64_t)nbi_dsize(j->a->dtype);
+    for (int64_t c = lo; c < hi; c++) {
+        int64_t n = j->a->numel - c * RED_CHUNK < RED_CHUNK ? j->a->numel - c * RED_CHUNK : RED_CHUNK;
+        char *p[2] = {(char *)&j->part[c], j->a->data + c * RED_CHUNK * es};
+        int64_t s[2] = {0, es};
+        j->part[c] = 0;
+        reduce_row(n, p, s, &ctx);
+    }
+    return 0;
+}
+
+static double chunked_sum(const nb_tensor *a) {
+    int64_t nc = (a->numel + RED_CHUNK - 1) / RED_CHUNK;
+    double local[64], *part = nc <= 64 ? local : nbi_alloc((size_t)nc * sizeof(double));
+    chunk_job j = {a, part};
+    double sum = 0;
+    if (!part) { /* no room for the partial sums: the same chunks, one after another */
+        red_ctx ctx = {NBI_R_SUM, a->dtype};
+        int64_t es = (int64_t)nbi_dsize(a->dtype);
+        for (int64_t c = 0; c < nc; c++) {
+            double one = 0;
+            int64_t n = a->numel - c * RED_CHUNK < RED_CHUNK ? a->numel - c * RED_CHUNK : RED_CHUNK;
+            char *p[2] = {(char *)&one, a->data + c * RED_CHUNK * es};
+            int64_t st[2] = {0, es};
+            reduce_row(n, p, st, &ctx);
+            sum += one;
+        }
+        return sum;
+    }
+    nbi_parallel_for(nc, (PAR_MIN_ELEMS + RED_CHUNK - 1) / RED_CHUNK, chunk_part, &j);
+    for (int64_t c = 0; c < nc; c++) sum += part[c];
+    if (part != local) nbi_dealloc(part);
+    return sum;
 }
 
 int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t mask, double div) {
@@ -457,7 +540,10 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
     }
     red_ctx ctx = {op, a->dtype};
     char *base[2] = {(char *)acc, a->data};
-    iter_run(&it, base, reduce_row, &ctx);
+    if (nout == 1 && op == NBI_R_SUM && a->numel >= 2 * RED_CHUNK && nbi_is_contig(a))
+        acc[0] = chunked_sum(a);
+    else
+        reduce_run(&it, base, &ctx);
     if (div != 1.0)
         for (int64_t i = 0; i < nout; i++) acc[i] /= div;
     if (out->dtype == NB_F32)

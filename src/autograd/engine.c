@@ -292,8 +292,14 @@ static int step(const char *fn, nb_tensor *t) {
             rc = -1;
             break;
         }
-        if (x->acc) {
-            g = nb_add(x->acc, g);
+        nb_tensor *acc = x->acc;
+        if (acc && !nb_grad_enabled() && acc->refs == 1 && !acc->user && !acc->base && !acc->has_node &&
+            acc->dtype == g->dtype && nbi_is_contig(acc)) {
+            nbi_cpu_binary(NBI_B_ADD, acc, acc, g); /* ours alone: summed in place, the bits of nb_add */
+            continue;
+        }
+        if (acc) {
+            g = nb_add(acc, g);
             if (!g) {
                 rc = -1;
                 break;

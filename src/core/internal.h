@@ -189,7 +189,10 @@ NBI_API nb_tensor *nbi_const_like(nb_tensor *like, double v);
 
 /* ---- CPU kernels (src/backend/cpu/) ---- */
 typedef enum {
-    NBI_B_ADD, NBI_B_SUB, NBI_B_MUL, NBI_B_DIV, NBI_B_POW, NBI_B_GT, NBI_B_LT, NBI_B_EQ, NBI_B_COPY2
+    NBI_B_ADD, NBI_B_SUB, NBI_B_MUL, NBI_B_DIV, NBI_B_POW, NBI_B_GT, NBI_B_LT, NBI_B_EQ, NBI_B_COPY2,
+    /* first-order backward rules in one pass (a = G, b = the op's output or input), each rounded
+       step by step as the composite rule: G (1 - R R), G (R (1 - R)), G [X > 0] */
+    NBI_B_TANH_GRAD, NBI_B_SIGMOID_GRAD, NBI_B_RELU_GRAD
 } nbi_binop;
 typedef enum {
     NBI_U_NEG, NBI_U_EXP, NBI_U_LOG, NBI_U_SQRT, NBI_U_ABS, NBI_U_SIN, NBI_U_COS, NBI_U_TANH,

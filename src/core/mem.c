@@ -16,6 +16,7 @@
  * AddressSanitizer, cached blocks (and the slack past each block's size) are
  * poisoned, so a use after free is still caught.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,9 @@ void nbi_gemm_release_buffers(void);
 void nbi_pool_shutdown(void);
 
 typedef struct block_head {
-    void *raw;               /* what the hook returned */
+    void *raw;                          /* what the hook returned */
+    void (*free_fn)(void *p, void *ud); /* the hook that gives it back, whatever the hook is now */
+    void *ud;
     size_t size, cap;        /* bytes asked for; bytes usable (the size class) */
     struct block_head *next; /* next cached block of the same class */
 } block_head;
@@ -63,15 +66,40 @@ typedef struct block_head {
 #define NCLASS (16 + 8 * 54)
 static block_head *cache[NCLASS];
 static atomic_flag lock = ATOMIC_FLAG_INIT;
-static int64_t cache_limit = (int64_t)256 << 20;
-static nb_memory_stats st; /* every field but in_use is kept under the lock */
-static _Atomic int64_t bytes_in_use;
+static _Atomic int64_t cache_limit = (int64_t)256 << 20;
+static nb_memory_stats st; /* kept under the lock */
+
+/* Each thread also keeps up to TL_BYTES of blocks of the classes up to 1 KiB
+   (tensor headers, scalars) in a list of its own, taken and given without the
+   lock. Its counters are written by that thread only and summed by
+   nb_get_memory_stats. Emptying the cache bumps `epoch`: a thread whose lists
+   are of an older epoch frees them before its next allocation. Every block
+   records the hook that made it, so it is always freed through that one. */
+#define TL_CLASSES 16
+#define TL_BYTES ((int64_t)8 << 20)
+typedef struct tl_cache {
+    block_head *list[TL_CLASSES];
+    unsigned epoch;
+    bool registered, dead;
+    _Atomic int64_t in_use, cached, reuses, frees;
+    struct tl_cache *next, *prev;
+} tl_cache;
+static _Thread_local tl_cache tl;
+static tl_cache *threads_head; /* every registered thread's cache, under the lock */
+static _Atomic unsigned epoch = 1;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
 
 static void take_lock(void) {
     while (atomic_flag_test_and_set_explicit(&lock, memory_order_acquire)) {
     }
 }
 static void drop_lock(void) { atomic_flag_clear_explicit(&lock, memory_order_release); }
+
+/* A counter written by its own thread only: no locked instruction needed. */
+static void bump(_Atomic int64_t *c, int64_t d) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d, memory_order_relaxed);
+}
 
 /* The class of a request of n bytes and its capacity; -1 past the last class. */
 static int size_class(size_t n, size_t *cap) {
@@ -90,8 +118,74 @@ static int size_class(size_t n, size_t *cap) {
 
 static block_head *head_of(void *p) { return (block_head *)((char *)p - sizeof(block_head)); }
 
-/* Gives every cached block back to the hook. */
+static void give_back(block_head *h) { h->free_fn(h->raw, h->ud); }
+
+/* Frees every block of this thread's lists. */
+static void tl_drain(tl_cache *t) {
+    for (int c = 0; c < TL_CLASSES; c++)
+        while (t->list[c]) {
+            block_head *h = t->list[c];
+            t->list[c] = h->next;
+            bump(&t->cached, -(int64_t)h->cap);
+            bump(&t->frees, 1);
+            give_back(h);
+        }
+}
+
+/* Thread exit: the lists are freed and the counters folded into the totals. */
+static void tl_exit(void *arg) {
+    tl_cache *t = arg;
+    tl_drain(t);
+    take_lock();
+    st.in_use += atomic_load_explicit(&t->in_use, memory_order_relaxed);
+    st.cached += atomic_load_explicit(&t->cached, memory_order_relaxed);
+    st.reuses += atomic_load_explicit(&t->reuses, memory_order_relaxed);
+    st.system_frees += atomic_load_explicit(&t->frees, memory_order_relaxed);
+    if (t->prev) t->prev->next = t->next;
+    else threads_head = t->next;
+    if (t->next) t->next->prev = t->prev;
+    drop_lock();
+    t->dead = true; /* later frees on this thread (other destructors) take the shared path */
+}
+static void tl_key_init(void) { (void)pthread_key_create(&tl_key, tl_exit); }
+
+/* This thread's lists, ready for use, or NULL when they are off. */
+static tl_cache *tl_get(void) {
+    tl_cache *t = &tl;
+    if (t->dead || atomic_load_explicit(&cache_limit, memory_order_relaxed) == 0) return NULL;
+    unsigned e = atomic_load_explicit(&epoch, memory_order_acquire);
+    if (t->epoch != e) {
+        tl_drain(t);
+        t->epoch = e;
+    }
+    if (!t->registered) {
+        pthread_once(&tl_once, tl_key_init);
+        if (pthread_setspecific(tl_key, t) != 0) return NULL;
+        take_lock();
+        t->next = threads_head;
+        if (threads_head) threads_head->prev = t;
+        threads_head = t;
+        drop_lock();
+        t->registered = true;
+    }
+    return t;
+}
+
+/* Sums of every thread's counters, under the lock. */
+static void add_threads(nb_memory_stats *s) {
+    for (tl_cache *t = threads_head; t; t = t->next) {
+        s->in_use += atomic_load_explicit(&t->in_use, memory_order_relaxed);
+        s->cached += atomic_load_explicit(&t->cached, memory_order_relaxed);
+        s->reuses += atomic_load_explicit(&t->reuses, memory_order_relaxed);
+        s->system_frees += atomic_load_explicit(&t->frees, memory_order_relaxed);
+    }
+}
+
+/* Gives every cached block back: the shared lists now, this thread's lists
+   now, other threads' lists at their next allocation. */
 static void flush(void) {
+    atomic_fetch_add_explicit(&epoch, 1, memory_order_acq_rel);
+    tl_drain(&tl);
     take_lock();
     block_head *all = NULL;
     for (int c = 0; c < NCLASS; c++)
@@ -107,7 +201,7 @@ static void flush(void) {
     while (all) {
         block_head *h = all;
         all = h->next;
-        free_fn(h->raw, alloc_ud);
+        give_back(h);
     }
 }
 
@@ -127,9 +221,7 @@ void nb_set_allocator(void *(*a)(size_t size, void *ud), void (*f)(void *p, void
 }
 
 void nb_set_cache_limit(int64_t bytes) {
-    take_lock();
-    cache_limit = bytes > 0 ? bytes : 0;
-    drop_lock();
+    atomic_store_explicit(&cache_limit, bytes > 0 ? bytes : 0, memory_order_relaxed);
     if (bytes <= 0) flush();
 }
 
@@ -139,47 +231,63 @@ void nb_get_memory_stats(nb_memory_stats *out) {
     if (!out) return;
     take_lock();
     *out = st;
+    add_threads(out);
     drop_lock();
-    out->in_use = atomic_load_explicit(&bytes_in_use, memory_order_relaxed);
+}
+
+int64_t nb_memory_in_use(void) {
+    nb_memory_stats s;
+    nb_get_memory_stats(&s);
+    return s.in_use;
 }
 
 void *nbi_alloc(size_t n) {
     size_t cap = n;
     int c = size_class(n, &cap);
-    char *p = NULL;
-    if (c >= 0) {
+    block_head *h = NULL;
+    tl_cache *t = c >= 0 && c < TL_CLASSES ? tl_get() : NULL;
+    if (t && t->list[c]) { /* this thread's own list: no lock */
+        h = t->list[c];
+        t->list[c] = h->next;
+        bump(&t->cached, -(int64_t)h->cap);
+        bump(&t->in_use, (int64_t)n);
+        bump(&t->reuses, 1);
+    } else if (c >= 0) {
         take_lock();
-        block_head *h = cache[c];
-        if (h) {
+        if ((h = cache[c]) != NULL) {
             cache[c] = h->next;
             st.cached -= (int64_t)h->cap;
             st.reuses++;
-            p = (char *)h + sizeof *h;
-            h->size = n;
-            h->next = NULL;
+            st.in_use += (int64_t)n;
         }
         drop_lock();
-        if (p) {
-            UNPOISON(p, n);
-            atomic_fetch_add_explicit(&bytes_in_use, (int64_t)n, memory_order_relaxed);
-            return p;
-        }
+    }
+    if (h) {
+        char *p = (char *)h + sizeof *h;
+        h->size = n;
+        h->next = NULL;
+        UNPOISON(p, n);
+        return p;
     }
     size_t extra = NBI_ALIGN + sizeof(block_head);
     if (cap > SIZE_MAX - extra) return NULL;
     char *raw = alloc_fn(cap + extra, alloc_ud);
     if (!raw) return NULL;
-    p = (char *)(((uintptr_t)raw + sizeof(block_head) + NBI_ALIGN - 1) & ~(uintptr_t)(NBI_ALIGN - 1));
-    block_head *h = head_of(p);
+    char *p = (char *)(((uintptr_t)raw + sizeof(block_head) + NBI_ALIGN - 1) & ~(uintptr_t)(NBI_ALIGN - 1));
+    h = head_of(p);
     h->raw = raw;
+    h->free_fn = free_fn;
+    h->ud = alloc_ud;
     h->size = n;
     h->cap = cap;
     h->next = NULL;
     POISON(p + n, cap - n);
-    int64_t used = atomic_fetch_add_explicit(&bytes_in_use, (int64_t)n, memory_order_relaxed) + (int64_t)n;
     take_lock();
     st.system_allocs++;
-    if (used + st.cached > st.peak) st.peak = used + st.cached;
+    st.in_use += (int64_t)n;
+    nb_memory_stats now = st;
+    add_threads(&now);
+    if (now.in_use + now.cached > st.peak) st.peak = now.in_use + now.cached;
     drop_lock();
     return p;
 }
@@ -189,10 +297,19 @@ void nbi_dealloc(void *p) {
     block_head *h = head_of(p);
     size_t cap;
     int c = size_class(h->size, &cap);
-    atomic_fetch_sub_explicit(&bytes_in_use, (int64_t)h->size, memory_order_relaxed);
     POISON(p, h->cap); /* before another thread can take it from the cache */
+    bool fits = c >= 0 && cap == h->cap;
+    tl_cache *t = fits && c < TL_CLASSES ? tl_get() : NULL;
+    if (t && atomic_load_explicit(&t->cached, memory_order_relaxed) + (int64_t)cap <= TL_BYTES) {
+        h->next = t->list[c];
+        t->list[c] = h;
+        bump(&t->cached, (int64_t)cap);
+        bump(&t->in_use, -(int64_t)h->size);
+        return;
+    }
     take_lock();
-    if (c >= 0 && cap == h->cap && st.cached + (int64_t)cap <= cache_limit) {
+    st.in_use -= (int64_t)h->size;
+    if (fits && st.cached + (int64_t)cap <= atomic_load_explicit(&cache_limit, memory_order_relaxed)) {
         h->next = cache[c];
         cache[c] = h;
         st.cached += (int64_t)cap;
@@ -201,10 +318,8 @@ void nbi_dealloc(void *p) {
     }
     st.system_frees++;
     drop_lock();
-    free_fn(h->raw, alloc_ud);
+    give_back(h);
 }
-
-int64_t nb_memory_in_use(void) { return atomic_load_explicit(&bytes_in_use, memory_order_relaxed); }
 
 bool nbi_mul_ok(int64_t a, int64_t b, int64_t *out) {
     if (a < 0 || b < 0) return false;

@@ -272,6 +272,9 @@ void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c) {
         case NBI_B_LT: BINARY_LOOP(T, (T)(x < y)); break;                         \
         case NBI_B_EQ: BINARY_LOOP(T, (T)(x == y)); break;                        \
         case NBI_B_COPY2: BINARY_LOOP(T, ((void)x, y)); break;                    \
+        case NBI_B_TANH_GRAD: BINARY_LOOP(T, x * ((T)1 - y * y)); break;          \
+        case NBI_B_SIGMOID_GRAD: BINARY_LOOP(T, x * (y * ((T)1 - y))); break;     \
+        case NBI_B_RELU_GRAD: BINARY_LOOP(T, x * (T)(y > 0)); break;              \
         }                                                                         \
     }
 

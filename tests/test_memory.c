@@ -4,6 +4,7 @@
  * no new page; a cached block is poisoned under AddressSanitizer; a cache
  * limit of 0 sends every allocation to the allocator hook.
  */
+#include <pthread.h>
 #include <sys/resource.h>
 
 #include "harness.h"
@@ -170,11 +171,42 @@ static void test_poisoned(void) {
 #endif
 }
 
+/* A thread of the application allocates, frees a tensor made by another
+   thread, and exits: its own list of small blocks is folded back, and the
+   bytes in use return to where they were. */
+static void *worker(void *arg) {
+    nb_free(arg); /* made by the main thread */
+    for (int i = 0; i < 100; i++) {
+        nb_scope_begin();
+        nb_tensor *a = nb_full(NB_F32, 1, (int64_t[]){3}, 1.0);
+        nb_tensor *b = nb_add(a, nb_scalar(NB_F32, 2.0));
+        if (!b || nb_get(b, (int64_t[]){2}) != 3.0) return arg;
+        nb_scope_end();
+    }
+    return NULL;
+}
+
+static void test_other_threads(void) {
+    int64_t before = nb_memory_in_use();
+    nb_tensor *t = nb_full(NB_F32, 1, (int64_t[]){5}, 1.0);
+    CHECK(nb_memory_in_use() > before);
+    pthread_t th;
+    void *res = t;
+    CHECK(pthread_create(&th, NULL, worker, t) == 0);
+    CHECK(pthread_join(th, &res) == 0);
+    CHECK(res == NULL);
+    CHECK(nb_memory_in_use() == before);
+    nb_memory_stats st;
+    nb_get_memory_stats(&st);
+    CHECK(st.in_use == before && st.cached >= 0);
+}
+
 int main(void) {
     RUN(test_steady_state_one_thread);
     RUN(test_steady_state_two_threads);
     RUN(test_cache_off_same_result);
     RUN(test_limit_zero_reaches_hook);
     RUN(test_poisoned);
+    RUN(test_other_threads);
     return th_finish();
 }

@@ -96,40 +96,68 @@ DEF_UPDATE(float, sqrtf, update_f32_avx512, __attribute__((target("avx512f"))))
 DEF_UPDATE(double, sqrt, update_f64_avx512, __attribute__((target("avx512f"))))
 #endif
 
+/* 0 baseline, 1 AVX2, 2 AVX-512 (with BW for the finiteness check). */
+static int isa(void) {
+#ifdef HAVE_X86_VARIANTS
+    static int level = -1; /* a benign race: every thread finds the same */
+    if (level < 0) {
+        __builtin_cpu_init();
+        level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 2
+                : __builtin_cpu_supports("avx2")                                       ? 1
+                                                                                       : 0;
+    }
+    return level;
+#else
+    return 0;
+#endif
+}
+
 static nbi_range_fn update_fn(bool f32) {
 #ifdef HAVE_X86_VARIANTS
-    static int isa = -1; /* 0 baseline, 1 AVX2, 2 AVX-512; a benign race: every thread finds the same */
-    if (isa < 0) {
-        __builtin_cpu_init();
-        isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (isa == 2) return f32 ? update_f32_avx512 : update_f64_avx512;
-    if (isa == 1) return f32 ? update_f32_avx2 : update_f64_avx2;
+    if (isa() == 2) return f32 ? update_f32_avx512 : update_f64_avx512;
+    if (isa() == 1) return f32 ? update_f32_avx2 : update_f64_avx2;
 #endif
     return f32 ? update_f32 : update_f64;
 }
 
-/* True when every element of g is finite: one branch-free pass over the bits
-   (an all-ones exponent is an infinity or a NaN), which vectorises. */
+
+/* True when no element of g is an infinity or a NaN (an all-ones exponent):
+   one branch-free pass over the bits, which vectorises, with AVX2/AVX-512
+   variants like the updates. */
+#define DEF_FINITE(NAME, ATTR)                                                                                  \
+    ATTR static bool NAME(const void *d, int64_t n, bool f32) {                                               \
+        if (f32) {                                                                                             \
+            const float *f = d;                                                                                \
+            uint32_t bad = 0;                                                                                  \
+            for (int64_t k = 0; k < n; k++) {                                                                  \
+                uint32_t u;                                                                                    \
+                memcpy(&u, &f[k], sizeof u);                                                                   \
+                bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);                                           \
+            }                                                                                                  \
+            return !bad;                                                                                       \
+        }                                                                                                      \
+        const double *f = d;                                                                                   \
+        uint64_t bad = 0;                                                                                      \
+        for (int64_t k = 0; k < n; k++) {                                                                      \
+            uint64_t u;                                                                                        \
+            memcpy(&u, &f[k], sizeof u);                                                                       \
+            bad |= (uint64_t)((u & 0x7ff0000000000000u) == 0x7ff0000000000000u);                               \
+        }                                                                                                      \
+        return !bad;                                                                                           \
+    }
+DEF_FINITE(finite_base, )
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+DEF_FINITE(finite_avx2, __attribute__((target("avx2"))))
+DEF_FINITE(finite_avx512, __attribute__((target("avx512f,avx512bw"))))
+#endif
+
 static bool all_finite(nb_tensor *g, const void *d, int64_t n) {
-    if (nb_dtype_of(g) == NB_F32) {
-        const float *f = d;
-        uint32_t bad = 0;
-        for (int64_t k = 0; k < n; k++) {
-            uint32_t u;
-            memcpy(&u, &f[k], sizeof u);
-            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
-        }
-        return !bad;
-    }
-    const double *f = d;
-    uint64_t bad = 0;
-    for (int64_t k = 0; k < n; k++) {
-        uint64_t u;
-        memcpy(&u, &f[k], sizeof u);
-        bad |= (uint64_t)((u & 0x7ff0000000000000u) == 0x7ff0000000000000u);
-    }
-    return !bad;
+    bool f32 = nb_dtype_of(g) == NB_F32;
+#ifdef HAVE_X86_VARIANTS
+    if (isa() == 2) return finite_avx512(d, n, f32);
+    if (isa() == 1) return finite_avx2(d, n, f32);
+#endif
+    return finite_base(d, n, f32);
 }
 
 static nb_optim *make(const char *fn, opt_kind kind, int n, nb_tensor *const *params, double lr) {

@@ -1,9 +1,10 @@
 /*
- * bench_gemm.c - GFLOP/s of nbi_gemm_f32 / nbi_gemm_f64 (auto-selected kernel, single thread) on square
- * row-major products, median of several runs per size, on THREADS threads (default: nabla's default). Built with -DNABLA_HAVE_CBLAS (and linked against a
- * CBLAS), it also times cblas_sgemm / cblas_dgemm and prints nabla's speed as a ratio of it.
+ * bench_gemm.c - GFLOP/s of nbi_gemm_f32 / nbi_gemm_f64 on square row-major products, median of several
+ * runs per size, with a chosen kernel on THREADS threads (default: nabla's default).
  *
- *   usage: bench_gemm [kernel [threads]]     kernel: 0 auto (default), 1 reference, 2 avx2, 3 avx512
+ *   usage: bench_gemm [kernel [threads]]     kernel: 0 auto (default), 1 reference, 2 avx2, 3 avx512,
+ *                                           4 the system BLAS (a build with -DNABLA_BLAS=ON; BLAS threads
+ *                                           follow its own settings, e.g. OPENBLAS_NUM_THREADS)
  *          bench_gemm --table [--quick]     f32 at 64..2048 on 1 and 2 threads, as the lines
  *                                           "nabla gemm_gflops N THREADS GFLOPS" that bench/run.sh reads
  */
@@ -16,9 +17,6 @@
 #include "gemm.h"
 #include "nabla.h"
 
-#ifdef NABLA_HAVE_CBLAS
-#include <cblas.h>
-#endif
 
 static double now(void)
 {
@@ -107,9 +105,6 @@ int main(int argc, char **argv)
         nb_set_num_threads(atoi(argv[2]));
     printf("kernel: %s, %d threads\n", nbi_gemm_kernel_name(), nb_num_threads());
     printf("%6s %12s %12s", "n", "f32 GFLOP/s", "f64 GFLOP/s");
-#ifdef NABLA_HAVE_CBLAS
-    printf(" %12s %8s %12s %8s", "sgemm", "ratio", "dgemm", "ratio");
-#endif
     printf("\n");
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
         const int n = sizes[si];
@@ -133,14 +128,6 @@ int main(int argc, char **argv)
         TIME_MEDIAN(ts, nbi_gemm_f32(n, n, n, as, n, 1, bs, n, 1, cs, n, false));
         TIME_MEDIAN(td, nbi_gemm_f64(n, n, n, ad, n, 1, bd, n, 1, cd, n, false));
         printf("%6d %12.1f %12.1f", n, flops / ts * 1e-9, flops / td * 1e-9);
-#ifdef NABLA_HAVE_CBLAS
-        double tbs, tbd;
-        TIME_MEDIAN(tbs,
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, as, n, bs, n, 0.0f, cs, n));
-        TIME_MEDIAN(tbd,
-                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, ad, n, bd, n, 0.0, cd, n));
-        printf(" %12.1f %8.2f %12.1f %8.2f", flops / tbs * 1e-9, tbs / ts, flops / tbd * 1e-9, tbd / td);
-#endif
         printf("\n");
         fflush(stdout);
         free(as);

@@ -52,6 +52,7 @@
 #include <pthread.h>
 
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -896,6 +897,53 @@ static const cfg_d cfgs_d[4] = {
 
 static _Atomic int g_kernel; /* 0 until selected */
 
+/* ------------------------------------------------------------------------------------------------ */
+/* Optional BLAS (built with -DNABLA_BLAS=ON), for comparison: the Fortran sgemm_/dgemm_ every BLAS   */
+/* provides, on a row-major product seen as the column-major C^T = B^T A^T. Operands with neither     */
+/* stride 1 fall back to nabla's own kernels.                                                         */
+
+#ifdef NABLA_HAVE_BLAS
+void sgemm_(const char *ta, const char *tb, const int *m, const int *n, const int *k, const float *alpha,
+            const float *a, const int *lda, const float *b, const int *ldb, const float *beta, float *c,
+            const int *ldc);
+void dgemm_(const char *ta, const char *tb, const int *m, const int *n, const int *k, const double *alpha,
+            const double *a, const int *lda, const double *b, const int *ldb, const double *beta, double *c,
+            const int *ldc);
+
+/* The BLAS view of one operand stored as rows x cols with strides (rs, cs), to be used transposed
+   (as the column-major cols x rows): 'N' with ld = rs when rows are contiguous, 'T' with ld = cs when
+   columns are; 0 if neither. */
+static char blas_view(int64_t rows, int64_t cols, int64_t rs, int64_t cs, int *ld)
+{
+    if (cs == 1 && rs >= (cols > 1 ? cols : 1) && rs <= INT32_MAX) {
+        *ld = (int)(rs > 0 ? rs : 1);
+        return 'N';
+    }
+    if (rs == 1 && cs >= (rows > 1 ? rows : 1) && cs <= INT32_MAX) {
+        *ld = (int)cs;
+        return 'T';
+    }
+    return 0;
+}
+
+#define DEF_BLAS(T, S, FN)                                                                                     \
+    static bool blas_##S(int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa, int64_t csa, const T *b,    \
+                         int64_t rsb, int64_t csb, T *c, int64_t ldc, bool acc)                               \
+    {                                                                                                          \
+        int lda, ldb;                                                                                          \
+        const char ta = blas_view(m, k, rsa, csa, &lda), tb = blas_view(k, n, rsb, csb, &ldb);                \
+        if (!ta || !tb || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || ldc < n || ldc > INT32_MAX ||    \
+            m <= 0 || n <= 0 || k <= 0)                                                                        \
+            return false;                                                                                      \
+        const int M = (int)n, N = (int)m, K = (int)k, LDC = (int)(ldc > 0 ? ldc : 1);                          \
+        const T one = 1, beta = acc ? 1 : 0;                                                                   \
+        FN(&tb, &ta, &M, &N, &K, &one, b, &ldb, a, &lda, &beta, c, &LDC);                                      \
+        return true;                                                                                           \
+    }
+DEF_BLAS(float, s, sgemm_)
+DEF_BLAS(double, d, dgemm_)
+#endif
+
 static int best_kernel(void)
 {
 #if NBI_GEMM_X86
@@ -909,20 +957,35 @@ static int best_kernel(void)
     return NBI_GEMM_REF;
 }
 
+int nbi_gemm_set_kernel(int which);
+
+/* The kernel in use: chosen on first use, the best the CPU runs unless the environment variable
+   NABLA_GEMM names one (reference, avx2, avx512, or blas in a build with it). */
 static int current_kernel(void)
 {
     int k = atomic_load_explicit(&g_kernel, memory_order_relaxed);
     if (k == 0) {
-        k = best_kernel();
-        atomic_store_explicit(&g_kernel, k, memory_order_relaxed);
+        const char *e = getenv("NABLA_GEMM");
+        int want = NBI_GEMM_AUTO;
+        if (e && strcmp(e, "reference") == 0) want = NBI_GEMM_REF;
+        else if (e && strcmp(e, "avx2") == 0) want = NBI_GEMM_AVX2;
+        else if (e && strcmp(e, "avx512") == 0) want = NBI_GEMM_AVX512;
+        else if (e && strcmp(e, "blas") == 0) want = NBI_GEMM_BLAS;
+        k = nbi_gemm_set_kernel(want);
     }
     return k;
 }
 
 int nbi_gemm_set_kernel(int which)
 {
+#ifdef NABLA_HAVE_BLAS
+    if (which == NBI_GEMM_BLAS) {
+        atomic_store_explicit(&g_kernel, NBI_GEMM_BLAS, memory_order_relaxed);
+        return NBI_GEMM_BLAS;
+    }
+#endif
     const int best = best_kernel();
-    const int k = (which <= NBI_GEMM_AUTO || which > best) ? best : which;
+    const int k = (which <= NBI_GEMM_AUTO || which > best || which == NBI_GEMM_BLAS) ? best : which;
     atomic_store_explicit(&g_kernel, k, memory_order_relaxed);
     return k;
 }
@@ -930,6 +993,7 @@ int nbi_gemm_set_kernel(int which)
 const char *nbi_gemm_kernel_name(void)
 {
     switch (current_kernel()) {
+    case NBI_GEMM_BLAS: return "blas";
     case NBI_GEMM_AVX512: return "avx512";
     case NBI_GEMM_AVX2: return "avx2";
     default: return "reference";
@@ -942,13 +1006,25 @@ const char *nbi_gemm_kernel_name(void)
 int nbi_gemm_f32(int64_t m, int64_t n, int64_t k, const float *a, int64_t rsa, int64_t csa, const float *b,
                  int64_t rsb, int64_t csb, float *c, int64_t ldc, bool accumulate)
 {
-    return gemm_s(&cfgs_s[current_kernel()], m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate);
+    const int kern = current_kernel();
+#ifdef NABLA_HAVE_BLAS
+    if (kern == NBI_GEMM_BLAS && blas_s(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate))
+        return 0;
+#endif
+    return gemm_s(&cfgs_s[kern == NBI_GEMM_BLAS ? best_kernel() : kern], m, n, k, a, rsa, csa, b, rsb, csb, c,
+                  ldc, accumulate);
 }
 
 int nbi_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t rsa, int64_t csa, const double *b,
                  int64_t rsb, int64_t csb, double *c, int64_t ldc, bool accumulate)
 {
-    return gemm_d(&cfgs_d[current_kernel()], m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate);
+    const int kern = current_kernel();
+#ifdef NABLA_HAVE_BLAS
+    if (kern == NBI_GEMM_BLAS && blas_d(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate))
+        return 0;
+#endif
+    return gemm_d(&cfgs_d[kern == NBI_GEMM_BLAS ? best_kernel() : kern], m, n, k, a, rsa, csa, b, rsb, csb, c,
+                  ldc, accumulate);
 }
 
 int nbi_gemm_f32_ref(int64_t m, int64_t n, int64_t k, const float *a, int64_t rsa, int64_t csa,

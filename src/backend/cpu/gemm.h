@@ -39,10 +39,12 @@ NBI_API int nbi_gemm_f64_ref(int64_t m, int64_t n, int64_t k, const double *a, i
                              bool accumulate);
 
 /* Kernel ids for nbi_gemm_set_kernel. */
-enum { NBI_GEMM_AUTO = 0, NBI_GEMM_REF = 1, NBI_GEMM_AVX2 = 2, NBI_GEMM_AVX512 = 3 };
+enum { NBI_GEMM_AUTO = 0, NBI_GEMM_REF = 1, NBI_GEMM_AVX2 = 2, NBI_GEMM_AVX512 = 3, NBI_GEMM_BLAS = 4 };
 
-/* Force a kernel for tests/benchmarks: 0 = auto (best supported), 1 = reference, 2 = AVX2, 3 = AVX-512.
-   Returns the kernel now in use (a request the CPU cannot run falls back to the best supported). */
+/* Force a kernel for tests/benchmarks: 0 = auto (best supported), 1 = reference, 2 = AVX2, 3 = AVX-512,
+   4 = the system BLAS (only in a build with -DNABLA_BLAS=ON; for comparison, never picked by auto; a
+   product whose operands BLAS cannot take runs on the best own kernel). Returns the kernel now in use (a
+   request the CPU or the build cannot run falls back to the best supported). */
 NBI_API int nbi_gemm_set_kernel(int which);
 /* "reference", "avx2" or "avx512": the kernel in use (selecting it first if none was). */
 NBI_API const char *nbi_gemm_kernel_name(void);

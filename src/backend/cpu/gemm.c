@@ -119,9 +119,15 @@ typedef void (*ukr_s_fn)(int64_t kc, const float *pa, const float *pb, float *c,
 typedef void (*ukr_d_fn)(int64_t kc, const double *pa, const double *pb, double *c, int64_t ldc, int mr,
                          int nr, int beta);
 /* Direct-A variant: A read in place, row i of the tile at a + i * rsa (k contiguous), no packing. */
-typedef void (*ukra_s_fn)(int64_t kc, const float *a, int64_t rsa, const float *pb, float *c, int64_t ldc, int mr,
+/* Both take B's k stride bs: NR for a packed panel, the row stride for B read in place. */
+typedef void (*ukra_s_fn)(int64_t kc, const float *a, int64_t rsa, const float *pb, int64_t bs, float *c,
+                          int64_t ldc, int mr, int nr, int beta);
+typedef void (*ukra_d_fn)(int64_t kc, const double *a, int64_t rsa, const double *pb, int64_t bs, double *c,
+                          int64_t ldc, int mr, int nr, int beta);
+/* Packed A, B with k stride bs (read in place when its rows are contiguous). */
+typedef void (*ukrb_s_fn)(int64_t kc, const float *pa, const float *pb, int64_t bs, float *c, int64_t ldc, int mr,
                           int nr, int beta);
-typedef void (*ukra_d_fn)(int64_t kc, const double *a, int64_t rsa, const double *pb, double *c, int64_t ldc,
+typedef void (*ukrb_d_fn)(int64_t kc, const double *pa, const double *pb, int64_t bs, double *c, int64_t ldc,
                           int mr, int nr, int beta);
 typedef void (*axpy_s_fn)(int64_t n, float alpha, const float *x, float *y);
 typedef void (*axpy_d_fn)(int64_t n, double alpha, const double *x, double *y);
@@ -138,6 +144,7 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         void (*pack_a)(T *dst, const T *a, int64_t rsa, int64_t csa, int64_t mc, int64_t kc, int MR);          \
         void (*pack_b)(T *dst, const T *b, int64_t rsb, int64_t csb, int64_t kc, int64_t nc, int NR);          \
         ukra_##S##_fn ukr_a; /* NULL: A is always packed */                                                    \
+        ukrb_##S##_fn ukr_b; /* NULL: B is always packed (else full panels of row-major B are read in place) */ \
     } cfg_##S;                                                                                                 \
                                                                                                                \
     /* Stores the mr x nr top-left of tile t (row stride tn) to C: C = t (beta 0) or C += t (beta 1). */       \
@@ -333,18 +340,23 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         const int64_t kcb = ceil_div(k, ceil_div(k, cf->kc));                                                  \
         const int64_t mcb = round_up(ceil_div(m, ceil_div(m, cf->mc)), MR);                                    \
         const int64_t ncb = round_up(ceil_div(n, ceil_div(n, cf->nc)), NR);                                    \
-        /* Rows of A with contiguous k are read in place by the micro-kernel: packing them would only copy. */ \
+        /* Rows of A with contiguous k, and full panels of B whose rows are contiguous, are read in place by */ \
+        /* the micro-kernel: packing them would only copy. B only while a k block of it spans at most      */ \
+        /* 512 KiB: panels of rows further apart cost more in TLB misses than their packing.                */ \
         const bool direct_a = cf->ukr_a && csa == 1;                                                           \
+        const bool direct_b = cf->ukr_a && cf->ukr_b && csb == 1 && kcb * rsb * (int64_t)sizeof(T) <= (512 << 10); \
         T *ap = (T *)get_buf(0, sizeof(T) * (size_t)(mcb * kcb));                                              \
         T *bp = ap ? (T *)get_buf(1, sizeof(T) * (size_t)(ncb * kcb)) : NULL;                                  \
         if (!ap || !bp)                                                                                        \
             return -1;                                                                                         \
         for (int64_t jc = 0; jc < n; jc += ncb) {                                                              \
-            const int64_t nc = min_i64(ncb, n - jc);                                                           \
+            const int64_t nc = min_i64(ncb, n - jc), nfull = direct_b ? nc / NR * NR : 0;                      \
             for (int64_t pc = 0; pc < k; pc += kcb) {                                                          \
                 const int64_t kc = min_i64(kcb, k - pc);                                                       \
                 const int beta = pc > 0 || acc;                                                                \
-                cf->pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, NR);                                 \
+                const T *bb = b + pc * rsb + jc * csb;                                                         \
+                if (nfull < nc) /* all of B, or only its last partial panel */                                 \
+                    cf->pack_b(bp + nfull * kc, bb + nfull * csb, rsb, csb, kc, nc - nfull, NR);               \
                 for (int64_t ic = 0; ic < m; ic += mcb) {                                                      \
                     const int64_t mc = min_i64(mcb, m - ic);                                                   \
                     const T *ab = a + ic * rsa + pc * csa;                                                     \
@@ -352,14 +364,18 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
                         cf->pack_a(ap, ab, rsa, csa, mc, kc, MR);                                              \
                     for (int64_t jr = 0; jr < nc; jr += NR) {                                                  \
                         const int nr = (int)min_i64(NR, nc - jr);                                              \
+                        const bool in_place = jr < nfull;                                                      \
+                        const T *pb = in_place ? bb + jr : bp + jr * kc;                                       \
+                        const int64_t bs = in_place ? rsb : NR;                                                \
                         T *cj = c + ic * ldc + jc + jr;                                                        \
                         for (int64_t ir = 0; ir < mc; ir += MR) {                                              \
                             const int mr = (int)min_i64(MR, mc - ir);                                          \
                             if (direct_a)                                                                      \
-                                cf->ukr_a(kc, ab + ir * rsa, rsa, bp + jr * kc, cj + ir * ldc, ldc, mr, nr,    \
-                                          beta);                                                               \
+                                cf->ukr_a(kc, ab + ir * rsa, rsa, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);   \
+                            else if (cf->ukr_b)                                                                \
+                                cf->ukr_b(kc, ap + ir * kc, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);         \
                             else                                                                               \
-                                cf->ukr(kc, ap + ir * kc, bp + jr * kc, cj + ir * ldc, ldc, mr, nr, beta);     \
+                                cf->ukr(kc, ap + ir * kc, pb, cj + ir * ldc, ldc, mr, nr, beta);               \
                         }                                                                                      \
                     }                                                                                          \
                 }                                                                                              \
@@ -482,6 +498,27 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
         edge_store_##S(tile, 2 * VW, c, ldc, mr, nr, beta);                                                    \
     }
 
+/* The same with B read at k stride bs (a packed panel: bs = 2 VW). */
+#define UKB_BODY(T, S, ROWS, MR_)                                                                               \
+    ROWS(UK_DECL)                                                                                              \
+    for (int64_t p = 0; p < kc; ++p) {                                                                         \
+        const VT b0 = VLOAD(pb), b1 = VLOAD(pb + VW);                                                          \
+        ROWS(UK_FMA)                                                                                           \
+        pa += (MR_);                                                                                           \
+        pb += bs;                                                                                              \
+    }                                                                                                          \
+    if (mr == (MR_) && nr == 2 * VW) {                                                                         \
+        if (beta) {                                                                                            \
+            ROWS(UK_STORE_ADD)                                                                                 \
+        } else {                                                                                               \
+            ROWS(UK_STORE)                                                                                     \
+        }                                                                                                      \
+    } else {                                                                                                   \
+        _Alignas(64) T tile[(MR_)*2 * VW];                                                                     \
+        ROWS(UK_STORE_TILE)                                                                                    \
+        edge_store_##S(tile, 2 * VW, c, ldc, mr, nr, beta);                                                    \
+    }
+
 /* The direct-A body: row i of the tile is read at a + i * rsa (rows past mr repeat the last real row, so
    nothing outside A is touched; their results are dropped by the edge store). */
 #define UKA_PTR(i) const T *a##i = a + (int64_t)((i) < mr ? (i) : mr - 1) * rsa;
@@ -497,7 +534,7 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
     for (int64_t p = 0; p < kc; ++p) {                                                                         \
         const VT b0 = VLOAD(pb), b1 = VLOAD(pb + VW);                                                          \
         ROWS(UKA_FMA)                                                                                          \
-        pb += 2 * VW;                                                                                          \
+        pb += bs;                                                                                              \
     }                                                                                                          \
     if (mr == (MR_) && nr == 2 * VW) {                                                                         \
         if (beta) {                                                                                            \
@@ -526,32 +563,39 @@ __attribute__((target("avx512f,fma"))) static void ukr_avx512_s(int64_t kc, cons
 {
     UK_BODY(float, s, UK_ROWS12, 12)
 }
+__attribute__((target("avx512f,fma"))) static void ukrb_avx512_s(int64_t kc, const float *restrict pa,
+                                                                  const float *restrict pb, int64_t bs,
+                                                                  float *restrict c, int64_t ldc, int mr, int nr,
+                                                                  int beta)
+{
+    UKB_BODY(float, s, UK_ROWS12, 12)
+}
 /* Edge tiles of 4 and 8 rows get tiles of their own height, so m = 64 or 128 wastes no FMA on padding. */
 __attribute__((target("avx512f,fma"))) static void ukra4_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
-                                                                   const float *restrict pb, float *restrict c,
+                                                                   const float *restrict pb, int64_t bs, float *restrict c,
                                                                    int64_t ldc, int mr, int nr, int beta)
 {
     typedef float T;
     UKA_BODY(float, s, UK_ROWS4, 4)
 }
 __attribute__((target("avx512f,fma"))) static void ukra8_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
-                                                                   const float *restrict pb, float *restrict c,
+                                                                   const float *restrict pb, int64_t bs, float *restrict c,
                                                                    int64_t ldc, int mr, int nr, int beta)
 {
     typedef float T;
     UKA_BODY(float, s, UK_ROWS8, 8)
 }
 __attribute__((target("avx512f,fma"))) static void ukra_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
-                                                                  const float *restrict pb, float *restrict c,
+                                                                  const float *restrict pb, int64_t bs, float *restrict c,
                                                                   int64_t ldc, int mr, int nr, int beta)
 {
     typedef float T;
     if (mr <= 4) {
-        ukra4_avx512_s(kc, a, rsa, pb, c, ldc, mr, nr, beta);
+        ukra4_avx512_s(kc, a, rsa, pb, bs, c, ldc, mr, nr, beta);
         return;
     }
     if (mr <= 8) {
-        ukra8_avx512_s(kc, a, rsa, pb, c, ldc, mr, nr, beta);
+        ukra8_avx512_s(kc, a, rsa, pb, bs, c, ldc, mr, nr, beta);
         return;
     }
     UKA_BODY(float, s, UK_ROWS12, 12)
@@ -884,7 +928,7 @@ static const cfg_s cfgs_s[4] = {
 #if NBI_GEMM_X86
     [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s},
     [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s,
-                         ukra_avx512_s},
+                         ukra_avx512_s, ukrb_avx512_s},
 #endif
 };
 static const cfg_d cfgs_d[4] = {

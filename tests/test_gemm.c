@@ -334,6 +334,59 @@ static void test_threads(void)
     nb_set_num_threads(0);
 }
 
+/* Batched shapes through nb_matmul (each batch one product; broadcast batches read in place, a
+   transposed b consumed by the packing) against the reference kernel batch by batch. */
+static void test_batched(int kernel)
+{
+    static const int64_t sa[][4] = {{3, 37, 29}, {2, 1, 13, 70}, {4, 65, 33}};
+    static const int64_t sb[][4] = {{29, 41}, {3, 70, 9}, {4, 40, 33}}; /* the last one is used transposed */
+    static const int ra[] = {3, 4, 3}, rb[] = {2, 3, 3};
+    for (int c = 0; c < 3; ++c) {
+        nb_scope_begin();
+        int64_t na = 1, nb = 1;
+        for (int i = 0; i < ra[c]; ++i)
+            na *= sa[c][i];
+        for (int i = 0; i < rb[c]; ++i)
+            nb *= sb[c][i];
+        float *va = malloc(sizeof(float) * (size_t)na), *vb = malloc(sizeof(float) * (size_t)nb);
+        for (int64_t i = 0; i < na; ++i)
+            va[i] = (float)((i * 7919) % 201) / 100.0f - 1.0f;
+        for (int64_t i = 0; i < nb; ++i)
+            vb[i] = (float)((i * 104729) % 199) / 100.0f - 1.0f;
+        nb_tensor *a = nb_new(NB_F32, ra[c], sa[c], va), *b = nb_new(NB_F32, rb[c], sb[c], vb);
+        if (c == 2)
+            b = nb_transpose(b, 1, 2); /* (4, 33, 40) */
+        nbi_gemm_set_kernel(kernel);
+        nb_tensor *r = nb_matmul(a, b);
+        nbi_gemm_set_kernel(NBI_GEMM_REF);
+        int ok = r != NULL;
+        /* the same batches one by one with the reference kernel */
+        const int64_t m = sa[c][ra[c] - 2], k = sa[c][ra[c] - 1], n = nb_shape(b)[nb_rank(b) - 1];
+        const int64_t batches = ok ? nb_numel(r) / (m * n) : 0;
+        float *want = malloc(sizeof(float) * (size_t)(m * n));
+        for (int64_t t = 0; ok && t < batches; ++t) {
+            /* batch index t of the result maps to a's and b's batches by broadcasting */
+            int64_t ia = c == 1 ? t / 3 : t, ib = c == 0 ? 0 : c == 1 ? t % 3 : t;
+            const float *pa = va + ia * m * k;
+            if (c == 2)
+                nbi_gemm_f32_ref(m, n, k, pa, k, 1, vb + ib * n * k, 1, k, want, n, false);
+            else
+                nbi_gemm_f32_ref(m, n, k, pa, k, 1, vb + ib * k * n, n, 1, want, n, false);
+            const float *got = (const float *)nb_data(r) + t * m * n;
+            for (int64_t i = 0; i < m * n; ++i)
+                if (fabsf(got[i] - want[i]) > 1e-5f * (1.0f + fabsf(want[i])))
+                    ok = 0;
+        }
+        char what[96];
+        snprintf(what, sizeof what, "batched matmul case %d, kernel %s", c, kernel_names[kernel]);
+        check(ok, what);
+        free(want);
+        free(va);
+        free(vb);
+        nb_scope_end();
+    }
+}
+
 int main(void)
 {
     const int best = nbi_gemm_set_kernel(0);
@@ -348,6 +401,8 @@ int main(void)
         }
         const int before = n_failed;
         test_kernel(kernel);
+        test_batched(kernel);
+        nbi_gemm_set_kernel(kernel);
         printf("kernel %s: %s\n", kernel_names[kernel], n_failed == before ? "ok" : "FAILED");
     }
     test_alloc_failure();

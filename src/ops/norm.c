@@ -8,8 +8,9 @@
  * dxhat = G gamma:
  *     dx     = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
  *     dgamma = sum over rows of G xhat,   dbeta = sum over rows of G
- * The rule recomputes xhat and r from x with differentiable ops, so the
- * gradient can itself be differentiated.
+ * The first-order backward runs this in one pass per row (in double); when a
+ * graph of the gradient is being built, the rule recomputes xhat and r from x
+ * with differentiable ops, so the gradient can itself be differentiated.
  */
 #include <math.h>
 
@@ -78,11 +79,80 @@ nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double
     return y;
 }
 
+/* The closed form above in one pass per row, in double, each result rounded
+   once: the first-order backward (no graph of the gradient is built). dx, dg
+   and db may be NULL when not wanted. */
+static double at(const nb_tensor *t, int64_t i) {
+    return t->dtype == NB_F32 ? (double)((const float *)(const void *)t->data)[i]
+                              : ((const double *)(const void *)t->data)[i];
+}
+static void put(nb_tensor *t, int64_t i, double v) {
+    if (t->dtype == NB_F32)
+        ((float *)(void *)t->data)[i] = (float)v;
+    else
+        ((double *)(void *)t->data)[i] = v;
+}
+
+static int layer_norm_backward_kernel(nb_tensor *dx, nb_tensor *dg, nb_tensor *db, const nb_tensor *g,
+                                      const nb_tensor *x, const nb_tensor *gamma, double eps) {
+    int64_t D = x->shape[x->rank - 1], rows = D ? x->numel / D : 0;
+    double *acc = nbi_alloc(sizeof(double) * (size_t)(3 * D + 1)), *sg = acc + D, *sb = acc + 2 * D;
+    if (!acc) return -1;
+    for (int64_t j = 0; j < 2 * D; j++) sg[j] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t o = r * D;
+        double mu = 0, var = 0, m1 = 0, m2 = 0;
+        for (int64_t j = 0; j < D; j++) mu += at(x, o + j);
+        mu /= (double)D;
+        for (int64_t j = 0; j < D; j++) {
+            double v = at(x, o + j) - mu;
+            var += v * v;
+        }
+        double rstd = 1.0 / sqrt(var / (double)D + eps);
+        for (int64_t j = 0; j < D; j++) { /* acc holds xhat for this row */
+            double xh = (at(x, o + j) - mu) * rstd, gj = at(g, o + j), dxh = gamma ? gj * at(gamma, j) : gj;
+            acc[j] = xh;
+            m1 += dxh;
+            m2 += dxh * xh;
+            sg[j] += gj * xh;
+            sb[j] += gj;
+        }
+        m1 /= (double)D;
+        m2 /= (double)D;
+        if (dx)
+            for (int64_t j = 0; j < D; j++) {
+                double gj = at(g, o + j), dxh = gamma ? gj * at(gamma, j) : gj;
+                put(dx, o + j, rstd * (dxh - m1 - acc[j] * m2));
+            }
+    }
+    for (int64_t j = 0; j < D; j++) {
+        if (dg) put(dg, j, sg[j]);
+        if (db) put(db, j, sb[j]);
+    }
+    nbi_dealloc(acc);
+    return 0;
+}
+
 int nbi_bw_layer_norm(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *x = out->node.in[0];
     nb_tensor *gamma = out->node.ip[0] ? out->node.in[1] : NULL;
     int ib = out->node.ip[0] ? 2 : 1;
     nb_tensor *beta = out->node.ip[1] ? out->node.in[ib] : NULL;
+    if (!nb_grad_enabled() && nbi_is_contig(x) && nbi_is_contig(g) && g->dtype == x->dtype &&
+        (!gamma || (nbi_is_contig(gamma) && gamma->dtype == x->dtype))) {
+        int64_t D = x->shape[x->rank - 1];
+        bool wg = gamma && gamma->requires_grad, wb = beta && beta->requires_grad;
+        nb_tensor *dx = x->requires_grad ? nbi_empty("layer_norm backward", x->dtype, x->rank, x->shape) : NULL;
+        nb_tensor *dg = wg ? nbi_empty("layer_norm backward", x->dtype, 1, &D) : NULL;
+        nb_tensor *db = wb ? nbi_empty("layer_norm backward", x->dtype, 1, &D) : NULL;
+        if ((x->requires_grad && !dx) || (wg && !dg) || (wb && !db)) return -1;
+        if (layer_norm_backward_kernel(dx, dg, db, g, x, gamma, out->node.p[0]) != 0)
+            return nbi_err("layer_norm backward", "out of memory"), -1;
+        gin[0] = dx;
+        if (wg) gin[1] = dg;
+        if (wb) gin[ib] = db;
+        return 0;
+    }
     int last = -1, nlead = x->rank - 1, lead[NB_MAX_RANK];
     for (int i = 0; i < nlead; i++) lead[i] = i;
     nb_tensor *mu = nb_mean_axes(x, 1, &last, true);

@@ -220,12 +220,19 @@ static void unary_i64(int64_t n, char **p, const int64_t *s, void *vctx) {
 }
 
 void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c) {
+    unary_ctx ctx = {op, c};
+    row_fn fn = out->dtype == NB_F32 ? unary_f32 : out->dtype == NB_F64 ? unary_f64 : unary_i64;
+    if (out->numel == 1 && a->numel == 1 && out->dtype == a->dtype) { /* a scalar: no iterator */
+        char *p[2] = {out->data, a->data};
+        int64_t st[2] = {0, 0};
+        fn(1, p, st, &ctx);
+        return;
+    }
     iter_t it;
     iter_init(&it, out, 2);
     iter_set(&it, 1, a);
-    unary_ctx ctx = {op, c};
     char *base[2] = {out->data, a->data};
-    iter_run_par(&it, base, out->dtype == NB_F32 ? unary_f32 : out->dtype == NB_F64 ? unary_f64 : unary_i64, &ctx);
+    iter_run_par(&it, base, fn, &ctx);
 }
 
 /* ------------------------------------------------------------ binary ---- */
@@ -281,13 +288,29 @@ void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c) {
 DEF_BINARY(binary_f32, float, f)
 DEF_BINARY(binary_f64, double, )
 
+/* Operand t covers out element for element in one flat row (no broadcast, no strides). */
+static bool flat_like(const nb_tensor *out, const nb_tensor *t) {
+    if (t->numel != out->numel || t->rank != out->rank || !nbi_is_contig(t)) return false;
+    for (int i = 0; i < t->rank; i++)
+        if (t->shape[i] != out->shape[i]) return false;
+    return true;
+}
+
 void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b) {
+    row_fn fn = out->dtype == NB_F32 ? binary_f32 : binary_f64;
+    if (out->numel == 1 || (out->numel < 2 * PAR_MIN_ELEMS && nbi_is_contig(out) && flat_like(out, a) &&
+                            flat_like(out, b))) { /* one row, no iterator: scalars and small flat operands */
+        char *p[3] = {out->data, a->data, b->data};
+        int64_t es = out->numel == 1 ? 0 : (int64_t)nbi_dsize(out->dtype), st[3] = {es, es, es};
+        fn(out->numel, p, st, &op);
+        return;
+    }
     iter_t it;
     iter_init(&it, out, 3);
     iter_set(&it, 1, a);
     iter_set(&it, 2, b);
     char *base[3] = {out->data, a->data, b->data};
-    iter_run_par(&it, base, out->dtype == NB_F32 ? binary_f32 : binary_f64, &op);
+    iter_run_par(&it, base, fn, &op);
 }
 
 void nbi_cpu_inplace(nbi_binop op, nb_tensor *dst, const nb_tensor *src) { nbi_cpu_binary(op, dst, dst, src); }

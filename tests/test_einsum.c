@@ -223,7 +223,7 @@ static void test_dtypes_and_empty(void) {
 static void test_path(void) {
     nb_scope_begin();
     char buf[64];
-    /* The shapes of the brief: the greedy order is (0,1) then 2 then 3, which here is also left to right. */
+    /* A chain 2x100 . 100x100 . 100x100 . 100x2: the greedy order is (0,1) then 2 then 3, also left to right. */
     nb_tensor *a = R64(2, 100), *b = R64(100, 100), *c = R64(100, 100), *d = R64(100, 2);
     int64_t f = nb_einsum_path("ab,bc,cd,de->ae", 4, (nb_tensor *[]){a, b, c, d}, buf, sizeof buf);
     int64_t ltr = 2 * (2 * 100 * 100 + 2 * 100 * 100 + 2 * 100 * 2);

@@ -274,6 +274,8 @@ typedef struct {
     int64_t out_index;    /* output element (or -1 for a projection) */
     double analytic, numeric;
     double excess;        /* worst |a - n| - (atol + rtol |n|); <= 0 when passed */
+    double worst_ratio;   /* worst |a - n| / (atol + rtol |n|) over every element checked (both
+                             orders with second_order); <= 1 when passed */
     int order;            /* 1, or 2 when the second-order check failed */
 } nb_gradcheck_result;
 /* Returns 0 when the check passes, 1 when it fails (res says where), -1 on an

@@ -87,6 +87,7 @@ static void run_check(const char *what, spec *s, int n, nb_tensor **in) {
     o.second_order = true;
     nb_gradcheck_result r;
     int rc = nb_gradcheck(apply, s, n, in, &o, &r);
+    if (rc == 0) CHECK(r.passed && r.worst_ratio <= 1 && r.excess <= 0);
     checks_run++;
     if (rc != 0) {
         th_cur_failed++;
@@ -312,6 +313,7 @@ static void test_checker_catches(void) {
     nb_gradcheck_result r;
     CHECK(nb_gradcheck(half_detached, NULL, 1, &x, NULL, &r) == 1);
     CHECK(!r.passed && r.input == 0 && r.order == 1);
+    CHECK(r.worst_ratio > 1 && r.excess > 0);
     CHECK_CLOSE(r.numeric, 2 * (r.index + 1), 1e-6, 0);
     CHECK_CLOSE(r.analytic, r.index + 1, 1e-12, 0);
     CHECK(!nb_requires_grad(x)); /* restored */

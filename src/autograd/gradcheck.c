@@ -148,6 +148,8 @@ static int compare(const char *fn, nb_fn f, void *ud, int n, nb_tensor *const *i
                 double a = ana[j * total + offs[i] + e];
                 double excess = fabs(a - num) - (p->atol + p->rtol * fabs(num));
                 if (excess != excess) excess = INFINITY; /* NaN on either side fails */
+                double ratio = excess == INFINITY ? INFINITY : fabs(a - num) / (p->atol + p->rtol * fabs(num));
+                if (ratio > res->worst_ratio) res->worst_ratio = ratio;
                 if (excess > 0 && (res->passed || excess > res->excess)) {
                     res->passed = false;
                     res->input = i;
@@ -182,6 +184,7 @@ int nb_gradcheck(nb_fn f, void *ud, int n, nb_tensor *const *inputs, const nb_gr
     if (!res) res = &local;
     memset(res, 0, sizeof *res);
     res->excess = -INFINITY;
+    res->worst_ratio = 0;
     if (!f || n <= 0 || n > 16 || !inputs) return nbi_err(fn, "need a function and 1..16 inputs (got %d)", n), -1;
     params p = {1e-6, 1e-5, 1e-3, 256};
     bool tol_given = opts && opts->atol > 0 && opts->rtol > 0;
@@ -218,8 +221,11 @@ int nb_gradcheck(nb_fn f, void *ud, int n, nb_tensor *const *inputs, const nb_gr
             nb_gradcheck_result r2;
             memset(&r2, 0, sizeof r2);
             r2.excess = -INFINITY;
+            r2.worst_ratio = 0;
             rc = compare(fn, vjp_fn, &c, n, inputs, &p, &r2, 2);
+            double worst = r2.worst_ratio > res->worst_ratio ? r2.worst_ratio : res->worst_ratio;
             if (rc == 1 || (rc == 0 && r2.excess > res->excess)) *res = r2;
+            res->worst_ratio = worst; /* over both orders */
         }
         nb_scope_end();
     }

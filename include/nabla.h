@@ -86,11 +86,11 @@ NB_API void *nb_failf(const char *fn, const char *fmt, ...)
 
 /* Route every allocation of the library through alloc_fn/free_fn (both NULL
    restores malloc/free). alloc_fn(size, ud) returns memory or NULL; the library
-   aligns it itself. A block is always freed through the hook current at the
-   time of the free, so switch hooks only while no tensor is alive (the
-   cache of freed blocks and the calling thread's matrix-product buffers are
-   released by this call).
-   Used by tests to inject allocation failures. */
+   aligns it itself. Each block is freed through the hook that allocated it,
+   whenever that happens; this call gives the cached free blocks back (this
+   thread's and the shared ones now, other threads' at their next allocation)
+   and the calling thread's matrix-product buffers. Call it while no other
+   thread is using the library. Used by tests to inject allocation failures. */
 NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*free_fn)(void *p, void *ud),
                              void *ud);
 
@@ -113,9 +113,11 @@ typedef struct nb_memory_stats {
 } nb_memory_stats;
 /* Copies the counters (all since the start of the process) into *out. */
 NB_API void nb_get_memory_stats(nb_memory_stats *out);
-/* The most bytes the cache keeps (default 256 MiB); a freed block that would
-   take it past this goes back to the system. 0 disables the cache (and
-   empties it), so that every allocation reaches the allocator hook. */
+/* The most bytes the shared cache keeps (default 256 MiB); a freed block that
+   would take it past this goes back to the system. Each thread also keeps up
+   to 8 MiB of blocks of at most 1 KiB for itself. 0 disables the cache (and
+   empties it: other threads' own blocks at their next allocation), so that
+   every allocation reaches the allocator hook. */
 NB_API void nb_set_cache_limit(int64_t bytes);
 /* Gives every cached block back to the system allocator now. */
 NB_API void nb_release_cached_memory(void);

@@ -60,6 +60,11 @@ static void test_csv_and_batches(void) {
     nb_rng r1, r2;
     nb_rng_seed(&r1, 3);
     nb_rng_seed(&r2, 3);
+    nb_dataset bad = ds;
+    bad.y = nb_to(ds.y, NB_F64); /* labels must be i64 */
+    CHECK(nb_batcher_new(&bad, 4, true, &r1) == NULL);
+    CHECK_ERR("NB_I64");
+    nb_free(bad.y);
     nb_batcher *b1 = nb_batcher_new(&ds, 4, true, &r1), *b2 = nb_batcher_new(&ds, 4, true, &r2);
     for (int epoch = 0; epoch < 2; epoch++) {
         int seen[10] = {0}, batches = 0;

@@ -5,6 +5,7 @@
  * limit of 0 sends every allocation to the allocator hook.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 
 #include "harness.h"
@@ -186,6 +187,36 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+/* A limit of 0 also empties the lists of a thread other than the caller, at
+   that thread's next allocation. */
+static void *fill_and_wait(void *arg) {
+    _Atomic int *phase = arg;
+    for (int i = 0; i < 50; i++) nb_free(nb_full(NB_F32, 1, (int64_t[]){3}, 1.0)); /* blocks kept by this thread */
+    *phase = 1;
+    while (*phase != 2) {
+    }
+    nb_free(nb_full(NB_F32, 1, (int64_t[]){3}, 1.0)); /* its next allocation */
+    *phase = 3;
+    return NULL;
+}
+
+static void test_limit_zero_other_thread(void) {
+    _Atomic int phase = 0;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, fill_and_wait, (void *)&phase) == 0);
+    while (phase != 1) {
+    }
+    nb_set_cache_limit(0);
+    phase = 2;
+    while (phase != 3) {
+    }
+    nb_memory_stats st;
+    nb_get_memory_stats(&st);
+    CHECK(st.cached == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+    nb_set_cache_limit((int64_t)256 << 20);
+}
+
 static void test_other_threads(void) {
     int64_t before = nb_memory_in_use();
     nb_tensor *t = nb_full(NB_F32, 1, (int64_t[]){5}, 1.0);
@@ -208,5 +239,6 @@ int main(void) {
     RUN(test_limit_zero_reaches_hook);
     RUN(test_poisoned);
     RUN(test_other_threads);
+    RUN(test_limit_zero_other_thread);
     return th_finish();
 }

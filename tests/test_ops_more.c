@@ -211,7 +211,7 @@ static void test_threaded_reductions(void) {
         exact += v[i];
     }
     for (int64_t i = 0; i < 40 * 300; i++) col0 += v[i * 70];
-    nb_tensor *a = nb_from_f64(NB_F64, 3, shape, v), *af = nb_to(a, NB_F32), *r[2][6];
+    nb_tensor *a = nb_from_f64(NB_F64, 3, shape, v), *af = nb_to(a, NB_F32), *r[2][8];
     for (int t = 0; t < 2; t++) {
         nb_set_num_threads(t ? 3 : 1);
         r[t][0] = nb_sum(a);                                      /* chunked */
@@ -220,9 +220,11 @@ static void test_threaded_reductions(void) {
         r[t][3] = nb_mean_axes(nb_transpose(af, 0, 2), 1, (int[]){1}, false); /* strided */
         r[t][4] = nb_max_axes(af, 1, (int[]){1}, false);
         r[t][5] = nb_sum(af);
+        r[t][6] = nb_sum_axes(nb_transpose(nb_reshape(a, 2, (int64_t[]){2800, 300}), 0, 1), 1, (int[]){0}, false);
+        r[t][7] = nb_sum_axes(nb_reshape(a, 2, (int64_t[]){2800, 300}), 1, (int[]){0}, false); /* kept inner axis */
     }
     nb_set_num_threads(0);
-    for (int k = 0; k < 6; k++) CHECK(r[0][k] && r[1][k] && same_bits(r[0][k], r[1][k]));
+    for (int k = 0; k < 8; k++) CHECK(r[0][k] && r[1][k] && same_bits(r[0][k], r[1][k]));
     CHECK_CLOSE(nb_item(r[0][0]), exact, 1e-9, 1e-12);
     CHECK_CLOSE(nb_get(r[0][1], (int64_t[]){0}), col0, 1e-9, 1e-12);
     CHECK_CLOSE(nb_item(r[0][5]), exact, 1e-2, 1e-5);
@@ -284,6 +286,13 @@ static void test_dense_errors(void) {
     CHECK_ERR("nb_dense");
     nb_tensor *y = nb_dense(x, w, b, NB_ACT_RELU); /* (3, 5) of 4 + 1 */
     CHECK(y && nb_shape(y)[0] == 3 && nb_shape(y)[1] == 5 && nb_get(y, (int64_t[]){2, 4}) == 5);
+    /* no inputs: the bias alone, and a gradient for it */
+    nb_tensor *x0 = nb_full(NB_F32, 2, (int64_t[]){3, 0}, 0), *w0 = nb_full(NB_F32, 2, (int64_t[]){5, 0}, 0);
+    nb_set_requires_grad(w0, true);
+    nb_set_requires_grad(b, true);
+    nb_tensor *y0 = nb_dense(x0, w0, b, NB_ACT_NONE);
+    CHECK(y0 && nb_numel(y0) == 15 && nb_get(y0, (int64_t[]){2, 4}) == 1);
+    CHECK(y0 && nb_backward(nb_sum(y0), NULL, 0) == 0 && nb_get(nb_grad(b), (int64_t[]){0}) == 3);
     nb_scope_end();
 }
 

@@ -118,7 +118,10 @@ static int size_class(size_t n, size_t *cap) {
 
 static block_head *head_of(void *p) { return (block_head *)((char *)p - sizeof(block_head)); }
 
-static void give_back(block_head *h) { h->free_fn(h->raw, h->ud); }
+static void give_back(block_head *h) {
+    UNPOISON((char *)h + sizeof *h, h->cap); /* the hook's memory is the hook's again */
+    h->free_fn(h->raw, h->ud);
+}
 
 /* Frees every block of this thread's lists. */
 static void tl_drain(tl_cache *t) {
@@ -152,12 +155,13 @@ static void tl_key_init(void) { (void)pthread_key_create(&tl_key, tl_exit); }
 /* This thread's lists, ready for use, or NULL when they are off. */
 static tl_cache *tl_get(void) {
     tl_cache *t = &tl;
-    if (t->dead || atomic_load_explicit(&cache_limit, memory_order_relaxed) == 0) return NULL;
+    if (t->dead) return NULL;
     unsigned e = atomic_load_explicit(&epoch, memory_order_acquire);
     if (t->epoch != e) {
         tl_drain(t);
         t->epoch = e;
     }
+    if (atomic_load_explicit(&cache_limit, memory_order_relaxed) == 0) return NULL;
     if (!t->registered) {
         pthread_once(&tl_once, tl_key_init);
         if (pthread_setspecific(tl_key, t) != 0) return NULL;

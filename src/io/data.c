@@ -263,6 +263,8 @@ static void reshuffle(nb_batcher *b) {
 nb_batcher *nb_batcher_new(const nb_dataset *ds, int64_t batch, bool shuffle, nb_rng *rng) {
     if (!ds || !ds->x || batch <= 0 || (shuffle && !rng))
         return nb_fail("nb_batcher_new", "need a data set, a batch size > 0 and a generator to shuffle");
+    if (!ds->y || nb_dtype_of(ds->y) != NB_I64 || nb_rank(ds->y) != 1 || nb_shape(ds->y)[0] != ds->n)
+        return nb_fail("nb_batcher_new", "the labels must be a 1-D NB_I64 tensor of one label per sample");
     nb_batcher *b = calloc(1, sizeof *b);
     if (b) b->perm = malloc(sizeof(int64_t) * (size_t)(ds->n ? ds->n : 1));
     if (!b || !b->perm) {

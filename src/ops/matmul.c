@@ -152,8 +152,8 @@ nb_tensor *nb_dense(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act) {
         return nbi_err(fn, "bias %s must be (%lld) for weight %s", NBI_SHAPE(b), (long long)w->shape[0], sw);
     if (x->dtype != w->dtype || (b && b->dtype != x->dtype))
         return nbi_err(fn, "x %s, weight %s and bias must share a dtype", sx, sw);
-    int64_t in = w->shape[1], nout = w->shape[0], m = in ? x->numel / in : 0;
-    if (x->rank == 1) m = 1;
+    int64_t in = w->shape[1], nout = w->shape[0], m = 1; /* m: the rows, every axis but the last */
+    for (int i = 0; i + 1 < x->rank; i++) m *= x->shape[i];
     if (!nbi_is_contig(x) && x->rank != 2) return dense_composite(x, w, b, act);
     if (b && !nbi_is_contig(b)) return dense_composite(x, w, b, act);
     int64_t shape[NB_MAX_RANK] = {0};
@@ -207,9 +207,9 @@ int nbi_bw_dense(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *x = out->node.in[0], *w = out->node.in[1], *b = out->node.nin > 2 ? out->node.in[2] : NULL;
     nb_tensor *gp = dense_act_grad(out, g, out->node.ip[0]);
     if (!gp) return -1;
-    int64_t nout = w->shape[0], in = w->shape[1], m = in ? x->numel / in : 0;
+    int64_t nout = w->shape[0], in = w->shape[1], m = 1;
+    for (int i = 0; i + 1 < x->rank; i++) m *= x->shape[i];
     if (x->requires_grad && !(gin[0] = nb_matmul(gp, w))) return -1;
-    if (x->rank == 1) m = 1;
     nb_tensor *g2 = nb_reshape(gp, 2, (int64_t[]){m, nout});
     if (w->requires_grad && !(gin[1] = nb_matmul(nb_transpose(g2, 0, 1), nb_reshape(x, 2, (int64_t[]){m, in}))))
         return -1;

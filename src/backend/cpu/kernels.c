@@ -483,6 +483,19 @@ static void reduce_row(int64_t n, char **p, const int64_t *s, void *vctx) {
      then added in chunk order: the chunks are fixed by the size alone. */
 #define RED_CHUNK ((int64_t)1 << 16)
 
+/* One part of a reduction whose kept axis is the innermost: columns [lo, hi)
+   of every row, in the one-thread order. */
+static int par_cols(void *vj, int64_t lo, int64_t hi) {
+    const par_job *j = vj;
+    iter_t sub = j->it;
+    int in = sub.rank - 1;
+    char *base[MAXOPS];
+    for (int k = 0; k < sub.nops; k++) base[k] = j->base[k] + lo * sub.st[k][in];
+    sub.shape[in] = hi - lo;
+    iter_run(&sub, base, j->fn, j->ctx);
+    return 0;
+}
+
 static void reduce_run(iter_t *it, char **base, red_ctx *ctx) {
     int64_t total = 1;
     for (int i = 0; i < it->rank; i++) total *= it->shape[i];
@@ -491,6 +504,13 @@ static void reduce_run(iter_t *it, char **base, red_ctx *ctx) {
     while (d < it->rank && (it->st[0][d] == 0 || it->shape[d] < 2)) d++; /* outermost kept axis */
     if (d == it->rank || total < 2 * PAR_MIN_ELEMS || nbi_parallel_parts(total, PAR_MIN_ELEMS) < 2) {
         iter_run(it, base, reduce_row, ctx);
+        return;
+    }
+    if (d == it->rank - 1) { /* only the innermost axis is kept: cut it into column ranges, in place */
+        par_job j = {*it, {0}, reduce_row, ctx};
+        for (int k = 0; k < it->nops; k++) j.base[k] = base[k];
+        int64_t outer = total / it->shape[d];
+        nbi_parallel_for(it->shape[d], (PAR_MIN_ELEMS + outer - 1) / outer, par_cols, &j);
         return;
     }
     par_job j = {*it, {0}, reduce_row, ctx};

@@ -477,15 +477,8 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
     VSTORE(tile + (i)*2 * VW, c##i##_0);                                                                       \
     VSTORE(tile + (i)*2 * VW + VW, c##i##_1);
 
-/* Body of an MR x (2 VW) micro-kernel; ROWS enumerates the MR rows. */
-#define UK_BODY(T, S, ROWS, MR_)                                                                               \
-    ROWS(UK_DECL)                                                                                              \
-    for (int64_t p = 0; p < kc; ++p) {                                                                         \
-        const VT b0 = VLOAD(pb), b1 = VLOAD(pb + VW);                                                          \
-        ROWS(UK_FMA)                                                                                           \
-        pa += (MR_);                                                                                           \
-        pb += 2 * VW;                                                                                          \
-    }                                                                                                          \
+/* The end of every micro-kernel: the tile to C (= or += by beta), through a buffer at the edges. */
+#define UK_TAIL(T, S, ROWS, MR_)                                                                               \
     if (mr == (MR_) && nr == 2 * VW) {                                                                         \
         if (beta) {                                                                                            \
             ROWS(UK_STORE_ADD)                                                                                 \
@@ -498,8 +491,9 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
         edge_store_##S(tile, 2 * VW, c, ldc, mr, nr, beta);                                                    \
     }
 
-/* The same with B read at k stride bs (a packed panel: bs = 2 VW). */
-#define UKB_BODY(T, S, ROWS, MR_)                                                                               \
+/* Body of an MR x (2 VW) micro-kernel on a packed A panel, B read at k stride bs; ROWS enumerates the MR
+   rows. UK_BODY is the packed B panel (bs = 2 VW). */
+#define UKB_BODY(T, S, ROWS, MR_)                                                                              \
     ROWS(UK_DECL)                                                                                              \
     for (int64_t p = 0; p < kc; ++p) {                                                                         \
         const VT b0 = VLOAD(pb), b1 = VLOAD(pb + VW);                                                          \
@@ -507,17 +501,10 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
         pa += (MR_);                                                                                           \
         pb += bs;                                                                                              \
     }                                                                                                          \
-    if (mr == (MR_) && nr == 2 * VW) {                                                                         \
-        if (beta) {                                                                                            \
-            ROWS(UK_STORE_ADD)                                                                                 \
-        } else {                                                                                               \
-            ROWS(UK_STORE)                                                                                     \
-        }                                                                                                      \
-    } else {                                                                                                   \
-        _Alignas(64) T tile[(MR_)*2 * VW];                                                                     \
-        ROWS(UK_STORE_TILE)                                                                                    \
-        edge_store_##S(tile, 2 * VW, c, ldc, mr, nr, beta);                                                    \
-    }
+    UK_TAIL(T, S, ROWS, MR_)
+#define UK_BODY(T, S, ROWS, MR_)                                                                               \
+    const int64_t bs = 2 * VW;                                                                                 \
+    UKB_BODY(T, S, ROWS, MR_)
 
 /* The direct-A body: row i of the tile is read at a + i * rsa (rows past mr repeat the last real row, so
    nothing outside A is touched; their results are dropped by the edge store). */
@@ -536,17 +523,7 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
         ROWS(UKA_FMA)                                                                                          \
         pb += bs;                                                                                              \
     }                                                                                                          \
-    if (mr == (MR_) && nr == 2 * VW) {                                                                         \
-        if (beta) {                                                                                            \
-            ROWS(UK_STORE_ADD)                                                                                 \
-        } else {                                                                                               \
-            ROWS(UK_STORE)                                                                                     \
-        }                                                                                                      \
-    } else {                                                                                                   \
-        _Alignas(64) T tile[(MR_)*2 * VW];                                                                     \
-        ROWS(UK_STORE_TILE)                                                                                    \
-        edge_store_##S(tile, 2 * VW, c, ldc, mr, nr, beta);                                                    \
-    }
+    UK_TAIL(T, S, ROWS, MR_)
 
 /* AVX-512F, f32: 12 x 32 */
 #define VT __m512

@@ -423,6 +423,21 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         if (direct_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc))                                    \
             return 0;                                                                                          \
         const int parts = nbi_parallel_parts(m * n * k, NBI_GEMM_THREAD_WORK);                                 \
+        /* A narrow C (under half a tile wide, many rows: a classifier's logits) runs as C^T = B^T A^T into a */ \
+        /* buffer, so the tile's long side covers m instead of padding n. Every element is the same chain  */  \
+        /* of FMAs, so the same bits; not when C accumulates over several k blocks, which would round the  */  \
+        /* partial sums differently. */                                                                        \
+        if (parts <= 1 && cf->ukr_a && 2 * n < cf->nr && m >= 4 * cf->mr && (!acc || k <= cf->kc)) {          \
+            T *t = (T *)nbi_alloc(sizeof(T) * (size_t)(m * n));                                                \
+            if (t && packed_##S(cf, n, m, k, b, csb, rsb, a, csa, rsa, t, m, false) == 0) {                    \
+                for (int64_t i = 0; i < m; ++i)                                                                \
+                    for (int64_t j = 0; j < n; ++j)                                                            \
+                        c[i * ldc + j] = acc ? c[i * ldc + j] + t[j * m + i] : t[j * m + i];                   \
+                nbi_dealloc(t);                                                                                \
+                return 0;                                                                                      \
+            }                                                                                                  \
+            nbi_dealloc(t);                                                                                    \
+        }                                                                                                      \
         if (parts <= 1)                                                                                        \
             return packed_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);                             \
         /* Split C along its longer side into whole register tiles; each part packs its own slice of the  */   \

@@ -16,6 +16,15 @@
 
 #define MAXOPS 4
 
+/* The hottest row functions are also compiled for AVX2 and AVX-512 and picked
+   when the program loads (GCC's function multiversioning, on x86-64 Linux).
+   Without FMA contraction (see CMakeLists.txt) every variant rounds the same. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(NBI_NO_CLONES)
+#define NBI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NBI_CLONES
+#endif
+
 typedef void (*row_fn)(int64_t n, char **p, const int64_t *s, void *ctx);
 
 typedef struct {
@@ -264,7 +273,7 @@ void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c) {
     } while (0)
 
 #define DEF_BINARY(NAME, T, SFX)                                                  \
-    static void NAME(int64_t n, char **p, const int64_t *s, void *vctx) {         \
+    NBI_CLONES static void NAME(int64_t n, char **p, const int64_t *s, void *vctx) { \
         nbi_binop op = *(const nbi_binop *)vctx;                                  \
         char *po = p[0];                                                          \
         const char *pa = p[1], *pb = p[2];                                        \
@@ -410,7 +419,7 @@ typedef struct {
 } red_ctx;
 
 /* p[0] walks a double accumulator (stride 0 along reduced axes), p[1] the input. */
-static void reduce_row(int64_t n, char **p, const int64_t *s, void *vctx) {
+NBI_CLONES static void reduce_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     const red_ctx *ctx = vctx;
     double *acc = (double *)(void *)p[0];
     const char *pa = p[1];
@@ -603,7 +612,7 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
 /* ---- dense layer epilogue and the ReLU mask of its backward ---- */
 
 #define DEF_DENSE_KERNELS(T, SFX)                                                                   \
-    static void bias_relu_##SFX(T *restrict y, int64_t m, int64_t n, const T *restrict b, bool relu) { \
+    NBI_CLONES static void bias_relu_##SFX(T *restrict y, int64_t m, int64_t n, const T *restrict b, bool relu) { \
         for (int64_t i = 0; i < m; i++) {                                                           \
             T *restrict r = y + i * n;                                                              \
             if (b)                                                                                  \
@@ -612,7 +621,7 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
                 for (int64_t j = 0; j < n; j++) r[j] = r[j] < 0 ? (T)0 : r[j];                      \
         }                                                                                           \
     }                                                                                               \
-    static void relu_mask_##SFX(T *restrict r, const T *restrict g, const T *restrict y, int64_t n) { \
+    NBI_CLONES static void relu_mask_##SFX(T *restrict r, const T *restrict g, const T *restrict y, int64_t n) { \
         for (int64_t i = 0; i < n; i++) { /* both loads unconditional, so the select vectorises */  \
             T gi = g[i], yi = y[i];                                                                 \
             r[i] = yi > 0 ? gi : (T)0;                                                              \

@@ -74,11 +74,16 @@ static unsigned char *read_all(const char *fn, const char *path, size_t *n) {
 /* Parse an IDX u8 header: dims into dims[], returns the data offset or 0. */
 static size_t idx_header(const char *fn, const char *path, const unsigned char *b, size_t n, int64_t *dims,
                          int *nd) {
-    if (n < 4 || b[0] || b[1] || b[2] != 0x08 || b[3] == 0 || b[3] > 4)
-        return (size_t)fail(fn, "'%s' is not an IDX file of bytes", path), 0;
+    if (n < 4 || b[0] || b[1] || b[2] != 0x08 || b[3] == 0 || b[3] > 4) {
+        fail(fn, "'%s' is not an IDX file of bytes", path);
+        return 0;
+    }
     *nd = b[3];
     size_t off = 4 + 4 * (size_t)*nd;
-    if (n < off) return (size_t)fail(fn, "'%s' is truncated in its header", path), 0;
+    if (n < off) {
+        fail(fn, "'%s' is truncated in its header", path);
+        return 0;
+    }
     uint64_t total = 1;
     for (int i = 0; i < *nd; i++) {
         const unsigned char *p = b + 4 + 4 * i;
@@ -86,10 +91,10 @@ static size_t idx_header(const char *fn, const char *path, const unsigned char *
         total *= (uint64_t)dims[i];
         if (total > n) break;
     }
-    if (total != n - off)
-        return (size_t)fail(fn, "'%s' holds %zu data bytes, its header says %llu", path, n - off,
-                            (unsigned long long)total),
-               0;
+    if (total != n - off) {
+        fail(fn, "'%s' holds %zu data bytes, its header says %llu", path, n - off, (unsigned long long)total);
+        return 0;
+    }
     return off;
 }
 

@@ -916,18 +916,19 @@ __attribute__((target("avx512f"))) static void pack_b_avx512_s(float *restrict d
 /* Kernel tables and run-time selection                                                              */
 
 static const cfg_s cfgs_s[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s, NULL, NULL},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s},
+    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s, NULL, NULL},
     [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s,
                          ukra_avx512_s, ukrb_avx512_s},
 #endif
 };
 static const cfg_d cfgs_d[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d, pack_a_d, pack_b_d},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d, pack_a_d, pack_b_d, NULL, NULL},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d, pack_a_d, pack_b_d},
-    [NBI_GEMM_AVX512] = {12, 16, 256, 144, 2048, ukr_avx512_d, axpy_avx2_d, dot_avx2_d, pack_a_avx512_d, pack_b_d},
+    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d, pack_a_d, pack_b_d, NULL, NULL},
+    [NBI_GEMM_AVX512] = {12, 16, 256, 144, 2048, ukr_avx512_d, axpy_avx2_d, dot_avx2_d, pack_a_avx512_d, pack_b_d,
+                         NULL, NULL},
 #endif
 };
 

@@ -503,6 +503,26 @@ NB_API int nb_scale_(nb_tensor *dst, double c);       /* dst *= c */
 NB_API int nb_fill_(nb_tensor *dst, double v);        /* dst = v */
 NB_API int nb_axpy_(nb_tensor *dst, double alpha, nb_tensor *src); /* dst += alpha src */
 
+/* Optimizer updates in place: one fused pass over the parameter p, its gradient
+   g and its state, computed in p's precision (as torch.optim computes them) and
+   split across threads when large. p, g and the state are contiguous, of p's
+   shape and float dtype, and do not share storage. nabla/nn.h's optimizers call
+   these; they are public for training loops of one's own.
+   SGD: d = g + weight_decay p; with momentum, buf = (first ? d : momentum buf + d)
+   and d = nesterov ? d + momentum buf : buf; then p -= lr d. buf may be NULL
+   when momentum is 0. */
+NB_API int nb_sgd_update_(nb_tensor *p, const nb_tensor *g, nb_tensor *buf, double lr, double momentum,
+                          double weight_decay, bool nesterov, bool first);
+/* Adam at step t >= 1 (decoupled false: weight decay added to g as L2) or AdamW
+   (decoupled: p *= 1 - lr weight_decay first): m = beta1 m + (1 - beta1) g,
+   v = beta2 v + (1 - beta2) g^2,
+   p -= lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps). */
+NB_API int nb_adam_update_(nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v, double lr, double beta1,
+                           double beta2, double eps, double weight_decay, bool decoupled, int64_t t);
+/* 1 when no element of t is an infinity or a NaN; 0 when one is (its row-major
+   index goes to *where when where is not NULL); -1 on an error. */
+NB_API int nb_all_finite(const nb_tensor *t, int64_t *where);
+
 #ifdef __cplusplus
 }
 #endif

@@ -116,11 +116,50 @@ static void test_loss_gradchecks(void) {
     nb_scope_end();
 }
 
+/* The core's fused updates: the formula on one element, argument checks that
+   leave everything unchanged, and nb_all_finite. */
+static void test_update_ops(void) {
+    nb_scope_begin();
+    nb_tensor *p = nb_full(NB_F64, 1, (int64_t[]){4}, 1.0), *g = nb_full(NB_F64, 1, (int64_t[]){4}, 0.5);
+    nb_tensor *m = nb_full(NB_F64, 1, (int64_t[]){4}, 0.0), *v = nb_full(NB_F64, 1, (int64_t[]){4}, 0.0);
+    CHECK(nb_sgd_update_(p, g, NULL, 0.1, 0, 0, false, true) == 0);
+    CHECK(nb_get(p, (int64_t[]){3}) == 1.0 - 0.1 * 0.5);
+    /* Adam, step 1: m = 0.1 g, v = 0.001 g^2, p -= lr m / 0.1 / (sqrt(v) / sqrt(0.001) + eps) = lr g / (|g| + eps) */
+    CHECK(nb_adam_update_(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, 0, false, 1) == 0);
+    CHECK_CLOSE(nb_get(p, (int64_t[]){0}), 0.95 - 0.01 * 0.5 / (0.5 + 1e-8), 1e-15, 1e-12);
+    CHECK_CLOSE(nb_get(m, (int64_t[]){0}), 0.05, 1e-15, 1e-12);
+    double before = nb_get(p, (int64_t[]){0});
+    nb_tensor *g3 = nb_full(NB_F64, 1, (int64_t[]){3}, 0.5);
+    CHECK(nb_adam_update_(p, g3, m, v, 0.01, 0.9, 0.999, 1e-8, 0, false, 2) != 0);
+    CHECK_ERR("gradient");
+    CHECK(nb_adam_update_(p, g, m, m, 0.01, 0.9, 0.999, 1e-8, 0, false, 2) != 0);
+    CHECK_ERR("different");
+    CHECK(nb_adam_update_(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, 0, false, 0) != 0);
+    CHECK_ERR("step");
+    CHECK(nb_adam_update_(p, nb_reshape(p, 1, (int64_t[]){4}), m, v, 0.01, 0.9, 0.999, 1e-8, 0, false, 2) != 0);
+    CHECK_ERR("shares storage");
+    CHECK(nb_sgd_update_(p, g, NULL, 0.1, 0.9, 0, false, true) != 0);
+    CHECK_ERR("needs a buffer");
+    nb_set_requires_grad(p, true); /* grad mode is on: refused, as every in-place op */
+    CHECK(nb_sgd_update_(p, g, NULL, 0.1, 0, 0, false, true) != 0);
+    CHECK_ERR("requires grad");
+    CHECK(nb_get(p, (int64_t[]){0}) == before);
+    int64_t at = -1;
+    CHECK(nb_all_finite(g, &at) == 1 && at == -1);
+    nb_tensor *bad = nb_from_f64(NB_F32, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, NAN, 6});
+    CHECK(nb_all_finite(bad, &at) == 0 && at == 4);
+    CHECK(nb_all_finite(nb_transpose(bad, 0, 1), &at) == 0 && at == 3); /* (1, 1) of the transpose */
+    CHECK(nb_all_finite(NULL, &at) == -1);
+    nb_clear_error();
+    nb_scope_end();
+}
+
 int main(void) {
     th_seed(21);
     RUN(test_torch_trajectories);
     RUN(test_nonfinite_grad);
     RUN(test_clip_and_schedules);
     RUN(test_loss_gradchecks);
+    RUN(test_update_ops);
     return th_finish();
 }

@@ -220,5 +220,17 @@ NBI_API void nbi_cpu_fill(nb_tensor *dst, double v);
 NBI_API void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, bool relu);
 /* r = y > 0 ? g : 0, all contiguous of one shape and dtype (relu's backward from its output). */
 NBI_API void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y);
+/* One optimizer update in place over contiguous p, g, m, v of one shape and dtype (m, v unused as the
+   kind needs), in that dtype, split across the worker pool when large. */
+typedef enum { NBI_UPD_SGD, NBI_UPD_ADAM, NBI_UPD_ADAMW } nbi_upd_kind;
+typedef struct {
+    nbi_upd_kind kind;
+    double lr, beta1, beta2, eps, wd; /* beta1: SGD's momentum */
+    double bc1, bc2;                  /* Adam's bias corrections 1 - beta^t */
+    bool nesterov, first;             /* SGD: Nesterov momentum; the first step (buffer = d) */
+} nbi_update;
+NBI_API void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v);
+/* -1 when every element of contiguous t is finite, else the index of the first that is not. */
+NBI_API int64_t nbi_cpu_first_nonfinite(const nb_tensor *t);
 
 #endif

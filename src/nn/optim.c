@@ -3,8 +3,8 @@
  * clipping and learning-rate schedules (nabla/nn.h).
  *
  * Each update is one fused pass over a contiguous parameter, its gradient and
- * its state, in the parameter's precision (as torch.optim), split across the
- * worker pool when large; nothing is recorded in the graph. State (momentum, moments) is kept in
+ * its state (the core's nb_sgd_update_ / nb_adam_update_, in the parameter's
+ * precision as torch.optim); nothing is recorded in the graph. State (momentum, moments) is kept in
  * tensors owned by the optimizer, outside every scope.
  */
 #include <math.h>
@@ -14,7 +14,6 @@
 
 #include "../../include/nabla/io.h"
 #include "../../include/nabla/nn.h"
-#include "../backend/cpu/threads.h"
 
 typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } opt_kind;
 
@@ -36,128 +35,6 @@ static void store(nb_tensor *t, void *d, int64_t i, double v) {
         ((float *)d)[i] = (float)v;
     else
         ((double *)d)[i] = v;
-}
-
-/* ------------------------------------------------------- fused updates --- */
-
-/* One parameter's update, fused into a single pass over p, g and the state,
-   in the parameter's own precision (as torch.optim does), split into ranges
-   across the worker pool when large. Each element's update is independent,
-   so the result is the same for any thread count. */
-typedef struct {
-    const nb_optim *o;
-    void *p, *g, *m, *v;
-    double bc1, bc2; /* bias corrections 1 - beta^t */
-} update_job;
-
-#define DEF_UPDATE(T, SQRT, NAME, ATTR)                                                                             \
-    ATTR static int NAME(void *ctx, int64_t lo, int64_t hi) {                                                    \
-        const update_job *j = ctx;                                                                               \
-        const nb_optim *o = j->o;                                                                                \
-        T *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;                                            \
-        const T *restrict g = j->g;                                                                              \
-        const T lr = (T)o->lr, wd = (T)o->wd, b1 = (T)o->beta1, b2 = (T)o->beta2, eps = (T)o->eps;               \
-        if (o->kind == OPT_SGD) {                                                                                \
-            const bool first = o->steps == 1;                                                                    \
-            if (o->beta1 == 0)                                                                                   \
-                for (int64_t k = lo; k < hi; k++) p[k] -= lr * (g[k] + wd * p[k]);                               \
-            else                                                                                                 \
-                for (int64_t k = lo; k < hi; k++) {                                                              \
-                    T d = g[k] + wd * p[k];                                                                      \
-                    T buf = first ? d : b1 * m[k] + d;                                                           \
-                    m[k] = buf;                                                                                  \
-                    p[k] -= lr * (o->nesterov ? d + b1 * buf : buf);                                             \
-                }                                                                                                \
-            return 0;                                                                                            \
-        }                                                                                                        \
-        const T step = (T)(o->lr / j->bc1), rbc2 = (T)(1 / sqrt(j->bc2));                                       \
-        const T decay = o->kind == OPT_ADAMW ? (T)(1 - o->lr * o->wd) : (T)1;                                    \
-        const T l2 = o->kind == OPT_ADAMW ? (T)0 : wd;                                                           \
-        (void)lr;                                                                                                \
-        for (int64_t k = lo; k < hi; k++) {                                                                      \
-            T w = p[k] * decay, gr = g[k] + l2 * p[k];                                                           \
-            T mk = b1 * m[k] + (1 - b1) * gr, vk = b2 * v[k] + (1 - b2) * gr * gr;                               \
-            m[k] = mk;                                                                                           \
-            v[k] = vk;                                                                                           \
-            p[k] = w - step * mk / (SQRT(vk) * rbc2 + eps);                                                      \
-        }                                                                                                        \
-        return 0;                                                                                                \
-    }
-DEF_UPDATE(float, sqrtf, update_f32, )
-DEF_UPDATE(double, sqrt, update_f64, )
-
-/* The same loops compiled for AVX2 and AVX-512, picked from the CPU's features
-   (the divisions and square roots make this update compute-bound). */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_X86_VARIANTS 1
-DEF_UPDATE(float, sqrtf, update_f32_avx2, __attribute__((target("avx2"))))
-DEF_UPDATE(double, sqrt, update_f64_avx2, __attribute__((target("avx2"))))
-DEF_UPDATE(float, sqrtf, update_f32_avx512, __attribute__((target("avx512f"))))
-DEF_UPDATE(double, sqrt, update_f64_avx512, __attribute__((target("avx512f"))))
-#endif
-
-/* 0 baseline, 1 AVX2, 2 AVX-512 (with BW for the finiteness check). */
-static int isa(void) {
-#ifdef HAVE_X86_VARIANTS
-    static int level = -1; /* a benign race: every thread finds the same */
-    if (level < 0) {
-        __builtin_cpu_init();
-        level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 2
-                : __builtin_cpu_supports("avx2")                                       ? 1
-                                                                                       : 0;
-    }
-    return level;
-#else
-    return 0;
-#endif
-}
-
-static nbi_range_fn update_fn(bool f32) {
-#ifdef HAVE_X86_VARIANTS
-    if (isa() == 2) return f32 ? update_f32_avx512 : update_f64_avx512;
-    if (isa() == 1) return f32 ? update_f32_avx2 : update_f64_avx2;
-#endif
-    return f32 ? update_f32 : update_f64;
-}
-
-
-/* True when no element of g is an infinity or a NaN (an all-ones exponent):
-   one branch-free pass over the bits, which vectorises, with AVX2/AVX-512
-   variants like the updates. */
-#define DEF_FINITE(NAME, ATTR)                                                                                  \
-    ATTR static bool NAME(const void *d, int64_t n, bool f32) {                                               \
-        if (f32) {                                                                                             \
-            const float *f = d;                                                                                \
-            uint32_t bad = 0;                                                                                  \
-            for (int64_t k = 0; k < n; k++) {                                                                  \
-                uint32_t u;                                                                                    \
-                memcpy(&u, &f[k], sizeof u);                                                                   \
-                bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);                                           \
-            }                                                                                                  \
-            return !bad;                                                                                       \
-        }                                                                                                      \
-        const double *f = d;                                                                                   \
-        uint64_t bad = 0;                                                                                      \
-        for (int64_t k = 0; k < n; k++) {                                                                      \
-            uint64_t u;                                                                                        \
-            memcpy(&u, &f[k], sizeof u);                                                                       \
-            bad |= (uint64_t)((u & 0x7ff0000000000000u) == 0x7ff0000000000000u);                               \
-        }                                                                                                      \
-        return !bad;                                                                                           \
-    }
-DEF_FINITE(finite_base, )
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-DEF_FINITE(finite_avx2, __attribute__((target("avx2"))))
-DEF_FINITE(finite_avx512, __attribute__((target("avx512f,avx512bw"))))
-#endif
-
-static bool all_finite(nb_tensor *g, const void *d, int64_t n) {
-    bool f32 = nb_dtype_of(g) == NB_F32;
-#ifdef HAVE_X86_VARIANTS
-    if (isa() == 2) return finite_avx512(d, n, f32);
-    if (isa() == 1) return finite_avx2(d, n, f32);
-#endif
-    return finite_base(d, n, f32);
 }
 
 static nb_optim *make(const char *fn, opt_kind kind, int n, nb_tensor *const *params, double lr) {
@@ -243,32 +120,30 @@ int nb_optim_step(nb_optim *o) {
     /* Check every gradient first, so a bad one leaves every parameter unchanged. */
     for (int i = 0; i < o->n; i++) {
         nb_tensor *g = nb_grad(o->params[i]);
-        if (!g) continue;
-        int64_t cnt = nb_numel(g);
-        void *gd = nb_data(g);
-        if (!gd) return -1;
-        if (all_finite(g, gd, cnt)) continue;
-        for (int64_t k = 0; k < cnt; k++)
-            if (!isfinite(load(g, gd, k))) {
-                char msg[128];
-                snprintf(msg, sizeof msg, "gradient of parameter %d has a non-finite value at index %lld; nothing was updated",
-                         i, (long long)k);
-                nb_fail("nb_optim_step", msg);
-                return -1;
-            }
+        int64_t k = 0;
+        int ok = g ? nb_all_finite(g, &k) : 1;
+        if (ok < 0) return -1;
+        if (!ok) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "gradient of parameter %d has a non-finite value at index %lld; nothing was updated",
+                     i, (long long)k);
+            nb_fail("nb_optim_step", msg);
+            return -1;
+        }
     }
     o->steps++;
-    update_job j = {o, NULL, NULL, NULL, NULL, 1 - pow(o->beta1, (double)o->steps), 1 - pow(o->beta2, (double)o->steps)};
-    for (int i = 0; i < o->n; i++) {
+    bool was = nb_grad_enabled(); /* an update is not part of any graph */
+    nb_set_grad_enabled(false);
+    int rc = 0;
+    for (int i = 0; i < o->n && rc == 0; i++) {
         nb_tensor *p = o->params[i], *g = nb_grad(p);
         if (!g) continue;
-        j.p = nb_data(p);
-        j.g = nb_data(g);
-        j.m = nb_data(o->m[i]);
-        j.v = o->v[i] ? nb_data(o->v[i]) : NULL;
-        nbi_parallel_for(nb_numel(p), 1 << 15, update_fn(nb_dtype_of(p) == NB_F32), &j);
+        rc = o->kind == OPT_SGD ? nb_sgd_update_(p, g, o->m[i], o->lr, o->beta1, o->wd, o->nesterov, o->steps == 1)
+                                : nb_adam_update_(p, g, o->m[i], o->v[i], o->lr, o->beta1, o->beta2, o->eps, o->wd,
+                                                  o->kind == OPT_ADAMW, o->steps);
     }
-    return 0;
+    nb_set_grad_enabled(was);
+    return rc;
 }
 
 void nb_optim_zero_grad(nb_optim *o) {

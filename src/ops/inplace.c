@@ -1,8 +1,11 @@
 /*
- * inplace.c - the in-place ops (suffix _). They are never recorded; each bumps
- * the version counter of the storage it writes, which is how backward notices
- * that a value it saved has since changed.
+ * inplace.c - the in-place ops (suffix _), the optimizers' fused updates among
+ * them. They are never recorded; each bumps the version counter of the storage
+ * it writes, which is how backward notices that a value it saved has since
+ * changed.
  */
+#include <math.h>
+
 #include "../core/internal.h"
 
 static bool has_overlap(const nb_tensor *t) {
@@ -84,4 +87,77 @@ int nb_axpy_(nb_tensor *dst, double alpha, nb_tensor *src) {
     nbi_cpu_inplace(NBI_B_ADD, dst, t);
     nb_free(t);
     return finish(dst, s, src);
+}
+
+/* ---- optimizer updates ---- */
+
+/* p and each state tensor: contiguous, p's shape and float dtype. */
+static bool check_state(const char *fn, const nb_tensor *p, const nb_tensor *t, int argi, const char *what) {
+    if (!nbi_check_float(fn, t, argi)) return false;
+    bool same = t->dtype == p->dtype && t->rank == p->rank && nbi_is_contig(t);
+    for (int i = 0; same && i < t->rank; i++) same = t->shape[i] == p->shape[i];
+    if (!same) {
+        char b[160];
+        nbi_err(fn, "%s %s must be contiguous with the shape and dtype of the parameter %s", what, NBI_SHAPE(t),
+                nbi_shape_s(p, b, sizeof b));
+        return false;
+    }
+    const nb_tensor *rt = t->base ? t->base : t, *rp = p->base ? p->base : p;
+    if (t != p && rt == rp) {
+        nbi_err(fn, "%s %s shares storage with the parameter", what, NBI_SHAPE(t));
+        return false;
+    }
+    return true;
+}
+
+static bool check_param(const char *fn, nb_tensor *p) {
+    if (!prepare(fn, p, NULL, false)) return false;
+    if (!nbi_is_contig(p)) {
+        nbi_err(fn, "parameter %s must be contiguous", NBI_SHAPE(p));
+        return false;
+    }
+    return true;
+}
+
+int nb_sgd_update_(nb_tensor *p, const nb_tensor *g, nb_tensor *buf, double lr, double momentum,
+                   double weight_decay, bool nesterov, bool first) {
+    const char *fn = "nb_sgd_update_";
+    if (!check_param(fn, p) || !check_state(fn, p, g, 2, "gradient")) return -1;
+    if (momentum != 0 && !buf) return nbi_err(fn, "momentum %g needs a buffer", momentum), -1;
+    if (momentum != 0 && !check_state(fn, p, buf, 3, "momentum buffer")) return -1;
+    nbi_update u = {NBI_UPD_SGD, lr, momentum, 0, 0, weight_decay, 1, 1, nesterov, first};
+    nbi_cpu_update(&u, p, g, momentum != 0 ? buf : NULL, NULL);
+    if (momentum != 0) nbi_root(buf)->version++;
+    nbi_root(p)->version++;
+    return 0;
+}
+
+int nb_adam_update_(nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v, double lr, double beta1,
+                    double beta2, double eps, double weight_decay, bool decoupled, int64_t t) {
+    const char *fn = "nb_adam_update_";
+    if (!check_param(fn, p) || !check_state(fn, p, g, 2, "gradient") || !check_state(fn, p, m, 3, "first moment") ||
+        !check_state(fn, p, v, 4, "second moment"))
+        return -1;
+    if (m == v) return nbi_err(fn, "the two moments must be different tensors"), -1;
+    if (t < 1) return nbi_err(fn, "step %lld must be >= 1", (long long)t), -1;
+    nbi_update u = {decoupled ? NBI_UPD_ADAMW : NBI_UPD_ADAM, lr, beta1, beta2, eps, weight_decay,
+                    1 - pow(beta1, (double)t), 1 - pow(beta2, (double)t), false, false};
+    nbi_cpu_update(&u, p, g, m, v);
+    nbi_root(p)->version++;
+    nbi_root(m)->version++;
+    nbi_root(v)->version++;
+    return 0;
+}
+
+int nb_all_finite(const nb_tensor *t, int64_t *where) {
+    if (!nbi_check_float("nb_all_finite", t, 1)) return -1;
+    int64_t k = -1;
+    if (nbi_is_contig(t)) {
+        k = nbi_cpu_first_nonfinite(t);
+    } else {
+        for (int64_t i = 0; i < t->numel && k < 0; i++)
+            if (!isfinite(nbi_load(t, t->data + nbi_offset_of(t, i) * (int64_t)nbi_dsize(t->dtype)))) k = i;
+    }
+    if (k >= 0 && where) *where = k;
+    return k < 0;
 }

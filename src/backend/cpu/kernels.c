@@ -645,3 +645,85 @@ void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y) {
         relu_mask_f64((double *)(void *)r->data, (const double *)(const void *)g->data,
                       (const double *)(const void *)y->data, r->numel);
 }
+
+/* ---- optimizer updates (nb_sgd_update_, nb_adam_update_) ---- */
+
+/* One fused pass over p, g and the state, in the parameter's precision (as
+   torch.optim); every element is independent, so any split gives the same
+   bits. Compute-bound (divisions, square roots), hence the AVX variants. */
+typedef struct {
+    const nbi_update *u;
+    void *p, *m, *v;
+    const void *g;
+} update_job;
+
+#define DEF_UPDATE(T, SQRT, SFX)                                                                    \
+    NBI_CLONES static int update_##SFX(void *ctx, int64_t lo, int64_t hi) {                        \
+        const update_job *j = ctx;                                                                  \
+        const nbi_update *u = j->u;                                                                 \
+        T *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;                               \
+        const T *restrict g = j->g;                                                                 \
+        const T lr = (T)u->lr, wd = (T)u->wd, b1 = (T)u->beta1, b2 = (T)u->beta2, eps = (T)u->eps;  \
+        if (u->kind == NBI_UPD_SGD) {                                                               \
+            if (u->beta1 == 0)                                                                      \
+                for (int64_t k = lo; k < hi; k++) p[k] -= lr * (g[k] + wd * p[k]);                  \
+            else                                                                                    \
+                for (int64_t k = lo; k < hi; k++) {                                                 \
+                    T d = g[k] + wd * p[k];                                                         \
+                    T buf = u->first ? d : b1 * m[k] + d;                                           \
+                    m[k] = buf;                                                                     \
+                    p[k] -= lr * (u->nesterov ? d + b1 * buf : buf);                                \
+                }                                                                                   \
+            return 0;                                                                               \
+        }                                                                                           \
+        const T step = (T)(u->lr / u->bc1), rbc2 = (T)(1 / sqrt(u->bc2));                          \
+        const T decay = u->kind == NBI_UPD_ADAMW ? (T)(1 - u->lr * u->wd) : (T)1;                   \
+        const T l2 = u->kind == NBI_UPD_ADAMW ? (T)0 : wd;                                          \
+        for (int64_t k = lo; k < hi; k++) {                                                         \
+            T w = p[k] * decay, gr = g[k] + l2 * p[k];                                              \
+            T mk = b1 * m[k] + (1 - b1) * gr, vk = b2 * v[k] + (1 - b2) * gr * gr;                  \
+            m[k] = mk;                                                                              \
+            v[k] = vk;                                                                              \
+            p[k] = w - step * mk / (SQRT(vk) * rbc2 + eps);                                         \
+        }                                                                                           \
+        return 0;                                                                                   \
+    }
+DEF_UPDATE(float, sqrtf, f32)
+DEF_UPDATE(double, sqrt, f64)
+
+void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v) {
+    update_job j = {u, p->data, m ? m->data : NULL, v ? v->data : NULL, g->data};
+    nbi_parallel_for(p->numel, PAR_MIN_ELEMS, p->dtype == NB_F32 ? update_f32 : update_f64, &j);
+}
+
+/* Whether any element has an all-ones exponent (an infinity or a NaN): one
+   branch-free pass over the bits, which vectorises. */
+NBI_CLONES static bool any_nonfinite_f32(const float *f, int64_t n) {
+    uint32_t bad = 0;
+    for (int64_t k = 0; k < n; k++) {
+        uint32_t b;
+        memcpy(&b, &f[k], sizeof b);
+        bad |= (uint32_t)((b & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad != 0;
+}
+NBI_CLONES static bool any_nonfinite_f64(const double *f, int64_t n) {
+    uint64_t bad = 0;
+    for (int64_t k = 0; k < n; k++) {
+        uint64_t b;
+        memcpy(&b, &f[k], sizeof b);
+        bad |= (uint64_t)((b & 0x7ff0000000000000u) == 0x7ff0000000000000u);
+    }
+    return bad != 0;
+}
+
+int64_t nbi_cpu_first_nonfinite(const nb_tensor *t) {
+    bool f32 = t->dtype == NB_F32;
+    if (f32 ? !any_nonfinite_f32((const float *)(const void *)t->data, t->numel)
+            : !any_nonfinite_f64((const double *)(const void *)t->data, t->numel))
+        return -1;
+    for (int64_t k = 0; k < t->numel; k++)
+        if (!isfinite(f32 ? (double)((const float *)(const void *)t->data)[k] : ((const double *)(const void *)t->data)[k]))
+            return k;
+    return -1;
+}

@@ -698,24 +698,18 @@ void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_te
 
 /* Whether any element has an all-ones exponent (an infinity or a NaN): one
    branch-free pass over the bits, which vectorises. */
-NBI_CLONES static bool any_nonfinite_f32(const float *f, int64_t n) {
-    uint32_t bad = 0;
-    for (int64_t k = 0; k < n; k++) {
-        uint32_t b;
-        memcpy(&b, &f[k], sizeof b);
-        bad |= (uint32_t)((b & 0x7f800000u) == 0x7f800000u);
+#define DEF_ANY_NONFINITE(T, U, EXP, SFX)                                     \
+    NBI_CLONES static bool any_nonfinite_##SFX(const T *f, int64_t n) {      \
+        U bad = 0;                                                            \
+        for (int64_t k = 0; k < n; k++) {                                     \
+            U b;                                                              \
+            memcpy(&b, &f[k], sizeof b);                                      \
+            bad |= (U)((b & EXP) == EXP);                                     \
+        }                                                                     \
+        return bad != 0;                                                      \
     }
-    return bad != 0;
-}
-NBI_CLONES static bool any_nonfinite_f64(const double *f, int64_t n) {
-    uint64_t bad = 0;
-    for (int64_t k = 0; k < n; k++) {
-        uint64_t b;
-        memcpy(&b, &f[k], sizeof b);
-        bad |= (uint64_t)((b & 0x7ff0000000000000u) == 0x7ff0000000000000u);
-    }
-    return bad != 0;
-}
+DEF_ANY_NONFINITE(float, uint32_t, 0x7f800000u, f32)
+DEF_ANY_NONFINITE(double, uint64_t, 0x7ff0000000000000u, f64)
 
 int64_t nbi_cpu_first_nonfinite(const nb_tensor *t) {
     bool f32 = t->dtype == NB_F32;

@@ -220,6 +220,9 @@ NBI_API void nbi_cpu_fill(nb_tensor *dst, double v);
 NBI_API void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, bool relu);
 /* r = y > 0 ? g : 0, all contiguous of one shape and dtype (relu's backward from its output). */
 NBI_API void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y);
+/* The same, also writing the column sums of r (rows of sums->numel) to sums, summed in double row by row
+   (the order of a one-thread nb_sum_axes over the rows). Returns 0, or -1 out of memory. */
+NBI_API int nbi_cpu_relu_mask_colsum(nb_tensor *r, const nb_tensor *g, const nb_tensor *y, nb_tensor *sums);
 /* One optimizer update in place over contiguous p, g, m, v of one shape and dtype (m, v unused as the
    kind needs), in that dtype, split across the worker pool when large. */
 typedef enum { NBI_UPD_SGD, NBI_UPD_ADAM, NBI_UPD_ADAMW } nbi_upd_kind;

@@ -188,11 +188,16 @@ nb_tensor *nb_dense(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act) {
 }
 
 /* G' = G act'(Y): relu' = [Y > 0], tanh' = 1 - Y^2, sigmoid' = Y (1 - Y). */
-static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act) {
+static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act, nb_tensor **db, int64_t nout) {
     if (act == NB_ACT_NONE) return g;
     if (act == NB_ACT_RELU && !nb_grad_enabled() && nbi_is_contig(g) && nbi_is_contig(out) && g->dtype == out->dtype) {
         nb_tensor *r = nbi_empty("nb_dense backward", g->dtype, g->rank, g->shape);
-        if (r) nbi_cpu_relu_mask(r, g, out);
+        if (r && db) { /* the bias gradient in the same pass */
+            *db = nbi_empty("nb_dense backward", g->dtype, 1, &nout);
+            if (!*db || nbi_cpu_relu_mask_colsum(r, g, out, *db) != 0) return nbi_err("nb_dense backward", "out of memory");
+        } else if (r) {
+            nbi_cpu_relu_mask(r, g, out);
+        }
         return r;
     }
     nb_tensor *y = nb_detach(out), *one = nb_scalar(g->dtype, 1.0);
@@ -205,14 +210,15 @@ static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act) {
 /* dX = G' W, dW = G'^T X (rows of every batch), db = sum of G' over rows. */
 int nbi_bw_dense(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *x = out->node.in[0], *w = out->node.in[1], *b = out->node.nin > 2 ? out->node.in[2] : NULL;
-    nb_tensor *gp = dense_act_grad(out, g, out->node.ip[0]);
-    if (!gp) return -1;
     int64_t nout = w->shape[0], in = w->shape[1], m = 1;
+    nb_tensor *db = NULL;
+    nb_tensor *gp = dense_act_grad(out, g, out->node.ip[0], b && b->requires_grad ? &db : NULL, nout);
+    if (!gp) return -1;
     for (int i = 0; i + 1 < x->rank; i++) m *= x->shape[i];
     if (x->requires_grad && !(gin[0] = nb_matmul(gp, w))) return -1;
     nb_tensor *g2 = nb_reshape(gp, 2, (int64_t[]){m, nout});
     if (w->requires_grad && !(gin[1] = nb_matmul(nb_transpose(g2, 0, 1), nb_reshape(x, 2, (int64_t[]){m, in}))))
         return -1;
-    if (b && b->requires_grad && !(gin[2] = nb_sum_axes(g2, 1, (int[]){0}, false))) return -1;
+    if (b && b->requires_grad && !(gin[2] = db ? db : nb_sum_axes(g2, 1, (int[]){0}, false))) return -1;
     return 0;
 }

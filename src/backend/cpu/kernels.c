@@ -637,6 +637,40 @@ void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, b
         bias_relu_f64((double *)(void *)y->data, m, n, b ? (const double *)(const void *)b->data : NULL, relu);
 }
 
+#define DEF_MASK_COLSUM(T, SFX)                                                                     \
+    NBI_CLONES static void relu_mask_colsum_##SFX(T *restrict r, const T *restrict g, const T *restrict y,  \
+                                                 double *restrict acc, int64_t m, int64_t n) {     \
+        for (int64_t i = 0; i < m; i++) { /* two loops per row (in L1), each of which vectorises */ \
+            T *restrict ri = r + i * n;                                                             \
+            const T *restrict gi = g + i * n, *restrict yi = y + i * n;                             \
+            for (int64_t j = 0; j < n; j++) {                                                       \
+                T gv = gi[j], yv = yi[j];                                                           \
+                ri[j] = yv > 0 ? gv : (T)0;                                                         \
+            }                                                                                       \
+            for (int64_t j = 0; j < n; j++) acc[j] += ri[j];                                        \
+        }                                                                                           \
+    }
+DEF_MASK_COLSUM(float, f32)
+DEF_MASK_COLSUM(double, f64)
+
+int nbi_cpu_relu_mask_colsum(nb_tensor *r, const nb_tensor *g, const nb_tensor *y, nb_tensor *sums) {
+    int64_t n = sums->numel, m = n ? r->numel / n : 0;
+    double *acc = nbi_alloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!acc) return -1;
+    for (int64_t j = 0; j < n; j++) acc[j] = 0;
+    if (r->dtype == NB_F32) {
+        relu_mask_colsum_f32((float *)(void *)r->data, (const float *)(const void *)g->data,
+                             (const float *)(const void *)y->data, acc, m, n);
+        for (int64_t j = 0; j < n; j++) ((float *)(void *)sums->data)[j] = (float)acc[j];
+    } else {
+        relu_mask_colsum_f64((double *)(void *)r->data, (const double *)(const void *)g->data,
+                             (const double *)(const void *)y->data, acc, m, n);
+        memcpy(sums->data, acc, sizeof(double) * (size_t)n);
+    }
+    nbi_dealloc(acc);
+    return 0;
+}
+
 void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y) {
     if (r->dtype == NB_F32)
         relu_mask_f32((float *)(void *)r->data, (const float *)(const void *)g->data,

@@ -326,6 +326,11 @@ static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
         return nb_concat(c->ninputs, x, ia[0]);
     }
     if (IS("matmul")) { NEED(2, 0); return nb_matmul(x[0], x[1]); }
+    if (IS("dense")) {
+        if (c->ninputs == 2) { NEED(2, 1); return nb_dense(x[0], x[1], NULL, (nb_act)iparam(c, 0)); }
+        NEED(3, 1);
+        return nb_dense(x[0], x[1], x[2], (nb_act)iparam(c, 0));
+    }
 #undef NEED
 #undef IS
     *known = false;

@@ -45,6 +45,7 @@ Parameters per op (all others take none):
     expand        shape...
     concat        axis                (the inputs are the tensors to join)
     to            dtype               (0: f32, 1: f64)
+    dense         act                 (0 none, 1 relu, 2 tanh, 3 sigmoid; inputs x, w and maybe b)
 
 where: inputs are cond (0/1, no grad), a, b. gt / lt / eq: no input requires
 grad (the output is 0/1 as float64 and carries no graph), so there are no
@@ -442,6 +443,19 @@ for name, sa, sb in (('matmul_2d', (3, 4), (4, 2)),
                      ('matmul_4d_4d', (2, 1, 2, 3), (1, 3, 3, 2))):
     seed_for(name)
     case(name, 'matmul', [rnd(sa), rnd(sb)], torch.matmul)
+
+# --------------------------------------------------------------------------
+# dense: act(x w^T + b), F.linear then the activation; params: act
+# (0 none, 1 relu, 2 tanh, 3 sigmoid); without the bias there are two inputs.
+# --------------------------------------------------------------------------
+
+ACTS = (lambda y: y, torch.relu, torch.tanh, torch.sigmoid)
+for name, sx, bias, act in (('dense_none', (3, 4), True, 0), ('dense_relu', (3, 4), True, 1),
+                            ('dense_tanh_3d', (2, 3, 4), True, 2), ('dense_sigmoid_nobias', (3, 4), False, 3),
+                            ('dense_relu_vector', (4,), True, 1)):
+    seed_for(name)
+    ins = [rnd(sx), rnd((5, 4))] + ([rnd((5,))] if bias else [])
+    case(name, 'dense', ins, lambda x, w, b=None, a=act: ACTS[a](F.linear(x, w, b)), params=[act])
 
 # --------------------------------------------------------------------------
 # softmax family and classification losses (targets travel as params).

@@ -38,6 +38,17 @@ static void test_null_inputs(void) {
     CHECK_ERR("nb_keep");
     CHECK(nb_data(NULL) == NULL);
     CHECK_ERR("nb_data");
+    CHECK(nb_dense(a, NULL, NULL, NB_ACT_NONE) == NULL);
+    CHECK_ERR("nb_dense: argument 2 is NULL");
+    nb_clear_grad(NULL);
+    CHECK_ERR("nb_clear_grad");
+    CHECK(nb_sgd_update_(NULL, a, NULL, 0.1, 0, 0, false, true) != 0);
+    CHECK_ERR("nb_sgd_update_");
+    CHECK(nb_adam_update_(a, a, NULL, a, 0.1, 0.9, 0.999, 1e-8, 0, false, 1) != 0);
+    CHECK_ERR("nb_adam_update_: argument 3 is NULL");
+    CHECK(nb_all_finite(NULL, NULL) == -1);
+    CHECK_ERR("nb_all_finite: argument 1 is NULL");
+    nb_get_memory_stats(NULL); /* nothing to write to: a no-op */
     CHECK(nb_last_error() == NULL);
     nb_scope_end();
 }
@@ -53,6 +64,14 @@ static void test_dtype(void) {
     CHECK_ERR("nb_set_requires_grad: tensor (3,) has dtype i64");
     CHECK(nb_new((nb_dtype)7, 0, NULL, NULL) == NULL);
     CHECK_ERR("nb_new: unknown dtype 7");
+    CHECK(nb_dense(i, f, NULL, NB_ACT_NONE) == NULL);
+    CHECK_ERR("nb_dense: argument 1 (3,) has dtype i64");
+    CHECK(nb_all_finite(i, NULL) == -1);
+    CHECK_ERR("nb_all_finite: argument 1 (3,) has dtype i64");
+    nb_tensor *f32 = nb_full(NB_F32, 1, (int64_t[]){3}, 1);
+    CHECK(nb_sgd_update_(f, f32, NULL, 0.1, 0, 0, false, true) != 0); /* the gradient must match p's dtype */
+    CHECK_ERR("nb_sgd_update_: gradient (3,) must be contiguous with the shape and dtype of the parameter (3,)");
+    CHECK(nb_get(f, (int64_t[]){0}) == 1);
     nb_tensor *c = nb_to(i, NB_F32); /* conversions are fine */
     CHECK(c && nb_dtype_of(c) == NB_F32);
     nb_scope_end();

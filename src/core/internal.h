@@ -218,10 +218,9 @@ NBI_API void nbi_cpu_fill(nb_tensor *dst, double v);
 /* The dense layer's epilogue: each of the m rows of y (contiguous, m x n) gets
    += b (contiguous, n; NULL for none), then relu when asked. */
 NBI_API void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, bool relu);
-/* r = y > 0 ? g : 0, all contiguous of one shape and dtype (relu's backward from its output). */
-NBI_API void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y);
-/* The same, also writing the column sums of r (rows of sums->numel) to sums, summed in double row by row
-   (the order of a one-thread nb_sum_axes over the rows). Returns 0, or -1 out of memory. */
+/* r = g [y > 0] (NBI_B_RELU_GRAD; all contiguous of one shape and dtype), also writing the column sums of r
+   (rows of sums->numel) to sums, summed in double row by row (the order of a one-thread nb_sum_axes over the
+   rows): the ReLU and bias gradients of a dense layer in one pass. Returns 0, or -1 out of memory. */
 NBI_API int nbi_cpu_relu_mask_colsum(nb_tensor *r, const nb_tensor *g, const nb_tensor *y, nb_tensor *sums);
 /* One optimizer update in place over contiguous p, g, m, v of one shape and dtype (m, v unused as the
    kind needs), in that dtype, split across the worker pool when large. */
@@ -235,5 +234,11 @@ typedef struct {
 NBI_API void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v);
 /* -1 when every element of contiguous t is finite, else the index of the first that is not. */
 NBI_API int64_t nbi_cpu_first_nonfinite(const nb_tensor *t);
+
+/* ---- first-order backward in one pass (src/ops/elementwise.c) ---- */
+/* G op v (an NBI_B_*_GRAD rule) as one kernel pass when no graph of the gradient is being built (the usual
+   first-order backward) and g and v have one shape and dtype: one tensor instead of three or four, the same
+   bits as the composite rule. NULL otherwise: the caller takes its composite rule. */
+NBI_API nb_tensor *nbi_fused_grad(nbi_binop op, nb_tensor *g, nb_tensor *v);
 
 #endif

@@ -230,10 +230,7 @@ int nbi_bw_sin(nb_tensor *out, nb_tensor *g, nb_tensor **gin) { return (gin[0] =
 int nbi_bw_cos(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     return (gin[0] = nb_mul(g, nb_neg(nb_sin(IN(0))))) ? 0 : -1;
 }
-/* G op v in one kernel pass when no graph of the gradient is being built (the
-   usual first-order backward): one tensor instead of three or four, the same
-   bits as the composite rule below it. NULL: take the composite rule. */
-static nb_tensor *fused_grad(nbi_binop op, nb_tensor *g, nb_tensor *v) {
+nb_tensor *nbi_fused_grad(nbi_binop op, nb_tensor *g, nb_tensor *v) {
     if (nb_grad_enabled() || g->dtype != v->dtype || g->rank != v->rank) return NULL;
     for (int i = 0; i < g->rank; i++)
         if (g->shape[i] != v->shape[i]) return NULL;
@@ -244,17 +241,17 @@ static nb_tensor *fused_grad(nbi_binop op, nb_tensor *g, nb_tensor *v) {
 
 /* tanh' = 1 - R^2 */
 int nbi_bw_tanh(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    if ((gin[0] = fused_grad(NBI_B_TANH_GRAD, g, out)) != NULL) return 0;
+    if ((gin[0] = nbi_fused_grad(NBI_B_TANH_GRAD, g, out)) != NULL) return 0;
     return (gin[0] = nb_mul(g, one_minus(nb_mul(out, out)))) ? 0 : -1;
 }
 /* sigmoid' = R (1 - R) */
 int nbi_bw_sigmoid(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    if ((gin[0] = fused_grad(NBI_B_SIGMOID_GRAD, g, out)) != NULL) return 0;
+    if ((gin[0] = nbi_fused_grad(NBI_B_SIGMOID_GRAD, g, out)) != NULL) return 0;
     return (gin[0] = nb_mul(g, nb_mul(out, one_minus(out)))) ? 0 : -1;
 }
 /* relu'(x) = [x > 0]; the mask is a constant */
 int nbi_bw_relu(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    if ((gin[0] = fused_grad(NBI_B_RELU_GRAD, g, IN(0))) != NULL) return 0;
+    if ((gin[0] = nbi_fused_grad(NBI_B_RELU_GRAD, g, IN(0))) != NULL) return 0;
     return (gin[0] = nb_mul(g, nb_gt(IN(0), cst(g, 0)))) ? 0 : -1;
 }
 int nbi_bw_leaky_relu(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {

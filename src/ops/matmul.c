@@ -187,19 +187,20 @@ nb_tensor *nb_dense(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act) {
     return out;
 }
 
-/* G' = G act'(Y): relu' = [Y > 0], tanh' = 1 - Y^2, sigmoid' = Y (1 - Y). */
+/* G' = G act'(Y): relu' = [Y > 0], tanh' = 1 - Y^2, sigmoid' = Y (1 - Y). First order: one kernel pass (with
+   the bias gradient's column sums in the same pass for ReLU); else the composite rule. */
 static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act, nb_tensor **db, int64_t nout) {
+    static const nbi_binop rule[] = {NBI_B_MUL, NBI_B_RELU_GRAD, NBI_B_TANH_GRAD, NBI_B_SIGMOID_GRAD};
     if (act == NB_ACT_NONE) return g;
-    if (act == NB_ACT_RELU && !nb_grad_enabled() && nbi_is_contig(g) && nbi_is_contig(out) && g->dtype == out->dtype) {
+    if (act == NB_ACT_RELU && db && !nb_grad_enabled() && nbi_is_contig(g) && nbi_is_contig(out) &&
+        g->dtype == out->dtype) {
         nb_tensor *r = nbi_empty("nb_dense backward", g->dtype, g->rank, g->shape);
-        if (r && db) { /* the bias gradient in the same pass */
-            *db = nbi_empty("nb_dense backward", g->dtype, 1, &nout);
-            if (!*db || nbi_cpu_relu_mask_colsum(r, g, out, *db) != 0) return nbi_err("nb_dense backward", "out of memory");
-        } else if (r) {
-            nbi_cpu_relu_mask(r, g, out);
-        }
+        *db = r ? nbi_empty("nb_dense backward", g->dtype, 1, &nout) : NULL;
+        if (!*db || nbi_cpu_relu_mask_colsum(r, g, out, *db) != 0) return nbi_err("nb_dense backward", "out of memory");
         return r;
     }
+    nb_tensor *r = nbi_fused_grad(rule[act], g, out);
+    if (r) return r;
     nb_tensor *y = nb_detach(out), *one = nb_scalar(g->dtype, 1.0);
     if (act == NB_ACT_RELU) return nb_mul(g, nb_gt(y, nb_scalar(g->dtype, 0.0)));
     if (nb_grad_enabled()) y = out; /* second order: the derivative's own dependence on y */

@@ -609,7 +609,7 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
     return 0;
 }
 
-/* ---- dense layer epilogue and the ReLU mask of its backward ---- */
+/* ---- dense layer: forward epilogue, and the ReLU and bias gradients of its backward ---- */
 
 #define DEF_DENSE_KERNELS(T, SFX)                                                                   \
     NBI_CLONES static void bias_relu_##SFX(T *restrict y, int64_t m, int64_t n, const T *restrict b, bool relu) { \
@@ -619,12 +619,6 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
                 for (int64_t j = 0; j < n; j++) r[j] += b[j];                                       \
             if (relu)                                                                               \
                 for (int64_t j = 0; j < n; j++) r[j] = r[j] < 0 ? (T)0 : r[j];                      \
-        }                                                                                           \
-    }                                                                                               \
-    NBI_CLONES static void relu_mask_##SFX(T *restrict r, const T *restrict g, const T *restrict y, int64_t n) { \
-        for (int64_t i = 0; i < n; i++) { /* both loads unconditional, so the select vectorises */  \
-            T gi = g[i], yi = y[i];                                                                 \
-            r[i] = yi > 0 ? gi : (T)0;                                                              \
         }                                                                                           \
     }
 DEF_DENSE_KERNELS(float, f32)
@@ -643,10 +637,7 @@ void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, b
         for (int64_t i = 0; i < m; i++) { /* two loops per row (in L1), each of which vectorises */ \
             T *restrict ri = r + i * n;                                                             \
             const T *restrict gi = g + i * n, *restrict yi = y + i * n;                             \
-            for (int64_t j = 0; j < n; j++) {                                                       \
-                T gv = gi[j], yv = yi[j];                                                           \
-                ri[j] = yv > 0 ? gv : (T)0;                                                         \
-            }                                                                                       \
+            for (int64_t j = 0; j < n; j++) ri[j] = gi[j] * (T)(yi[j] > 0); /* as NBI_B_RELU_GRAD */ \
             for (int64_t j = 0; j < n; j++) acc[j] += ri[j];                                        \
         }                                                                                           \
     }
@@ -669,15 +660,6 @@ int nbi_cpu_relu_mask_colsum(nb_tensor *r, const nb_tensor *g, const nb_tensor *
     }
     nbi_dealloc(acc);
     return 0;
-}
-
-void nbi_cpu_relu_mask(nb_tensor *r, const nb_tensor *g, const nb_tensor *y) {
-    if (r->dtype == NB_F32)
-        relu_mask_f32((float *)(void *)r->data, (const float *)(const void *)g->data,
-                      (const float *)(const void *)y->data, r->numel);
-    else
-        relu_mask_f64((double *)(void *)r->data, (const double *)(const void *)g->data,
-                      (const double *)(const void *)y->data, r->numel);
 }
 
 /* ---- optimizer updates (nb_sgd_update_, nb_adam_update_) ---- */

@@ -16,31 +16,42 @@
 
 #include "../core/internal.h"
 
+/* Element i of contiguous t, and writing element i of contiguous t, as doubles. */
+static double at(const nb_tensor *t, int64_t i) {
+    return t->dtype == NB_F32 ? (double)((const float *)(const void *)t->data)[i]
+                              : ((const double *)(const void *)t->data)[i];
+}
+static void put(nb_tensor *t, int64_t i, double v) {
+    if (t->dtype == NB_F32)
+        ((float *)(void *)t->data)[i] = (float)v;
+    else
+        ((double *)(void *)t->data)[i] = v;
+}
+
+/* The mean and 1 / sqrt(var + eps) of the D elements of contiguous x from o, in double. */
+static void row_stats(const nb_tensor *x, int64_t o, int64_t D, double eps, double *mu, double *rstd) {
+    double m = 0, var = 0;
+    for (int64_t j = 0; j < D; j++) m += at(x, o + j);
+    m /= (double)D;
+    for (int64_t j = 0; j < D; j++) {
+        double v = at(x, o + j) - m;
+        var += v * v;
+    }
+    *mu = m;
+    *rstd = 1.0 / sqrt(var / (double)D + eps);
+}
+
 static void layer_norm_kernel(nb_tensor *y, const nb_tensor *x, const nb_tensor *gamma, const nb_tensor *beta,
                               double eps) {
     int64_t D = x->shape[x->rank - 1], rows = D ? x->numel / D : 0;
-    bool f32 = x->dtype == NB_F32;
     for (int64_t r = 0; r < rows; r++) {
-        double mu = 0, var = 0;
-        for (int64_t j = 0; j < D; j++) mu += f32 ? ((const float *)(const void *)x->data)[r * D + j]
-                                                  : ((const double *)(const void *)x->data)[r * D + j];
-        mu /= (double)D;
+        double mu, rstd;
+        row_stats(x, r * D, D, eps, &mu, &rstd);
         for (int64_t j = 0; j < D; j++) {
-            double v = (f32 ? ((const float *)(const void *)x->data)[r * D + j]
-                            : ((const double *)(const void *)x->data)[r * D + j]) - mu;
-            var += v * v;
-        }
-        double rstd = 1.0 / sqrt(var / (double)D + eps);
-        for (int64_t j = 0; j < D; j++) {
-            double v = (f32 ? ((const float *)(const void *)x->data)[r * D + j]
-                            : ((const double *)(const void *)x->data)[r * D + j]) - mu;
-            v *= rstd;
+            double v = (at(x, r * D + j) - mu) * rstd;
             if (gamma) v *= nbi_load(gamma, gamma->data + j * gamma->strides[0] * (int64_t)nbi_dsize(gamma->dtype));
             if (beta) v += nbi_load(beta, beta->data + j * beta->strides[0] * (int64_t)nbi_dsize(beta->dtype));
-            if (f32)
-                ((float *)(void *)y->data)[r * D + j] = (float)v;
-            else
-                ((double *)(void *)y->data)[r * D + j] = v;
+            put(y, r * D + j, v);
         }
     }
 }
@@ -82,17 +93,6 @@ nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double
 /* The closed form above in one pass per row, in double, each result rounded
    once: the first-order backward (no graph of the gradient is built). dx, dg
    and db may be NULL when not wanted. */
-static double at(const nb_tensor *t, int64_t i) {
-    return t->dtype == NB_F32 ? (double)((const float *)(const void *)t->data)[i]
-                              : ((const double *)(const void *)t->data)[i];
-}
-static void put(nb_tensor *t, int64_t i, double v) {
-    if (t->dtype == NB_F32)
-        ((float *)(void *)t->data)[i] = (float)v;
-    else
-        ((double *)(void *)t->data)[i] = v;
-}
-
 static int layer_norm_backward_kernel(nb_tensor *dx, nb_tensor *dg, nb_tensor *db, const nb_tensor *g,
                                       const nb_tensor *x, const nb_tensor *gamma, double eps) {
     int64_t D = x->shape[x->rank - 1], rows = D ? x->numel / D : 0;
@@ -101,14 +101,8 @@ static int layer_norm_backward_kernel(nb_tensor *dx, nb_tensor *dg, nb_tensor *d
     for (int64_t j = 0; j < 2 * D; j++) sg[j] = 0;
     for (int64_t r = 0; r < rows; r++) {
         const int64_t o = r * D;
-        double mu = 0, var = 0, m1 = 0, m2 = 0;
-        for (int64_t j = 0; j < D; j++) mu += at(x, o + j);
-        mu /= (double)D;
-        for (int64_t j = 0; j < D; j++) {
-            double v = at(x, o + j) - mu;
-            var += v * v;
-        }
-        double rstd = 1.0 / sqrt(var / (double)D + eps);
+        double mu, rstd, m1 = 0, m2 = 0;
+        row_stats(x, o, D, eps, &mu, &rstd);
         for (int64_t j = 0; j < D; j++) { /* acc holds xhat for this row */
             double xh = (at(x, o + j) - mu) * rstd, gj = at(g, o + j), dxh = gamma ? gj * at(gamma, j) : gj;
             acc[j] = xh;

@@ -16,34 +16,46 @@
 
 #include "../core/internal.h"
 
+/* Element i of contiguous x, and writing element i of contiguous y, as doubles. */
+static double at(const nb_tensor *x, int64_t i) {
+    return x->dtype == NB_F32 ? (double)((const float *)(const void *)x->data)[i]
+                              : ((const double *)(const void *)x->data)[i];
+}
+static void put(nb_tensor *y, int64_t i, double v) {
+    if (y->dtype == NB_F32)
+        ((float *)(void *)y->data)[i] = (float)v;
+    else
+        ((double *)(void *)y->data)[i] = v;
+}
+
+/* The max m and sum s of exp(x - m) over the n elements base + k * step of contiguous x, in double
+   (m = 0 when all are -inf, so that exp stays finite). */
+static void row_stats(const nb_tensor *x, int64_t base, int64_t n, int64_t step, double *m, double *s) {
+    double mx = -INFINITY, sum = 0;
+    for (int64_t k = 0; k < n; k++) {
+        double v = at(x, base + k * step);
+        if (v > mx || v != v) mx = v;
+    }
+    if (mx == -INFINITY) mx = 0;
+    for (int64_t k = 0; k < n; k++) sum += exp(at(x, base + k * step) - mx);
+    *m = mx;
+    *s = sum;
+}
+
 /* out (contiguous) = softmax or log-softmax of x (contiguous) along axis ax. */
 static void softmax_kernel(nb_tensor *out, const nb_tensor *x, int ax, bool logarithm) {
     int64_t n = x->shape[ax], outer = 1, inner = 1;
     for (int i = 0; i < ax; i++) outer *= x->shape[i];
     for (int i = ax + 1; i < x->rank; i++) inner *= x->shape[i];
-    bool f32 = x->dtype == NB_F32;
-    const float *xf = (const float *)(const void *)x->data;
-    const double *xd = (const double *)(const void *)x->data;
-    float *of = (float *)(void *)out->data;
-    double *od = (double *)(void *)out->data;
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
             int64_t base = o * n * inner + i;
-            double m = -INFINITY, s = 0;
-            for (int64_t k = 0; k < n; k++) {
-                double v = f32 ? xf[base + k * inner] : xd[base + k * inner];
-                if (v > m || v != v) m = v;
-            }
-            if (m == -INFINITY) m = 0; /* all -inf: keep exp finite */
-            for (int64_t k = 0; k < n; k++) s += exp((f32 ? xf[base + k * inner] : xd[base + k * inner]) - m);
+            double m, s;
+            row_stats(x, base, n, inner, &m, &s);
             double ls = log(s);
             for (int64_t k = 0; k < n; k++) {
-                double v = (f32 ? xf[base + k * inner] : xd[base + k * inner]) - m;
-                double r = logarithm ? v - ls : exp(v) / s;
-                if (f32)
-                    of[base + k * inner] = (float)r;
-                else
-                    od[base + k * inner] = r;
+                double v = at(x, base + k * inner) - m;
+                put(out, base + k * inner, logarithm ? v - ls : exp(v) / s);
             }
         }
 }
@@ -169,26 +181,12 @@ static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_
         return NULL;
     }
     int64_t N = x->shape[0], C = x->shape[1];
-    bool f32 = x->dtype == NB_F32;
     double gs = nbi_load(g, g->data) / (double)N;
     for (int64_t i = 0; i < N; i++) {
         const int64_t o = i * C, ti = target_at(t, i);
-        double m = -INFINITY, s = 0;
-        for (int64_t k = 0; k < C; k++) {
-            double v = f32 ? ((const float *)(const void *)c->data)[o + k] : ((const double *)(const void *)c->data)[o + k];
-            if (v > m || v != v) m = v;
-        }
-        if (m == -INFINITY) m = 0;
-        for (int64_t k = 0; k < C; k++)
-            s += exp((f32 ? ((const float *)(const void *)c->data)[o + k] : ((const double *)(const void *)c->data)[o + k]) - m);
-        for (int64_t k = 0; k < C; k++) {
-            double v = f32 ? ((const float *)(const void *)c->data)[o + k] : ((const double *)(const void *)c->data)[o + k];
-            double r = gs * (exp(v - m) / s - (k == ti ? 1.0 : 0.0));
-            if (f32)
-                ((float *)(void *)d->data)[o + k] = (float)r;
-            else
-                ((double *)(void *)d->data)[o + k] = r;
-        }
+        double m, s;
+        row_stats(c, o, C, 1, &m, &s);
+        for (int64_t k = 0; k < C; k++) put(d, o + k, gs * (exp(at(c, o + k) - m) / s - (k == ti ? 1.0 : 0.0)));
     }
     if (c != x) nb_free(c);
     return d;

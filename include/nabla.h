@@ -467,7 +467,8 @@ NB_API nb_tensor *nb_logdet(nb_tensor *a);
    whole slices: idx is 1-D and the result has len(idx) along axis (an
    embedding lookup is index_select(table, 0, ids)). gather picks elementwise:
    idx has a's rank, matches a outside axis, and gives the result's shape.
-   Gradients scatter-add back, so repeated indices accumulate. */
+   a may be of any dtype (i64 labels too; those carry no gradient). Gradients
+   scatter-add back, so repeated indices accumulate. */
 NB_API nb_tensor *nb_index_select(nb_tensor *a, int axis, nb_tensor *idx);
 NB_API nb_tensor *nb_gather(nb_tensor *a, int axis, nb_tensor *idx);
 

@@ -59,10 +59,29 @@ static void test_errors(void) {
     nb_scope_end();
 }
 
+/* i64 tensors (labels) are selected exactly, contiguous or strided, beyond 2^53. */
+static void test_i64(void) {
+    nb_scope_begin();
+    const int64_t big = ((int64_t)1 << 53) + 1, v[6] = {big, 1, 2, big + 2, -5, 7}; /* (2, 3) */
+    nb_tensor *t = nb_new(NB_I64, 2, (int64_t[]){2, 3}, v);
+    nb_tensor *idx = nb_new(NB_I64, 1, (int64_t[]){3}, (int64_t[]){1, 0, 1});
+    nb_tensor *r = nb_index_select(t, 0, idx);                       /* rows: whole-row copies */
+    nb_tensor *rt = nb_index_select(nb_transpose(t, 0, 1), 1, idx); /* strided: element copies */
+    CHECK(r && nb_shape(r)[0] == 3 && rt && nb_shape(rt)[0] == 3 && nb_shape(rt)[1] == 3);
+    if (r && rt) {
+        const int64_t *pr = nb_data(r), *prt = nb_data(rt);
+        CHECK(pr[0] == big + 2 && pr[3] == big && pr[6] == big + 2 && pr[8] == 7);
+        CHECK(prt[0] == big + 2 && prt[1] == big && prt[3] == -5 && prt[4] == 1);
+        CHECK(!nb_requires_grad(r));
+    }
+    nb_scope_end();
+}
+
 int main(void) {
     th_seed(13);
     RUN(test_gradchecks);
     RUN(test_values);
     RUN(test_errors);
+    RUN(test_i64);
     return th_finish();
 }

@@ -291,19 +291,10 @@ bool nb_batcher_next(nb_batcher *b, nb_tensor **x, nb_tensor **y) {
         return false;
     }
     int64_t m = b->ds->n - b->pos < b->batch ? b->ds->n - b->pos : b->batch;
-    const int64_t *perm = b->perm + b->pos;
-    nb_tensor *idx = nb_new(NB_I64, 1, &m, perm);
+    nb_tensor *idx = nb_new(NB_I64, 1, &m, b->perm + b->pos);
     *x = nb_index_select(b->ds->x, 0, idx);
+    *y = nb_index_select(b->ds->y, 0, idx);
     nb_free(idx);
-    *y = nb_new(NB_I64, 1, &m, NULL); /* labels are gathered here: index_select takes floats only */
-    if (*y && nb_is_contiguous(b->ds->y)) {
-        const int64_t *src = nb_data(b->ds->y);
-        int64_t *dst = nb_data(*y);
-        for (int64_t i = 0; i < m; i++) dst[i] = src[perm[i]];
-    } else if (*y) {
-        int64_t *dst = nb_data(*y);
-        for (int64_t i = 0; i < m; i++) dst[i] = (int64_t)nb_get(b->ds->y, &perm[i]);
-    }
     b->pos += m;
     return *x && *y;
 }

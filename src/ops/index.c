@@ -78,13 +78,15 @@ static void move(nb_tensor *dst, const nb_tensor *src, const nb_tensor *idx, int
         }
         const char *ps = src->data + (index_on_dst ? ow : oo) * es;
         char *pd = dst->data + (index_on_dst ? oo : ow) * es;
-        double v = nbi_load(src, ps);
-        nbi_store(dst->dtype, pd, add ? nbi_load(dst, pd) + v : v);
+        if (add)
+            nbi_store(dst->dtype, pd, nbi_load(dst, pd) + nbi_load(src, ps));
+        else
+            memcpy(pd, ps, (size_t)es); /* one dtype: an exact copy, i64 included */
     }
 }
 
 static nb_tensor *select_op(const char *fn, nbi_op op, nb_tensor *a, int axis, nb_tensor *idx) {
-    if (!nbi_check_float(fn, a, 1) || !nbi_check(fn, idx, 3)) return NULL;
+    if (!nbi_check(fn, a, 1) || !nbi_check(fn, idx, 3)) return NULL; /* any dtype: i64 labels too */
     int ax;
     if (!nbi_axis_arg(fn, axis, a, &ax)) return NULL;
     int64_t shape[NB_MAX_RANK] = {0};

@@ -515,23 +515,31 @@ static void reduce_run(iter_t *it, char **base, red_ctx *ctx) {
         iter_run(it, base, reduce_row, ctx);
         return;
     }
+    par_job j = {*it, {0}, reduce_row, ctx};
+    for (int k = 0; k < it->nops; k++) j.base[k] = base[k];
+    int64_t others = total / it->shape[d], grain = (PAR_MIN_ELEMS + others - 1) / others;
     if (d == it->rank - 1) { /* only the innermost axis is kept: cut it into column ranges, in place */
-        par_job j = {*it, {0}, reduce_row, ctx};
-        for (int k = 0; k < it->nops; k++) j.base[k] = base[k];
-        int64_t outer = total / it->shape[d];
-        nbi_parallel_for(it->shape[d], (PAR_MIN_ELEMS + outer - 1) / outer, par_cols, &j);
+        nbi_parallel_for(it->shape[d], grain, par_cols, &j);
         return;
     }
-    par_job j = {*it, {0}, reduce_row, ctx};
     for (int i = d; i > 0; i--) { /* axis d first; the reduced axes keep their order */
         j.it.shape[i] = it->shape[i - 1];
         for (int k = 0; k < it->nops; k++) j.it.st[k][i] = it->st[k][i - 1];
     }
     j.it.shape[0] = it->shape[d];
     for (int k = 0; k < it->nops; k++) j.it.st[k][0] = it->st[k][d];
-    for (int k = 0; k < it->nops; k++) j.base[k] = base[k];
-    int64_t inner = total / j.it.shape[0];
-    nbi_parallel_for(j.it.shape[0], (PAR_MIN_ELEMS + inner - 1) / inner, par_part, &j);
+    nbi_parallel_for(j.it.shape[0], grain, par_part, &j);
+}
+
+/* The sum of chunk c of contiguous a (four running sums, as any row). */
+static double chunk_sum(const nb_tensor *a, int64_t c) {
+    red_ctx ctx = {NBI_R_SUM, a->dtype};
+    int64_t es = (int64_t)nbi_dsize(a->dtype), n = a->numel - c * RED_CHUNK;
+    double sum = 0;
+    char *p[2] = {(char *)&sum, a->data + c * RED_CHUNK * es};
+    int64_t st[2] = {0, es};
+    reduce_row(n < RED_CHUNK ? n : RED_CHUNK, p, st, &ctx);
+    return sum;
 }
 
 typedef struct {
@@ -541,36 +549,18 @@ typedef struct {
 
 static int chunk_part(void *vj, int64_t lo, int64_t hi) {
     const chunk_job *j = vj;
-    red_ctx ctx = {NBI_R_SUM, j->a->dtype};
-    int64_t es = (int64_t)nbi_dsize(j->a->dtype);
-    for (int64_t c = lo; c < hi; c++) {
-        int64_t n = j->a->numel - c * RED_CHUNK < RED_CHUNK ? j->a->numel - c * RED_CHUNK : RED_CHUNK;
-        char *p[2] = {(char *)&j->part[c], j->a->data + c * RED_CHUNK * es};
-        int64_t s[2] = {0, es};
-        j->part[c] = 0;
-        reduce_row(n, p, s, &ctx);
-    }
+    for (int64_t c = lo; c < hi; c++) j->part[c] = chunk_sum(j->a, c);
     return 0;
 }
 
 static double chunked_sum(const nb_tensor *a) {
     int64_t nc = (a->numel + RED_CHUNK - 1) / RED_CHUNK;
-    double local[64], *part = nc <= 64 ? local : nbi_alloc((size_t)nc * sizeof(double));
-    chunk_job j = {a, part};
-    double sum = 0;
+    double local[64], *part = nc <= 64 ? local : nbi_alloc((size_t)nc * sizeof(double)), sum = 0;
     if (!part) { /* no room for the partial sums: the same chunks, one after another */
-        red_ctx ctx = {NBI_R_SUM, a->dtype};
-        int64_t es = (int64_t)nbi_dsize(a->dtype);
-        for (int64_t c = 0; c < nc; c++) {
-            double one = 0;
-            int64_t n = a->numel - c * RED_CHUNK < RED_CHUNK ? a->numel - c * RED_CHUNK : RED_CHUNK;
-            char *p[2] = {(char *)&one, a->data + c * RED_CHUNK * es};
-            int64_t st[2] = {0, es};
-            reduce_row(n, p, st, &ctx);
-            sum += one;
-        }
+        for (int64_t c = 0; c < nc; c++) sum += chunk_sum(a, c);
         return sum;
     }
+    chunk_job j = {a, part};
     nbi_parallel_for(nc, (PAR_MIN_ELEMS + RED_CHUNK - 1) / RED_CHUNK, chunk_part, &j);
     for (int64_t c = 0; c < nc; c++) sum += part[c];
     if (part != local) nbi_dealloc(part);

@@ -4,7 +4,8 @@
  * transposed and strided operands (rsa > k, ldc > n, negative strides), accumulate on and off, sizes that
  * cross the cache blocks, bit-identical reruns, untouched padding in C, and allocation failure.
  *
- * Products large enough to be split across threads give the same bits on 1, 2, 3 and 4 threads.
+ * Products large enough to be split across threads give the same bits on 1, 2, 3 and 4 threads, and every
+ * layout of A and B gives the same bits.
  * Allocation failures are injected through nb_set_allocator. Exits nonzero on failure; the last line
  * printed is "N passed, N failed".
  */
@@ -336,6 +337,49 @@ static void test_threads(void)
     nb_set_num_threads(0);
 }
 
+/* Every layout of A and B (each stored by rows or by columns, which picks packed, in-place or column-strided
+   reads) gives the same bits: each element is one chain of multiply-adds over k in order whatever the path. */
+static void test_layouts(int kernel)
+{
+    static const int64_t shapes[][3] = {{256, 784, 128}, {100, 70, 300}, {128, 256, 784}, {44, 40, 9}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+        const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+        float *a = malloc(sizeof(float) * (size_t)(m * k)), *at = malloc(sizeof(float) * (size_t)(m * k));
+        float *b = malloc(sizeof(float) * (size_t)(k * n)), *bt = malloc(sizeof(float) * (size_t)(k * n));
+        float *c0 = malloc(sizeof(float) * (size_t)(m * n)), *c = malloc(sizeof(float) * (size_t)(m * n));
+        double *ad = malloc(sizeof(double) * (size_t)(m * k)), *adt = malloc(sizeof(double) * (size_t)(m * k));
+        double *bd = malloc(sizeof(double) * (size_t)(k * n)), *bdt = malloc(sizeof(double) * (size_t)(k * n));
+        double *d0 = malloc(sizeof(double) * (size_t)(m * n)), *d = malloc(sizeof(double) * (size_t)(m * n));
+        int ok = a && at && b && bt && c0 && c && ad && adt && bd && bdt && d0 && d;
+        if (ok) {
+            for (int64_t i = 0; i < m; ++i)
+                for (int64_t p = 0; p < k; ++p)
+                    at[p * m + i] = a[i * k + p] = (float)(adt[p * m + i] = ad[i * k + p] = rng_uniform());
+            for (int64_t p = 0; p < k; ++p)
+                for (int64_t j = 0; j < n; ++j)
+                    bt[j * k + p] = b[p * n + j] = (float)(bdt[j * k + p] = bd[p * n + j] = rng_uniform());
+            nbi_gemm_set_kernel(kernel);
+            ok = nbi_gemm_f32(m, n, k, a, k, 1, b, n, 1, c0, n, false) == 0 &&
+                 nbi_gemm_f64(m, n, k, ad, k, 1, bd, n, 1, d0, n, false) == 0;
+            for (int f = 1; ok && f < 4; ++f) {
+                const int ta = f & 1, tb = f >> 1;
+                ok = nbi_gemm_f32(m, n, k, ta ? at : a, ta ? 1 : k, ta ? m : 1, tb ? bt : b, tb ? 1 : n,
+                                  tb ? k : 1, c, n, false) == 0 &&
+                     nbi_gemm_f64(m, n, k, ta ? adt : ad, ta ? 1 : k, ta ? m : 1, tb ? bdt : bd, tb ? 1 : n,
+                                  tb ? k : 1, d, n, false) == 0 &&
+                     memcmp(c, c0, sizeof(float) * (size_t)(m * n)) == 0 &&
+                     memcmp(d, d0, sizeof(double) * (size_t)(m * n)) == 0;
+            }
+        }
+        char what[96];
+        snprintf(what, sizeof what, "%s: %lldx%lldx%lld same bits in all four layouts", kernel_names[kernel],
+                 (long long)m, (long long)n, (long long)k);
+        check(ok, what);
+        free(a), free(at), free(b), free(bt), free(c0), free(c), free(ad), free(adt), free(bd), free(bdt);
+        free(d0), free(d);
+    }
+}
+
 /* Batched shapes through nb_matmul (each batch one product; broadcast batches read in place, a
    transposed b consumed by the packing) against the reference kernel batch by batch. */
 static void test_batched(int kernel)
@@ -403,6 +447,7 @@ int main(void)
         }
         const int before = n_failed;
         test_kernel(kernel);
+        test_layouts(kernel);
         test_batched(kernel);
         nbi_gemm_set_kernel(kernel);
         printf("kernel %s: %s\n", kernel_names[kernel], n_failed == before ? "ok" : "FAILED");

@@ -124,11 +124,12 @@ typedef void (*ukra_s_fn)(int64_t kc, const float *a, int64_t rsa, const float *
                           int64_t ldc, int mr, int nr, int beta);
 typedef void (*ukra_d_fn)(int64_t kc, const double *a, int64_t rsa, const double *pb, int64_t bs, double *c,
                           int64_t ldc, int mr, int nr, int beta);
-/* Packed A, B with k stride bs (read in place when its rows are contiguous). */
-typedef void (*ukrb_s_fn)(int64_t kc, const float *pa, const float *pb, int64_t bs, float *c, int64_t ldc, int mr,
-                          int nr, int beta);
-typedef void (*ukrb_d_fn)(int64_t kc, const double *pa, const double *pb, int64_t bs, double *c, int64_t ldc,
-                          int mr, int nr, int beta);
+/* A with its mr rows contiguous at each k (a packed panel, as = MR; or A stored by columns, read in place,
+   as = its column stride), B with k stride bs (read in place when its rows are contiguous). */
+typedef void (*ukrb_s_fn)(int64_t kc, const float *pa, int64_t as, const float *pb, int64_t bs, float *c,
+                          int64_t ldc, int mr, int nr, int beta);
+typedef void (*ukrb_d_fn)(int64_t kc, const double *pa, int64_t as, const double *pb, int64_t bs, double *c,
+                          int64_t ldc, int mr, int nr, int beta);
 typedef void (*axpy_s_fn)(int64_t n, float alpha, const float *x, float *y);
 typedef void (*axpy_d_fn)(int64_t n, double alpha, const double *x, double *y);
 typedef float (*dot_s_fn)(int64_t n, const float *x, const float *y);
@@ -344,6 +345,10 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         /* the micro-kernel: packing them would only copy. B only while a k block of it spans at most      */ \
         /* 512 KiB: panels of rows further apart cost more in TLB misses than their packing.                */ \
         const bool direct_a = cf->ukr_a && csa == 1;                                                           \
+        /* A stored by columns holds each full tile's MR rows contiguous at every k, as a packed panel does: */  \
+        /* read in place too (with the same span limit); only a last partial tile is packed, as the kernel  */  \
+        /* must not read past A.                                                                             */  \
+        const bool strided_a = !direct_a && cf->ukr_b && rsa == 1 && kcb * csa * (int64_t)sizeof(T) <= (512 << 10); \
         const bool direct_b = cf->ukr_a && cf->ukr_b && csb == 1 && kcb * rsb * (int64_t)sizeof(T) <= (512 << 10); \
         T *ap = (T *)get_buf(0, sizeof(T) * (size_t)(mcb * kcb));                                              \
         T *bp = ap ? (T *)get_buf(1, sizeof(T) * (size_t)(ncb * kcb)) : NULL;                                  \
@@ -360,8 +365,9 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
                 for (int64_t ic = 0; ic < m; ic += mcb) {                                                      \
                     const int64_t mc = min_i64(mcb, m - ic);                                                   \
                     const T *ab = a + ic * rsa + pc * csa;                                                     \
-                    if (!direct_a)                                                                             \
-                        cf->pack_a(ap, ab, rsa, csa, mc, kc, MR);                                              \
+                    const int64_t mfull = strided_a ? mc / MR * MR : 0;                                        \
+                    if (!direct_a && mfull < mc) /* all of A, or only its last partial tile */                 \
+                        cf->pack_a(ap, ab + mfull * rsa, rsa, csa, mc - mfull, kc, MR);                        \
                     for (int64_t jr = 0; jr < nc; jr += NR) {                                                  \
                         const int nr = (int)min_i64(NR, nc - jr);                                              \
                         const bool in_place = jr < nfull;                                                      \
@@ -372,8 +378,11 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
                             const int mr = (int)min_i64(MR, mc - ir);                                          \
                             if (direct_a)                                                                      \
                                 cf->ukr_a(kc, ab + ir * rsa, rsa, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);   \
+                            else if (ir < mfull)                                                               \
+                                cf->ukr_b(kc, ab + ir, csa, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);         \
                             else if (cf->ukr_b)                                                                \
-                                cf->ukr_b(kc, ap + ir * kc, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);         \
+                                cf->ukr_b(kc, ap + (ir - mfull) * kc, MR, pb, bs, cj + ir * ldc, ldc, mr, nr,  \
+                                          beta);                                                               \
                             else                                                                               \
                                 cf->ukr(kc, ap + ir * kc, pb, cj + ir * ldc, ldc, mr, nr, beta);               \
                         }                                                                                      \
@@ -513,12 +522,12 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
     for (int64_t p = 0; p < kc; ++p) {                                                                         \
         const VT b0 = VLOAD(pb), b1 = VLOAD(pb + VW);                                                          \
         ROWS(UK_FMA)                                                                                           \
-        pa += (MR_);                                                                                           \
+        pa += as;                                                                                              \
         pb += bs;                                                                                              \
     }                                                                                                          \
     UK_TAIL(T, S, ROWS, MR_)
 #define UK_BODY(T, S, ROWS, MR_)                                                                               \
-    const int64_t bs = 2 * VW;                                                                                 \
+    const int64_t as = (MR_), bs = 2 * VW;                                                                     \
     UKB_BODY(T, S, ROWS, MR_)
 
 /* The direct-A body: row i of the tile is read at a + i * rsa (rows past mr repeat the last real row, so
@@ -555,14 +564,36 @@ __attribute__((target("avx512f,fma"))) static void ukr_avx512_s(int64_t kc, cons
 {
     UK_BODY(float, s, UK_ROWS12, 12)
 }
-__attribute__((target("avx512f,fma"))) static void ukrb_avx512_s(int64_t kc, const float *restrict pa,
+/* Edge tiles of 4 and 8 rows get tiles of their own height, so m = 64 or 128 wastes no FMA on padding. */
+__attribute__((target("avx512f,fma"))) static void ukrb4_avx512_s(int64_t kc, const float *restrict pa, int64_t as,
+                                                                   const float *restrict pb, int64_t bs,
+                                                                   float *restrict c, int64_t ldc, int mr, int nr,
+                                                                   int beta)
+{
+    UKB_BODY(float, s, UK_ROWS4, 4)
+}
+__attribute__((target("avx512f,fma"))) static void ukrb8_avx512_s(int64_t kc, const float *restrict pa, int64_t as,
+                                                                   const float *restrict pb, int64_t bs,
+                                                                   float *restrict c, int64_t ldc, int mr, int nr,
+                                                                   int beta)
+{
+    UKB_BODY(float, s, UK_ROWS8, 8)
+}
+__attribute__((target("avx512f,fma"))) static void ukrb_avx512_s(int64_t kc, const float *restrict pa, int64_t as,
                                                                   const float *restrict pb, int64_t bs,
                                                                   float *restrict c, int64_t ldc, int mr, int nr,
                                                                   int beta)
 {
+    if (mr <= 4) {
+        ukrb4_avx512_s(kc, pa, as, pb, bs, c, ldc, mr, nr, beta);
+        return;
+    }
+    if (mr <= 8) {
+        ukrb8_avx512_s(kc, pa, as, pb, bs, c, ldc, mr, nr, beta);
+        return;
+    }
     UKB_BODY(float, s, UK_ROWS12, 12)
 }
-/* Edge tiles of 4 and 8 rows get tiles of their own height, so m = 64 or 128 wastes no FMA on padding. */
 __attribute__((target("avx512f,fma"))) static void ukra4_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
                                                                    const float *restrict pb, int64_t bs, float *restrict c,
                                                                    int64_t ldc, int mr, int nr, int beta)
@@ -762,7 +793,7 @@ __attribute__((target("avx2,fma"))) static double dot_avx2_d(int64_t n, const do
    8 x 8 (f64) register transposes replace the scalar gather-by-row loops. */
 
 /* In-place transpose of the 16 x 16 f32 block held in r[0..15] (r[i] = row i). */
-__attribute__((target("avx512f"))) static inline void transpose16_ps(__m512 *r)
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16_ps(__m512 *r)
 {
     /* t: 2 x 2 interleave of row pairs; u[4g + e] holds rows 4g..4g+3 at column 4b + e in 128-bit block b */
     const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
@@ -794,7 +825,7 @@ __attribute__((target("avx512f"))) static inline void transpose16_ps(__m512 *r)
 }
 
 /* In-place transpose of the 8 x 8 f64 block held in r[0..7]. */
-__attribute__((target("avx512f"))) static inline void transpose8_pd(__m512d *r)
+__attribute__((target("avx512f"), always_inline)) static inline void transpose8_pd(__m512d *r)
 {
     /* x[2h + e] holds rows 2h, 2h+1 at column 2b + e in 128-bit block b */
     const __m512d x[8] = {

@@ -1,7 +1,8 @@
 /*
  * test_softmax.c - softmax, log_softmax, nll_loss and cross_entropy: gradient
  * checks (first and second order, each axis, non-contiguous inputs), the seed's
- * closed form (softmax - onehot) / N, stability at +-1e4, and bad targets.
+ * closed form (softmax - onehot) / N, stability at +-1e4, f32 rows equal to libm's double exp rounded, and
+ * bad targets.
  */
 #include "harness.h"
 
@@ -150,6 +151,50 @@ static void test_cross_entropy_fused_backward(void) {
         }
 }
 
+/* f32 softmax rows run a vectorised exp: every result must be libm's double result rounded to f32, over
+   arguments from 0 down to past exp's underflow (rows of 1..37 values, 200 rows per length), plus -inf and a
+   NaN row. Also the cross-entropy loss and its gradient from the same rows. */
+static void test_f32_exp_matches_libm(void) {
+    int bad = 0;
+    for (int64_t n = 1; n <= 37; n++) {
+        nb_scope_begin();
+        const int64_t rows = 200;
+        double *v = malloc(sizeof(double) * (size_t)(rows * n)), *tv = malloc(sizeof(double) * (size_t)rows);
+        double *got = malloc(sizeof(double) * (size_t)(rows * n)), *gg = malloc(sizeof(double) * (size_t)(rows * n));
+        for (int64_t i = 0; i < rows * n; i++) /* spreads from 1 to 800 so that x - max reaches -745 and beyond */
+            v[i] = (double)(float)(th_uniform(-1, 1) * (double)(1 << (i % 10)) * (i % 7 == 0 ? 0.78 : 0.01));
+        if (n > 2) v[3] = -INFINITY;
+        for (int64_t i = 0; i < rows; i++) tv[i] = (double)(i % n);
+        nb_tensor *x = nb_from_f64(NB_F32, 2, (int64_t[]){rows, n}, v), *t = nb_from_f64(NB_I64, 1, (int64_t[]){rows}, tv);
+        nb_set_requires_grad(x, true);
+        nb_tensor *L = nb_cross_entropy(x, t);
+        CHECK(nb_backward(L, NULL, 0) == 0);
+        nb_read_f64(nb_softmax(x, 1), got, rows * n);
+        nb_read_f64(nb_grad(x), gg, rows * n);
+        double loss = 0;
+        for (int64_t i = 0; i < rows; i++) {
+            const double *r = v + i * n;
+            double m = -INFINITY, s = 0;
+            for (int64_t k = 0; k < n; k++) m = fmax(m, r[k]);
+            for (int64_t k = 0; k < n; k++) s += exp(r[k] - m);
+            loss -= (r[(int64_t)tv[i]] - m) - log(s);
+            for (int64_t k = 0; k < n; k++) {
+                bad += got[i * n + k] != (double)(float)(exp(r[k] - m) / s);
+                bad += gg[i * n + k] != (double)(float)((1.0 / (double)rows) * (exp(r[k] - m) / s - (k == (int64_t)tv[i])));
+            }
+        }
+        CHECK(nb_item(L) == (double)(float)(loss / (double)rows));
+        free(v), free(tv), free(got), free(gg);
+        nb_scope_end();
+    }
+    CHECK(bad == 0);
+    nb_scope_begin();
+    double nanrow[3];
+    nb_read_f64(nb_softmax(nb_from_f64(NB_F32, 2, (int64_t[]){1, 3}, (double[]){1, NAN, 2}), 1), nanrow, 3);
+    CHECK(isnan(nanrow[0]) && isnan(nanrow[1]) && isnan(nanrow[2]));
+    nb_scope_end();
+}
+
 int main(void) {
     th_seed(7);
     RUN(test_gradcheck_softmax);
@@ -157,6 +202,7 @@ int main(void) {
     RUN(test_cross_entropy_closed_form);
     RUN(test_cross_entropy_fused_backward);
     RUN(test_stability);
+    RUN(test_f32_exp_matches_libm);
     RUN(test_errors);
     return th_finish();
 }

@@ -232,6 +232,10 @@ typedef struct {
     bool nesterov, first;             /* SGD: Nesterov momentum; the first step (buffer = d) */
 } nbi_update;
 NBI_API void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v);
+/* Softmax of rows rows of n contiguous f32 or f64 values at x, in double: m[i] = the max of row i (0 when every
+   value is -inf, NaN when one is NaN), e[i n + k] = exp(x - m[i]) (rows x n doubles), s[i] = the sum of row i
+   of e in order. f32 rows take a vectorised exp within 1 ulp (in double) of libm's; f64 rows libm's own. */
+NBI_API void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m, double *s);
 /* -1 when every element of contiguous t is finite, else the index of the first that is not. */
 NBI_API int64_t nbi_cpu_first_nonfinite(const nb_tensor *t);
 

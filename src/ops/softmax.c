@@ -42,11 +42,47 @@ static void row_stats(const nb_tensor *x, int64_t base, int64_t n, int64_t step,
     *s = sum;
 }
 
+/* Contiguous rows of length n in blocks of at most 2^16 values: e (rows x n), m and s (rows) for
+   nbi_cpu_softmax_rows, shared by the softmax kernel, the cross-entropy loss and its gradient. */
+typedef struct {
+    double *e, *m, *s;
+    int64_t rows;
+} row_block;
+
+static bool row_block_init(row_block *b, int64_t N, int64_t n) {
+    int64_t r = n > 0 ? (1 << 16) / n : N;
+    b->rows = r < 1 ? 1 : r > N ? (N > 0 ? N : 1) : r;
+    b->e = nbi_alloc(sizeof(double) * (size_t)(b->rows * (n + 2)));
+    b->m = b->e ? b->e + b->rows * n : NULL;
+    b->s = b->e ? b->m + b->rows : NULL;
+    return b->e != NULL;
+}
+
+/* Rows r0 .. r0 + rows - 1 of contiguous x (rows of n) into b; returns how many rows it took. */
+static int64_t row_block_fill(row_block *b, const nb_tensor *x, int64_t r0, int64_t N, int64_t n) {
+    int64_t rows = N - r0 < b->rows ? N - r0 : b->rows;
+    nbi_cpu_softmax_rows(x->dtype, x->data + r0 * n * (int64_t)nbi_dsize(x->dtype), rows, n, b->e, b->m, b->s);
+    return rows;
+}
+
 /* out (contiguous) = softmax or log-softmax of x (contiguous) along axis ax. */
 static void softmax_kernel(nb_tensor *out, const nb_tensor *x, int ax, bool logarithm) {
     int64_t n = x->shape[ax], outer = 1, inner = 1;
     for (int i = 0; i < ax; i++) outer *= x->shape[i];
     for (int i = ax + 1; i < x->rank; i++) inner *= x->shape[i];
+    row_block b;
+    if (inner == 1 && row_block_init(&b, outer, n)) { /* rows contiguous: the exps in blocks of rows */
+        for (int64_t o0 = 0; o0 < outer;) {
+            int64_t rows = row_block_fill(&b, x, o0, outer, n);
+            for (int64_t i = 0; i < rows; i++, o0++) {
+                const double *e = b.e + i * n, ls = log(b.s[i]);
+                for (int64_t k = 0; k < n; k++)
+                    put(out, o0 * n + k, logarithm ? (at(x, o0 * n + k) - b.m[i]) - ls : e[k] / b.s[i]);
+            }
+        }
+        nbi_dealloc(b.e);
+        return;
+    }
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
             int64_t base = o * n * inner + i;
@@ -112,20 +148,27 @@ static int64_t target_at(const nb_tensor *t, int64_t i) {
 /* -mean over rows of logp[i, t_i]; logp is (N,C) with any strides. */
 static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t) {
     if (!check_targets(fn, x, t)) return NULL;
-    int64_t N = x->shape[0];
-    nb_tensor *lp = x;
-    bool was = nb_grad_enabled();
-    if (op == NBI_OP_CROSS_ENTROPY) {
-        nb_set_grad_enabled(false);
-        lp = nb_log_softmax(x, 1);
-        nb_set_grad_enabled(was);
-        if (!lp) return NULL;
-    }
+    int64_t N = x->shape[0], C = x->shape[1];
     double acc = 0;
-    int64_t es = (int64_t)nbi_dsize(lp->dtype);
-    for (int64_t i = 0; i < N; i++)
-        acc -= nbi_load(lp, lp->data + (i * lp->strides[0] + target_at(t, i) * lp->strides[1]) * es);
-    if (lp != x) nb_free(lp);
+    if (op == NBI_OP_CROSS_ENTROPY) { /* -log softmax(x)[t] = log sum exp(x - m) - (x[t] - m), in double */
+        nb_tensor *c = nbi_contiguous_input(fn, x);
+        row_block b;
+        if (!c || !row_block_init(&b, N, C)) {
+            if (c) nbi_err(fn, "out of memory for logits %s", NBI_SHAPE(x));
+            if (c && c != x) nb_free(c);
+            return NULL;
+        }
+        for (int64_t i0 = 0; i0 < N;) {
+            int64_t rows = row_block_fill(&b, c, i0, N, C);
+            for (int64_t i = 0; i < rows; i++, i0++) acc -= (at(c, i0 * C + target_at(t, i0)) - b.m[i]) - log(b.s[i]);
+        }
+        nbi_dealloc(b.e);
+        if (c != x) nb_free(c);
+    } else {
+        int64_t es = (int64_t)nbi_dsize(x->dtype);
+        for (int64_t i = 0; i < N; i++)
+            acc -= nbi_load(x, x->data + (i * x->strides[0] + target_at(t, i) * x->strides[1]) * es);
+    }
     nb_tensor *out = nbi_empty(fn, x->dtype, 0, NULL);
     if (!out) return NULL;
     nbi_store(out->dtype, out->data, N ? acc / (double)N : NAN);
@@ -174,20 +217,26 @@ int nbi_bw_nll_loss(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 /* The first-order rule in one pass per row, in double, each element rounded
    once: dX = g (softmax(X) - onehot(t)) / N. */
 static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_tensor *g) {
+    int64_t N = x->shape[0], C = x->shape[1];
     nb_tensor *c = nbi_contiguous_input("nb_cross_entropy", x);
     nb_tensor *d = c ? nbi_empty("nb_cross_entropy", x->dtype, 2, x->shape) : NULL;
-    if (!d) {
+    row_block b;
+    if (!d || !row_block_init(&b, N, C)) {
+        if (d) nbi_err("nb_cross_entropy", "out of memory for the gradient of logits %s", NBI_SHAPE(x));
+        nb_free(d);
         if (c && c != x) nb_free(c);
         return NULL;
     }
-    int64_t N = x->shape[0], C = x->shape[1];
     double gs = nbi_load(g, g->data) / (double)N;
-    for (int64_t i = 0; i < N; i++) {
-        const int64_t o = i * C, ti = target_at(t, i);
-        double m, s;
-        row_stats(c, o, C, 1, &m, &s);
-        for (int64_t k = 0; k < C; k++) put(d, o + k, gs * (exp(at(c, o + k) - m) / s - (k == ti ? 1.0 : 0.0)));
+    for (int64_t i0 = 0; i0 < N;) {
+        int64_t rows = row_block_fill(&b, c, i0, N, C);
+        for (int64_t i = 0; i < rows; i++, i0++) {
+            const int64_t ti = target_at(t, i0);
+            for (int64_t k = 0; k < C; k++)
+                put(d, i0 * C + k, gs * (b.e[i * C + k] / b.s[i] - (k == ti ? 1.0 : 0.0)));
+        }
     }
+    nbi_dealloc(b.e);
     if (c != x) nb_free(c);
     return d;
 }

@@ -734,7 +734,7 @@ int64_t nbi_cpu_first_nonfinite(const nb_tensor *t) {
    applied as two factors so that results down to the smallest subnormal round once. Used for f32 softmax
    rows, whose results round to the same f32 as with libm's exp (none differed over 2e7 random arguments). */
 static inline double exp_vec(double x) {
-    const double xc = x > 710.0 ? 710.0 : x < -746.0 ? -746.0 : x;
+    const double xc = x < -746.0 ? -746.0 : x <= 710.0 ? x : 710.0; /* NaN: 710, replaced below */
     const double t = xc * 1.4426950408889634 + 0x1.8p52, n = t - 0x1.8p52; /* n = round(xc / ln 2) */
     int64_t ti;
     memcpy(&ti, &t, sizeof ti);

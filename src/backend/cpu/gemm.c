@@ -43,6 +43,10 @@
  * Small products (m n k <= 16^3) and matrix-vector shapes (m == 1 or n == 1) skip packing and run direct
  * loops (an axpy or dot formulation along whichever operand dimension is contiguous).
  *
+ * With AVX-512 (f32) more is read in place (see packed_s): rows of A contiguous along k, full tiles of an A
+ * stored by columns, full panels of a row-major B. A narrow C, and a B stored by columns that is wider than
+ * A is tall, run as C^T = B^T A^T into a buffer transposed into C (see gemm_s).
+ *
  * Determinism: every loop order, block split and reduction order depends only on the shape, the strides
  * and the selected kernel, so results are bit-identical from run to run.
  */
@@ -146,7 +150,18 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         void (*pack_b)(T *dst, const T *b, int64_t rsb, int64_t csb, int64_t kc, int64_t nc, int NR);          \
         ukra_##S##_fn ukr_a; /* NULL: A is always packed */                                                    \
         ukrb_##S##_fn ukr_b; /* NULL: B is always packed (else full panels of row-major B are read in place) */ \
+        /* C (n x m, row stride ldc) = t^T, or += t^T, for t (m x n, row stride ldt); NULL: the portable one */ \
+        void (*tr)(const T *t, int64_t ldt, int64_t m, int64_t n, T *c, int64_t ldc, bool acc);                \
     } cfg_##S;                                                                                                 \
+                                                                                                               \
+    static void tr_##S(const T *t, int64_t ldt, int64_t m, int64_t n, T *c, int64_t ldc, bool acc)            \
+    {                                                                                                          \
+        for (int64_t j0 = 0; j0 < n; j0 += 16) /* 16 x 16 blocks: both sides stay in cache lines */           \
+            for (int64_t i0 = 0; i0 < m; i0 += 16)                                                             \
+                for (int64_t j = j0; j < min_i64(j0 + 16, n); ++j)                                             \
+                    for (int64_t i = i0; i < min_i64(i0 + 16, m); ++i)                                         \
+                        c[j * ldc + i] = acc ? c[j * ldc + i] + t[i * ldt + j] : t[i * ldt + j];               \
+    }                                                                                                          \
                                                                                                                \
     /* Stores the mr x nr top-left of tile t (row stride tn) to C: C = t (beta 0) or C += t (beta 1). */       \
     static void edge_store_##S(const T *t, int tn, T *c, int64_t ldc, int mr, int nr, int beta)              \
@@ -432,16 +447,18 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         if (direct_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc))                                    \
             return 0;                                                                                          \
         const int parts = nbi_parallel_parts(m * n * k, NBI_GEMM_THREAD_WORK);                                 \
-        /* A narrow C (under half a tile wide, many rows: a classifier's logits) runs as C^T = B^T A^T into a */ \
-        /* buffer, so the tile's long side covers m instead of padding n. Every element is the same chain  */  \
-        /* of FMAs, so the same bits; not when C accumulates over several k blocks, which would round the  */  \
-        /* partial sums differently. */                                                                        \
-        if (parts <= 1 && cf->ukr_a && 2 * n < cf->nr && m >= 4 * cf->mr && (!acc || k <= cf->kc)) {          \
+        /* Some products run as C^T = B^T A^T into a buffer, then transposed into C: a narrow C (under half  */ \
+        /* a tile wide, many rows: a classifier's logits), so the tile's long side covers m instead of      */  \
+        /* padding n; and B stored by columns with A by rows and n > m (a layer's x W^T), so B^T is read in */  \
+        /* place and the transposing pack covers A, the smaller. Every element is the same chain of FMAs,   */  \
+        /* so the same bits; not when C accumulates over several k blocks, which would round the partial    */  \
+        /* sums differently. */                                                                                \
+        const bool narrow = 2 * n < cf->nr && m >= 4 * cf->mr;                                                \
+        const bool wide_bt = rsb == 1 && csb != 1 && csa == 1 && n > m && m >= 2 * cf->nr;                    \
+        if (parts <= 1 && cf->ukr_a && (narrow || wide_bt) && (!acc || k <= cf->kc)) {                        \
             T *t = (T *)nbi_alloc(sizeof(T) * (size_t)(m * n));                                                \
             if (t && packed_##S(cf, n, m, k, b, csb, rsb, a, csa, rsa, t, m, false) == 0) {                    \
-                for (int64_t i = 0; i < m; ++i)                                                                \
-                    for (int64_t j = 0; j < n; ++j)                                                            \
-                        c[i * ldc + j] = acc ? c[i * ldc + j] + t[j * m + i] : t[j * m + i];                   \
+                (cf->tr ? cf->tr : tr_##S)(t, m, n, m, c, ldc, acc);                                           \
                 nbi_dealloc(t);                                                                                \
                 return 0;                                                                                      \
             }                                                                                                  \
@@ -941,6 +958,28 @@ __attribute__((target("avx512f"))) static void pack_b_avx512_s(float *restrict d
         pack_b_s(dst, b + jr * csb, rsb, csb, kc, nc - jr, NR);
 }
 
+/* C (n x m) = t^T or += t^T, t (m x n) contiguous: 16 x 16 register transposes, the edges by the portable loop. */
+__attribute__((target("avx512f"))) static void tr_avx512_s(const float *t, int64_t ldt, int64_t m, int64_t n,
+                                                           float *c, int64_t ldc, bool acc)
+{
+    const int64_t m16 = m / 16 * 16, n16 = n / 16 * 16;
+    for (int64_t i0 = 0; i0 < m16; i0 += 16)
+        for (int64_t j0 = 0; j0 < n16; j0 += 16) {
+            __m512 r[16];
+            for (int q = 0; q < 16; ++q)
+                r[q] = _mm512_loadu_ps(t + (i0 + q) * ldt + j0);
+            transpose16_ps(r);
+            for (int q = 0; q < 16; ++q) {
+                float *cq = c + (j0 + q) * ldc + i0;
+                _mm512_storeu_ps(cq, acc ? _mm512_add_ps(_mm512_loadu_ps(cq), r[q]) : r[q]);
+            }
+        }
+    if (n16 < n) /* the last columns of t, every row */
+        tr_s(t + n16, ldt, m, n - n16, c + n16 * ldc, ldc, acc);
+    if (m16 < m) /* the last rows of t, the other columns */
+        tr_s(t + m16 * ldt, ldt, m - m16, n16, c + m16, ldc, acc);
+}
+
 #endif /* NBI_GEMM_X86 */
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -951,7 +990,7 @@ static const cfg_s cfgs_s[4] = {
 #if NBI_GEMM_X86
     [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s, NULL, NULL},
     [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s,
-                         ukra_avx512_s, ukrb_avx512_s},
+                         ukra_avx512_s, ukrb_avx512_s, tr_avx512_s},
 #endif
 };
 static const cfg_d cfgs_d[4] = {

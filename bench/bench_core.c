@@ -20,6 +20,8 @@
  * asserts on time.
  *
  * Usage: bench_core [--table] [--quick]   (--quick: fewer repetitions)
+ *        bench_core --mlp T [--quick]      only mlp_step_ms on T threads (one round of bench/run.sh's
+ *                                          alternating rounds against PyTorch)
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -275,15 +277,19 @@ done:
 
 int main(int argc, char **argv)
 {
-    int quick = 0;
+    int quick = 0, mlp_threads = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
+        } else if (strcmp(argv[i], "--mlp") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0) {
+            mlp_threads = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--table") != 0) { /* --table: the only format there is; accepted for bench/run.sh */
-            fprintf(stderr, "usage: %s [--table] [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--table] [--quick] | --mlp THREADS [--quick]\n", argv[0]);
             return 2;
         }
     }
+    if (mlp_threads > 0)
+        return bench_mlp_step(mlp_threads, quick ? 30 : 300, quick ? 5 : 30);
     int fails = 0;
     printf("# nabla %d.%d.%d core benchmark%s\n", NABLA_VERSION_MAJOR, NABLA_VERSION_MINOR, NABLA_VERSION_PATCH,
            quick ? " (quick)" : "");

@@ -5,6 +5,8 @@
 #   nabla     BUILD_DIR/bench_gemm --table and BUILD_DIR/bench_core --table
 #   OpenBLAS  bench/peer_openblas.c (cblas_sgemm), compiled into a temporary directory
 #   PyTorch   bench/peer_torch.py with /usr/bin/python3, one process per configuration
+# The MLP step runs in 5 rounds (1 with --quick) that alternate nabla (bench_core --mlp T) and
+# PyTorch at its best; the table shows the median of each one's rounds.
 # Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
 # markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
 # machine's peak FLOP rate where the figure is a FLOP rate or a time of known FLOPs.
@@ -58,6 +60,18 @@ MALLOC_TUNABLES=glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_thresho
 best_env() { # best_env T: the "best" PyTorch environment for T threads
     BEST_ENV=("${PEER_ENV[@]}" OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS="$1" OMP_NUM_THREADS="$1"
         GLIBC_TUNABLES="$MALLOC_TUNABLES")
+}
+
+# run_round R CMD...: as run_peer, for round R of the MLP rounds: its mlp_step_ms lines are kept as
+# mlp_round_ms, whose median over the rounds the table shows as mlp_step_ms. Returns CMD's status.
+run_round() {
+    local r=$1
+    shift
+    echo "# round $r, run as: $*"
+    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /' | tee -a "$RAW"
+    local s=${PIPESTATUS[0]}
+    [ "$s" -eq 0 ] || echo "# exited with status $s: $*" | tee -a "$RAW"
+    return "$s"
 }
 
 # run_peer CMD...: prints the command line, runs it, keeps its lines; a failure is a comment.
@@ -126,9 +140,19 @@ echo
 echo "## PyTorch"
 if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
     TORCH=("$PY" "$HERE/peer_torch.py")
-    for t in 1 2; do
-        best_env $t
-        run_peer "${BEST_ENV[@]}" "${TORCH[@]}" mlp --threads $t --label torch_best --tune-blas "${QUICK[@]}"
+    # The MLP step: nabla and PyTorch (best environment) in alternating rounds, so that a change in a
+    # shared machine's speed during the run falls on both; each figure is the median of its rounds.
+    if [ ${#QUICK[@]} -gt 0 ]; then ROUNDS=1; else ROUNDS=5; fi
+    for r in $(seq 1 $ROUNDS); do
+        for t in 1 2; do
+            if [ -x "$BUILD_DIR/bench_core" ]; then
+                run_round "$r" "$BUILD_DIR/bench_core" --mlp $t "${QUICK[@]}"
+                s=$?
+                [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+            fi
+            best_env $t
+            run_round "$r" "${BEST_ENV[@]}" "${TORCH[@]}" mlp --threads $t --label torch_best --tune-blas "${QUICK[@]}"
+        done
     done
     for t in 1 2; do
         run_peer "${TORCH[@]}" mlp --threads $t --label torch_default "${QUICK[@]}"
@@ -154,6 +178,7 @@ awk '
         key = $2
         for (i = 3; i < NF; i++) key = key " " $i
         v[$1, key] = $NF + 0
+        if ($2 == "mlp_round_ms") rv[$1, $3, ++rn[$1, $3]] = $NF + 0
     }
     function has(who, key) { return (who, key) in v }
     # ratio(a, b, key): v[a, key] / v[b, key], or "" when either is missing
@@ -183,6 +208,14 @@ awk '
         else printf "- %s: met (closest: %s %.3gx)\n", text, worstwhat[g], worst[g]
     }
     END {
+        # the MLP rounds: the median of the rounds of each program replaces its single figure
+        for (wt in rn) {
+            split(wt, p, SUBSEP); n = rn[wt]
+            for (i = 1; i <= n; i++) sv[i] = rv[p[1], p[2], i]
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && sv[j - 1] > sv[j]; j--) { x = sv[j]; sv[j] = sv[j - 1]; sv[j - 1] = x }
+            v[p[1], "mlp_step_ms " p[2]] = (n % 2) ? sv[(n + 1) / 2] : (sv[n / 2] + sv[n / 2 + 1]) / 2
+            nrounds = n
+        }
         clock = has("nabla", "clock_ghz") ? v["nabla", "clock_ghz"] : 0
         # FLOPs of one MLP step: forward matmuls, weight gradients (same count), input
         # gradients of every layer but the first (its input needs none), SGD update 2 per parameter.
@@ -234,6 +267,8 @@ awk '
         printf "MLP step: %d FLOP (%.1f MFLOP) = forward matmuls %d + weight gradients %d\n", mlp_flop, mlp_flop / 1e6, fwd, fwd
         printf "+ input gradients of layers 2 and 3 %d (layer 1 needs none) + SGD update 2 x %d parameters;\n", dx, params
         print "bias, ReLU and loss arithmetic not counted."
+        if (nrounds > 0)
+            printf "MLP step: the median of %d rounds alternating nabla and PyTorch (best environment), each round the median of its steps.\n", nrounds
         print "nabla / peer: GEMM higher is better; time and memory lower is better. PyTorch \"out of box\": the"
         print "machine environment with only torch.set_num_threads; the ratio and target use the best environment."
         print "Peak memory: VmHWM - VmRSS after resetting VmHWM (clear_refs 5) just before building the model and data."

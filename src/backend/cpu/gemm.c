@@ -567,6 +567,26 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
     }                                                                                                          \
     UK_TAIL(T, S, ROWS, MR_)
 
+/* Half-width tiles (MR x VW, one vector per row) for a last panel of at most VW columns, A read as by
+   UKA_BODY (HALF_A 1) or UKB_BODY (HALF_A 0). */
+#define UKH_DECL(i) VT c##i##_0 = VZERO();
+#define UKH_FMA(i) c##i##_0 = VFMA(VSET1(HALF_A ? a##i[p] : pa[i]), b0, c##i##_0);
+#define UKH_PTR(i) const T *a##i = HALF_A ? a + (int64_t)((i) < mr ? (i) : mr - 1) * rsa : NULL;
+#define UKH_STORE_TILE(i) VSTORE(tile + (i)*VW, c##i##_0);
+#define UKH_BODY(T, S, ROWS, MR_)                                                                              \
+    ROWS(UKH_DECL)                                                                                             \
+    ROWS(UKH_PTR)                                                                                              \
+    for (int64_t p = 0; p < kc; ++p) {                                                                         \
+        const VT b0 = VLOAD(pb);                                                                               \
+        ROWS(UKH_FMA)                                                                                          \
+        pb += bs;                                                                                              \
+        if (!HALF_A)                                                                                           \
+            pa += as;                                                                                          \
+    }                                                                                                          \
+    _Alignas(64) T tile[(MR_)*VW];                                                                             \
+    ROWS(UKH_STORE_TILE)                                                                                       \
+    edge_store_##S(tile, VW, c, ldc, mr, nr, beta);
+
 /* AVX-512F, f32: 12 x 32 */
 #define VT __m512
 #define VZERO _mm512_setzero_ps
@@ -576,6 +596,29 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
 #define VSTORE _mm512_storeu_ps
 #define VADD _mm512_add_ps
 #define VW 16
+/* 12 x 16: a last panel of at most 16 columns (n = 784 = 24 x 32 + 16) computes no padding columns. */
+__attribute__((target("avx512f,fma"))) static void ukrah_avx512_s(int64_t kc, const float *restrict a, int64_t rsa,
+                                                                   const float *restrict pb, int64_t bs, float *restrict c,
+                                                                   int64_t ldc, int mr, int nr, int beta)
+{
+    typedef float T;
+    enum { HALF_A = 1 };
+    const float *pa = NULL;
+    const int64_t as = 0;
+    (void)pa, (void)as;
+    UKH_BODY(float, s, UK_ROWS12, 12)
+}
+__attribute__((target("avx512f,fma"))) static void ukrbh_avx512_s(int64_t kc, const float *restrict pa, int64_t as,
+                                                                   const float *restrict pb, int64_t bs, float *restrict c,
+                                                                   int64_t ldc, int mr, int nr, int beta)
+{
+    typedef float T;
+    enum { HALF_A = 0 };
+    const float *a = NULL;
+    const int64_t rsa = 0;
+    (void)a, (void)rsa;
+    UKH_BODY(float, s, UK_ROWS12, 12)
+}
 __attribute__((target("avx512f,fma"))) static void ukr_avx512_s(int64_t kc, const float *restrict pa,
                                                                  const float *restrict pb, float *restrict c,
                                                                  int64_t ldc, int mr, int nr, int beta)
@@ -602,6 +645,10 @@ __attribute__((target("avx512f,fma"))) static void ukrb_avx512_s(int64_t kc, con
                                                                   float *restrict c, int64_t ldc, int mr, int nr,
                                                                   int beta)
 {
+    if (nr <= 16 && mr > 4) {
+        ukrbh_avx512_s(kc, pa, as, pb, bs, c, ldc, mr, nr, beta);
+        return;
+    }
     if (mr <= 4) {
         ukrb4_avx512_s(kc, pa, as, pb, bs, c, ldc, mr, nr, beta);
         return;
@@ -631,6 +678,10 @@ __attribute__((target("avx512f,fma"))) static void ukra_avx512_s(int64_t kc, con
                                                                   int64_t ldc, int mr, int nr, int beta)
 {
     typedef float T;
+    if (nr <= 16 && mr > 4) {
+        ukrah_avx512_s(kc, a, rsa, pb, bs, c, ldc, mr, nr, beta);
+        return;
+    }
     if (mr <= 4) {
         ukra4_avx512_s(kc, a, rsa, pb, bs, c, ldc, mr, nr, beta);
         return;

@@ -5,8 +5,11 @@
  *   usage: bench_gemm [kernel [threads]]     kernel: 0 auto (default), 1 reference, 2 avx2, 3 avx512,
  *                                           4 the system BLAS (a build with -DNABLA_BLAS=ON; BLAS threads
  *                                           follow its own settings, e.g. OPENBLAS_NUM_THREADS)
- *          bench_gemm --table [--quick]     f32 at 64..2048 on 1 and 2 threads, as the lines
- *                                           "nabla gemm_gflops N THREADS GFLOPS" that bench/run.sh reads
+ *          bench_gemm --table [--quick | --budget S] [--only N THREADS]
+ *                                           f32 at 64..2048 on 1 and 2 threads (or only n = N on THREADS),
+ *                                           as the lines "nabla gemm_gflops N THREADS GFLOPS" that
+ *                                           bench/run.sh reads; each the median of the runs within S
+ *                                           seconds (default 1, --quick 0.1), at least 5
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -53,12 +56,16 @@ enum { MAX_RUNS = 15 };
 static const int sizes[] = {64, 128, 256, 512, 1024, 2048};
 
 /* The table's rows: median of runs within a time budget per size and thread count. */
-static int table(int quick)
+static int table(double budget, int only_n, int only_threads)
 {
     for (int threads = 1; threads <= 2; threads++) {
+        if (only_threads && threads != only_threads)
+            continue;
         nb_set_num_threads(threads);
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
             const int n = sizes[si];
+            if (only_n && n != only_n)
+                continue;
             const size_t nn = (size_t)n * (size_t)n;
             float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)), *c = malloc(nn * sizeof(float));
             if (!a || !b || !c) {
@@ -71,7 +78,6 @@ static int table(int quick)
             }
             enum { CAP = 2000 };
             static double t[CAP];
-            const double budget = quick ? 0.1 : 1.0;
             int runs = 0;
             double start = now();
             nbi_gemm_f32(n, n, n, a, n, 1, b, n, 1, c, n, false); /* warm-up */
@@ -95,7 +101,22 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--table") == 0) {
         printf("# nabla gemm: kernel %s, f32 row-major C = A B, median GFLOP/s\n", nbi_gemm_kernel_name());
-        int rc = table(argc > 2 && strcmp(argv[2], "--quick") == 0);
+        double budget = 1.0;
+        int only_n = 0, only_threads = 0;
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--quick") == 0) {
+                budget = 0.1;
+            } else if (strcmp(argv[i], "--budget") == 0 && i + 1 < argc && atof(argv[i + 1]) > 0) {
+                budget = atof(argv[++i]);
+            } else if (strcmp(argv[i], "--only") == 0 && i + 2 < argc) {
+                only_n = atoi(argv[++i]);
+                only_threads = atoi(argv[++i]);
+            } else {
+                fprintf(stderr, "usage: %s --table [--quick | --budget S] [--only N THREADS]\n", argv[0]);
+                return 2;
+            }
+        }
+        int rc = table(budget, only_n, only_threads);
         nbi_gemm_release_buffers();
         return rc;
     }

@@ -2,7 +2,7 @@
  * peer_openblas.c - OpenBLAS peer of bench_gemm: GFLOP/s of cblas_sgemm on square f32 row-major
  * products C = A * B (NoTrans / NoTrans, alpha 1, beta 0) at n = 64 ... 2048.
  *
- *   usage: peer_openblas THREADS [BUDGET_S]
+ *   usage: peer_openblas THREADS [BUDGET_S [N]]     (N: that size only)
  *
  * THREADS is handed to openblas_set_num_threads (bench/run.sh also sets OPENBLAS_NUM_THREADS to it) and
  * is printed as the thread count of every line. Per size: the matrices are filled as bench_gemm fills
@@ -63,12 +63,13 @@ static double row0_error(int n, const float *a, const float *b, const float *c)
 int main(int argc, char **argv)
 {
     static const int sizes[] = {64, 128, 256, 512, 1024, 2048};
-    if (argc < 2 || argc > 3 || atoi(argv[1]) < 1) {
-        fprintf(stderr, "usage: %s THREADS [BUDGET_S]\n", argv[0]);
+    if (argc < 2 || argc > 4 || atoi(argv[1]) < 1) {
+        fprintf(stderr, "usage: %s THREADS [BUDGET_S [N]]\n", argv[0]);
         return 2;
     }
     const int threads = atoi(argv[1]);
     const double budget = argc > 2 ? atof(argv[2]) : 1.0;
+    const int only = argc > 3 ? atoi(argv[3]) : 0;
     double *times = malloc(MAX_REPS * sizeof(double));
     if (!times) {
         fprintf(stderr, "out of memory\n");
@@ -81,6 +82,8 @@ int main(int argc, char **argv)
 
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
         const int n = sizes[si];
+        if (only && n != only)
+            continue;
         const size_t nn = (size_t)n * (size_t)n;
         float *a = malloc(nn * sizeof(float)), *b = malloc(nn * sizeof(float)), *c = malloc(nn * sizeof(float));
         if (!a || !b || !c) {

@@ -2,11 +2,12 @@
 # run.sh BUILD_DIR [--quick]
 #
 # nabla against its peers on this machine, every figure measured in this run:
-#   nabla     BUILD_DIR/bench_gemm --table and BUILD_DIR/bench_core --table
+#   nabla     BUILD_DIR/bench_gemm --table --budget S --only N T, BUILD_DIR/bench_core --table, --mlp T
 #   OpenBLAS  bench/peer_openblas.c (cblas_sgemm), compiled into a temporary directory
 #   PyTorch   bench/peer_torch.py with /usr/bin/python3, one process per configuration
-# The MLP step runs in 5 rounds (1 with --quick) that alternate nabla (bench_core --mlp T) and
-# PyTorch at its best; the table shows the median of each one's rounds.
+# GEMM runs in 3 rounds (1 with --quick) that alternate nabla (bench_gemm --table --budget S
+# --only N T) and OpenBLAS size by size, the MLP step in 5 (1) that alternate nabla (bench_core --mlp T) and PyTorch at its best,
+# so that a change in a shared machine's speed falls on both; the table shows each median round.
 # Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
 # markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
 # machine's peak FLOP rate where the figure is a FLOP rate or a time of known FLOPs.
@@ -62,13 +63,14 @@ best_env() { # best_env T: the "best" PyTorch environment for T threads
         GLIBC_TUNABLES="$MALLOC_TUNABLES")
 }
 
-# run_round R CMD...: as run_peer, for round R of the MLP rounds: its mlp_step_ms lines are kept as
-# mlp_round_ms, whose median over the rounds the table shows as mlp_step_ms. Returns CMD's status.
+# run_round R CMD...: as run_peer, for round R of the alternating rounds: its mlp_step_ms and
+# gemm_gflops lines are kept as mlp_round_ms and gemm_round_gflops, whose median over the rounds the
+# table shows as mlp_step_ms and gemm_gflops. Returns CMD's status.
 run_round() {
     local r=$1
     shift
     echo "# round $r, run as: $*"
-    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /' | tee -a "$RAW"
+    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ gemm_gflops / gemm_round_gflops /' | tee -a "$RAW"
     local s=${PIPESTATUS[0]}
     [ "$s" -eq 0 ] || echo "# exited with status $s: $*" | tee -a "$RAW"
     return "$s"
@@ -96,8 +98,10 @@ for prog in bench_gemm bench_core; do
     if [ ! -x "$BUILD_DIR/$prog" ]; then
         echo "# missing: $BUILD_DIR/$prog (build it first: cmake --build $BUILD_DIR); its nabla cells stay '-'"
         missing=1
-        continue
     fi
+done
+if [ -x "$BUILD_DIR/bench_core" ]; then
+    prog=bench_core
     echo "# run as: $BUILD_DIR/$prog --table ${QUICK[*]}"
     "$BUILD_DIR/$prog" --table "${QUICK[@]}" | tee -a "$RAW"
     s=${PIPESTATUS[0]}
@@ -105,13 +109,13 @@ for prog in bench_gemm bench_core; do
         echo "# $prog exited with status $s"
         [ "$status" -ne 0 ] || status=$s
     fi
-done
+fi
 
 # ---------------------------------------------------------------------------
-# OpenBLAS sgemm, 1 and 2 threads
+# GEMM: nabla (bench_gemm) and OpenBLAS sgemm, 1 and 2 threads, in alternating rounds
 # ---------------------------------------------------------------------------
 echo
-echo "## OpenBLAS"
+echo "## GEMM: nabla and OpenBLAS"
 OBLAS=${NABLA_OPENBLAS_LIB:-/usr/lib/x86_64-linux-gnu/libopenblas.so}
 CBLAS_DIR=""
 for d in ${NABLA_CBLAS_DIR:-} /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/x86_64-linux-gnu/openblas-openmp \
@@ -119,6 +123,7 @@ for d in ${NABLA_CBLAS_DIR:-} /usr/include/x86_64-linux-gnu/openblas-pthread /us
     if [ -f "$d/cblas.h" ]; then CBLAS_DIR=$d; break; fi
 done
 CC_BIN=${CC:-cc}
+PEER_BLAS=0
 if [ ! -e "$OBLAS" ] || [ -z "$CBLAS_DIR" ] || ! command -v "$CC_BIN" >/dev/null 2>&1; then
     echo "# peer missing: OpenBLAS ($OBLAS), a cblas.h or the compiler $CC_BIN not found; OpenBLAS cells stay '-'"
 elif ! "$CC_BIN" -O2 -std=c11 -I"$CBLAS_DIR" "$HERE/peer_openblas.c" -o "$TMP/peer_openblas" "$OBLAS" -lm \
@@ -127,11 +132,25 @@ elif ! "$CC_BIN" -O2 -std=c11 -I"$CBLAS_DIR" "$HERE/peer_openblas.c" -o "$TMP/pe
     sed 's/^/#   /' "$TMP/cc.err"
 else
     echo "# peer_openblas linked with $(readlink -f "$OBLAS"), cblas.h from $CBLAS_DIR"
-    if [ ${#QUICK[@]} -gt 0 ]; then BUDGET=0.1; else BUDGET=1.0; fi
-    for t in 1 2; do
-        run_peer "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS=$t "$TMP/peer_openblas" $t $BUDGET
-    done
+    PEER_BLAS=1
 fi
+# Each round runs every size and thread count as nabla then OpenBLAS, back to back, each the median
+# of the runs within BUDGET seconds; the table shows the median of the rounds.
+if [ ${#QUICK[@]} -gt 0 ]; then GROUNDS=1 BUDGET=0.1; else GROUNDS=3 BUDGET=0.35; fi
+for r in $(seq 1 $GROUNDS); do
+    for t in 1 2; do
+        for n in 64 128 256 512 1024 2048; do
+            if [ -x "$BUILD_DIR/bench_gemm" ]; then
+                run_round "$r" "$BUILD_DIR/bench_gemm" --table --budget $BUDGET --only $n $t
+                s=$?
+                [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+            fi
+            if [ "$PEER_BLAS" -eq 1 ]; then
+                run_round "$r" "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS=$t "$TMP/peer_openblas" $t $BUDGET $n
+            fi
+        done
+    done
+done
 
 # ---------------------------------------------------------------------------
 # PyTorch: MLP step (best and out-of-box environments, 1 and 2 threads), tiny ops, memory
@@ -178,7 +197,11 @@ awk '
         key = $2
         for (i = 3; i < NF; i++) key = key " " $i
         v[$1, key] = $NF + 0
-        if ($2 == "mlp_round_ms") rv[$1, $3, ++rn[$1, $3]] = $NF + 0
+        if ($2 == "mlp_round_ms" || $2 == "gemm_round_gflops") {
+            rk = ($2 == "mlp_round_ms") ? "mlp_step_ms" : "gemm_gflops"
+            for (i = 3; i < NF; i++) rk = rk " " $i
+            rv[$1, rk, ++rn[$1, rk]] = $NF + 0
+        }
     }
     function has(who, key) { return (who, key) in v }
     # ratio(a, b, key): v[a, key] / v[b, key], or "" when either is missing
@@ -208,13 +231,13 @@ awk '
         else printf "- %s: met (closest: %s %.3gx)\n", text, worstwhat[g], worst[g]
     }
     END {
-        # the MLP rounds: the median of the rounds of each program replaces its single figure
-        for (wt in rn) {
-            split(wt, p, SUBSEP); n = rn[wt]
+        # the alternating rounds: the median of the rounds of a figure replaces its single value
+        for (wk in rn) {
+            split(wk, p, SUBSEP); n = rn[wk]
             for (i = 1; i <= n; i++) sv[i] = rv[p[1], p[2], i]
             for (i = 2; i <= n; i++) for (j = i; j > 1 && sv[j - 1] > sv[j]; j--) { x = sv[j]; sv[j] = sv[j - 1]; sv[j - 1] = x }
-            v[p[1], "mlp_step_ms " p[2]] = (n % 2) ? sv[(n + 1) / 2] : (sv[n / 2] + sv[n / 2 + 1]) / 2
-            nrounds = n
+            v[p[1], p[2]] = (n % 2) ? sv[(n + 1) / 2] : (sv[n / 2] + sv[n / 2 + 1]) / 2
+            if (p[2] ~ /^mlp/) nrounds = n; else grounds = n
         }
         clock = has("nabla", "clock_ghz") ? v["nabla", "clock_ghz"] : 0
         # FLOPs of one MLP step: forward matmuls, weight gradients (same count), input
@@ -267,8 +290,10 @@ awk '
         printf "MLP step: %d FLOP (%.1f MFLOP) = forward matmuls %d + weight gradients %d\n", mlp_flop, mlp_flop / 1e6, fwd, fwd
         printf "+ input gradients of layers 2 and 3 %d (layer 1 needs none) + SGD update 2 x %d parameters;\n", dx, params
         print "bias, ReLU and loss arithmetic not counted."
+        if (grounds > 0)
+            printf "GEMM: the median of %d round%s alternating nabla and OpenBLAS, each round the median of the runs within a time budget.\n", grounds, plural(grounds)
         if (nrounds > 0)
-            printf "MLP step: the median of %d rounds alternating nabla and PyTorch (best environment), each round the median of its steps.\n", nrounds
+            printf "MLP step: the median of %d round%s alternating nabla and PyTorch (best environment), each round the median of its steps.\n", nrounds, plural(nrounds)
         print "nabla / peer: GEMM higher is better; time and memory lower is better. PyTorch \"out of box\": the"
         print "machine environment with only torch.set_num_threads; the ratio and target use the best environment."
         print "Peak memory: VmHWM - VmRSS after resetting VmHWM (clear_refs 5) just before building the model and data."

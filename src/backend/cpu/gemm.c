@@ -357,14 +357,17 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         const int64_t mcb = round_up(ceil_div(m, ceil_div(m, cf->mc)), MR);                                    \
         const int64_t ncb = round_up(ceil_div(n, ceil_div(n, cf->nc)), NR);                                    \
         /* Rows of A with contiguous k, and full panels of B whose rows are contiguous, are read in place by */ \
-        /* the micro-kernel: packing them would only copy. B only while a k block of it spans at most      */ \
-        /* 512 KiB: panels of rows further apart cost more in TLB misses than their packing.                */ \
-        const bool direct_a = cf->ukr_a && csa == 1;                                                           \
+        /* the micro-kernel: packing them would only copy. Only while a block of A (mc rows) or a k block  */ \
+        /* of B spans at most 512 KiB: rows further apart cost more in TLB and cache-set conflicts (a      */ \
+        /* 1024-wide A's rows all fall in the same sets) than their packing, most when the cache is shared. */ \
+        const bool direct_a = cf->ukr_a && csa == 1 && mcb * rsa * (int64_t)sizeof(T) <= (512 << 10);           \
         /* A stored by columns holds each full tile's MR rows contiguous at every k, as a packed panel does: */  \
         /* read in place too (with the same span limit); only a last partial tile is packed, as the kernel  */  \
         /* must not read past A.                                                                             */  \
         const bool strided_a = !direct_a && cf->ukr_b && rsa == 1 && kcb * csa * (int64_t)sizeof(T) <= (512 << 10); \
         const bool direct_b = cf->ukr_a && cf->ukr_b && csb == 1 && kcb * rsb * (int64_t)sizeof(T) <= (512 << 10); \
+        /* A C over 1 MiB is out of cache by the time a tile of it is stored (or added to) again. */          \
+        const bool big_c = m * n * (int64_t)sizeof(T) > (1 << 20);                                             \
         T *ap = (T *)get_buf(0, sizeof(T) * (size_t)(mcb * kcb));                                              \
         T *bp = ap ? (T *)get_buf(1, sizeof(T) * (size_t)(ncb * kcb)) : NULL;                                  \
         if (!ap || !bp)                                                                                        \
@@ -391,6 +394,11 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
                         T *cj = c + ic * ldc + jc + jr;                                                        \
                         for (int64_t ir = 0; ir < mc; ir += MR) {                                              \
                             const int mr = (int)min_i64(MR, mc - ir);                                          \
+                            if (big_c) /* fetched for writing while the kernel runs its k loop */              \
+                                for (int i = 0; i < mr; ++i) {                                                 \
+                                    __builtin_prefetch(cj + (ir + i) * ldc, 1, 3);                             \
+                                    __builtin_prefetch(cj + (ir + i) * ldc + nr - 1, 1, 3);                    \
+                                }                                                                              \
                             if (direct_a)                                                                      \
                                 cf->ukr_a(kc, ab + ir * rsa, rsa, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);   \
                             else if (ir < mfull)                                                               \

@@ -151,6 +151,18 @@ NBI_API void nbi_contig_strides(int rank, const int64_t *shape, int64_t *strides
 NBI_API bool nbi_is_contig(const nb_tensor *t);
 NBI_API double nbi_load(const nb_tensor *t, const char *p);
 NBI_API void nbi_store(nb_dtype dt, char *p, double v);
+/* Element i of a contiguous f32 or f64 tensor, and writing it, as doubles (the row kernels of softmax.c and
+   norm.c). */
+static inline double nbi_at(const nb_tensor *t, int64_t i) {
+    return t->dtype == NB_F32 ? (double)((const float *)(const void *)t->data)[i]
+                              : ((const double *)(const void *)t->data)[i];
+}
+static inline void nbi_put(nb_tensor *t, int64_t i, double v) {
+    if (t->dtype == NB_F32)
+        ((float *)(void *)t->data)[i] = (float)v;
+    else
+        ((double *)(void *)t->data)[i] = v;
+}
 /* Offset in elements of the element at row-major position `i`. */
 NBI_API int64_t nbi_offset_of(const nb_tensor *t, int64_t i);
 

@@ -16,25 +16,14 @@
 
 #include "../core/internal.h"
 
-/* Element i of contiguous t, and writing element i of contiguous t, as doubles. */
-static double at(const nb_tensor *t, int64_t i) {
-    return t->dtype == NB_F32 ? (double)((const float *)(const void *)t->data)[i]
-                              : ((const double *)(const void *)t->data)[i];
-}
-static void put(nb_tensor *t, int64_t i, double v) {
-    if (t->dtype == NB_F32)
-        ((float *)(void *)t->data)[i] = (float)v;
-    else
-        ((double *)(void *)t->data)[i] = v;
-}
 
 /* The mean and 1 / sqrt(var + eps) of the D elements of contiguous x from o, in double. */
 static void row_stats(const nb_tensor *x, int64_t o, int64_t D, double eps, double *mu, double *rstd) {
     double m = 0, var = 0;
-    for (int64_t j = 0; j < D; j++) m += at(x, o + j);
+    for (int64_t j = 0; j < D; j++) m += nbi_at(x, o + j);
     m /= (double)D;
     for (int64_t j = 0; j < D; j++) {
-        double v = at(x, o + j) - m;
+        double v = nbi_at(x, o + j) - m;
         var += v * v;
     }
     *mu = m;
@@ -48,10 +37,10 @@ static void layer_norm_kernel(nb_tensor *y, const nb_tensor *x, const nb_tensor 
         double mu, rstd;
         row_stats(x, r * D, D, eps, &mu, &rstd);
         for (int64_t j = 0; j < D; j++) {
-            double v = (at(x, r * D + j) - mu) * rstd;
+            double v = (nbi_at(x, r * D + j) - mu) * rstd;
             if (gamma) v *= nbi_load(gamma, gamma->data + j * gamma->strides[0] * (int64_t)nbi_dsize(gamma->dtype));
             if (beta) v += nbi_load(beta, beta->data + j * beta->strides[0] * (int64_t)nbi_dsize(beta->dtype));
-            put(y, r * D + j, v);
+            nbi_put(y, r * D + j, v);
         }
     }
 }
@@ -104,7 +93,7 @@ static int layer_norm_backward_kernel(nb_tensor *dx, nb_tensor *dg, nb_tensor *d
         double mu, rstd, m1 = 0, m2 = 0;
         row_stats(x, o, D, eps, &mu, &rstd);
         for (int64_t j = 0; j < D; j++) { /* acc holds xhat for this row */
-            double xh = (at(x, o + j) - mu) * rstd, gj = at(g, o + j), dxh = gamma ? gj * at(gamma, j) : gj;
+            double xh = (nbi_at(x, o + j) - mu) * rstd, gj = nbi_at(g, o + j), dxh = gamma ? gj * nbi_at(gamma, j) : gj;
             acc[j] = xh;
             m1 += dxh;
             m2 += dxh * xh;
@@ -115,13 +104,13 @@ static int layer_norm_backward_kernel(nb_tensor *dx, nb_tensor *dg, nb_tensor *d
         m2 /= (double)D;
         if (dx)
             for (int64_t j = 0; j < D; j++) {
-                double gj = at(g, o + j), dxh = gamma ? gj * at(gamma, j) : gj;
-                put(dx, o + j, rstd * (dxh - m1 - acc[j] * m2));
+                double gj = nbi_at(g, o + j), dxh = gamma ? gj * nbi_at(gamma, j) : gj;
+                nbi_put(dx, o + j, rstd * (dxh - m1 - acc[j] * m2));
             }
     }
     for (int64_t j = 0; j < D; j++) {
-        if (dg) put(dg, j, sg[j]);
-        if (db) put(db, j, sb[j]);
+        if (dg) nbi_put(dg, j, sg[j]);
+        if (db) nbi_put(db, j, sb[j]);
     }
     nbi_dealloc(acc);
     return 0;

@@ -16,28 +16,17 @@
 
 #include "../core/internal.h"
 
-/* Element i of contiguous x, and writing element i of contiguous y, as doubles. */
-static double at(const nb_tensor *x, int64_t i) {
-    return x->dtype == NB_F32 ? (double)((const float *)(const void *)x->data)[i]
-                              : ((const double *)(const void *)x->data)[i];
-}
-static void put(nb_tensor *y, int64_t i, double v) {
-    if (y->dtype == NB_F32)
-        ((float *)(void *)y->data)[i] = (float)v;
-    else
-        ((double *)(void *)y->data)[i] = v;
-}
 
 /* The max m and sum s of exp(x - m) over the n elements base + k * step of contiguous x, in double
    (m = 0 when all are -inf, so that exp stays finite). */
 static void row_stats(const nb_tensor *x, int64_t base, int64_t n, int64_t step, double *m, double *s) {
     double mx = -INFINITY, sum = 0;
     for (int64_t k = 0; k < n; k++) {
-        double v = at(x, base + k * step);
+        double v = nbi_at(x, base + k * step);
         if (v > mx || v != v) mx = v;
     }
     if (mx == -INFINITY) mx = 0;
-    for (int64_t k = 0; k < n; k++) sum += exp(at(x, base + k * step) - mx);
+    for (int64_t k = 0; k < n; k++) sum += exp(nbi_at(x, base + k * step) - mx);
     *m = mx;
     *s = sum;
 }
@@ -77,7 +66,7 @@ static void softmax_kernel(nb_tensor *out, const nb_tensor *x, int ax, bool loga
             for (int64_t i = 0; i < rows; i++, o0++) {
                 const double *e = b.e + i * n, ls = log(b.s[i]);
                 for (int64_t k = 0; k < n; k++)
-                    put(out, o0 * n + k, logarithm ? (at(x, o0 * n + k) - b.m[i]) - ls : e[k] / b.s[i]);
+                    nbi_put(out, o0 * n + k, logarithm ? (nbi_at(x, o0 * n + k) - b.m[i]) - ls : e[k] / b.s[i]);
             }
         }
         nbi_dealloc(b.e);
@@ -90,8 +79,8 @@ static void softmax_kernel(nb_tensor *out, const nb_tensor *x, int ax, bool loga
             row_stats(x, base, n, inner, &m, &s);
             double ls = log(s);
             for (int64_t k = 0; k < n; k++) {
-                double v = at(x, base + k * inner) - m;
-                put(out, base + k * inner, logarithm ? v - ls : exp(v) / s);
+                double v = nbi_at(x, base + k * inner) - m;
+                nbi_put(out, base + k * inner, logarithm ? v - ls : exp(v) / s);
             }
         }
 }
@@ -160,7 +149,7 @@ static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t)
         }
         for (int64_t i0 = 0; i0 < N;) {
             int64_t rows = row_block_fill(&b, c, i0, N, C);
-            for (int64_t i = 0; i < rows; i++, i0++) acc -= (at(c, i0 * C + target_at(t, i0)) - b.m[i]) - log(b.s[i]);
+            for (int64_t i = 0; i < rows; i++, i0++) acc -= (nbi_at(c, i0 * C + target_at(t, i0)) - b.m[i]) - log(b.s[i]);
         }
         nbi_dealloc(b.e);
         if (c != x) nb_free(c);
@@ -233,7 +222,7 @@ static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_
         for (int64_t i = 0; i < rows; i++, i0++) {
             const int64_t ti = target_at(t, i0);
             for (int64_t k = 0; k < C; k++)
-                put(d, i0 * C + k, gs * (b.e[i * C + k] / b.s[i] - (k == ti ? 1.0 : 0.0)));
+                nbi_put(d, i0 * C + k, gs * (b.e[i * C + k] / b.s[i] - (k == ti ? 1.0 : 0.0)));
         }
     }
     nbi_dealloc(b.e);

@@ -6,7 +6,8 @@
 #   OpenBLAS  bench/peer_openblas.c (cblas_sgemm), compiled into a temporary directory
 #   PyTorch   bench/peer_torch.py with /usr/bin/python3, one process per configuration
 # GEMM runs in 3 rounds (1 with --quick) that alternate nabla (bench_gemm --table --budget S
-# --only N T) and OpenBLAS size by size, the MLP step in 5 (1) that alternate nabla (bench_core --mlp T) and PyTorch at its best,
+# --only N T) and OpenBLAS size by size, the MLP step in 5 (1) that alternate nabla
+# (bench_core --mlp T) and PyTorch at its best, nabla first in odd rounds and second in even ones,
 # so that a change in a shared machine's speed falls on both; the table shows each median round.
 # Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
 # markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
@@ -137,17 +138,22 @@ fi
 # Each round runs every size and thread count as nabla then OpenBLAS, back to back, each the median
 # of the runs within BUDGET seconds; the table shows the median of the rounds.
 if [ ${#QUICK[@]} -gt 0 ]; then GROUNDS=1 BUDGET=0.1; else GROUNDS=3 BUDGET=0.35; fi
+# Odd rounds run nabla first, even rounds the peer first, so that neither always follows the other.
+gemm_nabla() { # gemm_nabla R N T
+    [ -x "$BUILD_DIR/bench_gemm" ] || return 0
+    run_round "$1" "$BUILD_DIR/bench_gemm" --table --budget $BUDGET --only "$2" "$3"
+    local s=$?
+    [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+}
+gemm_peer() { # gemm_peer R N T
+    [ "$PEER_BLAS" -eq 1 ] || return 0
+    run_round "$1" "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS="$3" "$TMP/peer_openblas" "$3" $BUDGET "$2"
+}
 for r in $(seq 1 $GROUNDS); do
     for t in 1 2; do
         for n in 64 128 256 512 1024 2048; do
-            if [ -x "$BUILD_DIR/bench_gemm" ]; then
-                run_round "$r" "$BUILD_DIR/bench_gemm" --table --budget $BUDGET --only $n $t
-                s=$?
-                [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
-            fi
-            if [ "$PEER_BLAS" -eq 1 ]; then
-                run_round "$r" "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS=$t "$TMP/peer_openblas" $t $BUDGET $n
-            fi
+            if [ $((r % 2)) -eq 1 ]; then gemm_nabla "$r" $n $t; gemm_peer "$r" $n $t
+            else gemm_peer "$r" $n $t; gemm_nabla "$r" $n $t; fi
         done
     done
 done
@@ -162,15 +168,20 @@ if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
     # The MLP step: nabla and PyTorch (best environment) in alternating rounds, so that a change in a
     # shared machine's speed during the run falls on both; each figure is the median of its rounds.
     if [ ${#QUICK[@]} -gt 0 ]; then ROUNDS=1; else ROUNDS=5; fi
-    for r in $(seq 1 $ROUNDS); do
+    mlp_nabla() { # mlp_nabla R T
+        [ -x "$BUILD_DIR/bench_core" ] || return 0
+        run_round "$1" "$BUILD_DIR/bench_core" --mlp "$2" "${QUICK[@]}"
+        local s=$?
+        [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+    }
+    mlp_peer() { # mlp_peer R T
+        best_env "$2"
+        run_round "$1" "${BEST_ENV[@]}" "${TORCH[@]}" mlp --threads "$2" --label torch_best --tune-blas "${QUICK[@]}"
+    }
+    for r in $(seq 1 $ROUNDS); do # odd rounds nabla first, even rounds PyTorch first
         for t in 1 2; do
-            if [ -x "$BUILD_DIR/bench_core" ]; then
-                run_round "$r" "$BUILD_DIR/bench_core" --mlp $t "${QUICK[@]}"
-                s=$?
-                [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
-            fi
-            best_env $t
-            run_round "$r" "${BEST_ENV[@]}" "${TORCH[@]}" mlp --threads $t --label torch_best --tune-blas "${QUICK[@]}"
+            if [ $((r % 2)) -eq 1 ]; then mlp_nabla "$r" $t; mlp_peer "$r" $t
+            else mlp_peer "$r" $t; mlp_nabla "$r" $t; fi
         done
     done
     for t in 1 2; do

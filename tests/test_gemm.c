@@ -256,11 +256,15 @@ static void test_kernel(int kernel)
         run(&h, kernel);
         gcase w = {300, 301, 300, 0, 1, 0, 0, 0, 0, 0};
         run(&w, kernel);
-        /* x W^T with a large W (AVX-512 f32 runs it transposed): edges off the 16 x 16 blocks, padded C */
+        /* x W^T with a large W (AVX-512 f32 runs it transposed, on one thread only): edges off the 16 x 16
+           blocks, padded C */
+        const int threads = nb_num_threads();
+        nb_set_num_threads(1);
         for (int acc = 0; acc < 2; ++acc) {
             gcase t = {100, 700, 300, 0, 1, 0, 0, 3, 0, acc};
             run(&t, kernel);
         }
+        nb_set_num_threads(threads);
     }
 }
 
@@ -346,8 +350,12 @@ static void test_threads(void)
    reads) gives the same bits: each element is one chain of multiply-adds over k in order whatever the path. */
 static void test_layouts(int kernel)
 {
-    /* the last: row-major A too wide to read in place (a block of it spans over 512 KiB), so packed */
+    /* On one thread, where every path is taken (a split product skips the transposed x W^T and reads a
+       narrower block of A). The last: row-major A too wide to read in place (a block of it spans over
+       512 KiB), so packed. */
     static const int64_t shapes[][3] = {{256, 784, 128}, {100, 70, 300}, {128, 256, 784}, {44, 40, 9}, {144, 70, 1000}};
+    const int threads = nb_num_threads();
+    nb_set_num_threads(1);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
         const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
         float *a = malloc(sizeof(float) * (size_t)(m * k)), *at = malloc(sizeof(float) * (size_t)(m * k));
@@ -384,6 +392,7 @@ static void test_layouts(int kernel)
         free(a), free(at), free(b), free(bt), free(c0), free(c), free(ad), free(adt), free(bd), free(bdt);
         free(d0), free(d);
     }
+    nb_set_num_threads(threads);
 }
 
 /* Batched shapes through nb_matmul (each batch one product; broadcast batches read in place, a

@@ -189,9 +189,12 @@ static void test_f32_exp_matches_libm(void) {
     }
     CHECK(bad == 0);
     nb_scope_begin();
-    double nanrow[3];
+    double nanrow[3], one;
     nb_read_f64(nb_softmax(nb_from_f64(NB_F32, 2, (int64_t[]){1, 3}, (double[]){1, NAN, 2}), 1), nanrow, 3);
     CHECK(isnan(nanrow[0]) && isnan(nanrow[1]) && isnan(nanrow[2]));
+    /* a lone NaN: exp(NaN - NaN) must be NaN, not a clamped finite value that would divide to 1 */
+    nb_read_f64(nb_softmax(nb_from_f64(NB_F32, 2, (int64_t[]){1, 1}, (double[]){NAN}), 1), &one, 1);
+    CHECK(isnan(one));
     nb_scope_end();
 }
 

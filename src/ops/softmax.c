@@ -39,7 +39,7 @@ typedef struct {
 } row_block;
 
 static bool row_block_init(row_block *b, int64_t N, int64_t n) {
-    int64_t r = n > 0 ? (1 << 16) / n : N;
+    int64_t r = n > 0 ? (1 << 16) / n : 1; /* rows of no values: one at a time, nothing to allocate for */
     b->rows = r < 1 ? 1 : r > N ? (N > 0 ? N : 1) : r;
     b->e = nbi_alloc(sizeof(double) * (size_t)(b->rows * (n + 2)));
     b->m = b->e ? b->e + b->rows * n : NULL;
@@ -59,6 +59,7 @@ static void softmax_kernel(nb_tensor *out, const nb_tensor *x, int ax, bool loga
     int64_t n = x->shape[ax], outer = 1, inner = 1;
     for (int i = 0; i < ax; i++) outer *= x->shape[i];
     for (int i = ax + 1; i < x->rank; i++) inner *= x->shape[i];
+    if (n == 0 || outer == 0 || inner == 0) return; /* no elements */
     row_block b;
     if (inner == 1 && row_block_init(&b, outer, n)) { /* rows contiguous: the exps in blocks of rows */
         for (int64_t o0 = 0; o0 < outer;) {

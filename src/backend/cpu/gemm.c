@@ -575,21 +575,20 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
     }                                                                                                          \
     UK_TAIL(T, S, ROWS, MR_)
 
-/* Half-width tiles (MR x VW, one vector per row) for a last panel of at most VW columns, A read as by
-   UKA_BODY (HALF_A 1) or UKB_BODY (HALF_A 0). */
+/* Half-width tiles (MR x VW, one vector per row) for a last panel of at most VW columns: FMA is UKH_FMA_A
+   (A read in place by rows, as UKA_BODY does) or UKH_FMA_B (A with k stride as, as UKB_BODY), NEXT_A what
+   advances A by one k step. */
 #define UKH_DECL(i) VT c##i##_0 = VZERO();
-#define UKH_FMA(i) c##i##_0 = VFMA(VSET1(HALF_A ? a##i[p] : pa[i]), b0, c##i##_0);
-#define UKH_PTR(i) const T *a##i = HALF_A ? a + (int64_t)((i) < mr ? (i) : mr - 1) * rsa : NULL;
+#define UKH_FMA_A(i) c##i##_0 = VFMA(VSET1(a##i[p]), b0, c##i##_0);
+#define UKH_FMA_B(i) c##i##_0 = VFMA(VSET1(pa[i]), b0, c##i##_0);
 #define UKH_STORE_TILE(i) VSTORE(tile + (i)*VW, c##i##_0);
-#define UKH_BODY(T, S, ROWS, MR_)                                                                              \
+#define UKH_BODY(T, S, ROWS, MR_, FMA, NEXT_A)                                                                 \
     ROWS(UKH_DECL)                                                                                             \
-    ROWS(UKH_PTR)                                                                                              \
     for (int64_t p = 0; p < kc; ++p) {                                                                         \
         const VT b0 = VLOAD(pb);                                                                               \
-        ROWS(UKH_FMA)                                                                                          \
+        ROWS(FMA)                                                                                              \
         pb += bs;                                                                                              \
-        if (!HALF_A)                                                                                           \
-            pa += as;                                                                                          \
+        NEXT_A                                                                                                 \
     }                                                                                                          \
     _Alignas(64) T tile[(MR_)*VW];                                                                             \
     ROWS(UKH_STORE_TILE)                                                                                       \
@@ -610,22 +609,14 @@ __attribute__((target("avx512f,fma"))) static void ukrah_avx512_s(int64_t kc, co
                                                                    int64_t ldc, int mr, int nr, int beta)
 {
     typedef float T;
-    enum { HALF_A = 1 };
-    const float *pa = NULL;
-    const int64_t as = 0;
-    (void)pa, (void)as;
-    UKH_BODY(float, s, UK_ROWS12, 12)
+    UK_ROWS12(UKA_PTR)
+    UKH_BODY(float, s, UK_ROWS12, 12, UKH_FMA_A, )
 }
 __attribute__((target("avx512f,fma"))) static void ukrbh_avx512_s(int64_t kc, const float *restrict pa, int64_t as,
                                                                    const float *restrict pb, int64_t bs, float *restrict c,
                                                                    int64_t ldc, int mr, int nr, int beta)
 {
-    typedef float T;
-    enum { HALF_A = 0 };
-    const float *a = NULL;
-    const int64_t rsa = 0;
-    (void)a, (void)rsa;
-    UKH_BODY(float, s, UK_ROWS12, 12)
+    UKH_BODY(float, s, UK_ROWS12, 12, UKH_FMA_B, pa += as;)
 }
 __attribute__((target("avx512f,fma"))) static void ukr_avx512_s(int64_t kc, const float *restrict pa,
                                                                  const float *restrict pb, float *restrict c,
@@ -1046,19 +1037,19 @@ __attribute__((target("avx512f"))) static void tr_avx512_s(const float *t, int64
 /* Kernel tables and run-time selection                                                              */
 
 static const cfg_s cfgs_s[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s, NULL, NULL},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s, NULL, NULL, NULL},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s, NULL, NULL},
+    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s, NULL, NULL, NULL},
     [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s,
                          ukra_avx512_s, ukrb_avx512_s, tr_avx512_s},
 #endif
 };
 static const cfg_d cfgs_d[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d, pack_a_d, pack_b_d, NULL, NULL},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d, pack_a_d, pack_b_d, NULL, NULL, NULL},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d, pack_a_d, pack_b_d, NULL, NULL},
+    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d, pack_a_d, pack_b_d, NULL, NULL, NULL},
     [NBI_GEMM_AVX512] = {12, 16, 256, 144, 2048, ukr_avx512_d, axpy_avx2_d, dot_avx2_d, pack_a_avx512_d, pack_b_d,
-                         NULL, NULL},
+                         NULL, NULL, NULL},
 #endif
 };
 
@@ -1123,8 +1114,6 @@ static int best_kernel(void)
 #endif
     return NBI_GEMM_REF;
 }
-
-int nbi_gemm_set_kernel(int which);
 
 /* The kernel in use: chosen on first use, the best the CPU runs unless the environment variable
    NABLA_GEMM names one (reference, avx2, avx512, or blas in a build with it). */

@@ -35,27 +35,10 @@
 
 #include "nabla.h"
 #include "nabla/nn.h"
+#include "timing.h"
 
 #define SCALAR_OPS 1000
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *pa, const void *pb)
-{
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return (a > b) - (a < b);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return (n % 2) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void report_error(const char *what)
 {
@@ -160,13 +143,13 @@ static int bench_mlp_step(int threads, int steps, int warmup)
     double *t = malloc(sizeof(double) * (size_t)steps), l0 = 0, l1 = 0;
     int rc = t ? mlp_init(&m) : -1;
     for (int s = -warmup; s < steps && rc == 0; s++) {
-        double t0 = now_s();
+        double t0 = bench_now();
         rc = mlp_step(&m, s == -warmup ? &l0 : s == steps - 1 ? &l1 : NULL);
-        if (s >= 0) t[s] = now_s() - t0;
+        if (s >= 0) t[s] = bench_now() - t0;
     }
     if (rc == 0) {
         printf("# mlp step, %d threads: loss %.4f -> %.4f over %d steps\n", threads, l0, l1, steps + warmup);
-        printf("nabla mlp_step_ms %d %.4f\n", threads, median(t, steps) * 1e3);
+        printf("nabla mlp_step_ms %d %.4f\n", threads, bench_median(t, steps) * 1e3);
     } else {
         report_error("mlp step");
     }
@@ -185,10 +168,10 @@ static void bench_clock(void)
     double best = 0;
     for (int r = 0; r < 40; r++) { /* many short windows: the best one is the least disturbed by other tenants */
         uint64_t x = 0, n = 5000000;
-        double t0 = now_s();
+        double t0 = bench_now();
         for (uint64_t i = 0; i < n; i++)
             __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
-        double ghz = 4.0 * (double)n / (now_s() - t0) * 1e-9;
+        double ghz = 4.0 * (double)n / (bench_now() - t0) * 1e-9;
         if (ghz > best) best = ghz;
     }
     printf("nabla clock_ghz %.3f\n", best);
@@ -247,12 +230,12 @@ static int bench_scalar(int reps, int warmup)
             nb_zero_grad(b);
         }
         nb_scope_begin();
-        double t0 = now_s();
+        double t0 = bench_now();
         nb_tensor *y = scalar_forward(x, w, b);
-        double t1 = now_s();
+        double t1 = bench_now();
         int st = y ? nb_backward(y, NULL, 0) : 1;
         nb_scope_end();
-        double t2 = now_s();
+        double t2 = bench_now();
         if (st) {
             report_error("scalar graph");
             rc = 1;
@@ -266,9 +249,9 @@ static int bench_scalar(int reps, int warmup)
     }
     printf("# scalar graph: %d ops (mul, add, tanh) on rank-0 f32 leaves, %d reps, median\n", SCALAR_OPS, reps);
     printf("# scalar check: dy/dw = %.6g\n", nb_item(nb_grad(w)));
-    printf("# scalar graph: forward %.4f us per op, backward and free %.4f us per op\n", median(fwd, reps),
-           median(bwd, reps));
-    printf("nabla tiny_op_us %.4f\n", median(tot, reps));
+    printf("# scalar graph: forward %.4f us per op, backward and free %.4f us per op\n", bench_median(fwd, reps),
+           bench_median(bwd, reps));
+    printf("nabla tiny_op_us %.4f\n", bench_median(tot, reps));
 done:
     free(fwd), free(bwd), free(tot);
     nb_free(x), nb_free(w), nb_free(b);

@@ -19,38 +19,16 @@
 
 #include "gemm.h"
 #include "nabla.h"
+#include "timing.h"
 
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *x, const void *y)
-{
-    const double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
-enum { MAX_RUNS = 15 };
-
-/* Runs call until about 0.3 s (at least 3, at most MAX_RUNS times) and returns the median seconds. */
-#define TIME_MEDIAN(result, call)                                                                           \
+/* One warm-up call, then the median seconds of the calls within `budget` seconds (at least min_runs). */
+#define TIME_MEDIAN(result, min_runs, budget, call)                                                            \
     do {                                                                                                       \
-        double t_[MAX_RUNS];                                                                                   \
-        int runs_ = 0;                                                                                         \
-        double total_ = 0;                                                                                     \
-        call; /* warm-up */                                                                                    \
-        while (runs_ < MAX_RUNS && (runs_ < 3 || total_ < 0.3)) {                                              \
-            const double t0_ = now();                                                                          \
-            call;                                                                                              \
-            t_[runs_] = now() - t0_;                                                                           \
-            total_ += t_[runs_++];                                                                             \
-        }                                                                                                      \
-        qsort(t_, (size_t)runs_, sizeof(double), cmp_double);                                                  \
-        (result) = t_[runs_ / 2];                                                                              \
+        enum { CAP_ = 2000 };                                                                                  \
+        static double t_[CAP_];                                                                                \
+        int runs_;                                                                                             \
+        call;                                                                                                  \
+        BENCH_TIME_MEDIAN(result, runs_, t_, CAP_, min_runs, budget, call);                                    \
     } while (0)
 
 static const int sizes[] = {64, 128, 256, 512, 1024, 2048};
@@ -72,22 +50,14 @@ static int table(double budget, int only_n, int only_threads)
                 printf("# out of memory at n = %d\n", n);
                 return 1;
             }
-            for (size_t i = 0; i < nn; ++i) { /* the fill of bench/peer_openblas.c */
-                a[i] = (float)(i % 17) / 17.0f - 0.5f;
-                b[i] = (float)(i % 13) / 13.0f - 0.5f;
+            srand(1); /* the fill of bench/peer_openblas.c */
+            for (size_t i = 0; i < nn; ++i) {
+                a[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+                b[i] = (float)rand() / (float)RAND_MAX - 0.5f;
             }
-            enum { CAP = 2000 };
-            static double t[CAP];
-            int runs = 0;
-            double start = now();
-            nbi_gemm_f32(n, n, n, a, n, 1, b, n, 1, c, n, false); /* warm-up */
-            while (runs < CAP && (runs < 5 || now() - start < budget)) {
-                const double t0 = now();
-                nbi_gemm_f32(n, n, n, a, n, 1, b, n, 1, c, n, false);
-                t[runs++] = now() - t0;
-            }
-            qsort(t, (size_t)runs, sizeof(double), cmp_double);
-            printf("nabla gemm_gflops %d %d %.2f\n", n, threads, 2.0 * n * (double)n * n / t[runs / 2] * 1e-9);
+            double t;
+            TIME_MEDIAN(t, 5, budget, nbi_gemm_f32(n, n, n, a, n, 1, b, n, 1, c, n, false));
+            printf("nabla gemm_gflops %d %d %.2f\n", n, threads, 2.0 * n * (double)n * n / t * 1e-9);
             fflush(stdout);
             free(a);
             free(b);
@@ -146,8 +116,8 @@ int main(int argc, char **argv)
         }
         const double flops = 2.0 * n * (double)n * n;
         double ts, td;
-        TIME_MEDIAN(ts, nbi_gemm_f32(n, n, n, as, n, 1, bs, n, 1, cs, n, false));
-        TIME_MEDIAN(td, nbi_gemm_f64(n, n, n, ad, n, 1, bd, n, 1, cd, n, false));
+        TIME_MEDIAN(ts, 3, 0.3, nbi_gemm_f32(n, n, n, as, n, 1, bs, n, 1, cs, n, false));
+        TIME_MEDIAN(td, 3, 0.3, nbi_gemm_f64(n, n, n, ad, n, 1, bd, n, 1, cd, n, false));
         printf("%6d %12.1f %12.1f", n, flops / ts * 1e-9, flops / td * 1e-9);
         printf("\n");
         fflush(stdout);

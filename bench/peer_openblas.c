@@ -20,6 +20,8 @@
 
 #include <cblas.h>
 
+#include "timing.h"
+
 /* OpenBLAS extensions; declared here too in case the cblas.h found is not OpenBLAS's own. */
 void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
@@ -27,19 +29,6 @@ char *openblas_get_config(void);
 char *openblas_get_corename(void);
 
 enum { MIN_REPS = 3, MAX_REPS = 200000 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *x, const void *y)
-{
-    const double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
 
 static void sgemm(int n, const float *a, const float *b, float *c)
 {
@@ -98,15 +87,9 @@ int main(int argc, char **argv)
         sgemm(n, a, b, c); /* warm-up: thread start, buffers, first touch of c */
         const double err = row0_error(n, a, b, c);
 
-        int reps = 0;
-        const double start = now_s();
-        while (reps < MAX_REPS && (reps < MIN_REPS || now_s() - start < budget)) {
-            const double t0 = now_s();
-            sgemm(n, a, b, c);
-            times[reps++] = now_s() - t0;
-        }
-        qsort(times, (size_t)reps, sizeof times[0], cmp_double);
-        const double med = reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
+        int reps;
+        double med;
+        BENCH_TIME_MEDIAN(med, reps, times, MAX_REPS, MIN_REPS, budget, sgemm(n, a, b, c));
         printf("# sgemm %d: %d reps, median %.1f us, row 0 rel err %.2g\n", n, reps, med * 1e6, err);
         printf("openblas gemm_gflops %d %d %.2f\n", n, threads, 2.0 * n * (double)n * n / med * 1e-9);
         fflush(stdout);

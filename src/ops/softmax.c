@@ -16,7 +16,6 @@
 
 #include "../core/internal.h"
 
-
 /* The max m and sum s of exp(x - m) over the n elements base + k * step of contiguous x, in double
    (m = 0 when all are -inf, so that exp stays finite). */
 static void row_stats(const nb_tensor *x, int64_t base, int64_t n, int64_t step, double *m, double *s) {
@@ -135,7 +134,8 @@ static int64_t target_at(const nb_tensor *t, int64_t i) {
     return *(const int64_t *)(const void *)(t->data + i * t->strides[0] * 8);
 }
 
-/* -mean over rows of logp[i, t_i]; logp is (N,C) with any strides. */
+/* -mean over rows i of log p[i, t_i]: p given as logarithms (nll_loss, any strides) or as the softmax of
+   logits x (cross_entropy). */
 static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t) {
     if (!check_targets(fn, x, t)) return NULL;
     int64_t N = x->shape[0], C = x->shape[1];

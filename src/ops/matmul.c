@@ -196,7 +196,12 @@ static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act, nb_tenso
         g->dtype == out->dtype) {
         nb_tensor *r = nbi_empty("nb_dense backward", g->dtype, g->rank, g->shape);
         *db = r ? nbi_empty("nb_dense backward", g->dtype, 1, &nout) : NULL;
-        if (!*db || nbi_cpu_relu_mask_colsum(r, g, out, *db) != 0) return nbi_err("nb_dense backward", "out of memory");
+        if (!*db || nbi_cpu_relu_mask_colsum(r, g, out, *db) != 0) {
+            nb_free(r);
+            nb_free(*db);
+            *db = NULL;
+            return nbi_err("nb_dense backward", "out of memory");
+        }
         return r;
     }
     nb_tensor *r = nbi_fused_grad(rule[act], g, out);

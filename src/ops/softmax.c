@@ -12,7 +12,6 @@
  *                        cross_entropy dX = G (softmax(X) - onehot(t)) / N
  */
 #include <math.h>
-#include <string.h>
 
 #include "../core/internal.h"
 

@@ -52,11 +52,12 @@ static nb_tensor *matmul_core(const char *fn, nb_tensor *a, nb_tensor *b) {
         nbatch *= bshape[i];
     }
     int64_t es = (int64_t)nbi_dsize(a->dtype);
-    bool b_shared = true;
+    /* b shared by every batch and a holding every batch itself (no broadcast batch axis of a). */
+    bool one_tall = a->rank - 2 == br;
     for (int i = 0; i < br; i++)
-        if (sb[i]) b_shared = false;
+        if (sb[i] || a->shape[i] != bshape[i]) one_tall = false;
     int rc = 0;
-    if (nbatch > 0 && b_shared && nbi_is_contig(a) && a->rank - 2 == br) {
+    if (nbatch > 0 && one_tall && nbi_is_contig(a)) {
         /* One tall product: a's batch and row axes fold into M. */
         rc = gemm(out, a->data, a->shape[a->rank - 1], a, b->data, b, out->data, nbatch * m);
     } else {

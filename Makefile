@@ -13,7 +13,11 @@ asan:
 	$(CMAKE) -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DNABLA_SANITIZE=ON >/dev/null
 	$(CMAKE) --build build/asan -j$(JOBS)
 
-run: release
+# The main job builds only the library and the program, quietly (the compiler's output is shown on failure).
+run:
+	@$(CMAKE) -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@$(CMAKE) --build build/release --target nabla_cli -j$(JOBS) >build/release/build.log 2>&1 || \
+		{ cat build/release/build.log; exit 1; }
 	./build/release/nabla train
 
 test: asan release

@@ -10,6 +10,7 @@
  *     g_i = df/dx_i
  *     (H v)_i = d/dx_i sum_j sum(g_j * v_j)    (torch.autograd.grad, create_graph)
  *
+ * Cases "t0:<op>" run the op on a transposed (non-contiguous) view of input 0.
  * Each case is run in f64: y within 1e-12 + 1e-10 |ref|; g from the fused
  * first-order rules (no NB_CREATE_GRAPH) and from the composite ones
  * (NB_CREATE_GRAPH), and H v from nabla's double backward (the second pass
@@ -213,9 +214,16 @@ static int cube_bw(nb_ctx *ctx, nb_tensor *g, nb_tensor **gin, void *ud) {
     return (gin[0] = nb_mul(g, nb_scale(nb_mul(x, x), 3.0))) ? 0 : -1;
 }
 
-/* Runs the op of case c on inputs x. *known is false for an unknown op. */
-static nb_tensor *apply_op(const hv_case *c, nb_tensor **x, bool *known) {
+/* Runs the op of case c on inputs x ("t0:<op>": <op> on the transpose of x[0]).
+   *known is false for an unknown op. */
+static nb_tensor *apply_op(const hv_case *c, nb_tensor **x0, bool *known) {
     const char *op = c->op;
+    nb_tensor *x[HV_MAX_INPUTS];
+    for (int i = 0; i < c->ninputs; i++) x[i] = x0[i];
+    if (strncmp(op, "t0:", 3) == 0) {
+        op += 3;
+        x[0] = nb_transpose(x[0], 0, 1);
+    }
     const int np = c->nparams;
     int ia[HV_MAX_PARAMS];
     int64_t la[HV_MAX_PARAMS];

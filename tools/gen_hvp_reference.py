@@ -50,7 +50,8 @@ targets and the indices of index_select / gather as params, ...); ops of this
 file only: var (correction keepdim axis), layer_norm (eps has_gamma has_beta),
 dropout (p seed: nabla's splitmix64 stream, replicated here), custom_cube (a
 user-defined op, y = x^3), to_f32_f64 (to f32 and back), contiguous_t
-(contiguous of the transpose).
+(contiguous of the transpose). "t0:<op>" is <op> applied to the transpose of
+input 0 (a non-contiguous view of the 2-D leaf stored in the file).
 """
 
 import sys
@@ -436,6 +437,42 @@ def dropout_fn(x, p, seed):
 
 seeded('dropout', 'dropout', [lambda: rnd((3, 4))], lambda x: dropout_fn(x, 0.4, 1234), params=[0.4, 1234])
 seeded('custom_cube', 'custom_cube', [lambda: rnd((2, 3))], lambda x: x * x * x)
+
+
+# --------------------------------------------------------------------------
+# Non-contiguous operands: op "t0:<op>" runs <op> on the transpose of input 0
+# (a 2-D leaf, stored as drawn), so the rules meet strided values.
+# --------------------------------------------------------------------------
+
+
+def transposed(name, op, gens, fn, **kw):
+    seeded(name, 't0:' + op, gens, lambda x, *rest: fn(x.t(), *rest), **kw)
+
+
+transposed('t0_sigmoid', 'sigmoid', [lambda: rnd((4, 3), -4, 4)], torch.sigmoid)
+transposed('t0_tanh', 'tanh', [lambda: rnd((4, 3), -3, 3)], torch.tanh)
+transposed('t0_relu', 'relu', [lambda: rnd_away((4, 3), 0.1, 2.0)], torch.relu)
+transposed('t0_mul', 'mul', [lambda: rnd((4, 3)), lambda: rnd((4,))], torch.mul)
+transposed('t0_pow', 'pow', [lambda: rnd((4, 3), 0.2, 2.0)], lambda x: torch.pow(x, 2.5), params=[2.5])
+transposed('t0_sum_axes', 'sum_axes', [lambda: rnd((4, 3))], lambda x: x.sum(1), params=[0, 1])
+transposed('t0_max_axes', 'max_axes', [lambda: rnd((4, 3))], lambda x: torch.amax(x, 0, keepdim=True),
+           params=[1, 0])
+transposed('t0_matmul', 'matmul', [lambda: rnd((4, 3)), lambda: rnd((4, 2))], torch.matmul)
+for act in (1, 2, 3):
+    transposed('t0_dense_%d' % act, 'dense', [lambda: rnd((4, 3)), lambda: rnd((5, 4)), lambda: rnd((5,))],
+               lambda x, w, b, a=act: ACTS[a](F.linear(x, w, b)), params=[act])
+transposed('t0_softmax', 'softmax', [lambda: rnd((5, 3), -3, 3)], lambda x: torch.softmax(x, 1), params=[1])
+transposed('t0_log_softmax', 'log_softmax', [lambda: rnd((5, 3), -3, 3)], lambda x: torch.log_softmax(x, 0),
+           params=[0])
+transposed('t0_cross_entropy', 'cross_entropy', [lambda: rnd((4, 3), -3, 3)],
+           lambda x: F.cross_entropy(x, torch.tensor([1, 3, 0])), params=[1, 3, 0])
+transposed('t0_layer_norm', 'layer_norm', [lambda: rnd((5, 3)), lambda: rnd_away((5,)), lambda: rnd((5,))],
+           lambda x, g, b: F.layer_norm(x, (5,), g, b, 1e-5), params=[1e-5, 1, 1])
+transposed('t0_inverse', 'inverse', [lambda: rnd((3, 3), -1, 1) + 3 * torch.eye(3)], torch.inverse)
+transposed('t0_index_select', 'index_select', [lambda: rnd((4, 3))],
+           lambda x: torch.index_select(x, 1, torch.tensor([3, 0, 3])), params=[1, 3, 0, 3])
+transposed('t0_cumsum', 'cumsum', [lambda: rnd((4, 3))], lambda x: torch.cumsum(x, 1), params=[1])
+transposed('t0_softplus', 'softplus', [lambda: rnd((4, 3), -4, 4)], F.softplus)
 
 
 def main():

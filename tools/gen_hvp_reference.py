@@ -239,6 +239,19 @@ seeded('softplus_rand', 'softplus', [lambda: rnd((3, 3), -5.0, 5.0)], F.softplus
 for tag, alpha in (('0p01', 0.01), ('0p2', 0.2)):
     seeded('leaky_relu_' + tag, 'leaky_relu', [lambda: rnd_away((2, 4), 0.1, 2.0)],
            lambda x, a=alpha: F.leaky_relu(x, negative_slope=a), params=[alpha])
+# Kinks and thresholds: the subgradient conventions (relu'(0) = 0, |x|'(0) = 0,
+# leaky_relu'(0) = alpha, clamp passing its bounds, softplus linear above 20).
+KINK = T([[-1.5, 0.0, 2.25], [0.5, -0.125, 0.0]])
+seeded('relu_kink', 'relu', [lambda: KINK], torch.relu)
+seeded('abs_kink', 'abs', [lambda: KINK], torch.abs)
+seeded('leaky_relu_kink', 'leaky_relu', [lambda: KINK], lambda x: F.leaky_relu(x, 0.2), params=[0.2])
+seeded('clamp_bounds', 'clamp', [lambda: T([[-0.5, 0.7, 0.1], [-2.0, 2.0, 0.7]])],
+       lambda x: torch.clamp(x, -0.5, 0.7), params=[-0.5, 0.7])
+# Not at 20 itself: PyTorch's first derivative there is sigmoid(20) (x > 20 is linear)
+# but its double backward takes x < 20 as the curved part, giving 0.
+seeded('softplus_threshold', 'softplus', [lambda: T([19.5, 19.999, 20.001, 20.5])], F.softplus)
+seeded('pow_2_zero', 'pow', [lambda: KINK], lambda x: torch.pow(x, 2.0), params=[2.0])
+seeded('pow_3_zero', 'pow', [lambda: KINK], lambda x: torch.pow(x, 3.0), params=[3.0])
 seeded('maximum', 'maximum', [lambda: rnd((3, 4)), lambda: rnd((4,))], torch.maximum)
 seeded('maximum_ties', 'maximum', [lambda: T([1.0, 2.0, 3.0]), lambda: T([1.0, 0.0, 3.0])], torch.maximum)
 seeded('minimum', 'minimum', [lambda: rnd((2, 1)), lambda: rnd((1, 3))], torch.minimum)

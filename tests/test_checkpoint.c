@@ -111,7 +111,8 @@ static void test_header_without_nul(void) {
     CHECK_ERR("nb_load_safetensors:");
     /* The same with a long run of digits, which must not be read past the header either. */
     char h2[200];
-    snprintf(h2, sizeof h2, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,%s", "44444444444444444444444444");
+    snprintf(h2, sizeof h2, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,%s",
+             "44444444444444444444444444");
     write_raw(path, h2, strlen(h2), NULL, 0);
     CHECK(nb_load_safetensors(path, 1, &t, &name) != 0);
     CHECK_ERR("nb_load_safetensors:");

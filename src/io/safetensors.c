@@ -71,7 +71,9 @@ typedef struct {
     int idx;
 } named;
 
-static int cmp_named(const void *a, const void *b) { return strcmp(((const named *)a)->name, ((const named *)b)->name); }
+static int cmp_named(const void *a, const void *b) {
+    return strcmp(((const named *)a)->name, ((const named *)b)->name);
+}
 
 /* Append printf-style text at h + *len (or only count it when h is NULL). */
 static void emit(char *h, size_t *len, size_t cap, const char *fmt, ...) {
@@ -333,7 +335,8 @@ static int parse_entry(const char *fn, cursor *c, entry *en, int64_t data_len) {
             else return fail(fn, "tensor '%s' has a dtype nabla does not read", QUOTE(key, kl));
             has_dt = true;
         } else if (is(f, fl, "shape")) {
-            if (!int_list(c, en->shape, NB_MAX_RANK, &en->rank)) return fail(fn, "bad shape for tensor '%s'", QUOTE(key, kl));
+            if (!int_list(c, en->shape, NB_MAX_RANK, &en->rank))
+                return fail(fn, "bad shape for tensor '%s'", QUOTE(key, kl));
             has_sh = true;
         } else if (is(f, fl, "data_offsets")) {
             int64_t v[2];

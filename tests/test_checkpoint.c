@@ -619,6 +619,43 @@ static void test_load_failures(void) {
     clear_dir();
 }
 
+/* A module that has not yet built its table of parameter names builds it
+   inside the save: a failure there is an error, not a save of unset names. */
+static void test_fresh_module_save_failures(void) {
+    nb_set_cache_limit(0);
+    clear_dir();
+    const char *path = in_dir("fresh.safetensors"), *ref = in_dir("fresh_ref.safetensors");
+    nb_module *r = make_net(41);
+    CHECK(nb_module_save(r, ref) == 0);
+    nb_module_free(r);
+    long rn;
+    unsigned char *want = slurp(ref, &rn);
+    int ok = 0;
+    long at;
+    for (at = 1; at < 1000 && !ok; at++) {
+        int64_t mem0 = nb_memory_in_use();
+        nb_module *m = make_net(41);
+        nb_clear_error();
+        inject(at);
+        int rc = nb_module_save(m, path);
+        stop_injecting();
+        if (rc == 0) {
+            ok = 1;
+        } else {
+            const char *msg = nb_last_error();
+            CHECK(msg && strstr(msg, "out of memory"));
+            CHECK(access(path, F_OK) != 0);
+        }
+        nb_module_free(m);
+        CHECK(nb_memory_in_use() == mem0);
+    }
+    CHECK(ok && at > 2);
+    CHECK(same_file(path, want, rn));
+    free(want);
+    clear_dir();
+    nb_set_cache_limit((int64_t)256 << 20);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/nabla_ckpt_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -634,6 +671,7 @@ int main(void) {
     RUN(test_step_failures);
     RUN(test_save_failures);
     RUN(test_load_failures);
+    RUN(test_fresh_module_save_failures);
     clear_dir();
     rmdir(dir);
     return th_finish();

@@ -11,6 +11,7 @@
 #define _XOPEN_SOURCE 700
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -240,7 +241,7 @@ static void test_save_errors(void) {
     int fds[64], nfds = 0;
     if (setrlimit(RLIMIT_NOFILE, &low) == 0) {
         int fd;
-        while (nfds < 64 && (fd = dup(0)) >= 0) fds[nfds++] = fd;
+        while (nfds < 64 && (fd = open("/dev/null", O_RDONLY)) >= 0) fds[nfds++] = fd;
         int rc = nb_save_safetensors(path, 1, &t, &name);
         while (nfds > 0) close(fds[--nfds]);
         setrlimit(RLIMIT_NOFILE, &old);

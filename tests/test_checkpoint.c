@@ -205,6 +205,34 @@ static void test_long_names(void) {
     nb_scope_end();
 }
 
+/* Modules nested deeply have long dotted names; none is cut short. */
+static nb_module *deep(int depth, uint64_t seed) {
+    nb_rng r;
+    nb_rng_seed(&r, seed);
+    nb_module *m = nb_linear(2, 3, true, NB_INIT_XAVIER, NB_F64, &r);
+    for (int i = 0; i < depth && m; i++) m = nb_residual(m);
+    return m;
+}
+
+static void test_deep_module_names(void) {
+    nb_module *a = deep(60, 1), *b = deep(60, 2);
+    CHECK(a && b);
+    if (!a || !b) return;
+    nb_tensor *pa[2], *pb[2];
+    const char *na[2];
+    CHECK(nb_module_params(a, pa, na, 2) == 2);
+    CHECK(nb_module_params(b, pb, NULL, 2) == 2);
+    CHECK(strlen(na[0]) == 120 + strlen("weight") && strlen(na[1]) == 120 + strlen("bias"));
+    CHECK(strncmp(na[0], "0.0.0.", 6) == 0 && strcmp(na[0] + 120, "weight") == 0 && strcmp(na[1] + 120, "bias") == 0);
+    const char *path = in_dir("deep.safetensors");
+    CHECK(nb_module_save(a, path) == 0);
+    CHECK(nb_module_load(b, path) == 0);
+    CHECK(memcmp(nb_data(pa[0]), nb_data(pb[0]), 6 * sizeof(double)) == 0);
+    remove(path);
+    nb_module_free(a);
+    nb_module_free(b);
+}
+
 /* ------------------------------------------------------------- file system */
 
 /* A failed save leaves an existing file byte-identical and no temporary file,
@@ -666,6 +694,7 @@ int main(void) {
     RUN(test_header_without_nul);
     RUN(test_metadata_escapes);
     RUN(test_long_names);
+    RUN(test_deep_module_names);
     RUN(test_save_errors);
     RUN(test_concurrent_saves);
     RUN(test_bad_step_counts);

@@ -29,7 +29,7 @@ struct nb_module {
     const char *pnames[MAX_PARAMS];
     int nchildren;
     nb_module **children;
-    char (*cnames)[64]; /* dotted names of the parameters, built on demand */
+    char **cnames; /* dotted names of the parameters ("0.weight"), built on demand, one block */
     double a;           /* alpha, p, eps */
     nb_rng *rng;
 };
@@ -254,34 +254,63 @@ void nb_module_train(nb_module *m, bool on) {
 bool nb_module_training(const nb_module *m) { return m && m->training; }
 const char *nb_module_kind(const nb_module *m) { return m ? m->kind : NULL; }
 
-static int collect(nb_module *m, const char *prefix, nb_tensor **params, const char **names, int cap, int k,
-                   char (*store)[64], int scap) {
-    for (int i = 0; i < m->nparams; i++, k++) {
-        if (k < cap) {
-            if (params) params[k] = m->params[i];
-            if (names && store && k < scap) {
-                snprintf(store[k], 64, "%s%s", prefix, m->pnames[i]);
-                names[k] = store[k];
-            }
-        }
+/* The parameters of m and its children in order, from index k: those below cap go to params. Returns the
+   index after the last. */
+static int collect(nb_module *m, nb_tensor **params, int cap, int k) {
+    for (int i = 0; i < m->nparams; i++, k++)
+        if (params && k < cap) params[k] = m->params[i];
+    for (int c = 0; c < m->nchildren; c++) k = collect(m->children[c], params, cap, k);
+    return k;
+}
+
+/* The bytes of the dotted names of m's parameters under a prefix of plen bytes (into *bytes, NULs
+   included), and the longest prefix met (into *maxp). */
+static void measure(const nb_module *m, size_t plen, size_t *bytes, size_t *maxp) {
+    if (plen > *maxp) *maxp = plen;
+    for (int i = 0; i < m->nparams; i++) *bytes += plen + strlen(m->pnames[i]) + 1;
+    for (int c = 0; c < m->nchildren; c++)
+        measure(m->children[c], plen + (size_t)snprintf(NULL, 0, "%d.", c), bytes, maxp);
+}
+
+/* Write the names of m's parameters (prefix[0..plen), then the parameter's own name) at *at, pointed to by
+   names[k], names[k + 1], ...; the prefix grows in place for the children. Returns the index after the last. */
+static int name_all(const nb_module *m, char *prefix, size_t plen, char **names, char **at, int k) {
+    for (int i = 0; i < m->nparams; i++) {
+        size_t n = strlen(m->pnames[i]);
+        names[k++] = *at;
+        memcpy(*at, prefix, plen);
+        memcpy(*at + plen, m->pnames[i], n + 1);
+        *at += plen + n + 1;
     }
     for (int c = 0; c < m->nchildren; c++) {
-        char p[64];
-        snprintf(p, sizeof p, "%s%d.", prefix, c);
-        k = collect(m->children[c], p, params, names, cap, k, store, scap);
+        int d = sprintf(prefix + plen, "%d.", c);
+        k = name_all(m->children[c], prefix, plen + (size_t)d, names, at, k);
     }
     return k;
 }
 
+/* Build m->cnames as one block: total pointers, the names (of any length, so deep nesting never cuts
+   one), then room for the longest prefix and its NUL. */
+static bool build_names(nb_module *m, int total) {
+    size_t bytes = 0, maxp = 0;
+    measure(m, 0, &bytes, &maxp);
+    size_t ptrs = sizeof(char *) * (size_t)(total ? total : 1);
+    char **block = nb_alloc("nb_module_params", ptrs + bytes + maxp + 16);
+    if (!block) return false;
+    char *at = (char *)block + ptrs, *prefix = at + bytes;
+    name_all(m, prefix, 0, block, &at, 0);
+    m->cnames = block;
+    return true;
+}
+
 int nb_module_params(nb_module *m, nb_tensor **params, const char **names, int cap) {
     if (!m) return nb_fail("nb_module_params", "module is NULL"), -1;
-    int total = collect(m, "", NULL, NULL, 0, 0, NULL, 0);
-    if (names && !m->cnames) {
-        /* names point into this table, kept until nb_module_free; without it there are no names to give */
-        m->cnames = nb_alloc_zeroed("nb_module_params", (size_t)(total ? total : 1), sizeof *m->cnames);
-        if (!m->cnames) return -1;
-    }
-    return collect(m, "", params, names, cap, 0, m->cnames, m->cnames ? total : 0);
+    int total = collect(m, params, cap, 0);
+    /* names point into a table kept until nb_module_free (a module tree does not change once built);
+       without it there are no names to give */
+    if (names && !m->cnames && !build_names(m, total)) return -1;
+    for (int k = 0; names && k < total && k < cap; k++) names[k] = m->cnames[k];
+    return total;
 }
 
 int64_t nb_module_num_params(nb_module *m) {

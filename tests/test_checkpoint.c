@@ -685,6 +685,37 @@ static void test_fresh_module_save_failures(void) {
     nb_set_cache_limit((int64_t)256 << 20);
 }
 
+/* Building layers and optimizers under a failure at each allocation in turn:
+   NULL with a message and nothing held, until one run succeeds. */
+static void test_build_failures(void) {
+    nb_set_cache_limit(0);
+    int ok = 0;
+    long at;
+    for (at = 1; at < 1000 && !ok; at++) {
+        int64_t mem0 = nb_memory_in_use();
+        nb_clear_error();
+        inject(at);
+        nb_module *m = make_net(51);
+        nb_rng r;
+        nb_rng_seed(&r, 3);
+        nb_module *e = nb_embedding(5, 3, NB_F64, &r), *ln = nb_layer_norm_layer(4, 1e-5, NB_F32);
+        nb_tensor *ps[8];
+        int np = m ? nb_module_params(m, ps, NULL, 8) : 0;
+        nb_optim *o = np > 0 ? nb_adamw(np, ps, 1e-3, 0.9, 0.999, 1e-8, 0.01) : NULL;
+        stop_injecting();
+        if (m && e && ln && o) ok = 1;
+        else CHECK(nb_last_error() && strstr(nb_last_error(), "out of memory"));
+        nb_optim_free(o);
+        nb_module_free(m);
+        nb_module_free(e);
+        nb_module_free(ln);
+        CHECK(nb_memory_in_use() == mem0);
+    }
+    CHECK(ok && at > 10);
+    nb_clear_error();
+    nb_set_cache_limit((int64_t)256 << 20);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/nabla_ckpt_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -702,6 +733,7 @@ int main(void) {
     RUN(test_save_failures);
     RUN(test_load_failures);
     RUN(test_fresh_module_save_failures);
+    RUN(test_build_failures);
     clear_dir();
     rmdir(dir);
     return th_finish();

@@ -74,8 +74,8 @@ static bool table_ok(const char *fn, int64_t rows, int64_t cols, nb_dtype dt) {
    converting each to dt). */
 static nb_tensor *random_table(nb_dtype dt, int64_t rows, int64_t cols, double a, nb_rng *rng, bool normal) {
     nb_tensor *t = nb_new(dt, 2, (int64_t[]){rows, cols}, NULL);
-    void *d = t ? nb_data(t) : NULL;
-    if (!d) return NULL;
+    if (!t) return NULL;
+    void *d = nb_data(t); /* a new tensor is contiguous: never NULL */
     for (int64_t i = 0, n = rows * cols; i < n; i++) {
         double v;
         if (normal) { /* Box-Muller */

@@ -122,6 +122,18 @@ NB_API void nb_set_cache_limit(int64_t bytes);
 /* Gives every cached block back to the system allocator now. */
 NB_API void nb_release_cached_memory(void);
 
+/* Memory for code built on nabla (its own layers: nabla/nn.h and nabla/io.h
+   use these), taken through the allocator hook and the cache like the
+   library's own, so that nb_set_allocator sees it and nb_memory_in_use counts
+   it. nb_alloc gives n bytes (64-byte aligned, uninitialised); nb_alloc_zeroed
+   gives count * size zeroed bytes. On failure, or when count * size
+   overflows, they return NULL and record "fn: out of memory (N bytes)" (fn
+   being the caller's function name) as the thread's error. Free the block
+   with nb_dealloc (NULL is ignored), never with free(). */
+NB_API void *nb_alloc(const char *fn, size_t n);
+NB_API void *nb_alloc_zeroed(const char *fn, size_t count, size_t size);
+NB_API void nb_dealloc(void *p);
+
 /* Threads. Matrix products and large unary and binary elementwise ops are
    split across a pool of worker threads (reductions, copies and small ops run
    on the caller). The

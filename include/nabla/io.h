@@ -16,15 +16,21 @@
 extern "C" {
 #endif
 
-/* Write n named tensors to path atomically: a temporary file in the same
-   folder, then a rename, so a crash never leaves a half-written checkpoint.
-   Names are unique, non-empty, printable, without '"' or '\\'. Returns 0 or
-   nonzero with an error (the old file, if any, is then untouched). */
+/* Write n named tensors to path atomically: a new temporary file in the same
+   folder (".<name>.tmp-<pid>-<k>", unique to the process and the call), flushed
+   to disk, then renamed over path, so a crash or a concurrent writer of the
+   same path never leaves a half-written checkpoint (the last rename wins).
+   A file replaced keeps its permissions. Names are unique, non-empty, without
+   control characters, '"' or '\\', of any length (the header's limit is the
+   format's 100 MB). Returns 0 or nonzero with an error that names the path and
+   the system's reason ("Not a directory", ...); the old file, if any, is then
+   untouched and no temporary file is left. */
 NB_API int nb_save_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names);
 /* Read the named tensors of path into the n existing contiguous tensors ts,
    which must match the file's shapes and dtypes. All or nothing: a missing
-   name, a mismatch, or a truncated or corrupt file is an error that changes no
-   tensor. */
+   name, a mismatch, or a truncated or corrupt file (including a header that
+   names a tensor twice) is an error that changes no tensor. Bytes of the file
+   quoted in a message are escaped (\xHH) unless printable. */
 NB_API int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names);
 /* The same for all parameters of a module, under their dotted names. */
 NB_API int nb_module_save(nb_module *m, const char *path);

@@ -26,7 +26,9 @@ typedef enum { NB_INIT_XAVIER, NB_INIT_KAIMING } nb_init;
 
 /* Y = X W^T + b, W (d_out, d_in) and b (d_out): Xavier/Glorot uniform
    U(-a, a), a = sqrt(6 / (d_in + d_out)), or Kaiming uniform a = sqrt(6 / d_in)
-   (for ReLU); b starts at 0. dt is NB_F32 or NB_F64. */
+   (for ReLU); b starts at 0. dt is NB_F32 or NB_F64. Layers with a table
+   (Linear, Embedding, LayerNorm) fail, naming the sizes, when its element or
+   byte count does not fit in 64 bits, and on another dtype. */
 NB_API nb_module *nb_linear(int64_t d_in, int64_t d_out, bool bias, nb_init init, nb_dtype dt, nb_rng *rng);
 NB_API nb_module *nb_relu_layer(void);
 NB_API nb_module *nb_sigmoid_layer(void);
@@ -89,7 +91,8 @@ NB_API nb_optim *nb_adamw(int n, nb_tensor *const *params, double lr, double bet
                           double weight_decay);
 /* Apply one update from the parameters' gradients (a parameter without one is
    skipped). If any gradient holds a NaN or an infinity, nothing changes and the
-   call fails with an error naming the parameter. Returns 0 or nonzero. */
+   call fails with an error naming the parameter. The step count grows only
+   when the step succeeded. Allocates nothing. Returns 0 or nonzero. */
 NB_API int nb_optim_step(nb_optim *o);
 /* Drop every parameter's gradient (nb_clear_grad, as torch's default
    zero_grad(set_to_none=True)): the next backward stores fresh ones. */
@@ -101,8 +104,9 @@ NB_API int64_t nb_optim_steps(const nb_optim *o);
 /* Save the optimizer's state (momentum / moment buffers and the step count) as
    safetensors (atomically, like nb_save_safetensors), or load it into an
    optimizer of the same kind over parameters of the same shapes: all or
-   nothing, a mismatched, truncated or corrupt file changes nothing. The
-   hyper-parameters (lr, betas, ...) are not stored. Return 0 or nonzero. */
+   nothing, a mismatched, truncated or corrupt file changes nothing, nor does
+   a step count that is not a whole number from 0 to 2^53 (the error names it).
+   The hyper-parameters (lr, betas, ...) are not stored. Return 0 or nonzero. */
 NB_API int nb_optim_save(nb_optim *o, const char *path);
 NB_API int nb_optim_load(nb_optim *o, const char *path);
 /* Free the optimizer and its state (not the parameters). NULL is ignored. */

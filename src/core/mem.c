@@ -325,6 +325,22 @@ void nbi_dealloc(void *p) {
     give_back(h);
 }
 
+void *nb_alloc(const char *fn, size_t n) {
+    void *p = nbi_alloc(n);
+    if (!p) nbi_err(fn ? fn : "nb_alloc", "out of memory (%zu bytes)", n);
+    return p;
+}
+
+void *nb_alloc_zeroed(const char *fn, size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size)
+        return nbi_err(fn ? fn : "nb_alloc_zeroed", "out of memory (%zu x %zu bytes overflows)", count, size);
+    void *p = nb_alloc(fn ? fn : "nb_alloc_zeroed", count * size);
+    if (p) memset(p, 0, count * size);
+    return p;
+}
+
+void nb_dealloc(void *p) { nbi_dealloc(p); }
+
 bool nbi_mul_ok(int64_t a, int64_t b, int64_t *out) {
     if (a < 0 || b < 0) return false;
     if (a != 0 && b > INT64_MAX / a) return false;

@@ -1,21 +1,39 @@
 /*
  * safetensors.c - reading and writing safetensors checkpoints (nabla/io.h).
  *
- * The header is parsed by a small JSON reader that accepts exactly the
- * format's schema; every offset is checked against the file size and the
- * tensor's byte count before anything is copied, and loading validates every
- * requested tensor before writing any, so a bad file changes nothing.
+ * Reading: the header is read into a buffer of its own and parsed by a small
+ * JSON reader that accepts exactly the format's schema and never looks past
+ * the header's last byte (numbers are parsed by hand, strings are pointers and
+ * lengths into the header, so names have no length limit but the header's).
+ * Every offset is checked against the file size and the tensor's byte count
+ * before anything is copied, and loading validates every requested tensor
+ * before writing any, so a bad file changes nothing. Bytes of the file quoted
+ * in an error message are escaped (\xHH) unless printable ASCII.
+ *
+ * Writing is atomic: the file is written under a temporary name in the same
+ * folder, made unique by the process id and a counter and created with
+ * O_EXCL (so two writers, threads or processes, never share one), flushed to
+ * disk with fsync, then renamed over the target, and the folder is synced
+ * (best effort) so the rename survives a crash too. On any failure the
+ * temporary file is removed and the message reports errno as the failing call
+ * left it. Memory comes from nb_alloc, so the allocator hook sees it.
+ *
  * Data is little-endian, as on every platform nabla targets (x86-64, arm64).
  */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../../include/nabla/io.h"
 
 #define MAX_HEADER (100u << 20) /* the format's own limit is 100 MB */
-#define MAX_ENTRIES 4096
 
 /* Record an error and give -1: `return fail(fn, "...", ...)`. */
 static int minus_one(void *recorded) {
@@ -27,118 +45,213 @@ static int minus_one(void *recorded) {
 static const char *dtype_tag(nb_dtype dt) { return dt == NB_F32 ? "F32" : dt == NB_F64 ? "F64" : "I64"; }
 static size_t dsize(nb_dtype dt) { return dt == NB_F32 ? 4 : 8; }
 
-static int cmp_idx(const void *a, const void *b, const char *const *names) {
-    return strcmp(names[*(const int *)a], names[*(const int *)b]);
+/* n bytes at p as printable ASCII: others (and the backslash) escaped as
+   \xHH, cut with "..." to fit cap. Returns out. */
+static char *escape(const char *p, size_t n, char *out, size_t cap) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        bool plain = ch >= 32 && ch < 127 && ch != '\\';
+        if (k + (plain ? 1 : 4) + 4 > cap) {
+            memcpy(out + k, "...", 4);
+            return out;
+        }
+        if (plain) out[k++] = (char)ch;
+        else k += (size_t)snprintf(out + k, cap - k, "\\x%02x", ch);
+    }
+    out[k] = 0;
+    return out;
 }
+#define QUOTE(p, n) escape((p), (n), (char[100]){0}, 100)
 
 /* ------------------------------------------------------------------ write */
+
+typedef struct {
+    const char *name;
+    int idx;
+} named;
+
+static int cmp_named(const void *a, const void *b) {
+    return strcmp(((const named *)a)->name, ((const named *)b)->name);
+}
+
+/* Append printf-style text at h + *len (or only count it when h is NULL). */
+static void emit(char *h, size_t *len, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(h ? h + *len : NULL, h ? cap - *len : 0, fmt, ap);
+    va_end(ap);
+    *len += k > 0 ? (size_t)k : 0;
+}
+
+/* The JSON header for the tensors in name order, padded with spaces to a
+   multiple of 8 bytes; h NULL only measures it. Returns its length. */
+static size_t header(char *h, size_t cap, int n, const named *order, nb_tensor *const *ts) {
+    size_t len = 0;
+    emit(h, &len, cap, "{\"__metadata__\":{\"format\":\"pt\"}");
+    long long off = 0;
+    for (int k = 0; k < n; k++) {
+        nb_tensor *t = ts[order[k].idx];
+        long long bytes = (long long)nb_numel(t) * (long long)dsize(nb_dtype_of(t));
+        emit(h, &len, cap, ",\"%s\":{\"data_offsets\":[%lld,%lld],\"dtype\":\"%s\",\"shape\":[", order[k].name, off,
+             off + bytes, dtype_tag(nb_dtype_of(t)));
+        for (int d = 0; d < nb_rank(t); d++) emit(h, &len, cap, d ? ",%lld" : "%lld", (long long)nb_shape(t)[d]);
+        emit(h, &len, cap, "]}");
+        off += bytes;
+    }
+    emit(h, &len, cap, "}");
+    while (len % 8) {
+        if (h) h[len] = ' ';
+        len++;
+    }
+    return len;
+}
+
+static int write_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            if (k == 0) errno = EIO;
+            return -1;
+        }
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Temporary names differ between processes (the pid) and between the saves of one process (the counter);
+   O_EXCL makes sure of it even so, e.g. for processes of two pid namespaces writing one folder. */
+static atomic_uint tmp_counter;
+
+/* Create a new file beside path ("<folder>/.<name>.tmp-<pid>-<k>", the name cut to 64 bytes so that a long
+   target name does not make the temporary one too long) and open it for writing; its name goes to tmp. */
+static int open_temp(const char *path, char *tmp, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    int dlen = slash ? (int)(slash - path + 1) : 0;
+    const char *base = slash ? slash + 1 : path;
+    for (int tries = 0; tries < 1000; tries++) {
+        unsigned k = atomic_fetch_add(&tmp_counter, 1u);
+        snprintf(tmp, cap, "%.*s.%.64s.tmp-%ld-%u", dlen, path, base, (long)getpid(), k);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    return -1; /* errno is EEXIST */
+}
+
+/* Best effort: make the rename in path's folder durable. */
+static void sync_folder(const char *path, char *buf, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (slash == path) snprintf(buf, cap, "/");
+    else if (slash) snprintf(buf, cap, "%.*s", (int)(slash - path), path);
+    else snprintf(buf, cap, ".");
+    int fd = open(buf, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+/* Write the 8-byte size, the header and the tensors' data to path atomically. */
+static int write_atomic(const char *fn, const char *path, const char *h, size_t len, int n, const named *order,
+                        nb_tensor *const *ts) {
+    size_t cap = strlen(path) + 100;
+    char *tmp = nb_alloc(fn, cap);
+    if (!tmp) return -1;
+    const char *stage = "creating a temporary file in its folder";
+    int fd = open_temp(path, tmp, cap), err = 0;
+    bool made = fd >= 0;
+    if (fd < 0) err = errno;
+    if (!err) {
+        struct stat st; /* a checkpoint that replaces a file keeps that file's permissions */
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) (void)fchmod(fd, st.st_mode & 07777);
+        stage = "writing";
+        unsigned char sz[8];
+        for (int i = 0; i < 8; i++) sz[i] = (unsigned char)((unsigned long long)len >> (8 * i));
+        if (write_all(fd, sz, 8) != 0 || write_all(fd, h, len) != 0) err = errno;
+        for (int k = 0; !err && k < n; k++) {
+            nb_tensor *t = ts[order[k].idx];
+            size_t bytes = (size_t)nb_numel(t) * dsize(nb_dtype_of(t));
+            if (bytes && write_all(fd, nb_data(t), bytes) != 0) err = errno;
+        }
+    }
+    if (!err) {
+        stage = "flushing it to disk";
+        if (fsync(fd) != 0) err = errno;
+    }
+    if (fd >= 0) {
+        int rc = close(fd);
+        if (!err && rc != 0) {
+            err = errno;
+            stage = "closing it";
+        }
+    }
+    if (!err) {
+        stage = "renaming the temporary file over it";
+        if (rename(tmp, path) != 0) err = errno;
+        else made = false;
+    }
+    if (made) unlink(tmp); /* may change errno; err holds the cause */
+    if (!err) sync_folder(path, tmp, cap);
+    nb_dealloc(tmp);
+    if (err) return fail(fn, "cannot write '%s': %s (%s)", path, strerror(err), stage);
+    return 0;
+}
 
 int nb_save_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names) {
     const char *fn = "nb_save_safetensors";
     if (!path || n < 0 || (n > 0 && (!ts || !names))) return fail(fn, "bad arguments");
-    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    if (!order) return fail(fn, "out of memory");
     for (int i = 0; i < n; i++) {
-        order[i] = i;
         const char *s = names[i];
-        if (!ts[i] || !s || !*s || !nb_is_contiguous(ts[i])) {
-            free(order);
-            return fail(fn, "tensor '%s' (number %d) is NULL, unnamed or not contiguous", s ? s : "", i);
-        }
+        if (!ts[i] || !s || !*s || !nb_is_contiguous(ts[i]))
+            return fail(fn, "tensor '%s' (number %d) is NULL, unnamed or not contiguous", s ? QUOTE(s, strlen(s)) : "",
+                        i);
         for (const char *c = s; *c; c++)
-            if (*c == '"' || *c == '\\' || (unsigned char)*c < 32) {
-                free(order);
-                return fail(fn, "name '%s' (number %d) has a character not allowed", s, i);
-            }
+            if (*c == '"' || *c == '\\' || (unsigned char)*c < 32)
+                return fail(fn, "name '%s' (number %d) has a character not allowed", QUOTE(s, strlen(s)), i);
     }
-    /* insertion sort by name (n is small) and a duplicate check */
+    named *order = nb_alloc(fn, sizeof *order * (size_t)(n ? n : 1));
+    if (!order) return -1;
+    for (int i = 0; i < n; i++) order[i] = (named){names[i], i};
+    if (n > 1) qsort(order, (size_t)n, sizeof *order, cmp_named);
     for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && cmp_idx(&order[j - 1], &order[j], names) > 0; j--) {
-            int t = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = t;
+        if (strcmp(order[i].name, order[i - 1].name) == 0) {
+            const char *dup = order[i].name;
+            nb_dealloc(order);
+            return fail(fn, "name '%s' appears twice", QUOTE(dup, strlen(dup)));
         }
-    for (int i = 1; i < n; i++)
-        if (strcmp(names[order[i]], names[order[i - 1]]) == 0) {
-            const char *dup = names[order[i]];
-            free(order);
-            return fail(fn, "name '%s' appears twice", dup);
-        }
-    /* header */
-    size_t cap = 256 + (size_t)n * 256, len = 0;
-    char *h = malloc(cap);
-    if (!h) {
-        free(order);
-        return fail(fn, "out of memory");
+    size_t len = header(NULL, 0, n, order, ts);
+    if (len > MAX_HEADER) {
+        nb_dealloc(order);
+        return fail(fn, "the header of %d tensors would take %zu bytes, over the format's limit of %u", n, len,
+                    MAX_HEADER);
     }
-    len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
-    long long off = 0;
-    for (int k = 0; k < n; k++) {
-        nb_tensor *t = ts[order[k]];
-        long long bytes = (long long)nb_numel(t) * (long long)dsize(nb_dtype_of(t));
-        if (cap - len < 1024 + strlen(names[order[k]])) {
-            cap = cap * 2 + strlen(names[order[k]]) + 1024;
-            char *h2 = realloc(h, cap);
-            if (!h2) {
-                free(h);
-                free(order);
-                return fail(fn, "out of memory");
-            }
-            h = h2;
-        }
-        len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"data_offsets\":[%lld,%lld],\"dtype\":\"%s\",\"shape\":[",
-                                names[order[k]], off, off + bytes, dtype_tag(nb_dtype_of(t)));
-        for (int d = 0; d < nb_rank(t); d++)
-            len += (size_t)snprintf(h + len, cap - len, d ? ",%lld" : "%lld", (long long)nb_shape(t)[d]);
-        len += (size_t)snprintf(h + len, cap - len, "]}");
-        off += bytes;
+    char *h = nb_alloc(fn, len + 1);
+    int rc = -1;
+    if (h) {
+        header(h, len + 1, n, order, ts);
+        rc = write_atomic(fn, path, h, len, n, order, ts);
     }
-    len += (size_t)snprintf(h + len, cap - len, "}");
-    while (len % 8) h[len++] = ' ';
-    /* write to a temporary file beside the target, then rename */
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
-        free(h);
-        free(order);
-        return fail(fn, "out of memory");
-    }
-    snprintf(tmp, plen + 16, "%s.tmp%04x", path, (unsigned)(rand() & 0xffff));
-    FILE *f = fopen(tmp, "wb");
-    int rc = f ? 0 : -1;
-    unsigned char sz[8];
-    for (int i = 0; i < 8; i++) sz[i] = (unsigned char)((unsigned long long)len >> (8 * i));
-    if (f && (fwrite(sz, 1, 8, f) != 8 || fwrite(h, 1, len, f) != len)) rc = -1;
-    for (int k = 0; f && rc == 0 && k < n; k++) {
-        nb_tensor *t = ts[order[k]];
-        size_t bytes = (size_t)nb_numel(t) * dsize(nb_dtype_of(t));
-        if (bytes && fwrite(nb_data(t), 1, bytes, f) != bytes) rc = -1;
-    }
-    if (f && fclose(f) != 0) rc = -1;
-    if (rc == 0 && rename(tmp, path) != 0) rc = -1;
-    if (rc != 0) {
-        remove(tmp);
-        fail(fn, "cannot write '%s': %s", path, strerror(errno));
-    }
-    free(tmp);
-    free(h);
-    free(order);
+    nb_dealloc(h);
+    nb_dealloc(order);
     return rc;
 }
 
 /* ------------------------------------------------------------------- read */
 
 typedef struct {
-    char name[256];
+    const char *name; /* into the header, not NUL-terminated */
+    size_t nlen;
     nb_dtype dt;
     int rank;
     int64_t shape[NB_MAX_RANK];
-    long long begin, end;
+    int64_t begin, end;
 } entry;
 
 typedef struct {
     const char *p, *e;
-    bool bad;
 } cursor;
 
 static void ws(cursor *c) {
@@ -152,30 +265,45 @@ static bool eat(cursor *c, char ch) {
     }
     return false;
 }
-static bool str(cursor *c, char *out, size_t cap) {
+/* A string: its bytes between the quotes go to *s, *n. Escapes are skipped
+   over when allowed (their text is then kept as written), refused otherwise.
+   On failure the cursor stays where the string began. */
+static bool str(cursor *c, const char **s, size_t *n, bool escapes) {
+    const char *start = c->p;
     if (!eat(c, '"')) return false;
-    size_t n = 0;
+    const char *b = c->p;
     while (c->p < c->e && *c->p != '"') {
-        if (*c->p == '\\') return false; /* escapes are not used by the names nabla accepts */
-        if (n + 1 < cap) out[n++] = *c->p;
+        if (*c->p == '\\') {
+            if (!escapes || c->e - c->p < 2) break;
+            c->p++;
+        }
         c->p++;
     }
-    if (c->p >= c->e) return false;
+    if (c->p >= c->e || *c->p != '"') {
+        c->p = start;
+        return false;
+    }
+    *s = b;
+    *n = (size_t)(c->p - b);
     c->p++;
-    out[n] = 0;
     return true;
 }
-static bool num(cursor *c, long long *v) {
+static bool is(const char *s, size_t n, const char *lit) { return n == strlen(lit) && memcmp(s, lit, n) == 0; }
+/* A non-negative integer that fits in int64. */
+static bool num(cursor *c, int64_t *v) {
     ws(c);
-    char *end;
     if (c->p >= c->e || *c->p < '0' || *c->p > '9') return false;
-    errno = 0;
-    *v = strtoll(c->p, &end, 10);
-    if (errno || end > c->e) return false;
-    c->p = end;
+    int64_t x = 0;
+    while (c->p < c->e && *c->p >= '0' && *c->p <= '9') {
+        int d = *c->p - '0';
+        if (x > (INT64_MAX - d) / 10) return false;
+        x = x * 10 + d;
+        c->p++;
+    }
+    *v = x;
     return true;
 }
-static bool int_list(cursor *c, long long *v, int cap, int *n) {
+static bool int_list(cursor *c, int64_t *v, int cap, int *n) {
     *n = 0;
     if (!eat(c, '[')) return false;
     if (eat(c, ']')) return true;
@@ -185,162 +313,263 @@ static bool int_list(cursor *c, long long *v, int cap, int *n) {
     return eat(c, ']');
 }
 
-/* Parse the header into entries; returns the count or -1. */
-static int parse(const char *fn, const char *h, size_t len, entry *es, int cap, long long data_len) {
-    cursor c = {h, h + len, false};
-    if (!eat(&c, '{')) return fail(fn, "corrupt header: expected an object");
-    int n = 0;
-    if (eat(&c, '}')) return 0;
+#define NEAR(c) QUOTE((c)->p, (size_t)((c)->e - (c)->p) < 20 ? (size_t)((c)->e - (c)->p) : 20)
+
+/* Parse one tensor's object into en; returns 0 or -1. */
+static int parse_entry(const char *fn, cursor *c, entry *en, int64_t data_len) {
+    const char *key = en->name;
+    size_t kl = en->nlen;
+    bool has_dt = false, has_sh = false, has_off = false;
+    if (!eat(c, '{')) return fail(fn, "corrupt header for tensor '%s'", QUOTE(key, kl));
     do {
-        char key[256];
-        if (!str(&c, key, sizeof key) || !eat(&c, ':')) return fail(fn, "corrupt header near '%.20s'", c.p);
-        if (strcmp(key, "__metadata__") == 0) {
-            if (!eat(&c, '{')) return fail(fn, "corrupt header: bad __metadata__");
-            if (!eat(&c, '}')) {
-                do {
-                    char k2[256], v2[1024];
-                    if (!str(&c, k2, sizeof k2) || !eat(&c, ':') || !str(&c, v2, sizeof v2))
-                        return fail(fn, "corrupt header: bad __metadata__");
-                } while (eat(&c, ','));
-                if (!eat(&c, '}')) return fail(fn, "corrupt header: bad __metadata__");
-            }
-            continue;
+        const char *f;
+        size_t fl;
+        if (!str(c, &f, &fl, false) || !eat(c, ':')) return fail(fn, "corrupt header for tensor '%s'", QUOTE(key, kl));
+        if (is(f, fl, "dtype")) {
+            const char *d;
+            size_t dl;
+            if (!str(c, &d, &dl, false)) return fail(fn, "corrupt dtype for tensor '%s'", QUOTE(key, kl));
+            if (is(d, dl, "F32")) en->dt = NB_F32;
+            else if (is(d, dl, "F64")) en->dt = NB_F64;
+            else if (is(d, dl, "I64")) en->dt = NB_I64;
+            else return fail(fn, "tensor '%s' has a dtype nabla does not read", QUOTE(key, kl));
+            has_dt = true;
+        } else if (is(f, fl, "shape")) {
+            if (!int_list(c, en->shape, NB_MAX_RANK, &en->rank))
+                return fail(fn, "bad shape for tensor '%s'", QUOTE(key, kl));
+            has_sh = true;
+        } else if (is(f, fl, "data_offsets")) {
+            int64_t v[2];
+            int k;
+            if (!int_list(c, v, 2, &k) || k != 2) return fail(fn, "bad data_offsets for tensor '%s'", QUOTE(key, kl));
+            en->begin = v[0];
+            en->end = v[1];
+            has_off = true;
+        } else {
+            return fail(fn, "unknown field in tensor '%s'", QUOTE(key, kl));
         }
-        if (n >= cap) return fail(fn, "more than %d tensors", cap);
-        entry *en = &es[n++];
-        snprintf(en->name, sizeof en->name, "%s", key);
-        bool has_dt = false, has_sh = false, has_off = false;
-        if (!eat(&c, '{')) return fail(fn, "corrupt header for tensor '%s'", key);
+    } while (eat(c, ','));
+    if (!eat(c, '}') || !has_dt || !has_sh || !has_off)
+        return fail(fn, "incomplete entry for tensor '%s'", QUOTE(key, kl));
+    int64_t count = 1;
+    for (int i = 0; i < en->rank; i++) {
+        if (en->shape[i] && count > ((int64_t)1 << 40) / en->shape[i])
+            return fail(fn, "shape of tensor '%s' is too large", QUOTE(key, kl));
+        count *= en->shape[i];
+    }
+    if (en->end < en->begin || en->end > data_len || en->end - en->begin != count * (int64_t)dsize(en->dt))
+        return fail(fn, "offsets of tensor '%s' do not fit the file (truncated or corrupt; %lld data bytes)",
+                    QUOTE(key, kl), (long long)data_len);
+    return 0;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    const entry *x = a, *y = b;
+    size_t n = x->nlen < y->nlen ? x->nlen : y->nlen;
+    int c = memcmp(x->name, y->name, n);
+    return c ? c : (x->nlen > y->nlen) - (x->nlen < y->nlen);
+}
+
+/* Parse the header h[0..len) into *out (an array from nb_alloc, sorted by
+   name, names unique); returns the count or -1. */
+static int parse(const char *fn, const char *h, size_t len, entry **out, int64_t data_len) {
+    cursor c = {h, h + len};
+    *out = NULL;
+    if (!eat(&c, '{')) return fail(fn, "corrupt header: expected an object, found '%s'", NEAR(&c));
+    int n = 0, cap = 0;
+    entry *es = NULL;
+    if (!eat(&c, '}')) {
         do {
-            char f[32];
-            if (!str(&c, f, sizeof f) || !eat(&c, ':')) return fail(fn, "corrupt header for tensor '%s'", key);
-            if (strcmp(f, "dtype") == 0) {
-                char d[16];
-                if (!str(&c, d, sizeof d)) return fail(fn, "corrupt dtype for tensor '%s'", key);
-                if (strcmp(d, "F32") == 0) en->dt = NB_F32;
-                else if (strcmp(d, "F64") == 0) en->dt = NB_F64;
-                else if (strcmp(d, "I64") == 0) en->dt = NB_I64;
-                else return fail(fn, "tensor '%s' has a dtype nabla does not read", key);
-                has_dt = true;
-            } else if (strcmp(f, "shape") == 0) {
-                long long v[NB_MAX_RANK + 1];
-                if (!int_list(&c, v, NB_MAX_RANK, &en->rank)) return fail(fn, "bad shape for tensor '%s'", key);
-                for (int i = 0; i < en->rank; i++) en->shape[i] = v[i];
-                has_sh = true;
-            } else if (strcmp(f, "data_offsets") == 0) {
-                long long v[2];
-                int k;
-                if (!int_list(&c, v, 2, &k) || k != 2) return fail(fn, "bad data_offsets for tensor '%s'", key);
-                en->begin = v[0];
-                en->end = v[1];
-                has_off = true;
-            } else {
-                return fail(fn, "unknown field in tensor '%s'", key);
+            const char *key;
+            size_t kl;
+            if (!str(&c, &key, &kl, false) || !eat(&c, ':')) {
+                nb_dealloc(es);
+                return fail(fn, "corrupt header near '%s'", NEAR(&c));
+            }
+            if (is(key, kl, "__metadata__")) {
+                bool ok = eat(&c, '{');
+                if (ok && !eat(&c, '}')) {
+                    do {
+                        const char *s;
+                        size_t sl;
+                        ok = str(&c, &s, &sl, true) && eat(&c, ':') && str(&c, &s, &sl, true);
+                    } while (ok && eat(&c, ','));
+                    ok = ok && eat(&c, '}');
+                }
+                if (!ok) {
+                    nb_dealloc(es);
+                    return fail(fn, "corrupt header: bad __metadata__ near '%s'", NEAR(&c));
+                }
+                continue;
+            }
+            if (n == cap) {
+                if (cap > INT32_MAX / 4) { /* cannot happen in a header of at most 100 MB, checked anyway */
+                    nb_dealloc(es);
+                    return fail(fn, "corrupt header: too many tensors");
+                }
+                int nc = cap ? 2 * cap : 16;
+                entry *bigger = nb_alloc(fn, sizeof *es * (size_t)nc);
+                if (!bigger) {
+                    nb_dealloc(es);
+                    return -1;
+                }
+                if (n) memcpy(bigger, es, sizeof *es * (size_t)n);
+                nb_dealloc(es);
+                es = bigger;
+                cap = nc;
+            }
+            entry *en = &es[n++];
+            memset(en, 0, sizeof *en);
+            en->name = key;
+            en->nlen = kl;
+            if (parse_entry(fn, &c, en, data_len) != 0) {
+                nb_dealloc(es);
+                return -1;
             }
         } while (eat(&c, ','));
-        if (!eat(&c, '}') || !has_dt || !has_sh || !has_off)
-            return fail(fn, "incomplete entry for tensor '%s'", key);
-        long long count = 1;
-        for (int i = 0; i < en->rank; i++) {
-            if (en->shape[i] < 0 || (en->shape[i] && count > (1LL << 40) / en->shape[i]))
-                return fail(fn, "shape of tensor '%s' is too large", key);
-            count *= en->shape[i];
+        if (!eat(&c, '}')) {
+            nb_dealloc(es);
+            return fail(fn, "corrupt header: unterminated object near '%s'", NEAR(&c));
         }
-        if (en->begin < 0 || en->end < en->begin || en->end > data_len ||
-            en->end - en->begin != count * (long long)dsize(en->dt))
-            return fail(fn, "offsets of tensor '%s' do not fit the file (truncated or corrupt; %lld data bytes)", key,
-                        data_len);
-    } while (eat(&c, ','));
-    if (!eat(&c, '}')) return fail(fn, "corrupt header: unterminated object");
+    }
+    ws(&c);
+    if (c.p != c.e) {
+        nb_dealloc(es);
+        return fail(fn, "corrupt header: '%s' after the object", NEAR(&c));
+    }
+    if (n > 1) qsort(es, (size_t)n, sizeof *es, cmp_entry);
+    for (int i = 1; i < n; i++)
+        if (cmp_entry(&es[i - 1], &es[i]) == 0) {
+            int rc = fail(fn, "tensor '%s' appears twice in the header", QUOTE(es[i].name, es[i].nlen));
+            nb_dealloc(es);
+            return rc;
+        }
+    *out = es;
     return n;
 }
 
-static int read_file(const char *fn, const char *path, unsigned char **buf, long long *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fail(fn, "cannot open '%s': %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (sz < 8) {
-        fclose(f);
-        return fail(fn, "'%s' is too short to be a safetensors file (%ld bytes)", path, sz);
+static int read_all(int fd, void *p, size_t n) {
+    char *c = p;
+    while (n > 0) {
+        ssize_t k = read(fd, c, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            if (k == 0) errno = EIO; /* the file became shorter */
+            return -1;
+        }
+        c += k;
+        n -= (size_t)k;
     }
-    *buf = malloc((size_t)sz);
-    if (!*buf || fread(*buf, 1, (size_t)sz, f) != (size_t)sz) {
-        fclose(f);
-        free(*buf);
-        return fail(fn, "cannot read '%s'", path);
-    }
-    fclose(f);
-    *size = sz;
     return 0;
+}
+
+/* Read path's header into *hdr (NUL-terminated, *hl bytes before the NUL)
+   and its data into *data (*dl bytes), both from nb_alloc. */
+static int read_file(const char *fn, const char *path, char **hdr, size_t *hl, unsigned char **data, int64_t *dl) {
+    *hdr = NULL;
+    *data = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail(fn, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    int rc = -1;
+    unsigned char sz[8];
+    if (fstat(fd, &st) != 0) {
+        fail(fn, "cannot read '%s': %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        fail(fn, "'%s' is not a regular file", path);
+    } else if (st.st_size < 8) {
+        fail(fn, "'%s' is too short to be a safetensors file (%lld bytes)", path, (long long)st.st_size);
+    } else if (read_all(fd, sz, 8) != 0) {
+        fail(fn, "cannot read '%s': %s", path, strerror(errno));
+    } else {
+        unsigned long long n = 0;
+        for (int i = 0; i < 8; i++) n |= (unsigned long long)sz[i] << (8 * i);
+        if (n > (unsigned long long)st.st_size - 8) {
+            fail(fn, "'%s' has a header size of %llu bytes beyond the file (truncated or not safetensors)", path, n);
+        } else if (n > MAX_HEADER) {
+            fail(fn, "'%s' has a header of %llu bytes, over the format's limit of %u", path, n, MAX_HEADER);
+        } else {
+            *hl = (size_t)n;
+            *dl = (int64_t)st.st_size - 8 - (int64_t)n;
+            *hdr = nb_alloc(fn, *hl + 1);
+            *data = *hdr ? nb_alloc(fn, (size_t)*dl) : NULL;
+            if (*hdr && *data) {
+                if (read_all(fd, *hdr, *hl) != 0 || read_all(fd, *data, (size_t)*dl) != 0) {
+                    fail(fn, "cannot read '%s': %s", path, strerror(errno));
+                } else {
+                    (*hdr)[*hl] = 0;
+                    rc = 0;
+                }
+            }
+        }
+    }
+    close(fd);
+    if (rc != 0) {
+        nb_dealloc(*hdr);
+        nb_dealloc(*data);
+        *hdr = NULL;
+        *data = NULL;
+    }
+    return rc;
 }
 
 int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names) {
     const char *fn = "nb_load_safetensors";
     if (!path || n < 0 || (n > 0 && (!ts || !names))) return fail(fn, "bad arguments");
-    unsigned char *buf = NULL;
-    long long size = 0;
-    if (read_file(fn, path, &buf, &size) != 0) return -1;
-    unsigned long long hl = 0;
-    for (int i = 0; i < 8; i++) hl |= (unsigned long long)buf[i] << (8 * i);
-    if (hl > MAX_HEADER || (long long)hl > size - 8) {
-        free(buf);
-        return fail(fn, "'%s' has a header size of %lld bytes beyond the file (truncated or not safetensors)", path,
-                    (long long)hl);
-    }
-    entry *es = malloc(sizeof(entry) * MAX_ENTRIES);
-    int ne = es ? parse(fn, (const char *)buf + 8, (size_t)hl, es, MAX_ENTRIES, size - 8 - (long long)hl) : -1;
-    const unsigned char *data = buf + 8 + hl;
+    char *hdr;
+    unsigned char *data;
+    size_t hl = 0;
+    int64_t dl = 0;
+    if (read_file(fn, path, &hdr, &hl, &data, &dl) != 0) return -1;
+    entry *es = NULL;
+    int ne = parse(fn, hdr, hl, &es, dl);
     int rc = ne < 0 ? -1 : 0;
-    int *which = rc == 0 ? malloc(sizeof(int) * (size_t)(n ? n : 1)) : NULL;
-    if (rc == 0 && !which) rc = fail(fn, "out of memory");
+    entry **which = rc == 0 ? nb_alloc(fn, sizeof *which * (size_t)(n ? n : 1)) : NULL;
+    if (rc == 0 && !which) rc = -1;
     /* validate everything first */
     for (int i = 0; rc == 0 && i < n; i++) {
-        which[i] = -1;
-        for (int k = 0; k < ne; k++)
-            if (names[i] && strcmp(es[k].name, names[i]) == 0) which[i] = k;
-        if (which[i] < 0) {
-            rc = fail(fn, "no tensor named '%s' in '%s'", names[i] ? names[i] : "(null)", path);
+        entry key = {.name = names[i], .nlen = names[i] ? strlen(names[i]) : 0};
+        which[i] = names[i] && ne > 0 ? bsearch(&key, es, (size_t)ne, sizeof *es, cmp_entry) : NULL;
+        if (!which[i]) {
+            rc = fail(fn, "no tensor named '%s' in '%s'", names[i] ? QUOTE(key.name, key.nlen) : "(null)", path);
             break;
         }
-        entry *en = &es[which[i]];
+        entry *en = which[i];
         bool ok = ts[i] && nb_is_contiguous(ts[i]) && nb_dtype_of(ts[i]) == en->dt && nb_rank(ts[i]) == en->rank;
         for (int d = 0; ok && d < en->rank; d++) ok = nb_shape(ts[i])[d] == en->shape[d];
         if (!ok) {
-            char a[128], b[128], msg[512];
-            snprintf(msg, sizeof msg, "tensor '%s' in the file is %s %s, the model's is %s %s", en->name,
-                     dtype_tag(en->dt), nb_shape_str(en->rank, en->shape, a, sizeof a),
-                     ts[i] ? dtype_tag(nb_dtype_of(ts[i])) : "NULL",
-                     ts[i] ? nb_shape_str(nb_rank(ts[i]), nb_shape(ts[i]), b, sizeof b) : "");
-            nb_fail(fn, msg);
-            rc = -1;
+            char a[128], b[128];
+            rc = fail(fn, "tensor '%s' in the file is %s %s, the model's is %s %s", QUOTE(en->name, en->nlen),
+                      dtype_tag(en->dt), nb_shape_str(en->rank, en->shape, a, sizeof a),
+                      ts[i] ? dtype_tag(nb_dtype_of(ts[i])) : "NULL",
+                      ts[i] ? nb_shape_str(nb_rank(ts[i]), nb_shape(ts[i]), b, sizeof b) : "");
         }
     }
     for (int i = 0; rc == 0 && i < n; i++) {
-        entry *en = &es[which[i]];
+        entry *en = which[i];
         if (en->end > en->begin) memcpy(nb_data(ts[i]), data + en->begin, (size_t)(en->end - en->begin));
     }
-    free(which);
-    free(es);
-    free(buf);
+    nb_dealloc(which);
+    nb_dealloc(es);
+    nb_dealloc(hdr);
+    nb_dealloc(data);
     return rc;
 }
 
 /* ----------------------------------------------------------------- module */
 
 static int module_io(nb_module *m, const char *path, bool save) {
+    const char *fn = save ? "nb_module_save" : "nb_module_load";
+    if (!m || !path) return fail(fn, "module or path is NULL");
     int n = nb_module_params(m, NULL, NULL, 0);
     if (n < 0) return -1;
-    nb_tensor **ps = malloc(sizeof *ps * (size_t)(n ? n : 1));
-    const char **names = malloc(sizeof *names * (size_t)(n ? n : 1));
+    nb_tensor **ps = nb_alloc(fn, sizeof *ps * (size_t)(n ? n : 1));
+    const char **names = ps ? nb_alloc(fn, sizeof *names * (size_t)(n ? n : 1)) : NULL;
     int rc = -1;
-    if (ps && names) {
-        nb_module_params(m, ps, names, n);
+    if (names && nb_module_params(m, ps, names, n) == n)
         rc = save ? nb_save_safetensors(path, n, ps, names) : nb_load_safetensors(path, n, ps, names);
-    }
-    free(ps);
-    free(names);
+    nb_dealloc(ps);
+    nb_dealloc(names);
     return rc;
 }
 

@@ -6,6 +6,11 @@
  * its state (the core's nb_sgd_update_ / nb_adam_update_, in the parameter's
  * precision as torch.optim); nothing is recorded in the graph. State (momentum, moments) is kept in
  * tensors owned by the optimizer, outside every scope.
+ *
+ * A failed call changes nothing: a step checks every gradient before it
+ * updates any parameter and counts itself only once it is done, and loading a
+ * state reads the whole file into fresh tensors and checks the step count
+ * before it writes into the optimizer.
  */
 #include <math.h>
 #include <stdio.h>
@@ -47,17 +52,17 @@ static nb_optim *make(const char *fn, opt_kind kind, int n, nb_tensor *const *pa
         }
     }
     if (!(lr >= 0)) return nb_fail(fn, "learning rate must be >= 0");
-    nb_optim *o = calloc(1, sizeof *o);
-    if (!o) return nb_fail(fn, "out of memory");
+    nb_optim *o = nb_alloc_zeroed(fn, 1, sizeof *o);
+    if (!o) return NULL;
     o->kind = kind;
     o->n = n;
     o->lr = lr;
-    o->params = calloc((size_t)n, sizeof *o->params);
-    o->m = calloc((size_t)n, sizeof *o->m);
-    o->v = calloc((size_t)n, sizeof *o->v);
+    o->params = nb_alloc_zeroed(fn, (size_t)n, sizeof *o->params);
+    o->m = nb_alloc_zeroed(fn, (size_t)n, sizeof *o->m);
+    o->v = nb_alloc_zeroed(fn, (size_t)n, sizeof *o->v);
     if (!o->params || !o->m || !o->v) {
         nb_optim_free(o);
-        return nb_fail(fn, "out of memory");
+        return NULL;
     }
     memcpy(o->params, params, sizeof *o->params * (size_t)n);
     for (int i = 0; i < n; i++) {
@@ -115,8 +120,22 @@ nb_optim *nb_adamw(int n, nb_tensor *const *p, double lr, double b1, double b2, 
     return adam("nb_adamw", OPT_ADAMW, n, p, lr, b1, b2, eps, wd);
 }
 
+/* The gradient g of parameter i can be used by an update: float, contiguous, of the parameter's shape and dtype. */
+static bool grad_ok(const char *fn, int i, nb_tensor *p, nb_tensor *g) {
+    bool same = nb_dtype_of(g) == nb_dtype_of(p) && nb_rank(g) == nb_rank(p) && nb_is_contiguous(g);
+    for (int d = 0; same && d < nb_rank(p); d++) same = nb_shape(g)[d] == nb_shape(p)[d];
+    if (same) return true;
+    char a[128], b[128];
+    nb_failf(fn, "gradient of parameter %d is %s %s, not a contiguous %s %s; nothing was updated", i,
+             nb_dtype_of(g) == NB_F32 ? "f32" : "f64", nb_shape_str(nb_rank(g), nb_shape(g), a, sizeof a),
+             nb_dtype_of(p) == NB_F32 ? "f32" : "f64", nb_shape_str(nb_rank(p), nb_shape(p), b, sizeof b));
+    return false;
+}
+
 int nb_optim_step(nb_optim *o) {
-    if (!o) return nb_fail("nb_optim_step", "optimizer is NULL"), -1;
+    const char *fn = "nb_optim_step";
+    if (!o) return nb_fail(fn, "optimizer is NULL"), -1;
+    if (o->steps == INT64_MAX) return nb_failf(fn, "the step count %lld cannot grow", (long long)o->steps), -1;
     /* Check every gradient first, so a bad one leaves every parameter unchanged. */
     for (int i = 0; i < o->n; i++) {
         nb_tensor *g = nb_grad(o->params[i]);
@@ -124,25 +143,27 @@ int nb_optim_step(nb_optim *o) {
         int ok = g ? nb_all_finite(g, &k) : 1;
         if (ok < 0) return -1;
         if (!ok) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "gradient of parameter %d has a non-finite value at index %lld; nothing was updated",
-                     i, (long long)k);
-            nb_fail("nb_optim_step", msg);
+            nb_failf(fn, "gradient of parameter %d has a non-finite value at index %lld; nothing was updated", i,
+                     (long long)k);
             return -1;
         }
+        if (g && !grad_ok(fn, i, o->params[i], g)) return -1;
     }
-    o->steps++;
+    /* The updates below allocate nothing and cannot fail on what was checked above; the
+       step is counted only once they are all done. */
+    int64_t t = o->steps + 1;
     bool was = nb_grad_enabled(); /* an update is not part of any graph */
     nb_set_grad_enabled(false);
     int rc = 0;
     for (int i = 0; i < o->n && rc == 0; i++) {
         nb_tensor *p = o->params[i], *g = nb_grad(p);
         if (!g) continue;
-        rc = o->kind == OPT_SGD ? nb_sgd_update_(p, g, o->m[i], o->lr, o->beta1, o->wd, o->nesterov, o->steps == 1)
+        rc = o->kind == OPT_SGD ? nb_sgd_update_(p, g, o->m[i], o->lr, o->beta1, o->wd, o->nesterov, t == 1)
                                 : nb_adam_update_(p, g, o->m[i], o->v[i], o->lr, o->beta1, o->beta2, o->eps, o->wd,
-                                                  o->kind == OPT_ADAMW, o->steps);
+                                                  o->kind == OPT_ADAMW, t);
     }
     nb_set_grad_enabled(was);
+    if (rc == 0) o->steps = t;
     return rc;
 }
 
@@ -163,10 +184,10 @@ void nb_optim_free(nb_optim *o) {
         if (o->m) nb_free(o->m[i]);
         if (o->v) nb_free(o->v[i]);
     }
-    free(o->params);
-    free(o->m);
-    free(o->v);
-    free(o);
+    nb_dealloc(o->params);
+    nb_dealloc(o->m);
+    nb_dealloc(o->v);
+    nb_dealloc(o);
 }
 
 double nb_clip_grad_norm(int n, nb_tensor *const *params, double max_norm) {
@@ -224,26 +245,50 @@ static int state_list(nb_optim *o, nb_tensor *steps, nb_tensor **ts, char (*name
     return k;
 }
 
+/* The largest step count a f64 holds exactly (and a state file stores it as one). */
+#define MAX_STEPS 9007199254740992.0 /* 2^53 */
+
 static int state_io(nb_optim *o, const char *path, bool save) {
     const char *fn = save ? "nb_optim_save" : "nb_optim_load";
     if (!o || !path) return nb_fail(fn, "optimizer or path is NULL"), -1;
-    int cap = 2 * o->n + 1;
-    nb_tensor **ts = malloc(sizeof *ts * (size_t)cap);
-    char(*names)[24] = malloc(sizeof *names * (size_t)cap);
-    const char **np = malloc(sizeof *np * (size_t)cap);
+    size_t cap = 2 * (size_t)o->n + 1;
+    nb_tensor **ts = nb_alloc_zeroed(fn, cap, sizeof *ts);
+    nb_tensor **tmp = save ? NULL : nb_alloc_zeroed(fn, cap, sizeof *tmp);
+    char(*names)[24] = nb_alloc(fn, sizeof *names * cap);
+    const char **np = nb_alloc(fn, sizeof *np * cap);
     nb_tensor *steps = nb_full(NB_F64, 0, NULL, (double)o->steps);
-    int rc = -1;
-    if (!ts || !names || !np || !steps) {
-        nb_fail(fn, "out of memory");
-    } else {
-        int k = state_list(o, steps, ts, names, np);
-        rc = save ? nb_save_safetensors(path, k, ts, np) : nb_load_safetensors(path, k, ts, np);
-        if (rc == 0 && !save) o->steps = (int64_t)nb_item(steps);
+    int rc = -1, k = 0;
+    if (ts && (save || tmp) && names && np && steps) {
+        k = state_list(o, steps, ts, names, np);
+        if (save) {
+            rc = nb_save_safetensors(path, k, ts, np);
+        } else {
+            /* read into fresh tensors of the state's shapes; the state is written only once all is read and checked */
+            rc = 0;
+            for (int i = 0; i < k && rc == 0; i++) {
+                tmp[i] = nb_new(nb_dtype_of(ts[i]), nb_rank(ts[i]), nb_shape(ts[i]), NULL);
+                if (!tmp[i]) rc = -1;
+            }
+            if (rc == 0) rc = nb_load_safetensors(path, k, tmp, np);
+            double s = rc == 0 ? nb_item(tmp[k - 1]) : 0;
+            if (rc == 0 && !(s >= 0 && s <= MAX_STEPS && s == floor(s))) {
+                nb_failf(fn, "'%s' has steps = %.17g, not a whole number from 0 to 2^53; nothing was changed", path, s);
+                rc = -1;
+            }
+            if (rc == 0) {
+                for (int i = 0; i < k - 1; i++)
+                    memcpy(nb_data(ts[i]), nb_data(tmp[i]),
+                           (size_t)nb_numel(ts[i]) * (nb_dtype_of(ts[i]) == NB_F32 ? 4 : 8));
+                o->steps = (int64_t)s;
+            }
+        }
     }
-    if (steps && nb_scope_depth() == 0) nb_free(steps);
-    free(ts);
-    free(names);
-    free(np);
+    for (int i = 0; tmp && i < k; i++) nb_free(tmp[i]);
+    nb_free(steps);
+    nb_dealloc(ts);
+    nb_dealloc(tmp);
+    nb_dealloc(names);
+    nb_dealloc(np);
     return rc;
 }
 

@@ -63,6 +63,12 @@ static void test_nonfinite_grad(void) {
     CHECK_ERR("nb_optim_step: gradient of parameter 1 has a non-finite value at index 0");
     CHECK(nb_get(a, (int64_t[]){0}) == 1.0 && nb_get(b, (int64_t[]){1}) == 2.0);
     CHECK(nb_optim_steps(o) == 0);
+    nb_optim_set_lr(o, NAN); /* refused: the rate stays */
+    CHECK_ERR("nb_optim_set_lr: learning rate nan must be >= 0; the rate stays 0.1");
+    nb_optim_set_lr(o, -1);
+    CHECK(nb_optim_lr(o) == 0.1);
+    nb_optim_set_lr(o, 0.05);
+    CHECK(nb_optim_lr(o) == 0.05);
     nb_optim_free(o);
     nb_scope_end();
 }

@@ -97,6 +97,8 @@ NB_API int nb_optim_step(nb_optim *o);
 /* Drop every parameter's gradient (nb_clear_grad, as torch's default
    zero_grad(set_to_none=True)): the next backward stores fresh ones. */
 NB_API void nb_optim_zero_grad(nb_optim *o);
+/* Sets the learning rate for the next steps (schedules call it each step). A NaN or negative rate is
+   refused: the rate is left as it was and nb_last_error() says why. */
 NB_API void nb_optim_set_lr(nb_optim *o, double lr);
 NB_API double nb_optim_lr(const nb_optim *o);
 /* Steps taken so far. */

@@ -173,7 +173,12 @@ void nb_optim_zero_grad(nb_optim *o) {
 }
 
 void nb_optim_set_lr(nb_optim *o, double lr) {
-    if (o) o->lr = lr;
+    if (!o) return;
+    if (!(lr >= 0)) { /* NaN or negative: kept as it was, as a failed call leaves state alone */
+        nb_failf("nb_optim_set_lr", "learning rate %g must be >= 0; the rate stays %g", lr, o->lr);
+        return;
+    }
+    o->lr = lr;
 }
 double nb_optim_lr(const nb_optim *o) { return o ? o->lr : NAN; }
 int64_t nb_optim_steps(const nb_optim *o) { return o ? o->steps : -1; }

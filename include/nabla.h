@@ -165,7 +165,9 @@ NB_API void nb_free(nb_tensor *t);
    axes are allowed. Fails on a negative axis, rank > NB_MAX_RANK, or a size
    that overflows. Memory is 64-byte aligned. */
 NB_API nb_tensor *nb_new(nb_dtype dt, int rank, const int64_t *shape, const void *data);
-/* A rank-0 tensor holding v. */
+/* A rank-0 tensor holding v. For NB_I64 (here and in nb_full, nb_from_f64 and
+   nb_to) a value is truncated toward zero; NaN, an infinity or a value outside
+   [-2^63, 2^63) has no i64 value and is an error naming it (and its index). */
 NB_API nb_tensor *nb_scalar(nb_dtype dt, double v);
 /* A tensor filled with v. */
 NB_API nb_tensor *nb_full(nb_dtype dt, int rank, const int64_t *shape, double v);
@@ -345,7 +347,10 @@ NB_API nb_tensor *nb_var_axes(nb_tensor *x, int naxes, const int *axes, int corr
 NB_API nb_tensor *nb_norm(nb_tensor *x);
 
 /* dtype conversion (differentiable between f32 and f64; to or from NB_I64 it
-   is outside every graph). Returns a new tensor even when dt is t's dtype. */
+   is outside every graph). Returns a new tensor even when dt is t's dtype.
+   To NB_I64 values are truncated toward zero; the first element (row-major)
+   that is NaN, infinite or outside [-2^63, 2^63) makes it an error naming its
+   index and value. */
 NB_API nb_tensor *nb_to(nb_tensor *t, nb_dtype dt);
 /* A contiguous copy, recorded in the graph. */
 NB_API nb_tensor *nb_clone(nb_tensor *t);

@@ -163,6 +163,12 @@ static inline void nbi_put(nb_tensor *t, int64_t i, double v) {
     else
         ((double *)(void *)t->data)[i] = v;
 }
+/* Whether v has an i64 value (truncated toward zero): finite and in [-2^63, 2^63). NaN does not. Converting
+   any other double to an integer is undefined behaviour, so every caller value bound for an i64 tensor is
+   checked with this first. */
+static inline bool nbi_i64_fits(double v) { return v >= -9223372036854775808.0 && v < 9223372036854775808.0; }
+/* The multi-index of row-major position i in a tensor of this shape, as "(1,2)", into buf. */
+NBI_API char *nbi_index_str(int rank, const int64_t *shape, int64_t i, char *buf, size_t cap);
 /* Offset in elements of the element at row-major position `i`. */
 NBI_API int64_t nbi_offset_of(const nb_tensor *t, int64_t i);
 

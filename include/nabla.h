@@ -94,9 +94,10 @@ NB_API void *nb_failf(const char *fn, const char *fmt, ...)
 NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*free_fn)(void *p, void *ud),
                              void *ud);
 
-/* Bytes the library holds right now (tensors, graph bookkeeping, kernel
-   buffers), over all threads. Flat across the steps of a training loop that
-   frees each step's scope. Cached free blocks (below) are not counted. */
+/* Bytes of live tensors and graph bookkeeping right now, over all threads: 0
+   once a program has freed every tensor. Flat across the steps of a training
+   loop that frees each step's scope. Cached free blocks and the library's
+   scratch buffers (below) are not counted. */
 NB_API int64_t nb_memory_in_use(void);
 
 /* Freed blocks are kept in a cache of size classes (at most 1/8 larger than
@@ -106,10 +107,11 @@ NB_API int64_t nb_memory_in_use(void);
 typedef struct nb_memory_stats {
     int64_t in_use;        /* nb_memory_in_use() */
     int64_t cached;        /* bytes of freed blocks kept for reuse */
-    int64_t peak;          /* the most in_use + cached ever held */
+    int64_t peak;          /* the most in_use + cached + scratch ever held */
     int64_t system_allocs; /* blocks taken from the allocator (malloc or the hook) */
     int64_t system_frees;  /* blocks given back to it */
     int64_t reuses;        /* allocations served from the cache */
+    int64_t scratch;       /* bytes of the matrix-product packing buffers each thread keeps between products */
 } nb_memory_stats;
 /* Copies the counters (all since the start of the process) into *out. */
 NB_API void nb_get_memory_stats(nb_memory_stats *out);
@@ -119,7 +121,11 @@ NB_API void nb_get_memory_stats(nb_memory_stats *out);
    empties it: other threads' own blocks at their next allocation), so that
    every allocation reaches the allocator hook. */
 NB_API void nb_set_cache_limit(int64_t bytes);
-/* Gives every cached block back to the system allocator now. */
+/* Gives every cached block back to the system allocator now, and the calling
+   thread's matrix-product buffers (the workers' stay until nb_set_allocator or
+   nb_set_num_threads stops them, or they exit). Cached blocks and scratch
+   buffers stay reachable, so a leak checker at exit does not report them as
+   lost whether or not this is called. */
 NB_API void nb_release_cached_memory(void);
 
 /* Threads. Matrix products and large unary and binary elementwise ops are

@@ -122,6 +122,10 @@ NBI_API bool nbi_check_float(const char *fn, const nb_tensor *t, int argi);
 /* ---- memory (src/core/mem.c) ---- */
 NBI_API void *nbi_alloc(size_t n);   /* 64-byte aligned, NULL on failure */
 NBI_API void nbi_dealloc(void *p);
+/* Blocks the library keeps for itself between calls (a thread's matrix-product packing buffers): straight from
+   the hook and back to it, counted in nb_memory_stats.scratch instead of in_use. */
+NBI_API void *nbi_alloc_scratch(size_t n);
+NBI_API void nbi_dealloc_scratch(void *p);
 NBI_API bool nbi_mul_ok(int64_t a, int64_t b, int64_t *out); /* overflow-checked a*b >= 0 */
 
 /* ---- thread state ---- */

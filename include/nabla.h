@@ -343,8 +343,11 @@ NB_API nb_tensor *nb_softplus(nb_tensor *a); /* log(1 + exp(a)); a itself above 
 /* Composites (their gradients come from the ops they are built from).
    maximum/minimum broadcast; at a tie the gradient is split evenly.
    clamp passes the gradient inside [lo, hi], bounds included.
-   logsumexp is max-shifted; var_axes divides by (n - correction), 1 being
-   PyTorch's default; norm is the L2 norm of all elements. */
+   logsumexp is max-shifted (by 0 where the max is infinite, so +inf gives
+   +inf, as PyTorch); var_axes divides by max(0, n - correction), 1 being
+   PyTorch's default (no degrees of freedom: inf, or NaN for equal values);
+   norm is the L2 norm of all elements. docs/OPS.md ("Special values") lists
+   what these and the other ops give for infinities and NaNs. */
 NB_API nb_tensor *nb_maximum(nb_tensor *a, nb_tensor *b);
 NB_API nb_tensor *nb_minimum(nb_tensor *a, nb_tensor *b);
 NB_API nb_tensor *nb_clamp(nb_tensor *x, double lo, double hi);
@@ -467,8 +470,10 @@ NB_API int64_t nb_einsum_path(const char *spec, int n, nb_tensor *const *operand
 
 /* Square matrices (..., n, n), batched over leading axes, by LU with partial
    pivoting. nb_inverse fails on a singular matrix (naming its batch index);
-   nb_det gives 0 for one (its gradient then fails, needing the inverse);
-   nb_logdet is log(det), NaN for a negative determinant (as torch.logdet). */
+   nb_det gives 0 for one and nb_logdet -inf (their gradients then fail,
+   needing the inverse); nb_logdet is log(det), NaN for a negative determinant
+   (as torch.logdet). A matrix holding a NaN has NaN det and logdet and an
+   all-NaN inverse. */
 NB_API nb_tensor *nb_inverse(nb_tensor *a);
 NB_API nb_tensor *nb_det(nb_tensor *a);
 NB_API nb_tensor *nb_logdet(nb_tensor *a);

@@ -91,8 +91,26 @@ static void test_to_i64(void) {
     nb_clear_error();
 }
 
+/* Padding sizes: their sum with the axis must not overflow, and the backward keeps each leading pad in an
+   int32, so a larger one is refused rather than silently truncated. */
+static void test_pad_sizes(void) {
+    nb_scope_begin();
+    nb_tensor *a = nb_from_f64(NB_F64, 1, (int64_t[]){2}, (double[]){1, 2});
+    CHECK(nb_pad(a, (int64_t[]){INT64_MAX, 1}, 0) == NULL);
+    CHECK_ERR("nb_pad: padding (9223372036854775807, 1) of axis 0");
+    CHECK(nb_pad(a, (int64_t[]){1, INT64_MAX - 2}, 0) == NULL);
+    CHECK_ERR("nb_pad: padding (1, 9223372036854775805) of axis 0");
+    nb_tensor *e = nb_full(NB_F64, 2, (int64_t[]){0, 3}, 0); /* no elements: only the sizes could go wrong */
+    CHECK(nb_pad(e, (int64_t[]){0, 0, (int64_t)1 << 31, 0}, 0) == NULL);
+    CHECK_ERR("nb_pad: padding (2147483648, 0) of axis 1");
+    nb_tensor *ok = nb_pad(e, (int64_t[]){0, 0, INT32_MAX, 5}, 0);
+    CHECK(ok && nb_shape(ok)[1] == 3 + (int64_t)INT32_MAX + 5);
+    nb_scope_end();
+}
+
 int main(void) {
     RUN(test_from_f64);
     RUN(test_to_i64);
+    RUN(test_pad_sizes);
     return th_finish();
 }

@@ -94,9 +94,10 @@ NB_API void *nb_failf(const char *fn, const char *fmt, ...)
 NB_API void nb_set_allocator(void *(*alloc_fn)(size_t size, void *ud), void (*free_fn)(void *p, void *ud),
                              void *ud);
 
-/* Bytes the library holds right now (tensors, graph bookkeeping, kernel
-   buffers), over all threads. Flat across the steps of a training loop that
-   frees each step's scope. Cached free blocks (below) are not counted. */
+/* Bytes of live tensors and graph bookkeeping right now, over all threads: 0
+   once a program has freed every tensor. Flat across the steps of a training
+   loop that frees each step's scope. Cached free blocks and the library's
+   scratch buffers (below) are not counted. */
 NB_API int64_t nb_memory_in_use(void);
 
 /* Freed blocks are kept in a cache of size classes (at most 1/8 larger than
@@ -106,10 +107,11 @@ NB_API int64_t nb_memory_in_use(void);
 typedef struct nb_memory_stats {
     int64_t in_use;        /* nb_memory_in_use() */
     int64_t cached;        /* bytes of freed blocks kept for reuse */
-    int64_t peak;          /* the most in_use + cached ever held */
+    int64_t peak;          /* the most in_use + cached + scratch ever held */
     int64_t system_allocs; /* blocks taken from the allocator (malloc or the hook) */
     int64_t system_frees;  /* blocks given back to it */
     int64_t reuses;        /* allocations served from the cache */
+    int64_t scratch;       /* bytes of the matrix-product packing buffers each thread keeps between products */
 } nb_memory_stats;
 /* Copies the counters (all since the start of the process) into *out. */
 NB_API void nb_get_memory_stats(nb_memory_stats *out);
@@ -119,7 +121,11 @@ NB_API void nb_get_memory_stats(nb_memory_stats *out);
    empties it: other threads' own blocks at their next allocation), so that
    every allocation reaches the allocator hook. */
 NB_API void nb_set_cache_limit(int64_t bytes);
-/* Gives every cached block back to the system allocator now. */
+/* Gives every cached block back to the system allocator now, and the calling
+   thread's matrix-product buffers (the workers' stay until nb_set_allocator or
+   nb_set_num_threads stops them, or they exit). Cached blocks and scratch
+   buffers stay reachable, so a leak checker at exit does not report them as
+   lost whether or not this is called. */
 NB_API void nb_release_cached_memory(void);
 
 /* Memory for code built on nabla (its own layers: nabla/nn.h and nabla/io.h
@@ -177,7 +183,9 @@ NB_API void nb_free(nb_tensor *t);
    axes are allowed. Fails on a negative axis, rank > NB_MAX_RANK, or a size
    that overflows. Memory is 64-byte aligned. */
 NB_API nb_tensor *nb_new(nb_dtype dt, int rank, const int64_t *shape, const void *data);
-/* A rank-0 tensor holding v. */
+/* A rank-0 tensor holding v. For NB_I64 (here and in nb_full, nb_from_f64 and
+   nb_to) a value is truncated toward zero; NaN, an infinity or a value outside
+   [-2^63, 2^63) has no i64 value and is an error naming it (and its index). */
 NB_API nb_tensor *nb_scalar(nb_dtype dt, double v);
 /* A tensor filled with v. */
 NB_API nb_tensor *nb_full(nb_dtype dt, int rank, const int64_t *shape, double v);
@@ -347,8 +355,11 @@ NB_API nb_tensor *nb_softplus(nb_tensor *a); /* log(1 + exp(a)); a itself above 
 /* Composites (their gradients come from the ops they are built from).
    maximum/minimum broadcast; at a tie the gradient is split evenly.
    clamp passes the gradient inside [lo, hi], bounds included.
-   logsumexp is max-shifted; var_axes divides by (n - correction), 1 being
-   PyTorch's default; norm is the L2 norm of all elements. */
+   logsumexp is max-shifted (by 0 where the max is infinite, so +inf gives
+   +inf, as PyTorch); var_axes divides by max(0, n - correction), 1 being
+   PyTorch's default (no degrees of freedom: inf, or NaN for equal values);
+   norm is the L2 norm of all elements. docs/OPS.md ("Special values") lists
+   what these and the other ops give for infinities and NaNs. */
 NB_API nb_tensor *nb_maximum(nb_tensor *a, nb_tensor *b);
 NB_API nb_tensor *nb_minimum(nb_tensor *a, nb_tensor *b);
 NB_API nb_tensor *nb_clamp(nb_tensor *x, double lo, double hi);
@@ -357,7 +368,10 @@ NB_API nb_tensor *nb_var_axes(nb_tensor *x, int naxes, const int *axes, int corr
 NB_API nb_tensor *nb_norm(nb_tensor *x);
 
 /* dtype conversion (differentiable between f32 and f64; to or from NB_I64 it
-   is outside every graph). Returns a new tensor even when dt is t's dtype. */
+   is outside every graph). Returns a new tensor even when dt is t's dtype.
+   To NB_I64 values are truncated toward zero; the first element (row-major)
+   that is NaN, infinite or outside [-2^63, 2^63) makes it an error naming its
+   index and value. */
 NB_API nb_tensor *nb_to(nb_tensor *t, nb_dtype dt);
 /* A contiguous copy, recorded in the graph. */
 NB_API nb_tensor *nb_clone(nb_tensor *t);
@@ -468,8 +482,10 @@ NB_API int64_t nb_einsum_path(const char *spec, int n, nb_tensor *const *operand
 
 /* Square matrices (..., n, n), batched over leading axes, by LU with partial
    pivoting. nb_inverse fails on a singular matrix (naming its batch index);
-   nb_det gives 0 for one (its gradient then fails, needing the inverse);
-   nb_logdet is log(det), NaN for a negative determinant (as torch.logdet). */
+   nb_det gives 0 for one and nb_logdet -inf (their gradients then fail,
+   needing the inverse); nb_logdet is log(det), NaN for a negative determinant
+   (as torch.logdet). A matrix holding a NaN has NaN det and logdet and an
+   all-NaN inverse. */
 NB_API nb_tensor *nb_inverse(nb_tensor *a);
 NB_API nb_tensor *nb_det(nb_tensor *a);
 NB_API nb_tensor *nb_logdet(nb_tensor *a);

@@ -22,7 +22,9 @@
  *     NB_CREATE_GRAPH, which is how gradients of gradients work.
  *  3. Leaves' gradients are accumulated into their .grad (or handed to the
  *     caller by nb_gradients), and without NB_RETAIN_GRAPH every node visited
- *     drops its inputs ("released").
+ *     drops its inputs ("released"). Every new .grad is made before the first
+ *     is installed, so a call that fails (out of memory, say) leaves every
+ *     .grad as it was and can simply be retried.
  */
 #include <string.h>
 
@@ -370,31 +372,34 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
     }
 
     if (rc == 0 && nwrt == 0) {
-        /* Accumulate into the leaves' .grad. */
+        /* Accumulate into the leaves' .grad in two passes, so that a failure changes no .grad: first every new
+           gradient that needs memory is made and left in the leaf's acc (replacing its contribution), then,
+           when all were made, they are installed, and the contributions to gradients summed in place are
+           added (which cannot fail). */
+        for (size_t i = 0; i < no && rc == 0; i++) {
+            nb_tensor *t = order[i], *g = t->acc;
+            if (t->has_node || !g || (!create && t->grad && !t->grad->has_node)) continue;
+            if (!create && !t->grad && !g->user && g->refs == 1 && !g->base && !g->has_node && nbi_is_contig(g))
+                continue; /* held by nothing else: the gradient takes the buffer instead of a copy */
+            nb_scope_begin();
+            nb_tensor *ng;
+            if (create) ng = t->grad ? nb_add(t->grad, g) : nb_add_scalar(g, 0.0);
+            else ng = t->grad ? nb_add(t->grad, g) : nb_clone(g); /* grad mode is off: no graph */
+            if (ng) set_acc(t, ng);
+            else rc = -1;
+            nb_scope_end();
+        }
         for (size_t i = 0; i < no && rc == 0; i++) {
             nb_tensor *t = order[i], *g = t->acc;
             if (t->has_node || !g) continue;
-            nb_scope_begin();
-            nb_tensor *ng = NULL;
-            if (create) {
-                ng = t->grad ? nb_add(t->grad, g) : nb_add_scalar(g, 0.0);
-            } else if (t->grad && !t->grad->has_node) {
+            if (!create && t->grad && !t->grad->has_node) {
                 nbi_cpu_binary(NBI_B_ADD, t->grad, t->grad, g);
                 nbi_root(t->grad)->version++; /* a graph that saved the old value will notice */
-            } else if (!t->grad && !g->user && g->refs == 1 && !g->base && !g->has_node && nbi_is_contig(g)) {
-                ng = g; /* held by nothing else: the gradient takes the buffer instead of a copy */
-            } else {
-                /* grad mode is off here, so these results carry no graph */
-                ng = t->grad ? nb_add(t->grad, g) : nb_clone(g);
+                continue;
             }
-            if (ng) {
-                nbi_ref(ng);
-                if (t->grad) nbi_unref(t->grad);
-                t->grad = ng;
-            } else if (create || !t->grad || t->grad->has_node) {
-                rc = -1;
-            }
-            nb_scope_end();
+            nbi_ref(g);
+            if (t->grad) nbi_unref(t->grad);
+            t->grad = g;
         }
     }
     if (rc == 0 && nwrt > 0) {

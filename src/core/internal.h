@@ -122,6 +122,10 @@ NBI_API bool nbi_check_float(const char *fn, const nb_tensor *t, int argi);
 /* ---- memory (src/core/mem.c) ---- */
 NBI_API void *nbi_alloc(size_t n);   /* 64-byte aligned, NULL on failure */
 NBI_API void nbi_dealloc(void *p);
+/* Blocks the library keeps for itself between calls (a thread's matrix-product packing buffers): straight from
+   the hook and back to it, counted in nb_memory_stats.scratch instead of in_use. */
+NBI_API void *nbi_alloc_scratch(size_t n);
+NBI_API void nbi_dealloc_scratch(void *p);
 NBI_API bool nbi_mul_ok(int64_t a, int64_t b, int64_t *out); /* overflow-checked a*b >= 0 */
 
 /* ---- thread state ---- */
@@ -163,6 +167,12 @@ static inline void nbi_put(nb_tensor *t, int64_t i, double v) {
     else
         ((double *)(void *)t->data)[i] = v;
 }
+/* Whether v has an i64 value (truncated toward zero): finite and in [-2^63, 2^63). NaN does not. Converting
+   any other double to an integer is undefined behaviour, so every caller value bound for an i64 tensor is
+   checked with this first. */
+static inline bool nbi_i64_fits(double v) { return v >= -9223372036854775808.0 && v < 9223372036854775808.0; }
+/* The multi-index of row-major position i in a tensor of this shape, as "(1,2)", into buf. */
+NBI_API char *nbi_index_str(int rank, const int64_t *shape, int64_t i, char *buf, size_t cap);
 /* Offset in elements of the element at row-major position `i`. */
 NBI_API int64_t nbi_offset_of(const nb_tensor *t, int64_t i);
 

@@ -15,6 +15,14 @@
  * comes from the cache and no page is touched for the first time. Under
  * AddressSanitizer, cached blocks (and the slack past each block's size) are
  * poisoned, so a use after free is still caught.
+ *
+ * The lists of cached blocks hold the hook's own pointers (the start of each
+ * allocation), not the aligned blocks inside them, so a leak checker run at
+ * exit (valgrind) sees every cached block as reachable rather than "possibly
+ * lost". The same holds for the scratch blocks (a thread's matrix-product
+ * packing buffers, kept between products): they are on one list of their own
+ * and counted apart, so nb_memory_in_use() is the memory of live tensors and
+ * graphs alone.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -59,12 +67,19 @@ typedef struct block_head {
     void *raw;                          /* what the hook returned */
     void (*free_fn)(void *p, void *ud); /* the hook that gives it back, whatever the hook is now */
     void *ud;
-    size_t size, cap;        /* bytes asked for; bytes usable (the size class) */
-    struct block_head *next; /* next cached block of the same class */
+    size_t size, cap; /* bytes asked for; bytes usable (the size class) */
+    void *next;       /* the raw pointer of the next block on the same list */
 } block_head;
 
+/* Lists link raw pointers (the start of each allocation); the block and its head follow from it. */
+static char *block_of_raw(void *raw) {
+    return (char *)(((uintptr_t)raw + sizeof(block_head) + NBI_ALIGN - 1) & ~(uintptr_t)(NBI_ALIGN - 1));
+}
+static block_head *head_of_raw(void *raw) { return (block_head *)(block_of_raw(raw) - sizeof(block_head)); }
+
 #define NCLASS (16 + 8 * 54)
-static block_head *cache[NCLASS];
+static void *cache[NCLASS];   /* raw pointers */
+static void *scratch_list;    /* raw pointers of the live scratch blocks */
 static atomic_flag lock = ATOMIC_FLAG_INIT;
 static _Atomic int64_t cache_limit = (int64_t)256 << 20;
 static nb_memory_stats st; /* kept under the lock */
@@ -78,7 +93,7 @@ static nb_memory_stats st; /* kept under the lock */
 #define TL_CLASSES 16
 #define TL_BYTES ((int64_t)8 << 20)
 typedef struct tl_cache {
-    block_head *list[TL_CLASSES];
+    void *list[TL_CLASSES]; /* raw pointers */
     unsigned epoch;
     bool registered, dead;
     _Atomic int64_t in_use, cached, reuses, frees;
@@ -118,6 +133,18 @@ static int size_class(size_t n, size_t *cap) {
 
 static block_head *head_of(void *p) { return (block_head *)((char *)p - sizeof(block_head)); }
 
+/* Pops the first block of a list. */
+static block_head *pop(void **list) {
+    block_head *h = head_of_raw(*list);
+    *list = h->next;
+    h->next = NULL;
+    return h;
+}
+static void push(void **list, block_head *h) {
+    h->next = *list;
+    *list = h->raw;
+}
+
 static void give_back(block_head *h) {
     UNPOISON((char *)h + sizeof *h, h->cap); /* the hook's memory is the hook's again */
     h->free_fn(h->raw, h->ud);
@@ -127,8 +154,7 @@ static void give_back(block_head *h) {
 static void tl_drain(tl_cache *t) {
     for (int c = 0; c < TL_CLASSES; c++)
         while (t->list[c]) {
-            block_head *h = t->list[c];
-            t->list[c] = h->next;
+            block_head *h = pop(&t->list[c]);
             bump(&t->cached, -(int64_t)h->cap);
             bump(&t->frees, 1);
             give_back(h);
@@ -191,22 +217,16 @@ static void flush(void) {
     atomic_fetch_add_explicit(&epoch, 1, memory_order_acq_rel);
     tl_drain(&tl);
     take_lock();
-    block_head *all = NULL;
+    void *all = NULL;
     for (int c = 0; c < NCLASS; c++)
         while (cache[c]) {
-            block_head *h = cache[c];
-            cache[c] = h->next;
-            h->next = all;
-            all = h;
+            block_head *h = pop(&cache[c]);
+            push(&all, h);
             st.cached -= (int64_t)h->cap;
             st.system_frees++;
         }
     drop_lock();
-    while (all) {
-        block_head *h = all;
-        all = h->next;
-        give_back(h);
-    }
+    while (all) give_back(pop(&all));
 }
 
 void nb_set_allocator(void *(*a)(size_t size, void *ud), void (*f)(void *p, void *ud), void *ud) {
@@ -229,7 +249,10 @@ void nb_set_cache_limit(int64_t bytes) {
     if (bytes <= 0) flush();
 }
 
-void nb_release_cached_memory(void) { flush(); }
+void nb_release_cached_memory(void) {
+    nbi_gemm_release_buffers();
+    flush();
+}
 
 void nb_get_memory_stats(nb_memory_stats *out) {
     if (!out) return;
@@ -245,21 +268,46 @@ int64_t nb_memory_in_use(void) {
     return s.in_use;
 }
 
+/* A new block from the hook: n bytes asked for, cap usable; its head filled in, the slack poisoned. */
+static block_head *new_block(size_t n, size_t cap) {
+    size_t extra = NBI_ALIGN + sizeof(block_head);
+    if (cap > SIZE_MAX - extra) return NULL;
+    char *raw = alloc_fn(cap + extra, alloc_ud);
+    if (!raw) return NULL;
+    char *p = block_of_raw(raw);
+    block_head *h = head_of(p);
+    h->raw = raw;
+    h->free_fn = free_fn;
+    h->ud = alloc_ud;
+    h->size = n;
+    h->cap = cap;
+    h->next = NULL;
+    POISON(p + n, cap - n);
+    return h;
+}
+
+/* Under the lock, after the totals grew. */
+static void note_peak(void) {
+    nb_memory_stats now = st;
+    add_threads(&now);
+    int64_t held = now.in_use + now.cached + now.scratch;
+    if (held > st.peak) st.peak = held;
+}
+
 void *nbi_alloc(size_t n) {
     size_t cap = n;
     int c = size_class(n, &cap);
     block_head *h = NULL;
     tl_cache *t = c >= 0 && c < TL_CLASSES ? tl_get() : NULL;
     if (t && t->list[c]) { /* this thread's own list: no lock */
-        h = t->list[c];
-        t->list[c] = h->next;
+        h = pop(&t->list[c]);
         bump(&t->cached, -(int64_t)h->cap);
         bump(&t->in_use, (int64_t)n);
         bump(&t->reuses, 1);
     } else if (c >= 0) {
         take_lock();
-        if ((h = cache[c]) != NULL) {
-            cache[c] = h->next;
+        if (cache[c]) {
+            h = pop(&cache[c]);
             st.cached -= (int64_t)h->cap;
             st.reuses++;
             st.in_use += (int64_t)n;
@@ -269,31 +317,43 @@ void *nbi_alloc(size_t n) {
     if (h) {
         char *p = (char *)h + sizeof *h;
         h->size = n;
-        h->next = NULL;
         UNPOISON(p, n);
         return p;
     }
-    size_t extra = NBI_ALIGN + sizeof(block_head);
-    if (cap > SIZE_MAX - extra) return NULL;
-    char *raw = alloc_fn(cap + extra, alloc_ud);
-    if (!raw) return NULL;
-    char *p = (char *)(((uintptr_t)raw + sizeof(block_head) + NBI_ALIGN - 1) & ~(uintptr_t)(NBI_ALIGN - 1));
-    h = head_of(p);
-    h->raw = raw;
-    h->free_fn = free_fn;
-    h->ud = alloc_ud;
-    h->size = n;
-    h->cap = cap;
-    h->next = NULL;
-    POISON(p + n, cap - n);
+    h = new_block(n, cap);
+    if (!h) return NULL;
     take_lock();
     st.system_allocs++;
     st.in_use += (int64_t)n;
-    nb_memory_stats now = st;
-    add_threads(&now);
-    if (now.in_use + now.cached > st.peak) st.peak = now.in_use + now.cached;
+    note_peak();
     drop_lock();
-    return p;
+    return (char *)h + sizeof *h;
+}
+
+void *nbi_alloc_scratch(size_t n) {
+    block_head *h = new_block(n, n);
+    if (!h) return NULL;
+    take_lock();
+    st.system_allocs++;
+    st.scratch += (int64_t)n;
+    push(&scratch_list, h);
+    note_peak();
+    drop_lock();
+    return (char *)h + sizeof *h;
+}
+
+void nbi_dealloc_scratch(void *p) {
+    if (!p) return;
+    block_head *h = head_of(p);
+    take_lock();
+    void **link = &scratch_list;
+    while (*link != h->raw) link = &head_of_raw(*link)->next; /* a few blocks per thread */
+    *link = h->next;
+    h->next = NULL;
+    st.scratch -= (int64_t)h->size;
+    st.system_frees++;
+    drop_lock();
+    give_back(h);
 }
 
 void nbi_dealloc(void *p) {
@@ -305,8 +365,7 @@ void nbi_dealloc(void *p) {
     bool fits = c >= 0 && cap == h->cap;
     tl_cache *t = fits && c < TL_CLASSES ? tl_get() : NULL;
     if (t && atomic_load_explicit(&t->cached, memory_order_relaxed) + (int64_t)cap <= TL_BYTES) {
-        h->next = t->list[c];
-        t->list[c] = h;
+        push(&t->list[c], h);
         bump(&t->cached, (int64_t)cap);
         bump(&t->in_use, -(int64_t)h->size);
         return;
@@ -314,8 +373,7 @@ void nbi_dealloc(void *p) {
     take_lock();
     st.in_use -= (int64_t)h->size;
     if (fits && st.cached + (int64_t)cap <= atomic_load_explicit(&cache_limit, memory_order_relaxed)) {
-        h->next = cache[c];
-        cache[c] = h;
+        push(&cache[c], h);
         st.cached += (int64_t)cap;
         drop_lock();
         return;

@@ -309,17 +309,46 @@ nb_tensor *nb_new(nb_dtype dt, int rank, const int64_t *shape, const void *data)
     return t;
 }
 
-nb_tensor *nb_from_f64(nb_dtype dt, int rank, const int64_t *shape, const double *src) {
-    if (!dtype_ok("nb_from_f64", dt) || !shape_arg_ok("nb_from_f64", rank, shape)) return NULL;
-    nb_tensor *t = nbi_empty("nb_from_f64", dt, rank, shape);
-    if (t) store_from(t, src, true);
+char *nbi_index_str(int rank, const int64_t *shape, int64_t i, char *buf, size_t cap) {
+    int64_t idx[NB_MAX_RANK] = {0};
+    for (int d = rank - 1; d >= 0; d--) {
+        idx[d] = shape[d] ? i % shape[d] : 0;
+        i = shape[d] ? i / shape[d] : 0;
+    }
+    return nb_shape_str(rank, idx, buf, cap);
+}
+
+#define NBI_I64_RANGE "i64 (which takes finite values in [-2^63, 2^63), truncated toward zero)"
+
+static nb_tensor *from_f64(const char *fn, nb_dtype dt, int rank, const int64_t *shape, const double *src) {
+    if (!dtype_ok(fn, dt) || !shape_arg_ok(fn, rank, shape)) return NULL;
+    nb_tensor *t = nbi_empty(fn, dt, rank, shape);
+    if (!t || dt != NB_I64 || !src) {
+        if (t) store_from(t, src, true);
+        return t;
+    }
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!nbi_i64_fits(src[i])) {
+            char ix[160];
+            nb_free(t);
+            if (rank == 0) return nbi_err(fn, "value %.17g cannot be stored in " NBI_I64_RANGE, src[i]);
+            return nbi_err(fn, "element %s is %.17g, which cannot be stored in " NBI_I64_RANGE,
+                           nbi_index_str(rank, shape, i, ix, sizeof ix), src[i]);
+        }
+    store_from(t, src, true);
     return t;
 }
 
-nb_tensor *nb_scalar(nb_dtype dt, double v) { return nb_from_f64(dt, 0, NULL, &v); }
+nb_tensor *nb_from_f64(nb_dtype dt, int rank, const int64_t *shape, const double *src) {
+    return from_f64("nb_from_f64", dt, rank, shape, src);
+}
+
+nb_tensor *nb_scalar(nb_dtype dt, double v) { return from_f64("nb_scalar", dt, 0, NULL, &v); }
 
 nb_tensor *nb_full(nb_dtype dt, int rank, const int64_t *shape, double v) {
     if (!dtype_ok("nb_full", dt) || !shape_arg_ok("nb_full", rank, shape)) return NULL;
+    if (dt == NB_I64 && !nbi_i64_fits(v))
+        return nbi_err("nb_full", "value %.17g cannot be stored in " NBI_I64_RANGE, v);
     nb_tensor *t = nbi_empty("nb_full", dt, rank, shape);
     if (t) nbi_cpu_fill(t, v);
     return t;

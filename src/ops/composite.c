@@ -5,8 +5,8 @@
  *   maximum(a, b)  a where a > b, b where a < b, (a + b) / 2 at ties, so a tie
  *                  splits the gradient evenly (as PyTorch)
  *   clamp(x, lo, hi)  gradient 1 inside [lo, hi] (bounds included), 0 outside
- *   logsumexp      m + log sum exp(x - m), m the (detached) max: stable
- *   var_axes       sum (x - mean)^2 / (n - correction)
+ *   logsumexp      m + log sum exp(x - m), m the (detached) max, or 0 where that is infinite: stable
+ *   var_axes       sum (x - mean)^2 / max(0, n - correction)
  *   norm           sqrt(sum x^2)
  */
 #include <math.h>
@@ -38,8 +38,10 @@ nb_tensor *nb_clamp(nb_tensor *x, double lo, double hi) {
 nb_tensor *nb_logsumexp(nb_tensor *x, int naxes, const int *axes, bool keepdim) {
     nb_tensor *m = nb_max_axes(x, naxes, axes, true);
     if (!m) return NULL;
-    /* An all -inf slice keeps m finite so exp(x - m) is 0, not NaN. */
-    m = nb_where(nb_eq(m, nb_scalar(m->dtype, -INFINITY)), nb_scalar(m->dtype, 0), nb_detach(m));
+    /* An infinite maximum is replaced by 0 (as PyTorch does), so that x - m is never inf - inf: a slice of
+       -inf gives log 0 = -inf, one holding +inf gives log inf = +inf, not NaN. */
+    m = nb_detach(m);
+    m = nb_where(nb_eq(nb_abs(m), nb_scalar(m->dtype, INFINITY)), nb_scalar(m->dtype, 0), m);
     nb_tensor *r = nb_add(nb_log(nb_sum_axes(nb_exp(nb_sub(x, m)), naxes, axes, true)), m);
     if (!r || keepdim) return r;
     int64_t shape[NB_MAX_RANK] = {0};
@@ -59,8 +61,11 @@ nb_tensor *nb_var_axes(nb_tensor *x, int naxes, const int *axes, int correction,
     nb_tensor *mu = nb_mean_axes(x, naxes, axes, true);
     if (!mu) return NULL;
     int64_t n = x->numel / (mu->numel ? mu->numel : 1);
+    /* No degrees of freedom left (correction >= n): divide by 0, as PyTorch, giving inf (NaN for equal values)
+       rather than a negative variance. */
+    double dof = n - correction > 0 ? (double)(n - correction) : 0.0;
     nb_tensor *d = nb_sub(x, mu);
-    return nb_scale(nb_sum_axes(nb_mul(d, d), naxes, axes, keepdim), 1.0 / (double)(n - correction));
+    return nb_scale(nb_sum_axes(nb_mul(d, d), naxes, axes, keepdim), 1.0 / dof);
 }
 
 nb_tensor *nb_norm(nb_tensor *x) {

@@ -7,7 +7,11 @@
  *   d = det X       dX = G d X^-T
  *   l = log det X   dX = G X^-T
  *
- * A singular matrix (a zero pivot) is an error naming its batch index.
+ * A singular matrix (a zero pivot) has det 0 and logdet -inf; its inverse is
+ * an error naming its batch index, as are the gradients of det and logdet
+ * there (they need the inverse). A matrix holding a NaN has NaN det and
+ * logdet and an all-NaN inverse; infinities go through the LU as in LAPACK
+ * (docs/OPS.md, "Special values").
  */
 #include <math.h>
 #include <string.h>
@@ -15,7 +19,9 @@
 #include "../core/internal.h"
 
 /* LU of the n x n matrix a (row-major, overwritten), pivots in piv. Returns
-   the determinant's sign (+-1), or 0 when a pivot is exactly zero. */
+   the determinant's sign (+-1), or 0 when a pivot is exactly zero. As in
+   LAPACK's getrf, the pivot is the first entry of largest magnitude, so
+   infinities give what LAPACK gives (the caller handles NaNs). */
 static int lu(double *a, int64_t n, int64_t *piv) {
     int sign = 1;
     for (int64_t k = 0; k < n; k++) {
@@ -23,7 +29,7 @@ static int lu(double *a, int64_t n, int64_t *piv) {
         for (int64_t i = k + 1; i < n; i++)
             if (fabs(a[i * n + k]) > fabs(a[p * n + k])) p = i;
         piv[k] = p;
-        if (a[p * n + k] == 0 || a[p * n + k] != a[p * n + k]) return 0;
+        if (a[p * n + k] == 0) return 0;
         if (p != k) {
             sign = -sign;
             for (int64_t j = 0; j < n; j++) {
@@ -67,11 +73,20 @@ static nb_tensor *linalg(const char *fn, nbi_op op, lin_kind kind, nb_tensor *x)
             off += (rem % x->shape[d]) * x->strides[d];
             rem /= x->shape[d];
         }
+        bool has_nan = false;
         for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < n; j++)
-                w[i * n + j] = nbi_load(x, x->data + (off + i * x->strides[r - 2] + j * x->strides[r - 1]) * es);
+            for (int64_t j = 0; j < n; j++) {
+                double v = nbi_load(x, x->data + (off + i * x->strides[r - 2] + j * x->strides[r - 1]) * es);
+                has_nan |= v != v;
+                w[i * n + j] = v;
+            }
+        if (has_nan) { /* NaN determinant and log-determinant, an all-NaN inverse (PyTorch's values) */
+            for (int64_t i = 0; i < (kind == L_INV ? n * n : 1); i++)
+                nbi_store(out->dtype, out->data + (b * (kind == L_INV ? n * n : 1) + i) * es, NAN);
+            continue;
+        }
         int sign = lu(w, n, piv);
-        if (sign == 0 && kind != L_DET) {
+        if (sign == 0 && kind == L_INV) {
             nbi_dealloc(w);
             nbi_dealloc(piv);
             nb_free(out);
@@ -90,8 +105,8 @@ static nb_tensor *linalg(const char *fn, nbi_op op, lin_kind kind, nb_tensor *x)
                     }
                 }
             else
-                v = 0;
-            nbi_store(out->dtype, out->data + b * es, kind == L_DET ? v : (v > 0 ? lg : NAN));
+                v = 0, lg = -INFINITY; /* singular: det 0, logdet log 0 */
+            nbi_store(out->dtype, out->data + b * es, kind == L_DET ? v : (v >= 0 ? lg : NAN));
             continue;
         }
         /* inverse: solve L U X = P I column by column */

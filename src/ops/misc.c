@@ -68,10 +68,15 @@ nb_tensor *nb_pad(nb_tensor *a, const int64_t *pads, double value) {
     if (!pads && a->rank > 0) return nbi_err(fn, "pads is NULL for a tensor %s", NBI_SHAPE(a));
     int64_t shape[NB_MAX_RANK] = {0};
     for (int i = 0; i < a->rank; i++) {
-        if (pads[2 * i] < 0 || pads[2 * i + 1] < 0)
-            return nbi_err(fn, "padding (%lld, %lld) of axis %d is negative", (long long)pads[2 * i],
-                           (long long)pads[2 * i + 1], i);
-        shape[i] = a->shape[i] + pads[2 * i] + pads[2 * i + 1];
+        int64_t lo = pads[2 * i], hi = pads[2 * i + 1];
+        if (lo < 0 || hi < 0)
+            return nbi_err(fn, "padding (%lld, %lld) of axis %d is negative", (long long)lo, (long long)hi, i);
+        /* The backward keeps each leading pad in an int32 node parameter. */
+        if (lo > INT32_MAX || hi > INT64_MAX - a->shape[i] - lo)
+            return nbi_err(fn, "padding (%lld, %lld) of axis %d of %s is too large (the leading one at most %d, "
+                               "the padded size at most %lld)",
+                           (long long)lo, (long long)hi, i, NBI_SHAPE(a), INT32_MAX, (long long)INT64_MAX);
+        shape[i] = a->shape[i] + lo + hi;
     }
     nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, shape);
     if (!out) return NULL;

@@ -191,6 +191,20 @@ nb_tensor *nb_to(nb_tensor *t, nb_dtype dt) {
     const char *fn = "nb_to";
     if (!nbi_check(fn, t, 1)) return NULL;
     if (dt != NB_F32 && dt != NB_F64 && dt != NB_I64) return nbi_err(fn, "unknown dtype %d", (int)dt);
+    if (dt == NB_I64 && t->dtype != NB_I64) {
+        /* Every value must have an i64 value: converting NaN, an infinity or one out of range is undefined. */
+        int64_t es = (int64_t)nbi_dsize(t->dtype);
+        bool contig = nbi_is_contig(t);
+        for (int64_t i = 0; i < t->numel; i++) {
+            double v = contig ? nbi_at(t, i) : nbi_load(t, t->data + nbi_offset_of(t, i) * es);
+            if (!nbi_i64_fits(v)) {
+                char ix[160];
+                return nbi_err(fn, "element %s of %s is %.17g, which cannot be converted to i64 (which takes finite "
+                                   "values in [-2^63, 2^63), truncated toward zero)",
+                               nbi_index_str(t->rank, t->shape, i, ix, sizeof ix), NBI_SHAPE(t), v);
+            }
+        }
+    }
     nb_tensor *out = copy_as(fn, t, dt);
     if (!out || dt == NB_I64 || t->dtype == NB_I64) return out;
     return record1(out, NBI_OP_CAST, t);

@@ -90,11 +90,11 @@ static void *get_buf(int which, size_t bytes)
     if (tl_cap[which] >= bytes)
         return tl_buf[which];
     bytes = (bytes + 4095) & ~(size_t)4095;
-    void *p = nbi_alloc(bytes);
+    void *p = nbi_alloc_scratch(bytes);
     if (!p)
         return NULL;
     if (tl_buf[which])
-        nbi_dealloc(tl_buf[which]);
+        nbi_dealloc_scratch(tl_buf[which]);
     tl_buf[which] = p;
     tl_cap[which] = bytes;
     pthread_once(&buf_once, buf_key_init);
@@ -106,7 +106,7 @@ void nbi_gemm_release_buffers(void)
 {
     for (int i = 0; i < 2; ++i) {
         if (tl_buf[i])
-            nbi_dealloc(tl_buf[i]);
+            nbi_dealloc_scratch(tl_buf[i]);
         tl_buf[i] = NULL;
         tl_cap[i] = 0;
     }

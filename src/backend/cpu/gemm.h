@@ -19,6 +19,9 @@
 /* Allocation hooks provided by the library: 64-byte aligned memory; nbi_alloc returns NULL on failure. */
 NBI_API void *nbi_alloc(size_t n);
 NBI_API void nbi_dealloc(void *p);
+/* The same for the per-thread packing buffers kept between products (counted apart from tensors). */
+NBI_API void *nbi_alloc_scratch(size_t n);
+NBI_API void nbi_dealloc_scratch(void *p);
 
 /* C = A B (+ C when accumulate). A is m x k with element (i,p) at a[i*rsa + p*csa];
    B is k x n with element (p,j) at b[p*rsb + j*csb]; C is m x n with element (i,j) at c[i*ldc + j].

@@ -108,9 +108,27 @@ static void test_pad_sizes(void) {
     nb_scope_end();
 }
 
+/* Sizes whose product or sum overflows int64 are refused (they were signed overflow before). */
+static void test_size_overflow(void) {
+    nb_scope_begin();
+    nb_tensor *one = nb_full(NB_F64, 2, (int64_t[]){1, 1}, 1.0);
+    CHECK(nb_expand(one, 2, (int64_t[]){INT64_MAX, INT64_MAX}) == NULL);
+    CHECK_ERR("nb_expand: cannot expand (1,1) to (9223372036854775807,9223372036854775807): the element count");
+    nb_tensor *v = nb_expand(nb_full(NB_F64, 1, (int64_t[]){1}, 1.0), 1, (int64_t[]){INT64_MAX});
+    CHECK(v != NULL);
+    CHECK(nb_concat(2, (nb_tensor *[]){v, v}, 0) == NULL);
+    CHECK_ERR("nb_concat: the sizes along axis 0 add up to more than 2^63");
+    nb_tensor *a = nb_full(NB_F64, 1, (int64_t[]){6}, 1.0), *out[3];
+    CHECK(nb_split(a, 0, 3, (int64_t[]){INT64_MAX, INT64_MAX, 6}, out) != 0);
+    CHECK_ERR("nb_split: sizes 0.. add up to more than axis 0 of (6,) (6)");
+    nb_scope_end();
+    nb_clear_error();
+}
+
 int main(void) {
     RUN(test_from_f64);
     RUN(test_to_i64);
     RUN(test_pad_sizes);
+    RUN(test_size_overflow);
     return th_finish();
 }

@@ -126,7 +126,7 @@ nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape) {
     if (!nbi_check(fn, a, 1)) return NULL;
     if (rank < a->rank || rank > NB_MAX_RANK || (rank > 0 && !shape))
         return nbi_err(fn, "cannot expand %s to rank %d", NBI_SHAPE(a), rank);
-    int64_t s[NB_MAX_RANK] = {0}, st[NB_MAX_RANK] = {0};
+    int64_t s[NB_MAX_RANK] = {0}, st[NB_MAX_RANK] = {0}, count = 1;
     int lead = rank - a->rank;
     for (int i = 0; i < rank; i++) {
         int j = i - lead;
@@ -137,6 +137,11 @@ nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape) {
                            nb_shape_str(rank, shape, buf, sizeof buf), i, j >= 0 ? (long long)a->shape[j] : 0LL);
         }
         s[i] = want;
+        if (!nbi_mul_ok(count, want, &count)) {
+            char buf[160];
+            return nbi_err(fn, "cannot expand %s to %s: the element count exceeds 2^63", NBI_SHAPE(a),
+                           nb_shape_str(rank, shape, buf, sizeof buf));
+        }
         st[i] = (j < 0 || (a->shape[j] == 1 && want != 1)) ? 0 : a->strides[j];
     }
     return record1(nbi_view(a, rank, s, st, a->data), NBI_OP_EXPAND, a);
@@ -165,6 +170,8 @@ nb_tensor *nb_concat(int n, nb_tensor *const *ts, int axis) {
             return nbi_err(fn, "tensor %d %s does not match tensor 0 %s outside axis %d", i, NBI_SHAPE(t),
                            nbi_shape_s(t0, b0, sizeof b0), ax);
         }
+        if (s[ax] > INT64_MAX - t->shape[ax])
+            return nbi_err(fn, "the sizes along axis %d add up to more than 2^63", ax);
         s[ax] += t->shape[ax];
         if (t->dtype == NB_F64) dt = NB_F64;
     }
@@ -281,6 +288,9 @@ int nb_split(nb_tensor *a, int axis, int n, const int64_t *sizes, nb_tensor **ou
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
         if (sizes[i] < 0) return nbi_err(fn, "size %d is negative (%lld)", i, (long long)sizes[i]), -1;
+        if (total > a->shape[ax] - sizes[i]) /* the sum already exceeds the axis (and might overflow) */
+            return nbi_err(fn, "sizes %d.. add up to more than axis %d of %s (%lld)", i, ax, NBI_SHAPE(a),
+                           (long long)a->shape[ax]), -1;
         total += sizes[i];
     }
     if (total != a->shape[ax])

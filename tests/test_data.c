@@ -94,7 +94,7 @@ static void test_csv_and_batches(void) {
         fclose(f);
     }
     CHECK(nb_load_csv("/tmp/nabla_bad.csv", -1, NB_F64, &ds) != 0);
-    CHECK_ERR("line 2: column 2 is not a number");
+    CHECK_ERR("/tmp/nabla_bad.csv:2:2: 'x' is not a number");
 }
 
 int main(void) {

@@ -136,14 +136,15 @@ static int read_all(const char *fn, const char *path, bool idx, unsigned char **
             *capped = more > 0 || (!idx && gz);
             break;
         }
-        size_t chunk = want - len < ((size_t)1 << 24) ? want - len : ((size_t)1 << 24);
-        size_t need = len + chunk < 65536 ? 65536 : len + chunk;
-        if (hint > need && len == 0) need = hint < want ? hint : want;
-        if (!grow(&b, &cap, len, need)) {
-            rc = fail(fn, "out of memory reading '%s' (%zu bytes so far)", path, len);
-            break;
+        if (len == cap) { /* double what was read (a plain file: its size at once), never past want */
+            size_t need = cap ? (cap > SIZE_MAX / 2 ? SIZE_MAX : 2 * cap) : hint ? hint : 65536;
+            if (need > want) need = want;
+            if (!grow(&b, &cap, len, need)) {
+                rc = fail(fn, "out of memory reading '%s' (%zu bytes so far)", path, len);
+                break;
+            }
         }
-        chunk = cap - len < want - len ? cap - len : want - len;
+        size_t chunk = cap - len < want - len ? cap - len : want - len;
         if (chunk > ((size_t)1 << 30)) chunk = (size_t)1 << 30;
         size_t got;
 #ifdef NABLA_HAVE_ZLIB
@@ -337,8 +338,8 @@ static int read_record(csv_reader *c) {
             c->p++;
             for (;;) {
                 if (c->p >= c->end)
-                    return fail(c->fn, "%s:%lld: a quoted field (column %lld) opened on line %lld is not closed",
-                                c->name, c->line, (long long)c->nf, opened);
+                    return fail(c->fn, "%s:%lld:%lld: a quoted field opened here is not closed by the end of the file",
+                                c->name, opened, (long long)c->nf);
                 unsigned char ch = *c->p;
                 if (ch == 0) return nul_byte(c, c->p, line_start);
                 if (ch == '"') {

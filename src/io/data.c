@@ -174,7 +174,8 @@ static int read_all(const char *fn, const char *path, bool idx, unsigned char **
 #endif
     if (f) fclose(f);
     if (rc == 0 && !idx && *capped)
-        rc = fail(fn, "'%s' decompresses to more than %zu bytes (the limit for a CSV file)", path, CSV_GZ_LIMIT);
+        rc = fail(fn, "'%s' decompresses to more than %zu MiB, the limit for a gzipped CSV file", path,
+                  CSV_GZ_LIMIT >> 20);
     if (rc != 0) {
         nbi_dealloc(b);
         return -1;
@@ -739,7 +740,7 @@ static int csv_build(const char *fn, const char *name, const unsigned char *buf,
             for (int64_t i = 0, k = 0; i < pl.cols; i++) {
                 const char *s = field(&c, i);
                 if (i != pl.lc) {
-                    double v;
+                    double v = 0;
                     number(s, &v);
                     nbi_store(dt, xb + (size_t)(row * (pl.cols - 1) + k++) * es, v);
                 } else if (pl.labels == NB_CSV_LABELS_INT) {

@@ -488,6 +488,51 @@ static void test_csv_labels(void) {
     free(big);
 }
 
+/* Every spelling of a number loads as strtod reads it, bit for bit (the reader has a fast path for the
+   usual decimals). */
+static void test_csv_numbers_exact(void) {
+    int rows = 6000;
+    char *text = malloc((size_t)rows * 64), *p = text;
+    char (*num)[48] = malloc(sizeof *num * (size_t)rows);
+    th_seed(11);
+    for (int i = 0; i < rows; i++) {
+        double v = th_uniform(-1, 1) * pow(10, (int)(th_next() % 60) - 30);
+        switch (i % 8) {
+        case 0: sprintf(num[i], "%.17g", v); break;
+        case 1: sprintf(num[i], "%.6g", v); break;
+        case 2: sprintf(num[i], "%.3e", v); break;
+        case 3: sprintf(num[i], "%.15f", v); break;
+        case 4: { /* up to 22 digits with a point somewhere and an exponent */
+            int nd = 1 + (int)(th_next() % 22), dot = (int)(th_next() % (unsigned)(nd + 1)), k = 0;
+            if (th_next() % 2) num[i][k++] = '-';
+            for (int d = 0; d < nd; d++) {
+                if (d == dot) num[i][k++] = '.';
+                num[i][k++] = (char)('0' + th_next() % 10);
+            }
+            sprintf(num[i] + k, "e%d", (int)(th_next() % 50) - 25);
+            break;
+        }
+        case 5: sprintf(num[i], "%llu", (unsigned long long)(th_next() >> (th_next() % 64))); break;
+        case 6: sprintf(num[i], "%s", (const char *[]){"0", "-0", "+.5", "1.", "0x1p-3", "9007199254740993",
+                                                    "1e22", "1e23", "4.9e-324", "00012.50"}[i / 8 % 10]); break;
+        default: sprintf(num[i], "%.*f", (int)(th_next() % 8), v * 1e6); break;
+        }
+        p += sprintf(p, "%s,%d\n", num[i], i % 2);
+    }
+    nb_dataset ds;
+    CHECK(nb_load_csv_mem(text, (size_t)(p - text), NULL, NULL, NB_F64, &ds) == 0);
+    int bad = 0;
+    for (int64_t i = 0; i < rows && ds.x; i++) {
+        double got = nb_get(ds.x, (int64_t[]){i, 0}), want = strtod(num[i], NULL);
+        if (memcmp(&got, &want, sizeof got) != 0 && bad++ < 5)
+            fprintf(stderr, "  '%s' loaded as %.17g, strtod gives %.17g\n", num[i], got, want);
+    }
+    CHECK(bad == 0);
+    nb_dataset_free(&ds);
+    free(num);
+    free(text);
+}
+
 static void test_csv_odd_files(void) {
     CSV_FAILS("", NULL, "nb_load_csv_mem: 't.csv' is empty");
     CSV_FAILS("\n\r\n\n", NULL, "'t.csv' is empty");
@@ -780,6 +825,7 @@ int main(void) {
     RUN(test_csv_header);
     RUN(test_csv_fields);
     RUN(test_csv_labels);
+    RUN(test_csv_numbers_exact);
     RUN(test_csv_odd_files);
     RUN(test_split);
     RUN(test_stats_and_standardize);

@@ -24,6 +24,7 @@
  * entry point writes its outputs only once everything has succeeded.
  */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,17 +365,16 @@ static int read_record(csv_reader *c) {
                             (long long)c->nf);
             }
         } else {
-            size_t start = c->text_len;
-            while (c->p < c->end && *c->p != '\n' && *c->p != (unsigned char)c->delim) {
-                if (*c->p == 0) return nul_byte(c, c->p, line_start);
-                if (*c->p == '\r' && (c->p + 1 == c->end || c->p[1] == '\n')) {
-                    c->p++;
-                    continue;
-                }
-                if (!put_char(c, (char)*c->p)) return fail(c->fn, "%s", oom);
-                c->p++;
-            }
-            while (c->text_len > start && blank(c, (unsigned char)c->text[c->text_len - 1])) c->text_len--;
+            const unsigned char *q = c->p;
+            while (q < c->end && *q != '\n' && *q != (unsigned char)c->delim && *q) q++;
+            if (q < c->end && *q == 0) return nul_byte(c, q, line_start);
+            size_t len = (size_t)(q - c->p);
+            if (len && c->p[len - 1] == '\r' && (q == c->end || *q == '\n')) len--; /* CRLF */
+            while (len && blank(c, c->p[len - 1])) len--;
+            if (!grow(&c->text, &c->text_cap, c->text_len, c->text_len + len + 1)) return fail(c->fn, "%s", oom);
+            memcpy(c->text + c->text_len, c->p, len);
+            c->text_len += len;
+            c->p = q;
         }
         if (!put_char(c, 0)) return fail(c->fn, "%s", oom);
         if (c->p < c->end && *c->p == (unsigned char)c->delim) {
@@ -403,9 +403,57 @@ static bool missing(const char *s) {
     return *s == 0 || same_nocase(s, "na") || same_nocase(s, "n/a") || same_nocase(s, "nan") || strcmp(s, "?") == 0;
 }
 
-/* The whole of s as a number. */
+/* Clinger's fast path for the usual decimal: at most 19 significant digits
+   forming an integer m <= 2^53, times 10^e with |e| <= 22. Both are exact
+   doubles, so one rounded multiply or divide gives what strtod gives. Any
+   other spelling is left to strtod (false). */
+static bool fast_number(const char *s, double *v) {
+#if FLT_EVAL_METHOD == 0
+    static const double p10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const char *p = s;
+    bool neg = *p == '-', any = false;
+    if (*p == '+' || *p == '-') p++;
+    uint64_t m = 0;
+    int digits = 0, e = 0;
+    for (bool frac = false;; p++) {
+        if (*p == '.' && !frac) {
+            frac = true;
+            continue;
+        }
+        if (*p < '0' || *p > '9') break;
+        if (digits == 19) return false;
+        m = m * 10 + (uint64_t)(*p - '0');
+        digits += m != 0;
+        e -= frac;
+        any = true;
+    }
+    if (!any) return false;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        bool eneg = *p == '-';
+        if (*p == '+' || *p == '-') p++;
+        if (*p < '0' || *p > '9') return false;
+        int x = 0;
+        for (; *p >= '0' && *p <= '9'; p++)
+            if ((x = x * 10 + (*p - '0')) > 1000) return false;
+        e += eneg ? -x : x;
+    }
+    if (*p || m > ((uint64_t)1 << 53) || e < -22 || e > 22) return false;
+    double r = (double)m;
+    r = e < 0 ? r / p10[-e] : r * p10[e];
+    *v = neg ? -r : r;
+    return true;
+#else
+    (void)s, (void)v;
+    return false;
+#endif
+}
+
+/* The whole of s as a number (strtod's syntax). */
 static bool number(const char *s, double *v) {
     if (!*s) return false;
+    if (fast_number(s, v)) return true;
     char *e;
     errno = 0;
     *v = strtod(s, &e);

@@ -138,7 +138,8 @@ static int read_all(const char *fn, const char *path, bool idx, unsigned char **
             break;
         }
         if (len == cap) { /* double what was read (a plain file: its size at once), never past want */
-            size_t need = cap ? (cap > SIZE_MAX / 2 ? SIZE_MAX : 2 * cap) : hint ? hint : 65536;
+            size_t need = cap > SIZE_MAX / 2 ? SIZE_MAX : cap ? 2 * cap : 65536;
+            if (hint > need) need = hint;
             if (need > want) need = want;
             if (!grow(&b, &cap, len, need)) {
                 rc = fail(fn, "out of memory reading '%s' (%zu bytes so far)", path, len);
@@ -819,8 +820,7 @@ static int csv_build(const char *fn, const char *name, const unsigned char *buf,
     return 0;
 }
 
-int nb_load_csv_opts(const char *path, const nb_csv_options *opt, nb_dtype dt, nb_dataset *out) {
-    const char *fn = "nb_load_csv";
+static int load_csv(const char *fn, const char *path, const nb_csv_options *opt, nb_dtype dt, nb_dataset *out) {
     if (!path || !out) return fail(fn, "path and out must not be NULL");
     if (dt != NB_F32 && dt != NB_F64) return fail(fn, "dtype %d: the features are NB_F32 or NB_F64", (int)dt);
     unsigned char *b = NULL;
@@ -832,10 +832,14 @@ int nb_load_csv_opts(const char *path, const nb_csv_options *opt, nb_dtype dt, n
     return rc;
 }
 
+int nb_load_csv_opts(const char *path, const nb_csv_options *opt, nb_dtype dt, nb_dataset *out) {
+    return load_csv("nb_load_csv_opts", path, opt, dt, out);
+}
+
 int nb_load_csv(const char *path, int label_col, nb_dtype dt, nb_dataset *out) {
     nb_csv_options o = nb_csv_defaults();
     o.label_col = label_col;
-    return nb_load_csv_opts(path, &o, dt, out);
+    return load_csv("nb_load_csv", path, &o, dt, out);
 }
 
 int nb_load_csv_mem(const void *buf, size_t len, const char *name, const nb_csv_options *opt, nb_dtype dt,

@@ -673,6 +673,14 @@ static void test_stats_and_standardize(void) {
     CHECK_ERR("no x");
     nb_scope_end();
     nb_dataset_free(&ds);
+    /* a constant column whose mean does not come out exactly: still a std of 1, and 0 once standardised */
+    nb_scope_begin();
+    CHECK(csv("0.1,0\n0.1,1\n0.1,0\n0.1,1\n0.1,0\n0.1,1\n0.1,0\n0.1,1\n0.1,0\n0.1,1\n", NULL, &ds) == 0);
+    CHECK(nb_dataset_feature_stats(&ds, &m, &s) == 0);
+    CHECK(nb_get(m, (int64_t[]){0}) == 0.1 && nb_get(s, (int64_t[]){0}) == 1);
+    CHECK(nb_dataset_standardize(&ds, m, s) == 0 && nb_get(ds.x, (int64_t[]){9, 0}) == 0);
+    nb_dataset_free(&ds);
+    nb_scope_end();
     /* f32 features, standardised through a split's statistics; a view as x */
     CHECK(nb_load_csv_mem("1,0\n3,1\n5,0\n7,1\n", 16, NULL, NULL, NB_F32, &ds) == 0);
     CHECK(nb_dataset_split(&ds, 0.5, 9, &tr, &te) == 0);

@@ -35,9 +35,10 @@ typedef struct {
    Files ending in .gz are read through zlib when nabla was built with it
    (else a clear error); a .gz file is decompressed only up to the size its
    header implies (plus one byte to notice trailing data), never further.
-   Returns 0, or nonzero with an error naming the file and what is wrong (a
-   size check gives the bytes present and the bytes the header implies). On
-   failure *out is left as it was. */
+   The product of the dimensions is overflow-checked, and the file must hold
+   at least one image. Returns 0, or nonzero with an error naming the file and
+   what is wrong (a size check gives the bytes present and the bytes the
+   header implies). On failure *out is left as it was. */
 NB_API int nb_load_idx(const char *images, const char *labels, nb_dtype dt, nb_dataset *out);
 /* The same from two buffers in memory (for fuzzing and embedded data); the
    buffers are only read. Errors name the buffers "<images>" and "<labels>". */
@@ -66,7 +67,7 @@ typedef enum {
     NB_CSV_MISSING_SKIP_ROW /* a record with a missing field (feature or label) is left out */
 } nb_csv_missing;
 /* A field is missing when it is empty (or only blanks) or is one of NA, N/A,
-   NaN, ? (any case). */
+   NaN, ? (any case): the label field too, so these never name a class. */
 typedef struct {
     int label_col;          /* the label column, 0-based; negative counts from the end (-1: the last) */
     nb_csv_header header;
@@ -74,11 +75,13 @@ typedef struct {
                                (the one most frequent outside quotes, ',' on a tie) */
     nb_csv_labels labels;
     nb_csv_missing missing;
-    /* String labels only: when class_names is set, the classes are exactly
-       these n_class_names names in this order (e.g. the mapping saved with a
-       trained model), and a label that is not among them is an error. When
-       NULL, the classes are the distinct labels of the file in sorted (strcmp,
-       byte) order, so the same set of names always gives the same mapping. */
+    /* String labels: when class_names is set, the classes are exactly these
+       n_class_names (1..NB_MAX_CLASSES) names in this order (e.g. the mapping
+       saved with a trained model), a label that is not among them is an
+       error, and NB_CSV_LABELS_AUTO means string labels (NB_CSV_LABELS_INT is
+       an error). When NULL, the classes are the distinct labels of the file
+       in sorted (strcmp, byte) order, so the same set of names always gives
+       the same mapping. */
     const char *const *class_names;
     int64_t n_class_names;
 } nb_csv_options;
@@ -112,16 +115,18 @@ NB_API int nb_dataset_split(const nb_dataset *ds, double test_frac, uint64_t see
                             nb_dataset *test);
 /* Per-feature mean and population standard deviation (divide by N) of ds->x,
    computed in double: two new 1-D tensors of D values in the dtype of ds->x,
-   in the current scope. A column whose deviation is 0 (constant) gets a
-   standard deviation of 1, so that standardising maps it to 0. Needs N >= 1;
+   in the current scope. A column whose values are all equal gets that value
+   as its mean and a standard deviation of 1, so that standardising maps it
+   to exactly 0. Needs N >= 1;
    a non-finite mean or deviation is an error. Returns 0, or nonzero with an
    error and *mean and *std left as they were. */
 NB_API int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor **std);
 /* Replace ds->x by (x - mean) / std, per feature: mean and std are 1-D float
    tensors of D values (e.g. from nb_dataset_feature_stats of the training
    part, applied to both parts); every std must be finite and > 0. ds->x is
-   replaced by a new tensor (views of the old one are not changed). Returns 0,
-   or nonzero with an error and ds unchanged. */
+   replaced by a new tensor and the old one is freed (nb_free: views of it
+   keep the old values). Returns 0, or nonzero with an error and ds
+   unchanged. */
 NB_API int nb_dataset_standardize(nb_dataset *ds, const nb_tensor *mean, const nb_tensor *std);
 
 /* Mini-batches of a data set, reshuffled each epoch from rng when shuffle is set. */

@@ -423,7 +423,7 @@ static bool fast_number(const char *s, double *v) {
             continue;
         }
         if (*p < '0' || *p > '9') break;
-        if (digits == 19) return false;
+        if (digits == 19 || e < -400) return false;
         m = m * 10 + (uint64_t)(*p - '0');
         digits += m != 0;
         e -= frac;
@@ -940,14 +940,20 @@ int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor *
         return fail(fn, "out of memory for %lld features", (long long)d);
     }
     for (int64_t j = 0; j < d; j++) {
-        double sum = 0, ss = 0;
-        for (int64_t i = 0; i < n; i++) sum += at2(x, i, j);
+        double sum = 0, ss = 0, lo = at2(x, 0, j), hi = lo;
+        for (int64_t i = 0; i < n; i++) {
+            double v = at2(x, i, j);
+            sum += v;
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
         double mu = sum / (double)n;
         for (int64_t i = 0; i < n; i++) {
             double e = at2(x, i, j) - mu;
             ss += e * e;
         }
         double sd = sqrt(ss / (double)n);
+        if (lo == hi && isfinite(lo)) mu = lo, sd = 0; /* constant: a sum that rounded must not make a tiny std */
         if (!isfinite(mu) || !isfinite(sd)) {
             nb_free(m);
             nb_free(s);

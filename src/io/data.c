@@ -933,28 +933,35 @@ int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor *
     if (ds->n < 1) return fail(fn, "no samples");
     int64_t n = ds->n, d = ds->d;
     const nb_tensor *x = ds->x;
-    nb_tensor *m = nb_new(x->dtype, 1, &d, NULL);
+    /* per feature: sum, smallest, largest, sum of squared deviations; rows walked in memory order */
+    double *w = nbi_alloc(sizeof(double) * 4 * (size_t)(d ? d : 1));
+    nb_tensor *m = w ? nb_new(x->dtype, 1, &d, NULL) : NULL;
     nb_tensor *s = m ? nb_new(x->dtype, 1, &d, NULL) : NULL;
-    if (!m || !s) {
+    if (!s) {
+        nbi_dealloc(w);
         nb_free(m);
         return fail(fn, "out of memory for %lld features", (long long)d);
     }
-    for (int64_t j = 0; j < d; j++) {
-        double sum = 0, ss = 0, lo = at2(x, 0, j), hi = lo;
-        for (int64_t i = 0; i < n; i++) {
+    double *sum = w, *lo = w + d, *hi = w + 2 * d, *ss = w + 3 * d;
+    for (int64_t j = 0; j < d; j++) sum[j] = 0, ss[j] = 0, lo[j] = hi[j] = at2(x, 0, j);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++) {
             double v = at2(x, i, j);
-            sum += v;
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
+            sum[j] += v;
+            lo[j] = v < lo[j] ? v : lo[j];
+            hi[j] = v > hi[j] ? v : hi[j];
         }
-        double mu = sum / (double)n;
-        for (int64_t i = 0; i < n; i++) {
-            double e = at2(x, i, j) - mu;
-            ss += e * e;
+    for (int64_t j = 0; j < d; j++) sum[j] /= (double)n; /* now the mean */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++) {
+            double e = at2(x, i, j) - sum[j];
+            ss[j] += e * e;
         }
-        double sd = sqrt(ss / (double)n);
-        if (lo == hi && isfinite(lo)) mu = lo, sd = 0; /* constant: a sum that rounded must not make a tiny std */
+    for (int64_t j = 0; j < d; j++) {
+        double mu = sum[j], sd = sqrt(ss[j] / (double)n);
+        if (lo[j] == hi[j] && isfinite(lo[j])) mu = lo[j], sd = 0; /* constant: a rounded sum must not leave a tiny std */
         if (!isfinite(mu) || !isfinite(sd)) {
+            nbi_dealloc(w);
             nb_free(m);
             nb_free(s);
             return fail(fn, "feature %lld has a mean of %g and a deviation of %g", (long long)j, mu, sd);
@@ -962,9 +969,15 @@ int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor *
         nbi_put(m, j, mu);
         nbi_put(s, j, sd > 0 ? sd : 1.0);
     }
+    nbi_dealloc(w);
     *mean = m;
     *std = s;
     return 0;
+}
+
+/* Element j of a 1-D float tensor of any stride. */
+static double at1(const nb_tensor *t, int64_t j) {
+    return nbi_load(t, t->data + j * t->strides[0] * (int64_t)nbi_dsize(t->dtype));
 }
 
 int nb_dataset_standardize(nb_dataset *ds, const nb_tensor *mean, const nb_tensor *std) {
@@ -977,19 +990,22 @@ int nb_dataset_standardize(nb_dataset *ds, const nb_tensor *mean, const nb_tenso
             return fail(fn, "%s must be a 1-D float tensor of %lld values", k ? "std" : "mean", (long long)ds->d);
     }
     for (int64_t j = 0; j < ds->d; j++) {
-        double mu = nbi_load(mean, mean->data + j * mean->strides[0] * (int64_t)nbi_dsize(mean->dtype));
-        double sd = nbi_load(std, std->data + j * std->strides[0] * (int64_t)nbi_dsize(std->dtype));
+        double mu = at1(mean, j), sd = at1(std, j);
         if (!isfinite(mu) || !isfinite(sd) || !(sd > 0))
             return fail(fn, "feature %lld: mean %g and std %g (the mean must be finite, the std finite and > 0)",
                         (long long)j, mu, sd);
     }
-    nb_tensor *x = ds->x, *nx = nb_new(x->dtype, 2, (int64_t[]){ds->n, ds->d}, NULL);
-    if (!nx) return fail(fn, "out of memory for %lld x %lld features", (long long)ds->n, (long long)ds->d);
-    for (int64_t j = 0; j < ds->d; j++) {
-        double mu = nbi_load(mean, mean->data + j * mean->strides[0] * (int64_t)nbi_dsize(mean->dtype));
-        double sd = nbi_load(std, std->data + j * std->strides[0] * (int64_t)nbi_dsize(std->dtype));
-        for (int64_t i = 0; i < ds->n; i++) nbi_put(nx, i * ds->d + j, (at2(x, i, j) - mu) / sd);
+    int64_t n = ds->n, d = ds->d;
+    double *w = nbi_alloc(sizeof(double) * 2 * (size_t)(d ? d : 1));
+    nb_tensor *x = ds->x, *nx = w ? nb_new(x->dtype, 2, (int64_t[]){n, d}, NULL) : NULL;
+    if (!nx) {
+        nbi_dealloc(w);
+        return fail(fn, "out of memory for %lld x %lld features", (long long)n, (long long)d);
     }
+    for (int64_t j = 0; j < d; j++) w[j] = at1(mean, j), w[d + j] = at1(std, j);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++) nbi_put(nx, i * d + j, (at2(x, i, j) - w[j]) / w[d + j]);
+    nbi_dealloc(w);
     to_top(nx);
     nb_free(ds->x);
     ds->x = nx;

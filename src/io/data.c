@@ -91,35 +91,138 @@ static size_t idx_want(const unsigned char *b, size_t len) {
     return off + (size_t)total + 1;
 }
 
+/* A file read plainly or through zlib's inflate, whose memory comes from the
+   allocator hook as every other block does (gzopen would take it from malloc). */
+typedef struct {
+    const char *fn, *path;
+    FILE *f;
+    bool gz;
+#ifdef NABLA_HAVE_ZLIB
+    z_stream z;
+    bool live;      /* inflateInit2 done */
+    bool in_member; /* inside a gzip member: the input must not end here */
+    bool end;       /* no more output */
+    unsigned char *in;
+#endif
+} source;
+
+#define IN_CHUNK 65536
+
+#ifdef NABLA_HAVE_ZLIB
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size) {
+    (void)opaque;
+    return size && items > SIZE_MAX / size ? NULL : nbi_alloc((size_t)items * size);
+}
+static void z_free(voidpf opaque, voidpf p) {
+    (void)opaque;
+    nbi_dealloc(p);
+}
+#endif
+
+static int src_open(source *s, const char *fn, const char *path) {
+    memset(s, 0, sizeof *s);
+    s->fn = fn;
+    s->path = path;
+    s->gz = ends_with(path, ".gz");
+#ifndef NABLA_HAVE_ZLIB
+    if (s->gz) return fail(fn, "'%s' is gzip-compressed but nabla was built without zlib", path);
+#endif
+    s->f = fopen(path, "rb");
+    if (!s->f) return fail(fn, "cannot open '%s': %s", path, strerror(errno));
+#ifdef NABLA_HAVE_ZLIB
+    if (s->gz) {
+        s->z.zalloc = z_alloc;
+        s->z.zfree = z_free;
+        s->in = nbi_alloc(IN_CHUNK);
+        if (!s->in || inflateInit2(&s->z, 15 + 16) != Z_OK) { /* 15 + 16: a gzip stream, the largest window */
+            nbi_dealloc(s->in);
+            fclose(s->f);
+            return fail(fn, "out of memory to decompress '%s'", path);
+        }
+        s->live = true;
+        s->in_member = true;
+    }
+#endif
+    return 0;
+}
+
+static void src_close(source *s) {
+#ifdef NABLA_HAVE_ZLIB
+    if (s->live) inflateEnd(&s->z);
+    nbi_dealloc(s->in);
+#endif
+    if (s->f) fclose(s->f);
+}
+
+/* Up to n bytes into dst: *got of them (0 at the end). 0, or -1 with an error. */
+static int src_read(source *s, unsigned char *dst, size_t n, size_t *got) {
+    *got = 0;
+    if (!s->gz) {
+        *got = fread(dst, 1, n, s->f);
+        if (*got < n && ferror(s->f)) return fail(s->fn, "cannot read '%s': %s", s->path, strerror(errno));
+        return 0;
+    }
+#ifdef NABLA_HAVE_ZLIB
+    z_stream *z = &s->z;
+    z->next_out = dst;
+    z->avail_out = (uInt)(n < ((size_t)1 << 30) ? n : ((size_t)1 << 30));
+    uInt asked = z->avail_out;
+    while (z->avail_out > 0 && !s->end) {
+        if (z->avail_in == 0) {
+            size_t r = fread(s->in, 1, IN_CHUNK, s->f);
+            if (r == 0 && ferror(s->f)) return fail(s->fn, "cannot read '%s': %s", s->path, strerror(errno));
+            if (r == 0) {
+                if (s->in_member) return fail(s->fn, "'%s' is truncated: its gzip stream ends early", s->path);
+                s->end = true;
+                break;
+            }
+            z->next_in = s->in;
+            z->avail_in = (uInt)r;
+        }
+        if (!s->in_member) { /* another member follows, or what follows is not gzip and is ignored (as gunzip does) */
+            if (z->next_in[0] != 0x1f) {
+                s->end = true;
+                break;
+            }
+            inflateReset(z);
+            s->in_member = true;
+        }
+        int r = inflate(z, Z_NO_FLUSH);
+        if (r == Z_STREAM_END) s->in_member = false;
+        else if (r == Z_MEM_ERROR) return fail(s->fn, "out of memory to decompress '%s'", s->path);
+        else if (r != Z_OK && r != Z_BUF_ERROR)
+            return fail(s->fn, "'%s' is not a valid gzip file (%s)", s->path, z->msg ? z->msg : "corrupt data");
+    }
+    *got = asked - z->avail_out;
+#endif
+    return 0;
+}
+
 /* Read path whole (gunzipped when it ends in .gz) into a new block. idx: stop
    at the size the IDX header implies plus one byte; else a .gz stops with an
    error past CSV_GZ_LIMIT. *capped is set when reading stopped at a limit
    with more data left. */
 static int read_all(const char *fn, const char *path, bool idx, unsigned char **out, size_t *n, bool *capped) {
-    bool gz = ends_with(path, ".gz");
-    FILE *f = NULL;
-#ifdef NABLA_HAVE_ZLIB
-    gzFile g = NULL;
-    if (gz) {
-        errno = 0;
-        g = gzopen(path, "rb");
-        if (!g) return fail(fn, "cannot open '%s': %s", path, errno ? strerror(errno) : "out of memory");
-    }
-#else
-    if (gz) return fail(fn, "'%s' is gzip-compressed but nabla was built without zlib", path);
-#endif
-    if (!gz) {
-        f = fopen(path, "rb");
-        if (!f) return fail(fn, "cannot open '%s': %s", path, strerror(errno));
-    }
+    source src;
+    if (src_open(&src, fn, path) != 0) return -1;
+    bool gz = src.gz;
     unsigned char *b = NULL;
     size_t cap = 0, len = 0, hint = 0;
     int rc = 0;
     *capped = false;
-    if (f && fseek(f, 0, SEEK_END) == 0) { /* a plain file's size, to read it into one block of the right size */
-        long sz = ftell(f);
-        hint = sz > 0 ? (size_t)sz + 1 : 0;
-        if (fseek(f, 0, SEEK_SET) != 0) hint = 0, clearerr(f), rewind(f);
+    /* The size to allocate at once: a plain file's size; for gzip the size its trailer gives (of the last
+       member, modulo 2^32), believed only up to deflate's largest ratio (1032:1) of the bytes present.
+       Past the hint the block doubles as data arrives. */
+    if (fseek(src.f, 0, SEEK_END) == 0) {
+        long sz = ftell(src.f);
+        unsigned char t[4];
+        if (!gz) {
+            hint = sz > 0 ? (size_t)sz + 1 : 0;
+        } else if (sz >= 18 && fseek(src.f, sz - 4, SEEK_SET) == 0 && fread(t, 1, 4, src.f) == 4) {
+            size_t isize = (size_t)t[0] | (size_t)t[1] << 8 | (size_t)t[2] << 16 | (size_t)t[3] << 24;
+            hint = isize < (size_t)sz * 1032 ? isize + 1 : (size_t)sz * 1032;
+        }
+        if (fseek(src.f, 0, SEEK_SET) != 0) hint = 0, clearerr(src.f), rewind(src.f);
     }
     for (;;) {
         size_t want = idx ? idx_want(b, len) : gz ? CSV_GZ_LIMIT + 1 : SIZE_MAX;
@@ -127,13 +230,7 @@ static int read_all(const char *fn, const char *path, bool idx, unsigned char **
             /* one more byte says whether the file goes on past the limit */
             unsigned char extra;
             size_t more = 0;
-#ifdef NABLA_HAVE_ZLIB
-            if (gz) {
-                int r = gzread(g, &extra, 1);
-                more = r > 0 ? 1 : 0;
-            }
-#endif
-            if (!gz) more = fread(&extra, 1, 1, f);
+            rc = src_read(&src, &extra, 1, &more);
             *capped = more > 0 || (!idx && gz);
             break;
         }
@@ -146,35 +243,12 @@ static int read_all(const char *fn, const char *path, bool idx, unsigned char **
                 break;
             }
         }
-        size_t chunk = cap - len < want - len ? cap - len : want - len;
-        if (chunk > ((size_t)1 << 30)) chunk = (size_t)1 << 30;
-        size_t got;
-#ifdef NABLA_HAVE_ZLIB
-        if (gz) {
-            int r = gzread(g, b + len, (unsigned)chunk);
-            if (r < 0) {
-                int e;
-                const char *m = gzerror(g, &e);
-                rc = fail(fn, "'%s' is not a valid gzip file (%s)", path, m ? m : "read error");
-                break;
-            }
-            got = (size_t)r;
-        } else
-#endif
-        {
-            got = fread(b + len, 1, chunk, f);
-            if (got < chunk && ferror(f)) {
-                rc = fail(fn, "cannot read '%s': %s", path, strerror(errno));
-                break;
-            }
-        }
+        size_t got, chunk = cap - len < want - len ? cap - len : want - len;
+        if ((rc = src_read(&src, b + len, chunk, &got)) != 0) break;
         len += got;
         if (got == 0) break;
     }
-#ifdef NABLA_HAVE_ZLIB
-    if (g) gzclose(g);
-#endif
-    if (f) fclose(f);
+    src_close(&src);
     if (rc == 0 && !idx && *capped)
         rc = fail(fn, "'%s' decompresses to more than %zu MiB, the limit for a gzipped CSV file", path,
                   CSV_GZ_LIMIT >> 20);

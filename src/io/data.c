@@ -2,12 +2,15 @@
  * data.c - IDX and CSV data sets, the seeded train/test split, per-feature
  * standardisation and the mini-batch iterator (nabla/data.h).
  *
- * Files are read whole into one buffer (gunzipped when the name ends in .gz),
- * in chunks that grow with what was actually read, up to a limit: for IDX the
- * size its header implies plus one byte (so a small .gz cannot ask for more
- * than it claims to hold), for CSV 1 GiB once decompressed. The parsers work
- * on (pointer, length) and never on a terminating NUL, so the in-memory entry
- * points (nb_load_idx_mem, nb_load_csv_mem) read no byte past the buffer.
+ * Files are read whole into one buffer (gunzipped by zlib's inflate when the
+ * name ends in .gz), up to a limit: for IDX the size its header implies plus
+ * one byte, for CSV 1 GiB once decompressed. The buffer starts at the file's
+ * size (for gzip, the size in its trailer, believed only up to deflate's
+ * largest ratio of the bytes present) and otherwise doubles as data actually
+ * arrives, so a small .gz whose header claims gigabytes costs what it holds.
+ * The parsers work on (pointer, length) and never on a terminating NUL, so the
+ * in-memory entry points (nb_load_idx_mem, nb_load_csv_mem) read no byte past
+ * the buffer.
  *
  * IDX: a big-endian header (0, 0, type 0x08 = u8, number of dimensions), then
  * one big-endian u32 per dimension, then the data. The product of the
@@ -18,10 +21,11 @@
  * data records and gathers the distinct string labels; the second writes the
  * features and labels straight into the tensors, so no intermediate array of
  * doubles is held. Each record is unescaped into a scratch buffer of
- * NUL-terminated fields, which is what strtod reads.
+ * NUL-terminated fields; numbers are read by an exact fast path for the usual
+ * decimals and by strtod for everything else.
  *
- * Every allocation goes through nbi_alloc (the allocator hook), and every
- * entry point writes its outputs only once everything has succeeded.
+ * Every allocation goes through nbi_alloc (the allocator hook; zlib's too),
+ * and every entry point writes its outputs only once everything has succeeded.
  */
 #include <errno.h>
 #include <float.h>

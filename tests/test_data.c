@@ -856,6 +856,10 @@ static void test_out_of_memory(void) {
     for (int i = 0; i < 40; i++) p += sprintf(p, "%d,%d\n", i, i % 3);
     write_file("/tmp/nabla_oom.csv", text, strlen(text));
     oom_sweep("nb_load_csv (integer labels)", op_csv, NULL);
+    write_file("/tmp/nabla_oom.csv", "0,1,label\n5,,0\n6,3,1\n", 21); /* a header found by its label; a record skipped */
+    o = nb_csv_defaults();
+    o.missing = NB_CSV_MISSING_SKIP_ROW;
+    oom_sweep("nb_load_csv (label header, skipped record)", op_csv, &o);
     nb_dataset ds;
     CHECK(nb_load_csv_mem("x,y\n1,a\n2,b\n3,a\n4,c\n", 20, NULL, NULL, NB_F64, &ds) == 0);
     oom_sweep("nb_dataset_split", op_split, &ds);

@@ -827,6 +827,21 @@ static int op_stats(void *ctx, nb_dataset *out) {
     return rc;
 }
 
+static int op_batches(void *ctx, nb_dataset *out) {
+    (void)out;
+    nb_rng r;
+    nb_rng_seed(&r, 1);
+    nb_batcher *b = nb_batcher_new(ctx, 3, true, &r);
+    if (!b) return -1;
+    nb_scope_begin();
+    nb_tensor *x, *y;
+    int rc = nb_batcher_next(b, &x, &y) ? 0 : -1;
+    nb_scope_end();
+    nb_batcher_free(b);
+    if (rc == 0) *out = (nb_dataset){0};
+    return rc;
+}
+
 static void test_out_of_memory(void) {
     unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 2}, px[12] = {0}, lh[8 + 3] = {0, 0, 8, 1, 0, 0, 0, 3, 2, 0, 1};
     unsigned char img[16 + 12];
@@ -864,6 +879,7 @@ static void test_out_of_memory(void) {
     CHECK(nb_load_csv_mem("x,y\n1,a\n2,b\n3,a\n4,c\n", 20, NULL, NULL, NB_F64, &ds) == 0);
     oom_sweep("nb_dataset_split", op_split, &ds);
     oom_sweep("nb_dataset_feature_stats", op_stats, &ds);
+    oom_sweep("nb_batcher", op_batches, &ds);
     nb_dataset_free(&ds);
 }
 int main(void) {

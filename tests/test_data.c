@@ -597,6 +597,10 @@ static void test_csv_odd_files(void) {
     ds = sentinel();
     CHECK(nb_load_csv("/tmp/nabla_no_such.csv", -1, NB_F32, &ds) != 0);
     CHECK_ERR("cannot open '/tmp/nabla_no_such.csv': No such file or directory");
+    CHECK(nb_load_csv("/tmp", -1, NB_F32, &ds) != 0); /* a directory opens, and has a size */
+    CHECK_ERR("cannot read '/tmp'");
+    CHECK(nb_load_idx("/tmp", "/tmp", NB_F32, &ds) != 0);
+    CHECK_ERR("cannot read '/tmp'");
     CHECK(untouched(&ds));
 }
 

@@ -240,7 +240,7 @@ static int read_all(const char *fn, const char *path, bool idx, unsigned char **
         }
         if (len == cap) { /* double what was read (a plain file: its size at once), never past want */
             size_t need = cap > SIZE_MAX / 2 ? SIZE_MAX : cap ? 2 * cap : 65536;
-            if (hint > need) need = hint;
+            if (hint > need && len > 0) need = hint; /* once a read worked: a directory has a size too */
             if (need > want) need = want;
             if (!grow(&b, &cap, len, need)) {
                 rc = fail(fn, "out of memory reading '%s' (%zu bytes so far)", path, len);

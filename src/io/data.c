@@ -861,9 +861,9 @@ static int csv_build(const char *fn, const char *name, const unsigned char *buf,
             }
             bool num;
             if (first && pl.header) continue;
-            int k = check_record(&c, &pl, &num); /* fails only on labels that AUTO found to be integers */
-            if (k < 0) rc = -1;
-            if (k != 0) continue;
+            int kept = check_record(&c, &pl, &num); /* fails only on labels that AUTO found to be integers */
+            if (kept < 0) rc = -1;
+            if (kept != 0) continue;
             for (int64_t i = 0, k = 0; i < pl.cols; i++) {
                 const char *s = field(&c, i);
                 if (i != pl.lc) {

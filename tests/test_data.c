@@ -100,7 +100,7 @@ static void test_csv_and_batches(void) {
 }
 
 
-/* ---- helpers ---- */
+/* ---- files, marks and buffers shared by the tests ---- */
 
 static void write_file(const char *path, const void *d, size_t n) {
     FILE *f = fopen(path, "wb");

@@ -5,10 +5,25 @@
  * zlib), RFC 4180 quoting, malformed CSV reported by line and column, and an
  * injected allocation failure at every allocation of every loader.
  */
+#define _POSIX_C_SOURCE 200809L /* getpid, mkdir, chdir */
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "harness.h"
 #include "nabla/data.h"
 
+/* The files are written in a folder of this process's own (main enters it), so that two runs of the test
+   at once (two build folders) cannot overwrite each other's; they are removed at the end. */
+static char made[64][40];
+static int nmade;
+static void made_file(const char *name) {
+    for (int i = 0; i < nmade; i++)
+        if (strcmp(made[i], name) == 0) return;
+    if (nmade < 64 && strlen(name) < sizeof made[0]) strcpy(made[nmade++], name);
+}
+
 static void write_idx(const char *path, const unsigned char *hdr, size_t nh, const unsigned char *d, size_t nd) {
+    made_file(path);
     FILE *f = fopen(path, "wb");
     if (!f) return;
     fwrite(hdr, 1, nh, f);
@@ -20,20 +35,20 @@ static void test_idx(void) {
     unsigned char ih[16] = {0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 2}, lh[8] = {0, 0, 8, 1, 0, 0, 0, 3};
     unsigned char px[12], lb[3] = {2, 0, 1};
     for (int i = 0; i < 12; i++) px[i] = (unsigned char)(i * 20);
-    write_idx("/tmp/nabla_img.idx", ih, 16, px, 12);
-    write_idx("/tmp/nabla_lab.idx", lh, 8, lb, 3);
+    write_idx("img.idx", ih, 16, px, 12);
+    write_idx("lab.idx", lh, 8, lb, 3);
     nb_dataset ds;
-    CHECK(nb_load_idx("/tmp/nabla_img.idx", "/tmp/nabla_lab.idx", NB_F32, &ds) == 0);
+    CHECK(nb_load_idx("img.idx", "lab.idx", NB_F32, &ds) == 0);
     CHECK(ds.n == 3 && ds.d == 4 && ds.classes == 3);
     CHECK_CLOSE(nb_get(ds.x, (int64_t[]){1, 3}), 140 / 255.0, 1e-7, 0);
     CHECK(nb_get(ds.y, (int64_t[]){0}) == 2);
     nb_dataset_free(&ds);
-    write_idx("/tmp/nabla_img.idx", ih, 16, px, 11); /* one byte short */
-    CHECK(nb_load_idx("/tmp/nabla_img.idx", "/tmp/nabla_lab.idx", NB_F32, &ds) != 0);
+    write_idx("img.idx", ih, 16, px, 11); /* one byte short */
+    CHECK(nb_load_idx("img.idx", "lab.idx", NB_F32, &ds) != 0);
     CHECK_ERR("holds 11 data bytes, its header says 12");
     CHECK(ds.x == NULL);
-    CHECK(nb_load_idx("/tmp/nabla_lab.idx", "/tmp/nabla_nope.idx", NB_F32, &ds) != 0);
-    CHECK_ERR("cannot open '/tmp/nabla_nope.idx'");
+    CHECK(nb_load_idx("lab.idx", "nope.idx", NB_F32, &ds) != 0);
+    CHECK_ERR("cannot open 'nope.idx'");
     const char *fm = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
     FILE *probe = fopen(fm, "rb");
     if (probe) { /* Debian's dataset-fashion-mnist, when installed */
@@ -49,14 +64,15 @@ static void test_idx(void) {
 }
 
 static void test_csv_and_batches(void) {
-    FILE *f = fopen("/tmp/nabla_data.csv", "w");
+    made_file("data.csv");
+    FILE *f = fopen("data.csv", "w");
     CHECK(f != NULL);
     if (!f) return;
     fprintf(f, "a,b,label\n");
     for (int i = 0; i < 10; i++) fprintf(f, "%d,%g,%d\n", i, i * 0.5, i % 3);
     fclose(f);
     nb_dataset ds;
-    CHECK(nb_load_csv("/tmp/nabla_data.csv", -1, NB_F64, &ds) == 0);
+    CHECK(nb_load_csv("data.csv", -1, NB_F64, &ds) == 0);
     CHECK(ds.n == 10 && ds.d == 2 && ds.classes == 3);
     CHECK(nb_get(ds.x, (int64_t[]){4, 1}) == 2.0 && nb_get(ds.y, (int64_t[]){4}) == 1);
     nb_rng r1, r2;
@@ -90,19 +106,21 @@ static void test_csv_and_batches(void) {
     nb_batcher_free(b1);
     nb_batcher_free(b2);
     nb_dataset_free(&ds);
-    f = fopen("/tmp/nabla_bad.csv", "w");
+    made_file("bad.csv");
+    f = fopen("bad.csv", "w");
     if (f) {
         fprintf(f, "1,2,0\n3,x,1\n");
         fclose(f);
     }
-    CHECK(nb_load_csv("/tmp/nabla_bad.csv", -1, NB_F64, &ds) != 0);
-    CHECK_ERR("/tmp/nabla_bad.csv:2:2: 'x' is not a number");
+    CHECK(nb_load_csv("bad.csv", -1, NB_F64, &ds) != 0);
+    CHECK_ERR("bad.csv:2:2: 'x' is not a number");
 }
 
 
 /* ---- files, marks and buffers shared by the tests ---- */
 
 static void write_file(const char *path, const void *d, size_t n) {
+    made_file(path);
     FILE *f = fopen(path, "wb");
     if (!f) return;
     fwrite(d, 1, n, f);
@@ -153,6 +171,7 @@ static uint32_t crc32_of(const unsigned char *p, size_t n) {
 
 /* Write d (n bytes) as a valid gzip file. */
 static void write_gz(const char *path, const unsigned char *d, size_t n) {
+    made_file(path);
     FILE *f = fopen(path, "wb");
     if (!f) return;
     const unsigned char hdr[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
@@ -214,10 +233,10 @@ static void test_idx_header_overflow(void) {
     CHECK(nb_load_idx_mem(ih, sizeof ih, lh, sizeof lh, NB_F32, &ds) != 0);
     CHECK_ERR("overflow");
     CHECK(untouched(&ds));
-    write_file("/tmp/nabla_ovf.idx", ih, sizeof ih);
-    write_file("/tmp/nabla_ovf_lab.idx", lh, sizeof lh);
-    CHECK(nb_load_idx("/tmp/nabla_ovf.idx", "/tmp/nabla_ovf_lab.idx", NB_F32, &ds) != 0);
-    CHECK_ERR("'/tmp/nabla_ovf.idx': the dimensions in its header (0,4294967295,4294967295,4294967295) overflow");
+    write_file("ovf.idx", ih, sizeof ih);
+    write_file("ovf_lab.idx", lh, sizeof lh);
+    CHECK(nb_load_idx("ovf.idx", "ovf_lab.idx", NB_F32, &ds) != 0);
+    CHECK_ERR("'ovf.idx': the dimensions in its header (0,4294967295,4294967295,4294967295) overflow");
     CHECK(untouched(&ds));
     /* one item of 2^32-1 x 2^32-1 x 3 bytes */
     unsigned char ih2[20] = {0, 0, 8, 4, 0, 0, 0, 1, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 3};
@@ -233,24 +252,24 @@ static void test_idx_sizes(void) {
     unsigned char img[16 + 1000];
     memcpy(img, ih, 16);
     memcpy(img + 16, px, 1000);
-    write_file("/tmp/nabla_short.idx", img, sizeof img);
+    write_file("short.idx", img, sizeof img);
     unsigned char lab[8 + 3] = {0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3};
-    write_file("/tmp/nabla_short_lab.idx", lab, sizeof lab);
+    write_file("short_lab.idx", lab, sizeof lab);
     nb_dataset ds = sentinel();
-    CHECK(nb_load_idx("/tmp/nabla_short.idx", "/tmp/nabla_short_lab.idx", NB_F32, &ds) != 0);
-    CHECK_ERR("'/tmp/nabla_short.idx' holds 1000 data bytes, its header says 47040000");
+    CHECK(nb_load_idx("short.idx", "short_lab.idx", NB_F32, &ds) != 0);
+    CHECK_ERR("'short.idx' holds 1000 data bytes, its header says 47040000");
     CHECK(untouched(&ds));
     /* too many bytes */
     unsigned char im2[8 + 4] = {0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3, 4};
     CHECK(nb_load_idx_mem(im2, sizeof im2, lab, sizeof lab, NB_F64, &ds) != 0);
     CHECK_ERR("'<images>' holds 4 data bytes, its header says 3");
-    write_file("/tmp/nabla_long.idx", im2, sizeof im2);
-    CHECK(nb_load_idx("/tmp/nabla_long.idx", "/tmp/nabla_short_lab.idx", NB_F64, &ds) != 0);
-    CHECK_ERR("'/tmp/nabla_long.idx' holds 4 data bytes, its header says 3");
+    write_file("long.idx", im2, sizeof im2);
+    CHECK(nb_load_idx("long.idx", "short_lab.idx", NB_F64, &ds) != 0);
+    CHECK_ERR("'long.idx' holds 4 data bytes, its header says 3");
     unsigned char im3[8 + 1000] = {0, 0, 8, 1, 0, 0, 0, 3};
-    write_file("/tmp/nabla_long.idx", im3, sizeof im3); /* read no further than one byte past what the header says */
-    CHECK(nb_load_idx("/tmp/nabla_long.idx", "/tmp/nabla_short_lab.idx", NB_F64, &ds) != 0);
-    CHECK_ERR("'/tmp/nabla_long.idx' holds more than the 3 data bytes its header says");
+    write_file("long.idx", im3, sizeof im3); /* read no further than one byte past what the header says */
+    CHECK(nb_load_idx("long.idx", "short_lab.idx", NB_F64, &ds) != 0);
+    CHECK_ERR("'long.idx' holds more than the 3 data bytes its header says");
     /* a label file of 2 dimensions; a count that differs; not IDX; no items */
     unsigned char l2[12 + 3] = {0, 0, 8, 2, 0, 0, 0, 3, 0, 0, 0, 1, 0, 1, 2};
     CHECK(nb_load_idx_mem(im2, 11, l2, sizeof l2, NB_F64, &ds) != 0);
@@ -281,9 +300,9 @@ static void test_idx_sizes(void) {
 
 static bool have_zlib(void) {
     unsigned char d[9] = {0, 0, 8, 1, 0, 0, 0, 1, 7};
-    write_gz("/tmp/nabla_probe.idx.gz", d, 9);
+    write_gz("probe.idx.gz", d, 9);
     nb_dataset ds;
-    int rc = nb_load_idx("/tmp/nabla_probe.idx.gz", "/tmp/nabla_probe.idx.gz", NB_F32, &ds);
+    int rc = nb_load_idx("probe.idx.gz", "probe.idx.gz", NB_F32, &ds);
     if (rc == 0) {
         CHECK(ds.n == 1 && nb_get(ds.y, (int64_t[]){0}) == 7);
         nb_dataset_free(&ds);
@@ -303,66 +322,66 @@ static void test_idx_gzip_limit(void) {
     unsigned char *d = calloc(1, 12 + big);
     unsigned char h[12] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 2};
     memcpy(d, h, 12);
-    write_gz("/tmp/nabla_bomb.idx.gz", d, 12 + big);
+    write_gz("bomb.idx.gz", d, 12 + big);
     unsigned char lab[8 + 2] = {0, 0, 8, 1, 0, 0, 0, 2, 0, 1};
-    write_gz("/tmp/nabla_bomb_lab.idx.gz", lab, sizeof lab);
+    write_gz("bomb_lab.idx.gz", lab, sizeof lab);
     nb_dataset ds = sentinel();
     hook_on(0);
-    CHECK(nb_load_idx("/tmp/nabla_bomb.idx.gz", "/tmp/nabla_bomb_lab.idx.gz", NB_F32, &ds) != 0);
+    CHECK(nb_load_idx("bomb.idx.gz", "bomb_lab.idx.gz", NB_F32, &ds) != 0);
     size_t peak = hook_max;
     hook_off();
-    CHECK_ERR("'/tmp/nabla_bomb.idx.gz' holds more than the 4 data bytes its header says");
+    CHECK_ERR("'bomb.idx.gz' holds more than the 4 data bytes its header says");
     CHECK(untouched(&ds));
     CHECK(peak < ((size_t)1 << 20)); /* not the 4 MB the stream holds */
     /* A header that says 2^32 bytes and a stream of 10: no block near that size. */
     unsigned char h2[12 + 10] = {0, 0, 8, 2, 0, 1, 0, 0, 0, 1, 0, 0};
-    write_gz("/tmp/nabla_claim.idx.gz", h2, sizeof h2);
+    write_gz("claim.idx.gz", h2, sizeof h2);
     hook_on(0);
-    CHECK(nb_load_idx("/tmp/nabla_claim.idx.gz", "/tmp/nabla_bomb_lab.idx.gz", NB_F32, &ds) != 0);
+    CHECK(nb_load_idx("claim.idx.gz", "bomb_lab.idx.gz", NB_F32, &ds) != 0);
     peak = hook_max;
     hook_off();
     CHECK_ERR("holds 10 data bytes, its header says 4294967296");
     CHECK(peak < ((size_t)1 << 20));
     /* the same file as it should be loads */
-    write_gz("/tmp/nabla_ok.idx.gz", d, 12 + 4);
-    CHECK(nb_load_idx("/tmp/nabla_ok.idx.gz", "/tmp/nabla_bomb_lab.idx.gz", NB_F32, &ds) == 0);
+    write_gz("ok.idx.gz", d, 12 + 4);
+    CHECK(nb_load_idx("ok.idx.gz", "bomb_lab.idx.gz", NB_F32, &ds) == 0);
     CHECK(ds.n == 2 && ds.d == 2);
     nb_dataset_free(&ds);
     /* a gzip stream that is corrupt */
     d[0] = 0x1f, d[1] = 0x8b, d[2] = 8, d[3] = 0;
     memset(d + 4, 0, 6);
     memset(d + 10, 0xFF, 194); /* a deflate block of the reserved type */
-    write_file("/tmp/nabla_bad.idx.gz", d, 204);
-    CHECK(nb_load_idx("/tmp/nabla_bad.idx.gz", "/tmp/nabla_bomb_lab.idx.gz", NB_F32, &ds) != 0);
-    CHECK_ERR("'/tmp/nabla_bad.idx.gz' is not a valid gzip file");
+    write_file("bad.idx.gz", d, 204);
+    CHECK(nb_load_idx("bad.idx.gz", "bomb_lab.idx.gz", NB_F32, &ds) != 0);
+    CHECK_ERR("'bad.idx.gz' is not a valid gzip file");
     /* a stream cut short; two members one after the other (as `cat a.gz b.gz`) */
     memcpy(d, h, 12);
     memset(d + 12, 5, 4);
-    write_gz("/tmp/nabla_ok.idx.gz", d, 16);
-    FILE *f = fopen("/tmp/nabla_ok.idx.gz", "rb");
+    write_gz("ok.idx.gz", d, 16);
+    FILE *f = fopen("ok.idx.gz", "rb");
     unsigned char gzb[64];
     size_t ngz = f ? fread(gzb, 1, sizeof gzb, f) : 0;
     if (f) fclose(f);
-    write_file("/tmp/nabla_cut.idx.gz", gzb, ngz - 6);
-    CHECK(nb_load_idx("/tmp/nabla_cut.idx.gz", "/tmp/nabla_bomb_lab.idx.gz", NB_F32, &ds) != 0);
-    CHECK_ERR("'/tmp/nabla_cut.idx.gz' is truncated");
-    write_gz("/tmp/nabla_m1.gz", d, 10);
-    write_gz("/tmp/nabla_m2.gz", d + 10, 6);
+    write_file("cut.idx.gz", gzb, ngz - 6);
+    CHECK(nb_load_idx("cut.idx.gz", "bomb_lab.idx.gz", NB_F32, &ds) != 0);
+    CHECK_ERR("'cut.idx.gz' is truncated");
+    write_gz("m1.gz", d, 10);
+    write_gz("m2.gz", d + 10, 6);
     unsigned char both[128];
     size_t nb = 0;
     for (int k = 0; k < 2; k++) {
-        f = fopen(k ? "/tmp/nabla_m2.gz" : "/tmp/nabla_m1.gz", "rb");
+        f = fopen(k ? "m2.gz" : "m1.gz", "rb");
         if (f) nb += fread(both + nb, 1, sizeof both - nb, f), fclose(f);
     }
-    write_file("/tmp/nabla_two.idx.gz", both, nb);
-    CHECK(nb_load_idx("/tmp/nabla_two.idx.gz", "/tmp/nabla_bomb_lab.idx.gz", NB_F64, &ds) == 0);
+    write_file("two.idx.gz", both, nb);
+    CHECK(nb_load_idx("two.idx.gz", "bomb_lab.idx.gz", NB_F64, &ds) == 0);
     CHECK(ds.n == 2 && ds.d == 2 && nb_get(ds.x, (int64_t[]){1, 1}) == 5 / 255.0);
     nb_dataset_free(&ds);
     free(d);
     /* a CSV file gzipped */
     const char *t = "a,b,y\n1,2,cat\n3,4,dog\n";
-    write_gz("/tmp/nabla_t.csv.gz", (const unsigned char *)t, strlen(t));
-    CHECK(nb_load_csv("/tmp/nabla_t.csv.gz", -1, NB_F32, &ds) == 0);
+    write_gz("t.csv.gz", (const unsigned char *)t, strlen(t));
+    CHECK(nb_load_csv("t.csv.gz", -1, NB_F32, &ds) == 0);
     CHECK(ds.n == 2 && ds.classes == 2 && ds.class_names && strcmp(ds.class_names[1], "dog") == 0);
     nb_dataset_free(&ds);
 }
@@ -444,10 +463,10 @@ static void test_csv_fields(void) {
     CSV_FAILS("a,b,label\n1,1e999,0\n", NULL, "t.csv:2:2: '1e999' is not a finite number");
     CSV_FAILS("a,b,label\n1,2,\n", NULL, "t.csv:2:3: empty field");
     /* a file name in the message when read from a file */
-    write_file("/tmp/nabla_fields.csv", "a,b,label\n1,2,0\n4,,1\n", 21);
+    write_file("fields.csv", "a,b,label\n1,2,0\n4,,1\n", 21);
     nb_dataset ds = sentinel();
-    CHECK(nb_load_csv("/tmp/nabla_fields.csv", -1, NB_F32, &ds) != 0);
-    CHECK_ERR("nb_load_csv: /tmp/nabla_fields.csv:3:2: empty field");
+    CHECK(nb_load_csv("fields.csv", -1, NB_F32, &ds) != 0);
+    CHECK_ERR("nb_load_csv: fields.csv:3:2: empty field");
     CHECK(untouched(&ds));
     /* skipping records with a missing field, by option */
     nb_csv_options o = nb_csv_defaults();
@@ -574,12 +593,12 @@ static void test_csv_odd_files(void) {
     const char nul[] = "a,b,y\n1,2,0\n3,4,1\n5,\0,1\n7,8,0\n";
     CHECK(nb_load_csv_mem(nul, sizeof nul - 1, "n.csv", NULL, NB_F32, &ds) != 0);
     CHECK_ERR("n.csv:4:3: a NUL byte");
-    write_file("/tmp/nabla_nul.csv", nul, sizeof nul - 1);
-    CHECK(nb_load_csv("/tmp/nabla_nul.csv", -1, NB_F32, &ds) != 0);
-    CHECK_ERR("/tmp/nabla_nul.csv:4:3: a NUL byte");
-    write_file("/tmp/nabla_empty.csv", "", 0);
-    CHECK(nb_load_csv("/tmp/nabla_empty.csv", -1, NB_F32, &ds) != 0);
-    CHECK_ERR("'/tmp/nabla_empty.csv' is empty");
+    write_file("nul.csv", nul, sizeof nul - 1);
+    CHECK(nb_load_csv("nul.csv", -1, NB_F32, &ds) != 0);
+    CHECK_ERR("nul.csv:4:3: a NUL byte");
+    write_file("empty.csv", "", 0);
+    CHECK(nb_load_csv("empty.csv", -1, NB_F32, &ds) != 0);
+    CHECK_ERR("'empty.csv' is empty");
     CHECK(untouched(&ds));
     /* one record loads; no newline at the end; the buffer is read to its length only */
     char *one = malloc(5);
@@ -595,8 +614,8 @@ static void test_csv_odd_files(void) {
     CHECK(nb_load_csv_mem("1,2,0", 5, NULL, NULL, NB_I64, &ds) != 0);
     CHECK_ERR("NB_F32 or NB_F64");
     ds = sentinel();
-    CHECK(nb_load_csv("/tmp/nabla_no_such.csv", -1, NB_F32, &ds) != 0);
-    CHECK_ERR("cannot open '/tmp/nabla_no_such.csv': No such file or directory");
+    CHECK(nb_load_csv("no_such.csv", -1, NB_F32, &ds) != 0);
+    CHECK_ERR("cannot open 'no_such.csv': No such file or directory");
     CHECK(nb_load_csv("/tmp", -1, NB_F32, &ds) != 0); /* a directory opens, and has a size */
     CHECK_ERR("cannot read '/tmp'");
     CHECK(nb_load_idx("/tmp", "/tmp", NB_F32, &ds) != 0);
@@ -790,7 +809,7 @@ static void oom_sweep(const char *what, op_fn op, void *ctx) {
 
 static int op_idx(void *ctx, nb_dataset *out) {
     (void)ctx;
-    return nb_load_idx("/tmp/nabla_img.idx", "/tmp/nabla_lab.idx", NB_F32, out);
+    return nb_load_idx("img.idx", "lab.idx", NB_F32, out);
 }
 static int op_idx_mem(void *ctx, nb_dataset *out) {
     (void)ctx;
@@ -802,10 +821,10 @@ static int op_idx_mem(void *ctx, nb_dataset *out) {
 }
 static int op_idx_gz(void *ctx, nb_dataset *out) {
     (void)ctx;
-    return nb_load_idx("/tmp/nabla_img.idx.gz", "/tmp/nabla_lab.idx.gz", NB_F32, out);
+    return nb_load_idx("img.idx.gz", "lab.idx.gz", NB_F32, out);
 }
 static int op_csv(void *ctx, nb_dataset *out) {
-    return nb_load_csv_opts("/tmp/nabla_oom.csv", ctx, NB_F32, out);
+    return nb_load_csv_opts("oom.csv", ctx, NB_F32, out);
 }
 static int op_split(void *ctx, nb_dataset *out) {
     nb_dataset te = sentinel();
@@ -851,20 +870,20 @@ static void test_out_of_memory(void) {
     unsigned char img[16 + 12];
     memcpy(img, ih, 16);
     memcpy(img + 16, px, 12);
-    write_file("/tmp/nabla_img.idx", img, sizeof img);
-    write_file("/tmp/nabla_lab.idx", lh, sizeof lh);
+    write_file("img.idx", img, sizeof img);
+    write_file("lab.idx", lh, sizeof lh);
     nb_release_cached_memory();
     oom_sweep("nb_load_idx", op_idx, NULL);
     oom_sweep("nb_load_idx_mem", op_idx_mem, NULL);
     if (have_zlib()) {
-        write_gz("/tmp/nabla_img.idx.gz", img, sizeof img);
-        write_gz("/tmp/nabla_lab.idx.gz", lh, sizeof lh);
+        write_gz("img.idx.gz", img, sizeof img);
+        write_gz("lab.idx.gz", lh, sizeof lh);
         oom_sweep("nb_load_idx (gzip)", op_idx_gz, NULL);
     }
     char text[2048], *p = text;
     p += sprintf(p, "\"first, feature\",b,label\r\n");
     for (int i = 0; i < 40; i++) p += sprintf(p, "%d,%d.5,\"class %d\"\n", i, i, i % 7);
-    write_file("/tmp/nabla_oom.csv", text, strlen(text));
+    write_file("oom.csv", text, strlen(text));
     nb_csv_options o = nb_csv_defaults();
     oom_sweep("nb_load_csv (string labels)", op_csv, &o);
     const char *names[7] = {"class 6", "class 5", "class 4", "class 3", "class 2", "class 1", "class 0"};
@@ -873,9 +892,9 @@ static void test_out_of_memory(void) {
     oom_sweep("nb_load_csv (given classes)", op_csv, &o);
     p = text;
     for (int i = 0; i < 40; i++) p += sprintf(p, "%d,%d\n", i, i % 3);
-    write_file("/tmp/nabla_oom.csv", text, strlen(text));
+    write_file("oom.csv", text, strlen(text));
     oom_sweep("nb_load_csv (integer labels)", op_csv, NULL);
-    write_file("/tmp/nabla_oom.csv", "0,1,label\n5,,0\n6,3,1\n", 21); /* a header found by its label; a record skipped */
+    write_file("oom.csv", "0,1,label\n5,,0\n6,3,1\n", 21); /* a header found by its label; a record skipped */
     o = nb_csv_defaults();
     o.missing = NB_CSV_MISSING_SKIP_ROW;
     oom_sweep("nb_load_csv (label header, skipped record)", op_csv, &o);
@@ -887,6 +906,12 @@ static void test_out_of_memory(void) {
     nb_dataset_free(&ds);
 }
 int main(void) {
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/nabla_test_data.%ld", (long)getpid());
+    if (mkdir(dir, 0700) != 0 || chdir(dir) != 0) {
+        fprintf(stderr, "cannot make and enter %s\n", dir);
+        return 1;
+    }
     RUN(test_idx);
     RUN(test_csv_and_batches);
     RUN(test_idx_header_overflow);
@@ -901,5 +926,7 @@ int main(void) {
     RUN(test_split);
     RUN(test_stats_and_standardize);
     RUN(test_out_of_memory);
+    for (int i = 0; i < nmade; i++) remove(made[i]);
+    if (chdir("/") != 0 || rmdir(dir) != 0) fprintf(stderr, "cannot remove %s\n", dir);
     return th_finish();
 }

@@ -57,7 +57,8 @@ NB_API int nb_svg_curves(const char *path, const char *title, int n, const char 
    count n (2 <= n <= max_ticks) of the ticks first + i step, i < n, with first
    <= lo, first + (n - 1) step >= hi and step 1, 2 or 5 times a power of ten,
    the smallest such step. lo == hi gives a small range around the value.
-   Returns 0 with an error for non-finite bounds, lo > hi or max_ticks < 2. */
+   Returns 0 with an error for non-finite bounds, lo > hi or max_ticks < 3 (a range
+   across 0 needs 3). */
 NB_API int nb_nice_ticks(double lo, double hi, int max_ticks, double *first, double *step);
 
 #ifdef __cplusplus

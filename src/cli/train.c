@@ -553,78 +553,55 @@ done:
     return rc;
 }
 
-/* The rows perm[lo..hi) of all as a data set of its own. */
-static int take_rows(const nb_dataset *all, const int64_t *perm, int64_t lo, int64_t hi, nb_dataset *ds) {
-    nb_tensor *idx = nb_new(NB_I64, 1, (int64_t[]){hi - lo}, perm + lo);
-    ds->x = idx ? nb_index_select(all->x, 0, idx) : NULL;
-    ds->y = idx ? nb_index_select(all->y, 0, idx) : NULL;
-    nb_free(idx);
-    ds->n = hi - lo;
-    ds->d = all->d;
-    ds->classes = all->classes;
-    return ds->x && ds->y ? 0 : -1;
-}
-
-/* A CSV: a seeded shuffle, 80/20 split (at least one row each), then the features standardised.
-   Training computes the statistics from its part and keeps them in r; eval passes the saved ones. */
-static int load_csv(run *r, bool have_stats) {
+/* A CSV (nb_load_csv_opts: header detected, integer or string labels in the last column): a seeded
+   shuffled 80/20 split, then the features standardised. Training computes the statistics from its part
+   and keeps them and the class names in r; eval and resume pass the saved ones, so the same names map
+   to the same classes and the features are scaled as in training. */
+static int load_csv(run *r, bool saved) {
     nb_dataset all;
     memset(&all, 0, sizeof all);
-    if (nb_load_csv(r->o.csv, -1, NB_F32, &all) != 0) return -1;
+    nb_csv_options opt = nb_csv_defaults();
+    if (saved && r->nnames) {
+        opt.class_names = (const char *const *)r->names;
+        opt.n_class_names = r->nnames;
+    }
+    if (nb_load_csv_opts(r->o.csv, &opt, NB_F32, &all) != 0) return -1;
     int rc = -1;
-    int64_t n = all.n, *perm = NULL;
-    if (n < 2) {
-        nb_failf("nabla", "'%s' has %" PRId64 " data row%s; a training and a test part need at least 2", r->o.csv, n,
-                 n == 1 ? "" : "s");
+    nb_scope_begin();
+    if (nb_dataset_split(&all, 0.2, r->o.seed ^ 0x5eed5111u /* not the model's stream */, &r->tr, &r->te) != 0)
+        goto done;
+    if (r->tr.n < 1 || r->te.n < 1) {
+        nb_failf("nabla", "'%s' has %" PRId64 " data row%s; a training and a test part need at least 3", r->o.csv,
+                 all.n, all.n == 1 ? "" : "s");
         goto done;
     }
-    perm = malloc(sizeof(int64_t) * (size_t)n);
-    if (!perm) {
-        nb_fail("nabla", "out of memory splitting the data");
-        goto done;
-    }
-    nb_rng g;
-    nb_rng_seed(&g, r->o.seed ^ 0x5eed5111u /* not the model's stream */);
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(nb_rng_next(&g) % (uint64_t)(i + 1)), t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-    int64_t ntr = n * 4 / 5;
-    if (take_rows(&all, perm, 0, ntr, &r->tr) != 0 || take_rows(&all, perm, ntr, n, &r->te) != 0) goto done;
     int64_t d = all.d;
-    if (!have_stats) {
-        r->mean = calloc((size_t)d, sizeof(double));
-        r->std = calloc((size_t)d, sizeof(double));
-        if (!r->mean || !r->std) {
-            nb_fail("nabla", "out of memory standardising the data");
+    nb_tensor *mean = NULL, *std = NULL;
+    if (!saved) {
+        if (nb_dataset_feature_stats(&r->tr, &mean, &std) != 0) goto done;
+        r->mean = malloc(sizeof(double) * (size_t)d);
+        r->std = malloc(sizeof(double) * (size_t)d);
+        if (all.class_names && !(r->names = calloc((size_t)all.classes, sizeof(char *)))) goto oom;
+        if (!r->mean || !r->std) goto oom;
+        r->nstats = d;
+        for (int64_t k = 0; k < d; k++) r->mean[k] = nb_get(mean, &k), r->std[k] = nb_get(std, &k);
+        for (int64_t i = 0; all.class_names && i < all.classes; i++, r->nnames++)
+            if (!(r->names[i] = strdup(all.class_names[i]))) goto oom;
+    } else {
+        if (r->nstats != d) {
+            nb_failf("nabla", "'%s' has %" PRId64 " features, the saved statistics %" PRId64, r->o.csv, d, r->nstats);
             goto done;
         }
-        r->nstats = d;
-        const float *x = nb_data(r->tr.x);
-        for (int64_t i = 0; i < ntr; i++)
-            for (int64_t k = 0; k < d; k++) r->mean[k] += x[i * d + k];
-        for (int64_t k = 0; k < d; k++) r->mean[k] /= (double)ntr;
-        for (int64_t i = 0; i < ntr; i++)
-            for (int64_t k = 0; k < d; k++) r->std[k] += (x[i * d + k] - r->mean[k]) * (x[i * d + k] - r->mean[k]);
-        for (int64_t k = 0; k < d; k++) {
-            r->std[k] = sqrt(r->std[k] / (double)ntr);
-            if (!(r->std[k] > 1e-12 * fmax(1, fabs(r->mean[k])))) r->std[k] = 1; /* a constant column */
-        }
-    } else if (r->nstats != d) {
-        nb_failf("nabla", "'%s' has %" PRId64 " features, the saved statistics %" PRId64, r->o.csv, d, r->nstats);
-        goto done;
+        mean = nb_from_f64(NB_F32, 1, &d, r->mean);
+        std = nb_from_f64(NB_F32, 1, &d, r->std);
     }
-    nb_dataset *parts[2] = {&r->tr, &r->te};
-    for (int p = 0; p < 2; p++) {
-        float *x = nb_data(parts[p]->x);
-        for (int64_t i = 0; i < parts[p]->n; i++)
-            for (int64_t k = 0; k < d; k++) x[i * d + k] = (float)((x[i * d + k] - r->mean[k]) / r->std[k]);
-    }
+    if (nb_dataset_standardize(&r->tr, mean, std) != 0 || nb_dataset_standardize(&r->te, mean, std) != 0) goto done;
     rc = 0;
+    goto done;
+oom:
+    nb_fail("nabla", "out of memory standardising the data");
 done:
-    free(perm);
+    nb_scope_end();
     nb_dataset_free(&all);
     return rc;
 }
@@ -766,7 +743,7 @@ static int make_out_dir(const char *dir) {
         struct stat st;
         if (mkdir(p, 0777) != 0 && (errno != EEXIST || stat(p, &st) != 0 || !S_ISDIR(st.st_mode))) {
             if (errno == EEXIST) errno = ENOTDIR;
-            return die_errno("cannot create the output folder", p);
+            return die_errno("cannot create the output folder", dir);
         }
         *s = c;
         if (!c) break;

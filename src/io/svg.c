@@ -21,15 +21,15 @@
 #include "../../include/nabla/io.h"
 
 int nb_nice_ticks(double lo, double hi, int max_ticks, double *first, double *step) {
-    if (!isfinite(lo) || !isfinite(hi) || lo > hi || max_ticks < 2 || !first || !step)
-        return nb_fail("nb_nice_ticks", "need finite lo <= hi, max_ticks >= 2 and two outputs"), 0;
+    if (!isfinite(lo) || !isfinite(hi) || lo > hi || max_ticks < 3 || !first || !step)
+        return nb_fail("nb_nice_ticks", "need finite lo <= hi, max_ticks >= 3 and two outputs"), 0;
     if (hi - lo <= 1e-12 * fmax(1, fmax(fabs(lo), fabs(hi)))) { /* one value: a small range around it */
         double pad = lo != 0 ? fabs(lo) * 0.05 : 0.5;
         lo -= pad;
         hi += pad;
     }
     double raw = (hi - lo) / (max_ticks - 1), mag = pow(10, floor(log10(raw)));
-    static const double mult[] = {1, 2, 5, 10, 20, 50};
+    static const double mult[] = {1, 2, 5, 10, 20, 50, 100};
     for (size_t i = 0; i < sizeof mult / sizeof mult[0]; i++) {
         double s = mult[i] * mag, a = floor(lo / s + 1e-9), b = ceil(hi / s - 1e-9);
         int n = (int)(b - a) + 1;
@@ -39,7 +39,9 @@ int nb_nice_ticks(double lo, double hi, int max_ticks, double *first, double *st
             return n < 2 ? 2 : n;
         }
     }
-    return nb_fail("nb_nice_ticks", "no step fits"), 0; /* not reached: 10 mag always fits */
+    /* not reached: 100 mag > 10 raw >= (hi - lo) / (max_ticks - 2), and a step that large needs at most
+       max_ticks ticks wherever the range lies */
+    return nb_fail("nb_nice_ticks", "no step fits"), 0;
 }
 
 static void text_escaped(FILE *f, const char *s) {

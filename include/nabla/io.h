@@ -40,15 +40,24 @@ typedef struct {
     int panel;
 } nb_svg_series;
 
+/* A panel of a chart: the title of its y axis (or NULL), and whether the axis
+   is logarithmic (base 10; values <= 0 are then skipped), e.g. for a loss that
+   falls over decades. */
+typedef struct {
+    const char *ylabel;
+    bool log_y;
+} nb_svg_panel;
+
 /* Write a self-contained SVG chart of npanels panels (1 to 8) stacked top to
    bottom and sharing the x axis (titled xlabel): each panel has its own y axis
-   titled ylabels[p] (ylabels may be NULL), ticks at round values (1, 2 or 5
-   times a power of ten; the range widened to the ticks around the data), a
-   legend of its series above it, and the last finite value of each series
-   written at the right end of its line. E.g. a run's loss in one panel and its
-   accuracy in another. Returns 0, or nonzero with an error. */
+   as panels[p] says (panels may be NULL), ticks at round values (linear: 1, 2
+   or 5 times a power of ten apart, the range widened to the ticks around the
+   data; log: the 1-2-5 values, or the powers of ten over more than 3
+   decades), a legend of its series above it, and the last value of each
+   series written at the right end of its line. E.g. a run's loss in one panel
+   and its accuracy in another. Returns 0, or nonzero with an error. */
 NB_API int nb_svg_chart(const char *path, const char *title, const char *xlabel, int npanels,
-                        const char *const *ylabels, int nseries, const nb_svg_series *series);
+                        const nb_svg_panel *panels, int nseries, const nb_svg_series *series);
 /* The same in one panel: n series (at most 64), series i has lens[i] points at
    x = 1, 2, ... */
 NB_API int nb_svg_curves(const char *path, const char *title, int n, const char *const *labels,

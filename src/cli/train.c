@@ -781,13 +781,19 @@ static int write_curves(run *r) {
         {"train accuracy", v + 1 * n, n, 1},
         {"test accuracy", v + 3 * n, n, 1},
     };
-    const char *ylabels[2] = {"cross-entropy loss", "accuracy"};
+    /* the loss on a log axis once it spans more than a factor of 20 (it falls over decades) */
+    double lmin = INFINITY, lmax = 0;
+    for (int64_t e = 0; e < n; e++)
+        for (int k = 0; k < 4; k += 2)
+            if (isfinite(r->hist[4 * e + k]) && r->hist[4 * e + k] > 0)
+                lmin = fmin(lmin, r->hist[4 * e + k]), lmax = fmax(lmax, r->hist[4 * e + k]);
+    nb_svg_panel panels[2] = {{"cross-entropy loss", lmax > 20 * lmin}, {"accuracy", false}};
     char path[PATH_CAP + 64], title[PATH_CAP + 64];
     join(path, sizeof path, r->o.out, "curves.svg");
     const char *data = r->o.csv[0] ? strrchr(r->o.csv, '/') + 1 : r->o.data;
     snprintf(title, sizeof title, "nabla train: %s, %s", data, r->o.optimizer);
     nb_clear_error();
-    int rc = nb_svg_chart(path, title, "epoch", 2, ylabels, 4, s);
+    int rc = nb_svg_chart(path, title, "epoch", 2, panels, 4, s);
     free(v);
     return rc == 0 ? 0 : die_lib("cannot write the curves");
 }

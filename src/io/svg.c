@@ -70,8 +70,38 @@ static bool last_finite(const nb_svg_series *s, int64_t *at) {
     return false;
 }
 
+/* A y axis: linear from lo to hi, or log10 from 10^lo to 10^hi. */
+typedef struct {
+    bool log;
+    double lo, hi;
+} axis;
+
+static bool plotted(const axis *a, double v) { return isfinite(v) && (!a->log || v > 0); }
+
+/* Log axis ticks: the 1-2-5 values while [lo, hi] spans at most 3 decades, else the powers of ten; the
+   axis runs from the largest tick value <= lo to the smallest >= hi. Returns how many (at most cap). */
+static int log_ticks(double lo, double hi, double *t, int cap, axis *a) {
+    int k0 = (int)floor(log10(lo) + 1e-9), k1 = (int)ceil(log10(hi) - 1e-9);
+    bool all = k1 - k0 <= 3;
+    static const double m[3] = {1, 2, 5};
+    int n = 0;
+    for (int k = k0; k <= k1 + 1 && n < cap; k++)
+        for (int j = 0; j < (all ? 3 : 1) && n < cap; j++) {
+            double v = m[j] * pow(10, k);
+            if (v <= lo * (1 + 1e-9)) n = 0; /* a later value still <= lo starts the axis instead */
+            t[n++] = v;
+            if (v >= hi * (1 - 1e-9)) goto done;
+        }
+done:
+    if (n < 2) t[n] = t[0] * (all ? 2 : 10), n = 2; /* lo == hi on a tick */
+    a->log = true;
+    a->lo = log10(t[0]);
+    a->hi = log10(t[n - 1]);
+    return n;
+}
+
 static int chart(const char *fn, const char *path, const char *title, const char *xlabel, int npanels,
-                 const char *const *ylabels, int nseries, const nb_svg_series *series) {
+                 const nb_svg_panel *panels, int nseries, const nb_svg_series *series) {
     if (!path || npanels <= 0 || npanels > 8 || nseries <= 0 || !series)
         return nb_fail(fn, "need a path, 1 to 8 panels and at least one series"), -1;
     int64_t maxlen = 1;
@@ -104,22 +134,34 @@ static int chart(const char *fn, const char *path, const char *title, const char
 
     for (int p = 0; p < npanels; p++) {
         double top = T + p * (PH + GAP), bottom = top + PH;
-        /* y range over this panel's finite values, widened to round ticks */
+        /* y range over this panel's values, widened to round ticks */
+        axis ax = {panels && panels[p].log_y, 0, 1};
         double lo = INFINITY, hi = -INFINITY;
         for (int i = 0; i < nseries; i++)
             for (int64_t k = 0; series[i].panel == p && series[i].y && k < series[i].len; k++)
-                if (isfinite(series[i].y[k])) lo = fmin(lo, series[i].y[k]), hi = fmax(hi, series[i].y[k]);
-        if (!(lo <= hi)) lo = 0, hi = 1;
-        double yfirst, ystep;
-        int nt = nb_nice_ticks(lo, hi, 6, &yfirst, &ystep);
-        double ylo = yfirst, yhi = yfirst + (nt - 1) * ystep;
-#define YPOS(v) (bottom - PH * ((v) - ylo) / (yhi - ylo))
+                if (plotted(&ax, series[i].y[k])) lo = fmin(lo, series[i].y[k]), hi = fmax(hi, series[i].y[k]);
+        double ticks[64], ystep = 0;
+        int nt;
+        if (ax.log) {
+            if (!(lo <= hi)) lo = 0.1, hi = 1;
+            nt = log_ticks(lo, hi, ticks, 64, &ax);
+        } else {
+            if (!(lo <= hi)) lo = 0, hi = 1;
+            double yfirst;
+            nt = nb_nice_ticks(lo, hi, 6, &yfirst, &ystep);
+            for (int t = 0; t < nt; t++) ticks[t] = yfirst + t * ystep;
+            ax.lo = ticks[0];
+            ax.hi = ticks[nt - 1];
+        }
+#define YPOS(v) (bottom - PH * ((ax.log ? log10(v) : (v)) - ax.lo) / (ax.hi - ax.lo))
         char buf[64];
         for (int t = 0; t < nt; t++) {
-            double v = yfirst + t * ystep, y = YPOS(v);
+            double v = ticks[t], y = YPOS(v);
             fprintf(f, "<line x1=\"%g\" y1=\"%.2f\" x2=\"%g\" y2=\"%.2f\" stroke=\"#e4e4e4\"/>\n", L, y, L + pw, y);
-            tick_label(buf, sizeof buf, v, ystep);
-            fprintf(f, "<text x=\"%g\" y=\"%.2f\" text-anchor=\"end\" fill=\"#333\">%s</text>\n", L - 7, y + 4, buf);
+            if (ax.log) snprintf(buf, sizeof buf, "%g", v);
+            else tick_label(buf, sizeof buf, v, ystep);
+            fprintf(f, "<text class=\"%s\" x=\"%g\" y=\"%.2f\" text-anchor=\"end\" fill=\"#333\">%s</text>\n",
+                    ax.log ? "ytick log" : "ytick", L - 7, y + 4, buf);
         }
         for (double v = ceil(xlo / xstep) * xstep; v <= xhi + 1e-9; v += xstep) {
             if (v < 1) continue;
@@ -136,10 +178,11 @@ static int chart(const char *fn, const char *path, const char *title, const char
                 fprintf(f, "<text x=\"%.2f\" y=\"%g\" text-anchor=\"middle\" fill=\"#333\">1</text>\n", x, bottom + 19);
         }
         fprintf(f, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#333\"/>\n", L, top, pw, PH);
-        if (ylabels && ylabels[p]) {
+        if (panels && panels[p].ylabel) {
             fprintf(f, "<text transform=\"translate(%g,%g) rotate(-90)\" text-anchor=\"middle\" font-size=\"13\">",
                     L - 52, top + PH / 2);
-            text_escaped(f, ylabels[p]);
+            text_escaped(f, panels[p].ylabel);
+            if (ax.log) fputs(" (log scale)", f);
             fprintf(f, "</text>\n");
         }
         /* the series, then the legend above the panel and the final values right of it */
@@ -151,10 +194,10 @@ static int chart(const char *fn, const char *path, const char *title, const char
             const char *c = colors[i % 6];
             fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" stroke-linejoin=\"round\" points=\"", c);
             for (int64_t k = 0; s->y && k < s->len; k++)
-                if (isfinite(s->y[k])) fprintf(f, "%.2f,%.2f ", XPOS((double)(k + 1)), YPOS(s->y[k]));
+                if (plotted(&ax, s->y[k])) fprintf(f, "%.2f,%.2f ", XPOS((double)(k + 1)), YPOS(s->y[k]));
             fprintf(f, "\"/>\n");
             for (int64_t k = 0; s->y && k < s->len && s->len <= 30; k++)
-                if (isfinite(s->y[k]))
+                if (plotted(&ax, s->y[k]))
                     fprintf(f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"2.5\" fill=\"%s\"/>\n", XPOS((double)(k + 1)),
                             YPOS(s->y[k]), c);
             fprintf(f, "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"%s\" stroke-width=\"3\"/>\n", lx, top - 10,
@@ -164,7 +207,7 @@ static int chart(const char *fn, const char *path, const char *title, const char
             fprintf(f, "</text>\n");
             lx += 23 + 7.2 * (double)strlen(s->label ? s->label : "series") + 22;
             int64_t at;
-            if (nend < 64 && last_finite(s, &at)) endy[nend] = YPOS(s->y[at]), endi[nend++] = i;
+            if (nend < 64 && last_finite(s, &at) && plotted(&ax, s->y[at])) endy[nend] = YPOS(s->y[at]), endi[nend++] = i;
         }
         /* final-value labels in order of height, at least 14 px apart, inside the panel's height */
         for (int a = 1; a < nend; a++)
@@ -201,9 +244,9 @@ static int chart(const char *fn, const char *path, const char *title, const char
     return 0;
 }
 
-int nb_svg_chart(const char *path, const char *title, const char *xlabel, int npanels, const char *const *ylabels,
+int nb_svg_chart(const char *path, const char *title, const char *xlabel, int npanels, const nb_svg_panel *panels,
                  int nseries, const nb_svg_series *series) {
-    return chart("nb_svg_chart", path, title, xlabel, npanels, ylabels, nseries, series);
+    return chart("nb_svg_chart", path, title, xlabel, npanels, panels, nseries, series);
 }
 
 int nb_svg_curves(const char *path, const char *title, int n, const char *const *labels, const double *const *ys,

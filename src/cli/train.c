@@ -438,7 +438,7 @@ static int read_args(const char *path, run *r, int need) {
         }
         *v++ = 0;
         const char *k = line;
-        int64_t n;
+        int64_t n = 0;
         if (!strcmp(k, "data")) bad = !set_str(o->data, sizeof o->data, v), got |= A_DATA;
         else if (!strcmp(k, "csv")) bad = !set_str(o->csv, sizeof o->csv, strcmp(v, "-") ? v : ""), got |= A_CSV;
         else if (!strcmp(k, "activation")) bad = !known_activation(v) || !set_str(o->activation, sizeof o->activation, v), got |= A_ACT;

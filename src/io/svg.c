@@ -140,7 +140,7 @@ static int chart(const char *fn, const char *path, const char *title, const char
         for (int i = 0; i < nseries; i++)
             for (int64_t k = 0; series[i].panel == p && series[i].y && k < series[i].len; k++)
                 if (plotted(&ax, series[i].y[k])) lo = fmin(lo, series[i].y[k]), hi = fmax(hi, series[i].y[k]);
-        double ticks[64], ystep = 0;
+        double ticks[64] = {0}, ystep = 0;
         int nt;
         if (ax.log) {
             if (!(lo <= hi)) lo = 0.1, hi = 1;
@@ -149,6 +149,7 @@ static int chart(const char *fn, const char *path, const char *title, const char
             if (!(lo <= hi)) lo = 0, hi = 1;
             double yfirst;
             nt = nb_nice_ticks(lo, hi, 6, &yfirst, &ystep);
+            if (nt < 2) nt = 2, yfirst = lo, ystep = hi - lo; /* not reached: lo <= hi are finite */
             for (int t = 0; t < nt; t++) ticks[t] = yfirst + t * ystep;
             ax.lo = ticks[0];
             ax.hi = ticks[nt - 1];
@@ -206,7 +207,7 @@ static int chart(const char *fn, const char *path, const char *title, const char
             text_escaped(f, s->label ? s->label : "series");
             fprintf(f, "</text>\n");
             lx += 23 + 7.2 * (double)strlen(s->label ? s->label : "series") + 22;
-            int64_t at;
+            int64_t at = 0;
             if (nend < 64 && last_finite(s, &at) && plotted(&ax, s->y[at])) endy[nend] = YPOS(s->y[at]), endi[nend++] = i;
         }
         /* final-value labels in order of height, at least 14 px apart, inside the panel's height */
@@ -225,7 +226,7 @@ static int chart(const char *fn, const char *path, const char *title, const char
         }
         for (int a = 0; a < nend; a++) {
             const nb_svg_series *s = &series[endi[a]];
-            int64_t at;
+            int64_t at = 0;
             last_finite(s, &at);
             double v = s->y[at];
             snprintf(buf, sizeof buf, fabs(v) >= 1e5 || (v != 0 && fabs(v) < 1e-3) ? "%.3g" : "%.4f", v);

@@ -174,6 +174,13 @@ check "graph.dot names the parameters (0.weight, 2.bias)" \
   "grep -q 'label=\"0.weight (256,64)\"' '$out/graph.dot' && grep -q 'label=\"2.bias (10,)\"' '$out/graph.dot' && grep -q 'label=\"input (2,64)\"' '$out/graph.dot'"
 check "graph.mmd names them too" "grep -q '0.weight (256,64) leaf' '$out/graph.mmd'"
 
+# valgrind (on a build without sanitizers) sees nothing held at exit: no "possibly lost" cache blocks
+if command -v valgrind >/dev/null 2>&1 && ! ldd "$nabla" 2>/dev/null | grep -q 'lib[at]san'; then
+  valgrind --leak-check=full "$nabla" train --epochs 1 --hidden 16 --threads 2 --out "$out/vg" >"$out/vglog" 2>&1
+  check "valgrind: nothing in use at exit of a training run" "grep -q 'in use at exit: 0 bytes in 0 blocks' '$out/vglog'"
+  valgrind --leak-check=full "$nabla" train --epochs 99999999999 >"$out/vglog" 2>&1
+  check "valgrind: nothing in use at exit of a failing run" "grep -q 'in use at exit: 0 bytes in 0 blocks' '$out/vglog'"
+fi
 "$nabla" gradcheck >"$out/gc" 2>&1
 check "gradcheck passes every op and prints a table" "[ $? -eq 0 ] && grep -q '^| matmul | 2 | pass | pass' '$out/gc' && tail -1 '$out/gc' | grep -q '^22 of 22 ops pass$'"
 "$nabla" gradcheck --help >"$out/gch" 2>&1

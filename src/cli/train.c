@@ -6,8 +6,9 @@
  * a CSV, the class names and the standardisation statistics. Every exit path,
  * success or failure, goes through run_free, so nothing leaks on any of them.
  *
- * What a run writes into --out, after every epoch (so an interrupted run can
- * be resumed from its last complete epoch):
+ * What a run writes into --out at the end, and on the way after an epoch once
+ * SAVE_EVERY seconds have passed since the last save (so an interrupted run can
+ * be resumed from its last saved epoch):
  *   model.safetensors   the parameters
  *   optim.safetensors   the optimizer's moments and step count
  *   history.csv         epoch,train_loss,train_acc,test_loss,test_acc (one row per epoch done)
@@ -51,6 +52,7 @@ extern const uint8_t nabla_digits[];
 #define MAX_THREADS 256
 #define PATH_CAP 4096
 #define MAX_PARAMS (2 * (MAX_LAYERS + 1))
+#define SAVE_EVERY 30.0 /* seconds between the saves of a resumable state during a run */
 
 typedef struct {
     char data[PATH_CAP], csv[PATH_CAP], activation[32], optimizer[16];
@@ -203,7 +205,7 @@ static void usage_train(FILE *f) {
             "                      cores); results are bit-identical for any count\n"
             "  --out DIR           where the checkpoint, curves and graph go, created if missing (default\n"
             "                      out; with --resume, the folder resumed)\n"
-            "  --resume DIR        continue the run saved in DIR (its last complete epoch) up to --epochs;\n"
+            "  --resume DIR        continue the run saved in DIR (its last saved epoch) up to --epochs;\n"
             "                      the other options come from DIR/model.args (only --epochs, --out and\n"
             "                      --threads may be given)\n",
             MAX_LAYERS, MAX_HIDDEN, MAX_EPOCHS, MAX_BATCH, MAX_LR, MAX_THREADS);
@@ -1020,9 +1022,15 @@ int cmd_train(int argc, char **argv) {
            r.tr.n, r.te.n, r.tr.d, r.classes, nb_module_num_params(r.net));
     if (!fresh) printf("resuming '%s' after epoch %" PRId64 "\n", r.o.resume, r.done);
     bool tty = isatty(2);
-    double t0 = now();
+    double t0 = now(), saved = t0;
     while (r.done < r.o.epochs) {
-        if (train_epoch(&r, tty) != 0 || save_epoch(&r) != 0) goto done;
+        if (train_epoch(&r, tty) != 0) goto done;
+        /* a resumable state at the end, and on the way whenever SAVE_EVERY seconds have passed (each save
+           syncs four files to disk, too slow to do after every epoch of a small model) */
+        if (r.done == r.o.epochs || now() - saved >= SAVE_EVERY) {
+            if (save_epoch(&r) != 0) goto done;
+            saved = now();
+        }
     }
     double secs = now() - t0;
     if (write_curves(&r) != 0 || write_graph(&r) != 0) goto done;

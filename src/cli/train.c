@@ -454,11 +454,11 @@ static int read_args(const char *path, run *r, int need) {
         else if (!strcmp(k, "epochs")) bad = !to_int(v, 1, MAX_EPOCHS, &o->epochs), got |= A_EPOCHS;
         else if (!strcmp(k, "done")) bad = !to_int(v, 0, MAX_EPOCHS, &r->done), got |= A_DONE;
         else if (!strcmp(k, "rng")) bad = !to_u64(v, &r->rng_next.state), got |= A_RNG;
-        else if (!strcmp(k, "classes")) bad = !to_int(v, 1, INT64_MAX, &r->classes), got |= A_CLASSES;
+        else if (!strcmp(k, "classes")) bad = !to_int(v, 1, NB_MAX_CLASSES, &r->classes), got |= A_CLASSES;
         else if (!strcmp(k, "class")) {
             char *sp = strchr(v, ' ');
             if (sp) *sp = 0;
-            bad = !sp || !to_int(v, 0, INT64_MAX - 1, &n) || n != r->nnames;
+            bad = !sp || !to_int(v, 0, NB_MAX_CLASSES - 1, &n) || n != r->nnames;
             if (!bad) {
                 char **nn = realloc(r->names, sizeof(char *) * (size_t)(n + 1));
                 bad = !nn;

@@ -75,6 +75,12 @@ fails "eval --bogus" "unknown option" eval "$out/model.safetensors" --bogus
 mkdir "$out/noargs" && cp "$out/model.safetensors" "$out/noargs/"
 fails "eval without model.args names it" "model's options '$out/noargs/model.args': No such file" eval "$out/noargs/model.safetensors"
 
+mkdir "$out/badargs" && cp "$out/model.safetensors" "$out/badargs/"
+sed 's/^hidden .*/hidden 256,x/' "$out/model.args" >"$out/badargs/model.args"
+fails "eval with a malformed model.args names the file and line" "malformed model options '$out/badargs/model.args': line 6" eval "$out/badargs/model.safetensors"
+grep -v '^done ' "$out/model.args" >"$out/noargs/model.args"
+fails "resume without a saved state says so" "no resume state" train --resume "$out/noargs" --epochs 9
+
 # an allocation failure is reported as one (the sanitizer's allocator returns NULL instead of aborting)
 ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1" \
   fails "train --hidden 1000000000 (no memory for it)" "cannot build the model: .*(out of memory|memory)" \

@@ -262,7 +262,10 @@ NB_API bool nb_grad_enabled(void);
 /* A tensor sharing t's storage, outside every graph (requires no grad). */
 NB_API nb_tensor *nb_detach(nb_tensor *t);
 
-/* Give t a short label (at most 23 characters kept) used when drawing graphs. */
+/* Give t a short label (at most 23 characters kept) used when drawing graphs,
+   e.g. a module's parameters their names from nb_module_params ("0.weight"),
+   as `nabla train` does for its graph.dot. Any text is allowed: the drawings
+   escape it. */
 NB_API void nb_set_name(nb_tensor *t, const char *name);
 /* Write the graph that produced t: tensors as nodes labelled with their name
    (or t<i>) and shape, each recorded op as a box with edges from its inputs

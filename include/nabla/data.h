@@ -1,6 +1,7 @@
 /*
  * nabla/data.h - data sets: IDX files (MNIST, Fashion-MNIST), CSV with a
- * label column, and a shuffling mini-batch iterator. Built on the public API.
+ * label column (integer or string labels), a seeded train/test split,
+ * per-feature standardisation, and a shuffling mini-batch iterator.
  */
 #ifndef NABLA_DATA_H
 #define NABLA_DATA_H
@@ -11,24 +12,122 @@
 extern "C" {
 #endif
 
-/* A labelled data set held in memory: x (N, D) features, y (N) NB_I64 labels.
-   Both tensors live outside every scope until nb_dataset_free. */
+/* A labelled data set held in memory: x (N, D) features, y (N) NB_I64 labels
+   0..classes-1. Both tensors live outside every scope until nb_dataset_free.
+   class_names is NULL for integer labels; for string labels it holds
+   `classes` NUL-terminated names, class_names[i] the name of label i. It is
+   one block owned by the data set (made by the loaders and nb_dataset_split,
+   freed by nb_dataset_free): do not set it to memory of your own. */
 typedef struct {
     nb_tensor *x, *y;
     int64_t n, d;
-    int64_t classes; /* 1 + the largest label */
+    int64_t classes;    /* integer labels: 1 + the largest label; string labels: the number of names */
+    char **class_names; /* NULL, or classes names */
 } nb_dataset;
 
+/* The most classes a loader accepts: an integer label must lie in
+   0..NB_MAX_CLASSES-1, and a file may hold at most NB_MAX_CLASSES distinct
+   string labels. */
+#define NB_MAX_CLASSES 65536
+
 /* Read an IDX image file (u8, any number of dimensions after the count) and
-   its IDX label file; pixels are scaled to [0, 1] in dt. Files ending in .gz
-   are read through zlib when nabla was built with it (else a clear error).
-   Returns 0 or nonzero with an error naming the file and what is wrong. */
+   its IDX label file; pixels are scaled to [0, 1] in dt (NB_F32 or NB_F64).
+   Files ending in .gz are read through zlib when nabla was built with it
+   (else a clear error); a .gz file is decompressed only up to the size its
+   header implies (plus one byte to notice trailing data), never further.
+   The product of the dimensions is overflow-checked, and the file must hold
+   at least one image. Returns 0, or nonzero with an error naming the file and
+   what is wrong (a size check gives the bytes present and the bytes the
+   header implies). On failure *out is left as it was. */
 NB_API int nb_load_idx(const char *images, const char *labels, nb_dtype dt, nb_dataset *out);
-/* A CSV file of numbers with a header line optional; label_col (negative
-   counts from the end) holds integer labels 0..C-1, the other columns the
-   features. */
+/* The same from two buffers in memory (for fuzzing and embedded data); the
+   buffers are only read. Errors name the buffers "<images>" and "<labels>". */
+NB_API int nb_load_idx_mem(const void *images, size_t images_len, const void *labels, size_t labels_len,
+                           nb_dtype dt, nb_dataset *out);
+
+/* CSV reading (RFC 4180): fields separated by the delimiter, a field in double
+   quotes may hold delimiters, newlines and "" for a quote; LF or CRLF line
+   ends; a UTF-8 byte order mark is skipped; blank lines are skipped. Blanks
+   (spaces, tabs) around an unquoted field are ignored. Every feature field
+   must be a finite number (strtod syntax). Errors name the file, the line and,
+   for a field, the column (1-based): "data.csv:5:3: empty field". */
+typedef enum {
+    NB_CSV_HEADER_DETECT,  /* the first record is a header when one of its feature fields is not a number, or
+                              when its label is not a number but the second record's label is */
+    NB_CSV_HEADER_NONE,    /* every record is data */
+    NB_CSV_HEADER_PRESENT  /* the first record is a header (only the first record can be one) */
+} nb_csv_header;
+typedef enum {
+    NB_CSV_LABELS_AUTO,   /* integer labels when every label field is a number, else string labels */
+    NB_CSV_LABELS_INT,    /* an integer 0..NB_MAX_CLASSES-1 ("3" or "3.0"); anything else is an error */
+    NB_CSV_LABELS_STRING  /* any text (after unquoting), numbers included, names a class */
+} nb_csv_labels;
+typedef enum {
+    NB_CSV_MISSING_ERROR,   /* a missing field is an error naming its line and column */
+    NB_CSV_MISSING_SKIP_ROW /* a record with a missing field (feature or label) is left out */
+} nb_csv_missing;
+/* A field is missing when it is empty (or only blanks) or is one of NA, N/A,
+   NaN, ? (any case): the label field too, so these never name a class. */
+typedef struct {
+    int label_col;          /* the label column, 0-based; negative counts from the end (-1: the last) */
+    nb_csv_header header;
+    char delimiter;         /* ',' ';' '\t' ...; 0 detects ',', ';' or '\t' from the first line
+                               (the one most frequent outside quotes, ',' on a tie) */
+    nb_csv_labels labels;
+    nb_csv_missing missing;
+    /* String labels: when class_names is set, the classes are exactly these
+       n_class_names (1..NB_MAX_CLASSES) names in this order (e.g. the mapping
+       saved with a trained model), a label that is not among them is an
+       error, and NB_CSV_LABELS_AUTO means string labels (NB_CSV_LABELS_INT is
+       an error). When NULL, the classes are the distinct labels of the file
+       in sorted (strcmp, byte) order, so the same set of names always gives
+       the same mapping. */
+    const char *const *class_names;
+    int64_t n_class_names;
+} nb_csv_options;
+/* label_col -1, NB_CSV_HEADER_DETECT, delimiter 0 (detect),
+   NB_CSV_LABELS_AUTO, NB_CSV_MISSING_ERROR, no class names. */
+NB_API nb_csv_options nb_csv_defaults(void);
+/* Read a CSV file (or a .gz one when built with zlib; at most 1 GiB once
+   decompressed) with opt (NULL: nb_csv_defaults()); features in dt (NB_F32 or
+   NB_F64). A file must have at least one feature column and one data record;
+   a single record is accepted. Returns 0, or nonzero with an error; on
+   failure *out is left as it was. */
+NB_API int nb_load_csv_opts(const char *path, const nb_csv_options *opt, nb_dtype dt, nb_dataset *out);
+/* nb_load_csv_opts with the defaults but the given label column. */
 NB_API int nb_load_csv(const char *path, int label_col, nb_dtype dt, nb_dataset *out);
+/* The same from a buffer in memory (len bytes, no terminating NUL needed; only
+   read); name (NULL: "<memory>") stands for the file in error messages. */
+NB_API int nb_load_csv_mem(const void *buf, size_t len, const char *name, const nb_csv_options *opt, nb_dtype dt,
+                           nb_dataset *out);
+/* Free the tensors and class names of ds and zero it (a zeroed ds is fine). */
 NB_API void nb_dataset_free(nb_dataset *ds);
+
+/* Shuffle the samples of ds with nb_rng seeded by seed (Fisher-Yates) and
+   split them: the last round(test_frac * n) of the shuffled order (halves
+   rounded up) go to *test, the others to *train, each in shuffled order. The
+   same seed gives the same split. test_frac must lie in [0, 1]; either part
+   may be empty (n == 0). Both parts get copies of the rows, ds's classes and a
+   copy of its class names; ds is not changed. train and test must be distinct
+   from ds and each other. Returns 0, or nonzero with an error and *train and
+   *test left as they were. */
+NB_API int nb_dataset_split(const nb_dataset *ds, double test_frac, uint64_t seed, nb_dataset *train,
+                            nb_dataset *test);
+/* Per-feature mean and population standard deviation (divide by N) of ds->x,
+   computed in double: two new 1-D tensors of D values in the dtype of ds->x,
+   in the current scope. A column whose values are all equal gets that value
+   as its mean and a standard deviation of 1, so that standardising maps it
+   to exactly 0. Needs N >= 1;
+   a non-finite mean or deviation is an error. Returns 0, or nonzero with an
+   error and *mean and *std left as they were. */
+NB_API int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor **std);
+/* Replace ds->x by (x - mean) / std, per feature: mean and std are 1-D float
+   tensors of D values (e.g. from nb_dataset_feature_stats of the training
+   part, applied to both parts); every std must be finite and > 0. ds->x is
+   replaced by a new tensor and the old one is freed (nb_free: views of it
+   keep the old values). Returns 0, or nonzero with an error and ds
+   unchanged. */
+NB_API int nb_dataset_standardize(nb_dataset *ds, const nb_tensor *mean, const nb_tensor *std);
 
 /* Mini-batches of a data set, reshuffled each epoch from rng when shuffle is set. */
 typedef struct nb_batcher nb_batcher;

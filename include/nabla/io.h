@@ -36,11 +36,45 @@ NB_API int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, co
 NB_API int nb_module_save(nb_module *m, const char *path);
 NB_API int nb_module_load(nb_module *m, const char *path);
 
-/* Plot n series of values (series i has lens[i] points, x = 0, 1, ...) as a
-   self-contained SVG line chart with axes, ticks, a title and a legend, e.g.
-   the loss and accuracy curves of a run. Non-finite values are skipped. */
+/* One series of a chart: y[0..len-1] plotted at x = 1, 2, ..., len (epochs as
+   a console numbers them) in panel `panel` (0 is the top one); non-finite
+   values are skipped. */
+typedef struct {
+    const char *label; /* legend text */
+    const double *y;
+    int64_t len;
+    int panel;
+} nb_svg_series;
+
+/* A panel of a chart: the title of its y axis (or NULL), and whether the axis
+   is logarithmic (base 10; values <= 0 are then skipped), e.g. for a loss that
+   falls over decades. */
+typedef struct {
+    const char *ylabel;
+    bool log_y;
+} nb_svg_panel;
+
+/* Write a self-contained SVG chart of npanels panels (1 to 8) stacked top to
+   bottom and sharing the x axis (titled xlabel): each panel has its own y axis
+   as panels[p] says (panels may be NULL), ticks at round values (linear: 1, 2
+   or 5 times a power of ten apart, the range widened to the ticks around the
+   data; log: the 1-2-5 values, or the powers of ten over more than 3
+   decades), a legend of its series above it, and the last value of each
+   series written at the right end of its line. E.g. a run's loss in one panel
+   and its accuracy in another. Returns 0, or nonzero with an error. */
+NB_API int nb_svg_chart(const char *path, const char *title, const char *xlabel, int npanels,
+                        const nb_svg_panel *panels, int nseries, const nb_svg_series *series);
+/* The same in one panel: n series (at most 64), series i has lens[i] points at
+   x = 1, 2, ... */
 NB_API int nb_svg_curves(const char *path, const char *title, int n, const char *const *labels,
                          const double *const *ys, const int64_t *lens);
+/* Round axis ticks for data in [lo, hi]: writes first and step and returns the
+   count n (2 <= n <= max_ticks) of the ticks first + i step, i < n, with first
+   <= lo, first + (n - 1) step >= hi and step 1, 2 or 5 times a power of ten,
+   the smallest such step. lo == hi gives a small range around the value.
+   Returns 0 with an error for non-finite bounds, lo > hi or max_ticks < 3 (a range
+   across 0 needs 3). */
+NB_API int nb_nice_ticks(double lo, double hi, int max_ticks, double *first, double *step);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,10 @@
  *
  * The tensors reachable from t through recorded nodes are listed in post-order
  * (inputs before results) by an iterative search, numbered, and written as in
- * the seeds' diagrams: circles for tensors, boxes for ops.
+ * the seeds' diagrams: circles for tensors, boxes for ops. A tensor is labelled
+ * with its name (nb_set_name; the nabla program names parameters by their
+ * module paths, such as "0.weight") or t<i>, and its shape. Names and custom op
+ * names are escaped for each format, so any text draws.
  */
 #include <stdio.h>
 #include <string.h>
@@ -78,6 +81,17 @@ static const char *label(const nb_tensor *t, char *buf, size_t cap) {
     return buf;
 }
 
+/* s inside a double-quoted DOT string or Mermaid label. */
+static void put_text(FILE *f, const char *s, bool mermaid) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (mermaid && (c == '"' || c == '<' || c == '>' || c == '#' || c == '&')) fprintf(f, "#%d;", c);
+        else if (!mermaid && (c == '"' || c == '\\')) fprintf(f, "\\%c", c);
+        else if (c < 0x20) fputc(' ', f);
+        else fputc(c, f);
+    }
+}
+
 static int draw(const char *fn, nb_tensor *t, FILE *f, bool mermaid) {
     if (!nbi_check(fn, t, 1)) return -1;
     if (!f) return nbi_err(fn, "file is NULL"), -1;
@@ -90,19 +104,20 @@ static int draw(const char *fn, nb_tensor *t, FILE *f, bool mermaid) {
         nb_tensor *x = ts[i];
         bool leaf = !x->has_node;
         label(x, buf, sizeof buf);
+        fprintf(f, mermaid ? "  t%zu((\"" : "  t%zu [label=\"", i);
+        put_text(f, buf, mermaid);
         if (mermaid)
-            fprintf(f, "  t%zu((\"%s%s\"))\n", i, buf, leaf && x->requires_grad ? " leaf" : "");
+            fprintf(f, "%s\"))\n", leaf && x->requires_grad ? " leaf" : "");
         else
-            fprintf(f, "  t%zu [label=\"%s\", shape=ellipse%s];\n", i, buf,
+            fprintf(f, "\", shape=ellipse%s];\n",
                     leaf ? (x->requires_grad ? ", style=filled, fillcolor=\"#cde4ff\", peripheries=2"
                                              : ", style=filled, fillcolor=\"#eeeeee\"")
                          : "");
         if (leaf) continue;
         const char *op = x->node.op == NBI_OP_CUSTOM && x->node.ext ? nb_ctx_name(x->node.ext) : nbi_ops[x->node.op].name;
-        if (mermaid)
-            fprintf(f, "  o%zu[\"%s\"]\n", i, op);
-        else
-            fprintf(f, "  o%zu [label=\"%s\", shape=box];\n", i, op);
+        fprintf(f, mermaid ? "  o%zu[\"" : "  o%zu [label=\"", i);
+        put_text(f, op ? op : "custom", mermaid);
+        fputs(mermaid ? "\"]\n" : "\", shape=box];\n", f);
         if (!x->node.released)
             for (int k = 0; k < x->node.nin; k++)
                 fprintf(f, mermaid ? "  t%lld --> o%zu\n" : "  t%lld -> o%zu;\n", (long long)x->node.in[k]->draw_id, i);

@@ -263,7 +263,7 @@ NB_API bool nb_grad_enabled(void);
 NB_API nb_tensor *nb_detach(nb_tensor *t);
 
 /* Give t a short label (at most 23 characters kept) used when drawing graphs,
-   e.g. a module's parameters their names from nb_module_params ("0.weight"),
+   e.g. a module's parameters their dotted names (nb_module_name_params),
    as `nabla train` does for its graph.dot. Any text is allowed: the drawings
    escape it. */
 NB_API void nb_set_name(nb_tensor *t, const char *name);

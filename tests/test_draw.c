@@ -4,6 +4,7 @@
  * I3 = I1 + I2, L = I3^2) and its four ops with the right edges.
  */
 #include "harness.h"
+#include "nabla/nn.h"
 
 static int count(const char *s, const char *sub) {
     int n = 0;
@@ -64,7 +65,31 @@ static void test_seed_reuse_graph(void) {
     nb_scope_end();
 }
 
+/* A module's parameters drawn under their dotted paths once nb_module_name_params labels them. */
+static void test_module_names(void) {
+    nb_scope_begin();
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    nb_module *net = nb_sequential(3, (nb_module *[]){nb_linear(4, 3, true, NB_INIT_XAVIER, NB_F64, &rng), nb_relu_layer(),
+                                                      nb_linear(3, 2, true, NB_INIT_XAVIER, NB_F64, &rng)});
+    CHECK(net != NULL);
+    nb_tensor *x = nb_full(NB_F64, 2, (int64_t[]){5, 4}, 0.5);
+    nb_tensor *out = nb_sum(nb_forward(net, x));
+    char *dot = render(out, false);
+    CHECK(dot && !strstr(dot, "0.weight")); /* unnamed: t<i> labels */
+    CHECK(nb_module_name_params(net) == 4);
+    dot = render(out, false);
+    CHECK(dot && strstr(dot, "0.weight") && strstr(dot, "0.bias") && strstr(dot, "2.weight") && strstr(dot, "2.bias"));
+    char *mmd = render(out, true);
+    CHECK(mmd && strstr(mmd, "2.weight"));
+    CHECK(nb_module_name_params(NULL) == -1);
+    CHECK_ERR("nb_module_name_params: module is NULL");
+    nb_module_free(net);
+    nb_scope_end();
+}
+
 int main(void) {
     RUN(test_seed_reuse_graph);
+    RUN(test_module_names);
     return th_finish();
 }

@@ -53,6 +53,10 @@ NB_API bool nb_module_training(const nb_module *m);
 /* The parameters of m and its children in order, with dotted names such as
    "0.weight"; writes up to cap of them and returns how many there are. */
 NB_API int nb_module_params(nb_module *m, nb_tensor **params, const char **names, int cap);
+/* Label each parameter with its dotted name (nb_set_name), so graph drawings
+   (nb_graph_dot, nb_graph_mermaid) show "0.weight" rather than t<i>. Returns
+   the number of parameters, or -1 with an error. */
+NB_API int nb_module_name_params(nb_module *m);
 /* Total number of parameter elements. */
 NB_API int64_t nb_module_num_params(nb_module *m);
 NB_API void nb_module_zero_grad(nb_module *m);

@@ -802,7 +802,7 @@ static int write_curves(run *r) {
 
 /* The graph of one small batch's loss, parameters named by their module paths. */
 static int write_graph(run *r) {
-    for (int i = 0; i < r->np; i++) nb_set_name(r->params[i], r->pnames[i]);
+    if (nb_module_name_params(r->net) < 0) return die_lib("cannot name the parameters");
     char path[PATH_CAP + 64];
     int rc = 0;
     nb_clear_error();

@@ -313,6 +313,20 @@ int nb_module_params(nb_module *m, nb_tensor **params, const char **names, int c
     return total;
 }
 
+int nb_module_name_params(nb_module *m) {
+    if (!m) return nb_fail("nb_module_name_params", "module is NULL"), -1;
+    int total = nb_module_params(m, NULL, NULL, 0);
+    nb_tensor **ps = nb_alloc("nb_module_name_params", sizeof *ps * (size_t)(total ? total : 1));
+    const char **names = nb_alloc("nb_module_name_params", sizeof *names * (size_t)(total ? total : 1));
+    if (!ps || !names || nb_module_params(m, ps, names, total) < 0) {
+        nb_dealloc(ps), nb_dealloc(names);
+        return -1;
+    }
+    for (int i = 0; i < total; i++) nb_set_name(ps[i], names[i]);
+    nb_dealloc(ps), nb_dealloc(names);
+    return total;
+}
+
 int64_t nb_module_num_params(nb_module *m) {
     if (!m) return 0;
     int64_t n = 0;

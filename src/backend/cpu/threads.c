@@ -193,3 +193,12 @@ int nb_set_num_threads(int n) {
 }
 
 int nb_num_threads(void) { return configured(); }
+
+/* At process exit (or when the shared library is unloaded) the idle workers are stopped and joined, so no
+   thread outlives the code it runs and leak checkers see none of its memory. While another thread's job is
+   running the pool is left as it is. */
+__attribute__((destructor)) static void pool_at_exit(void) {
+    if (pthread_mutex_trylock(&submit_mu) != 0) return;
+    stop_workers();
+    pthread_mutex_unlock(&submit_mu);
+}

@@ -70,10 +70,8 @@ static nb_tensor *make_tensor(prog *p, nb_dtype dt) {
 
 static nb_tensor *idx_tensor(prog *p) {
     int64_t n = fz_pick(&p->in, 6);
-    int64_t v[6];
     double d[6];
-    for (int i = 0; i < n; i++) d[i] = v[i] = fz_range(&p->in, -4, 5);
-    (void)v;
+    for (int i = 0; i < n; i++) d[i] = fz_range(&p->in, -4, 5);
     return nb_from_f64(NB_I64, 1, &n, d);
 }
 

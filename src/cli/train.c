@@ -63,6 +63,7 @@ typedef struct {
     int64_t epochs, batch;
     uint64_t seed;
     int cosine; /* -1: the default for the data */
+    bool data_given;
 } options;
 
 typedef struct {
@@ -106,7 +107,14 @@ int cli_die(const char *what, const char *detail) {
 
 /* A library failure: its recorded message (or a generic one where it recorded none). */
 static int die_lib(const char *what) {
-    return cli_die(what, nb_last_error() ? nb_last_error() : "out of memory (no message recorded)");
+    const char *m = nb_last_error();
+    if (!m) return cli_die(what, "out of memory (no message recorded)");
+    /* the library names its function ("nb_load_csv_opts: ...") or "nabla: ": the program says "nabla: " once and
+       names what it was doing instead */
+    size_t k = strspn(m, "abcdefghijklmnopqrstuvwxyz0123456789_");
+    if (k > 0 && m[k] == ':' && m[k + 1] == ' ' && (strncmp(m, "nb_", 3) == 0 || strncmp(m, "nabla:", 6) == 0))
+        m += k + 2;
+    return cli_die(what, m);
 }
 
 static int die_errno(const char *what, const char *path) {
@@ -249,7 +257,8 @@ static bool known_optimizer(const char *s) { return !strcmp(s, "adam") || !strcm
 static int set_option(options *o, const char *opt, const char *v) {
     int64_t n;
     if (!strcmp(opt, "--data")) {
-        if (!set_str(o->data, sizeof o->data, v)) return bad_option(opt, v, "a shorter path");
+        if (!*v || !set_str(o->data, sizeof o->data, v)) return bad_option(opt, v, "digits, fashion-mnist or a folder");
+        o->data_given = true;
     } else if (!strcmp(opt, "--csv")) {
         if (!set_str(o->csv, sizeof o->csv, v) || !*v) return bad_option(opt, v, "a file name");
     } else if (!strcmp(opt, "--out")) {
@@ -387,8 +396,11 @@ static int write_atomic(const char *path, int (*write_fn)(FILE *, const run *), 
 
 static int write_args(FILE *f, const run *r) {
     const options *o = &r->o;
-    fprintf(f, "data %s\ncsv %s\nactivation %s\ndropout %.17g\nseed %" PRIu64 "\nhidden", o->data,
-            o->csv[0] ? o->csv : "-", o->activation, o->dropout, o->seed);
+    fputs("data ", f);
+    put_escaped(f, o->csv[0] ? "-" : o->data);
+    fputs("\ncsv ", f);
+    put_escaped(f, o->csv[0] ? o->csv : "-");
+    fprintf(f, "\nactivation %s\ndropout %.17g\nseed %" PRIu64 "\nhidden", o->activation, o->dropout, o->seed);
     for (int i = 0; i < o->nhidden; i++) fprintf(f, "%c%" PRId64, i ? ',' : ' ', o->hidden[i]);
     fprintf(f, "\noptimizer %s\nlr %.17g\nbatch %" PRId64 "\nschedule %s\nepochs %" PRId64 "\ndone %" PRId64
                "\nrng %" PRIu64 "\nclasses %" PRId64 "\n",
@@ -441,8 +453,13 @@ static int read_args(const char *path, run *r, int need) {
         *v++ = 0;
         const char *k = line;
         int64_t n = 0;
-        if (!strcmp(k, "data")) bad = !set_str(o->data, sizeof o->data, v), got |= A_DATA;
-        else if (!strcmp(k, "csv")) bad = !set_str(o->csv, sizeof o->csv, strcmp(v, "-") ? v : ""), got |= A_CSV;
+        if (!strcmp(k, "data") || !strcmp(k, "csv")) {
+            char *u = get_escaped(v);
+            bool data = k[0] == 'd';
+            bad = !u || !set_str(data ? o->data : o->csv, PATH_CAP, strcmp(u, "-") ? u : data ? "digits" : "");
+            got |= data ? A_DATA : A_CSV;
+            free(u);
+        }
         else if (!strcmp(k, "activation")) bad = !known_activation(v) || !set_str(o->activation, sizeof o->activation, v), got |= A_ACT;
         else if (!strcmp(k, "dropout")) bad = !to_real(v, 0, 1, false, &o->dropout), got |= A_DROP;
         else if (!strcmp(k, "seed")) bad = !to_u64(v, &o->seed), got |= A_SEED;
@@ -618,6 +635,15 @@ static int load_data(run *r, bool have_stats) {
         rc = load_digits(o->seed, &r->tr, &r->te);
     } else {
         const char *dir = strcmp(o->data, "fashion-mnist") == 0 ? "/usr/share/datasets/fashion-mnist" : o->data;
+        struct stat st;
+        if (stat(dir, &st) != 0) {
+            nb_failf("nabla", "cannot read the data folder '%s': %s", dir, strerror(errno));
+            return -1;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            nb_failf("nabla", "'%s' is not a folder (--data takes digits, fashion-mnist or a folder of IDX files)", dir);
+            return -1;
+        }
         char a[PATH_CAP + 64], b[PATH_CAP + 64];
         rc = 0;
         for (int k = 0; k < 2 && rc == 0; k++) {
@@ -952,6 +978,10 @@ int cmd_train(int argc, char **argv) {
         int64_t epochs = r.o.epochs;
         if (resume(&r, epochs)) goto done;
     } else {
+        if (r.o.csv[0] && r.o.data_given) {
+            fprintf(stderr, "nabla: --data and --csv cannot both be given (--csv trains on the CSV alone)\n");
+            return 1;
+        }
         bool small = strcmp(r.o.data, "digits") == 0 && !r.o.csv[0];
         if (r.o.nhidden == 0) r.o.hidden[r.o.nhidden++] = 256;
         if (r.o.epochs == 0) r.o.epochs = small ? 60 : 15;

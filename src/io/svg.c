@@ -63,6 +63,19 @@ static void tick_label(char *buf, size_t cap, double v, double step) {
     else snprintf(buf, cap, "%.*f", dec, v);
 }
 
+/* A log axis's tick: plain from 0.0001 to 10000, else as a power of ten written short ("1e9", "1e-5"), so
+   the labels of one axis keep one style and stay narrow. */
+static void log_tick_label(char *buf, size_t cap, double v) {
+    if (v >= 1e-4 && v <= 1e4) {
+        snprintf(buf, cap, "%g", v);
+        return;
+    }
+    int e = (int)floor(log10(v) + 1e-9);
+    double m = v / pow(10, e);
+    if (fabs(m - round(m)) < 1e-6) snprintf(buf, cap, "%.0fe%d", round(m), e);
+    else snprintf(buf, cap, "%.2ge%d", m, e);
+}
+
 /* The last finite value of a series, with its index; false when it has none. */
 static bool last_finite(const nb_svg_series *s, int64_t *at) {
     for (int64_t k = s->len - 1; s->y && k >= 0; k--)
@@ -159,7 +172,7 @@ static int chart(const char *fn, const char *path, const char *title, const char
         for (int t = 0; t < nt; t++) {
             double v = ticks[t], y = YPOS(v);
             fprintf(f, "<line x1=\"%g\" y1=\"%.2f\" x2=\"%g\" y2=\"%.2f\" stroke=\"#e4e4e4\"/>\n", L, y, L + pw, y);
-            if (ax.log) snprintf(buf, sizeof buf, "%g", v);
+            if (ax.log) log_tick_label(buf, sizeof buf, v);
             else tick_label(buf, sizeof buf, v, ystep);
             fprintf(f, "<text class=\"%s\" x=\"%g\" y=\"%.2f\" text-anchor=\"end\" fill=\"#333\">%s</text>\n",
                     ax.log ? "ytick log" : "ytick", L - 7, y + 4, buf);

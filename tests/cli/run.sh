@@ -65,7 +65,12 @@ fails "train --optimizer nope" "--optimizer 'nope'" train --optimizer nope
 fails "train --schedule wavy" "--schedule 'wavy'" train --schedule wavy
 fails "train --threads 0" "--threads '0'" train --threads 0
 fails "train --threads 999" "--threads '999'" train --threads 999
-fails "train --data /nonexistent" "cannot load the data.*/nonexistent" train --data /nonexistent --out "$out/nd"
+fails "train --data /nonexistent" "cannot load the data: cannot read the data folder '/nonexistent': No such file" train --data /nonexistent --out "$out/nd"
+check "a library message is not prefixed twice (nabla: ... nabla:)" "! grep -q 'nabla:.*nabla:' '$out/err'"
+: >"$out/notdir"
+fails "train --data FILE" "'$out/notdir' is not a folder" train --data "$out/notdir" --out "$out/nd"
+fails "train --data ''" "bad --data ''" train --data ''
+fails "train --data with --csv" "--data and --csv cannot both be given" train --data fashion-mnist --csv "$out/notdir"
 fails "frobnicate" "unknown command" frobnicate
 fails "gradcheck --bogus" "unknown option" gradcheck --bogus
 fails "eval with no checkpoint" "usage" eval
@@ -139,8 +144,16 @@ check "model.args keeps the CSV's absolute path and the statistics" \
 check "eval from another folder uses the saved statistics: same accuracy" "[ $? -eq 0 ] && [ \"\$(cat '$out/csvev')\" = \"\$(tail -1 '$out/csvlog')\" ]"
 head -2 "$out/blobs.csv" >"$out/one.csv"
 fails "a one-row CSV" "one.csv' has 1 data row;.*at least 3" train --csv "$out/one.csv" --out "$out/one"
+check "the library's function name is not shown to the user" "! grep -q 'nb_' '$out/err'"
 head -3 "$out/blobs.csv" >"$out/two.csv"
 fails "a two-row CSV (no test row)" "two.csv' has 2 data rows;.*at least 3" train --csv "$out/two.csv" --out "$out/two"
+# a CSV path holding a newline: kept escaped in model.args, so eval reads it back
+nl="$out/new
+line"
+mkdir "$nl" && cp "$out/blobs.csv" "$nl/d.csv"
+"$nabla" train --csv "$nl/d.csv" --epochs 2 --hidden 8 --out "$out/nl" >"$out/nllog" 2>&1
+"$nabla" eval "$out/nl/model.safetensors" >"$out/nlev" 2>&1
+check "a CSV path with a newline: eval reads model.args back" "[ $? -eq 0 ] && [ \"\$(cat '$out/nlev')\" = \"\$(tail -1 '$out/nllog')\" ]"
 printf 'a,b,label\n1,,0\n2,3,1\n' >"$out/empty.csv"
 fails "a CSV with an empty field names its line and column" "empty.csv:2:2" train --csv "$out/empty.csv" --out "$out/e"
 # string labels (one quoted, holding the delimiter), sorted by label: mapped to classes, the mapping saved and
@@ -170,6 +183,11 @@ last=$(tail -1 "$out/log" | sed 's/test accuracy: //')
 check "curves: the final test accuracy $last is labelled" "grep -q 'bold\">$last<' '$svg'"
 sed -n 's/.*class="ytick" .*>\([-0-9.e]*\)<.*/\1/p' "$svg" >"$out/ticks"
 check "curves: linear y ticks are round (1, 2 or 5 times a power of ten apart)" "awk -f '$here/ticks.awk' '$out/ticks'"
+# a diverging run puts the loss on a log axis: its tick labels keep one short style (1000, 10000, 1e5, ...)
+"$nabla" train --lr 1000 --epochs 5 --out "$out/div" >/dev/null 2>&1
+sed -n 's/.*class="ytick log" .*>\([^<]*\)<.*/\1/p' "$out/div/curves.svg" >"$out/logticks"
+check "curves: log-axis ticks are 1e5 style past 10000, never 1e+05 or 100000" \
+  "[ -s '$out/logticks' ] && grep -q 'e' '$out/logticks' && ! grep -Eq 'e\\+|[0-9]{6}' '$out/logticks'"
 if command -v rsvg-convert >/dev/null 2>&1; then
   rsvg-convert "$svg" -o "$out/curves.png" 2>"$out/err"
   check "curves.svg renders with rsvg-convert" "[ $? -eq 0 ] && [ -s '$out/curves.png' ] && [ ! -s '$out/err' ]"

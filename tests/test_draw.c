@@ -80,8 +80,15 @@ static void test_module_names(void) {
     CHECK(nb_module_name_params(net) == 4);
     dot = render(out, false);
     CHECK(dot && strstr(dot, "0.weight") && strstr(dot, "0.bias") && strstr(dot, "2.weight") && strstr(dot, "2.bias"));
+    CHECK(dot && strstr(dot, "\"dense+relu\"") && strstr(dot, "\"dense\"")); /* the fused activation is shown */
     char *mmd = render(out, true);
     CHECK(mmd && strstr(mmd, "2.weight"));
+    nb_tensor *dl = nb_sum(nb_dropout(x, 0.5, true, &rng)); /* x needs no grad: make one that does */
+    CHECK(dl != NULL);
+    nb_set_requires_grad(x, true);
+    dl = nb_sum(nb_dropout(x, 0.5, true, &rng));
+    dot = render(dl, false);
+    CHECK(dot && strstr(dot, "dropout mask"));
     CHECK(nb_module_name_params(NULL) == -1);
     CHECK_ERR("nb_module_name_params: module is NULL");
     nb_module_free(net);

@@ -129,6 +129,15 @@ static void test_dropout(void) {
     CHECK(nb_dropout(x, 0.5, true, NULL) == NULL);
     CHECK_ERR("nb_dropout: a random generator is needed");
     nb_scope_end();
+    /* outside every scope the caller frees only the result: the mask goes with it (it leaked before) */
+    int64_t before = nb_memory_in_use();
+    nb_tensor *y = nb_full(NB_F32, 1, (int64_t[]){8}, 1.0);
+    nb_set_requires_grad(y, true);
+    nb_tensor *d = nb_dropout(y, 0.5, true, &r1);
+    CHECK(d != NULL);
+    nb_free(d);
+    nb_free(y);
+    CHECK(nb_memory_in_use() == before);
 }
 
 static void test_errors(void) {

@@ -115,6 +115,11 @@ static int draw(const char *fn, nb_tensor *t, FILE *f, bool mermaid) {
                          : "");
         if (leaf) continue;
         const char *op = x->node.op == NBI_OP_CUSTOM && x->node.ext ? nb_ctx_name(x->node.ext) : nbi_ops[x->node.op].name;
+        if (x->node.op == NBI_OP_DENSE) { /* a fused Linear: its activation is part of the op */
+            static const char *const dense[] = {"dense", "dense+relu", "dense+tanh", "dense+sigmoid"};
+            int a = x->node.ip[0];
+            if (a >= 0 && a < 4) op = dense[a];
+        }
         fprintf(f, mermaid ? "  o%zu[\"" : "  o%zu [label=\"", i);
         put_text(f, op ? op : "custom", mermaid);
         fputs(mermaid ? "\"]\n" : "\", shape=box];\n", f);

@@ -262,10 +262,10 @@ static int set_option(options *o, const char *opt, const char *v) {
     } else if (!strcmp(opt, "--csv")) {
         if (!set_str(o->csv, sizeof o->csv, v) || !*v) return bad_option(opt, v, "a file name");
     } else if (!strcmp(opt, "--out")) {
-        if (!*v || strlen(v) > PATH_CAP - 64) return bad_option(opt, v, "a folder name");
+        if (!*v || strlen(v) > PATH_CAP - 64) return bad_option(opt, v, "a folder name of 1 to 4032 bytes");
         o->out = v;
     } else if (!strcmp(opt, "--resume")) {
-        if (!*v || strlen(v) > PATH_CAP - 64) return bad_option(opt, v, "a folder name");
+        if (!*v || strlen(v) > PATH_CAP - 64) return bad_option(opt, v, "a folder name of 1 to 4032 bytes");
         o->resume = v;
     } else if (!strcmp(opt, "--activation")) {
         if (!known_activation(v)) return bad_option(opt, v, "relu, tanh, gelu, sigmoid or leaky_relu");

@@ -115,5 +115,8 @@ nb_tensor *nb_dropout(nb_tensor *x, double p, bool training, nb_rng *rng) {
     double keep = p == 1 ? 0 : 1.0 / (1.0 - p);
     int64_t es = (int64_t)nbi_dsize(x->dtype);
     for (int64_t i = 0; i < mask->numel; i++) nbi_store(mask->dtype, mask->data + i * es, nb_rng_uniform(rng) < p ? 0 : keep);
-    return nb_mul(x, mask);
+    snprintf(mask->name, sizeof mask->name, "dropout mask");
+    nb_tensor *out = nb_mul(x, mask);
+    nb_free(mask); /* the caller's handle is the result's; the graph keeps the mask while it needs it */
+    return out;
 }

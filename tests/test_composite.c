@@ -23,6 +23,7 @@
 #include "nabla/nn.h"
 
 #include "core/internal.h"
+#include "opcover.h"
 
 #define CC_MAX_IN 4
 
@@ -143,17 +144,6 @@ static nb_tensor *f_grad_ops(nb_tensor **x) {
     nb_tensor *inner = nb_add(nb_add(nb_sum(nb_mul(s, s)), nb_sum(nb_mul(i, i))), nb_sum(nb_mul(g, nb_exp(g))));
     return nb_gradient(inner, a, NB_CREATE_GRAPH);
 }
-static nb_tensor *cube_fw(nb_ctx *ctx, int n, nb_tensor *const *in, void *ud) {
-    (void)n;
-    (void)ud;
-    if (nb_ctx_save(ctx, 1, in) != 0) return NULL;
-    return nb_mul(in[0], nb_mul(in[0], in[0]));
-}
-static int cube_bw(nb_ctx *ctx, nb_tensor *g, nb_tensor **gin, void *ud) {
-    (void)ud;
-    nb_tensor *x = nb_ctx_saved(ctx, 0);
-    return (gin[0] = nb_mul(g, nb_scale(nb_mul(x, x), 3.0))) ? 0 : -1;
-}
 static nb_tensor *f_custom(nb_tensor **x) { return nb_custom("cube", 1, x, cube_fw, cube_bw, NULL); }
 static nb_tensor *f_losses(nb_tensor **x) {
     nb_tensor *p = nb_sigmoid(x[0]);
@@ -222,31 +212,6 @@ static const cc_case cases[] = {
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
-/* Marks in seen every op recorded in the graph behind t. */
-static void collect_ops(nb_tensor *t0, bool *seen) {
-    size_t cap = 1024, nvis = 0, nstack = 0;
-    nb_tensor **vis = (nb_tensor **)malloc(cap * sizeof *vis), **stack = (nb_tensor **)malloc(cap * sizeof *stack);
-    if (!vis || !stack) goto out;
-    stack[nstack++] = t0;
-    while (nstack) {
-        nb_tensor *t = stack[--nstack];
-        bool dup = false;
-        for (size_t k = 0; k < nvis && !dup; k++) dup = vis[k] == t;
-        if (dup || !t->has_node || t->node.released) continue;
-        if (nvis == cap || nstack + (size_t)t->node.nin > cap) {
-            fprintf(stderr, "collect_ops: graph larger than %zu nodes\n", cap);
-            th_cur_failed++;
-            goto out;
-        }
-        vis[nvis++] = t;
-        seen[t->node.op] = true;
-        for (int i = 0; i < t->node.nin; i++) stack[nstack++] = t->node.in[i];
-    }
-out:
-    free(vis);
-    free(stack);
-}
-
 static nb_tensor *leaf(const cc_input *in) {
     nb_tensor *t = th_rand(NB_F64, in->rank, in->shape, in->lo, in->hi);
     if (in->rg) nb_set_requires_grad(t, true);
@@ -275,7 +240,7 @@ static int grads(const cc_case *c, nb_tensor **x, bool create, nb_tensor *seed, 
     }
     nb_tensor *y = c->fn(xs);
     if (!y) return -1;
-    if (seen) collect_ops(y, seen);
+    if (seen) collect_ops(1, &y, seen);
     if (!seed) return -1;
     return nb_gradients(y, seed, nw, wrt, create ? NB_CREATE_GRAPH : 0, out);
 }

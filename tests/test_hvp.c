@@ -25,208 +25,66 @@
  */
 #include "harness.h"
 #include "nabla/nn.h"
+#include "refdata.h"
 
 #include "core/internal.h"
+#include "opcover.h"
 
-#include <errno.h>
 #include <stdbool.h>
 
 #ifndef NB_TEST_DATA_DIR
 #define NB_TEST_DATA_DIR "tests/data"
 #endif
 
-#define HV_MAX_INPUTS 8
-#define HV_MAX_PARAMS 24
-
-typedef struct {
-    int rank;
-    int64_t shape[NB_MAX_RANK];
-    int64_t n;
-    double *v; /* n values (at least one slot allocated) */
-} hv_tensor;
-
-typedef struct {
-    char name[128];
-    char op[64];
-    int nparams;
-    double params[HV_MAX_PARAMS];
-    int ninputs;
-    int rg[HV_MAX_INPUTS];
-    hv_tensor in[HV_MAX_INPUTS];
-    hv_tensor out, weight, quad;
-    hv_tensor dir[HV_MAX_INPUTS], grad[HV_MAX_INPUTS], hvp[HV_MAX_INPUTS];
-} hv_case;
-
 /* ------------------------------------------------------------------------ */
-/* Reading                                                                  */
+/* Reading (tests/refdata.h)                                                */
 /* ------------------------------------------------------------------------ */
-
-static int hv_ntokens;
-
-/* Next whitespace-separated token, skipping '#' comments to the end of line. */
-static bool next_token(FILE *f, char *tok, size_t cap) {
-    for (;;) {
-        int c = fgetc(f);
-        while (c != EOF && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) c = fgetc(f);
-        if (c == EOF) return false;
-        if (c == '#') {
-            while (c != EOF && c != '\n') c = fgetc(f);
-            continue;
-        }
-        size_t k = 0;
-        while (c != EOF && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-            if (k + 1 < cap) tok[k++] = (char)c;
-            c = fgetc(f);
-        }
-        tok[k] = '\0';
-        hv_ntokens++;
-        return true;
-    }
-}
-
-static bool expect_word(FILE *f, const char *word) {
-    char tok[128];
-    if (!next_token(f, tok, sizeof tok)) {
-        fprintf(stderr, "hvp_reference.txt: expected '%s', got end of file\n", word);
-        return false;
-    }
-    if (strcmp(tok, word) != 0) {
-        fprintf(stderr, "hvp_reference.txt: expected '%s', got '%s' (token %d)\n", word, tok, hv_ntokens);
-        return false;
-    }
-    return true;
-}
-
-static bool read_double(FILE *f, double *out) {
-    char tok[64];
-    if (!next_token(f, tok, sizeof tok)) return false;
-    char *end = NULL;
-    errno = 0;
-    *out = strtod(tok, &end);
-    if (end == tok || *end != '\0') {
-        fprintf(stderr, "hvp_reference.txt: bad number '%s' (token %d)\n", tok, hv_ntokens);
-        return false;
-    }
-    return true;
-}
-
-static bool read_int(FILE *f, int64_t *out) {
-    char tok[64];
-    if (!next_token(f, tok, sizeof tok)) return false;
-    char *end = NULL;
-    long long v = strtoll(tok, &end, 10);
-    if (end == tok || *end != '\0') {
-        fprintf(stderr, "hvp_reference.txt: bad integer '%s' (token %d)\n", tok, hv_ntokens);
-        return false;
-    }
-    *out = (int64_t)v;
-    return true;
-}
-
-/* "<rank> <dims...>" then the values. */
-static bool read_tensor(FILE *f, hv_tensor *t) {
-    int64_t r;
-    if (!read_int(f, &r) || r < 0 || r > NB_MAX_RANK) return false;
-    t->rank = (int)r;
-    t->n = 1;
-    for (int i = 0; i < t->rank; i++) {
-        if (!read_int(f, &t->shape[i]) || t->shape[i] < 0) return false;
-        t->n *= t->shape[i];
-    }
-    free(t->v);
-    t->v = (double *)malloc(sizeof(double) * (size_t)(t->n ? t->n : 1));
-    if (!t->v) return false;
-    for (int64_t i = 0; i < t->n; i++)
-        if (!read_double(f, &t->v[i])) return false;
-    return true;
-}
-
-static void free_case(hv_case *c) {
-    for (int i = 0; i < HV_MAX_INPUTS; i++) {
-        free(c->in[i].v);
-        free(c->dir[i].v);
-        free(c->grad[i].v);
-        free(c->hvp[i].v);
-    }
-    free(c->out.v);
-    free(c->weight.v);
-    free(c->quad.v);
-    memset(c, 0, sizeof *c);
-}
 
 /* A "<word> <i>" block for input i: i in range, requiring grad, seen once. */
-static bool read_indexed(FILE *f, const hv_case *c, const char *word, hv_tensor *arr, int *seen) {
+static bool read_indexed(FILE *f, const rd_case *c, const char *word, rd_tensor *arr, int *seen) {
     int64_t k;
-    if (!expect_word(f, word) || !read_int(f, &k) || k < 0 || k >= c->ninputs || !c->rg[k] || seen[k]) {
+    if (!rd_expect_word(f, word) || !rd_read_int(f, &k) || k < 0 || k >= c->ninputs || !c->rg[k] || seen[k]) {
         fprintf(stderr, "hvp_reference.txt: case %s: bad '%s' block\n", c->name, word);
         return false;
     }
     seen[k] = 1;
-    return read_tensor(f, &arr[k]);
+    return rd_read_tensor(f, &arr[k]);
 }
 
-/* Reads one case; false at a format error. */
-static bool read_case(FILE *f, hv_case *c) {
-    memset(c, 0, sizeof *c);
-    int64_t k;
-    if (!expect_word(f, "case") || !next_token(f, c->name, sizeof c->name)) return false;
-    if (!expect_word(f, "op") || !next_token(f, c->op, sizeof c->op)) return false;
-    if (!expect_word(f, "params") || !read_int(f, &k) || k < 0 || k > HV_MAX_PARAMS) return false;
-    c->nparams = (int)k;
-    for (int i = 0; i < c->nparams; i++)
-        if (!read_double(f, &c->params[i])) return false;
-    if (!expect_word(f, "inputs") || !read_int(f, &k) || k < 1 || k > HV_MAX_INPUTS) return false;
-    c->ninputs = (int)k;
+/* Reads one case (at least one input; after the weight, quad, then dir, grad and hvp blocks for each input that
+   requires grad); false at a format error. */
+static bool read_case(FILE *f, rd_case *c) {
+    if (!rd_read_head(f, c) || c->ninputs < 1) return false;
     int nrg = 0;
-    for (int i = 0; i < c->ninputs; i++) {
-        int64_t rg;
-        if (!expect_word(f, "input") || !read_int(f, &rg) || !read_tensor(f, &c->in[i])) return false;
-        c->rg[i] = rg != 0;
-        nrg += c->rg[i];
-    }
-    if (!expect_word(f, "output") || !read_tensor(f, &c->out)) return false;
-    if (!expect_word(f, "weight") || !read_tensor(f, &c->weight)) return false;
-    if (!expect_word(f, "quad") || !read_tensor(f, &c->quad)) return false;
-    int seen_d[HV_MAX_INPUTS] = {0}, seen_g[HV_MAX_INPUTS] = {0}, seen_h[HV_MAX_INPUTS] = {0};
+    for (int i = 0; i < c->ninputs; i++) nrg += c->rg[i];
+    if (!rd_expect_word(f, "quad") || !rd_read_tensor(f, &c->quad)) return false;
+    int seen_d[RD_MAX_INPUTS] = {0}, seen_h[RD_MAX_INPUTS] = {0};
     for (int j = 0; j < nrg; j++)
         if (!read_indexed(f, c, "dir", c->dir, seen_d)) return false;
     for (int j = 0; j < nrg; j++)
-        if (!read_indexed(f, c, "grad", c->grad, seen_g)) return false;
+        if (!read_indexed(f, c, "grad", c->grad, c->has_grad)) return false;
     for (int j = 0; j < nrg; j++)
         if (!read_indexed(f, c, "hvp", c->hvp, seen_h)) return false;
-    return expect_word(f, "end");
+    return rd_expect_word(f, "end");
 }
 
 /* ------------------------------------------------------------------------ */
 /* Dispatch                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* A user-defined op, y = x^3, whose backward 3 x^2 g is built from nabla ops. */
-static nb_tensor *cube_fw(nb_ctx *ctx, int n, nb_tensor *const *in, void *ud) {
-    (void)n;
-    (void)ud;
-    if (nb_ctx_save(ctx, 1, in) != 0) return NULL;
-    return nb_mul(in[0], nb_mul(in[0], in[0]));
-}
-static int cube_bw(nb_ctx *ctx, nb_tensor *g, nb_tensor **gin, void *ud) {
-    (void)ud;
-    nb_tensor *x = nb_ctx_saved(ctx, 0);
-    return (gin[0] = nb_mul(g, nb_scale(nb_mul(x, x), 3.0))) ? 0 : -1;
-}
-
 /* Runs the op of case c on inputs x ("t0:<op>": <op> on the transpose of x[0]).
    *known is false for an unknown op. */
-static nb_tensor *apply_op(const hv_case *c, nb_tensor **x0, bool *known) {
+static nb_tensor *apply_op(const rd_case *c, nb_tensor **x0, bool *known) {
     const char *op = c->op;
-    nb_tensor *x[HV_MAX_INPUTS];
+    nb_tensor *x[RD_MAX_INPUTS];
     for (int i = 0; i < c->ninputs; i++) x[i] = x0[i];
     if (strncmp(op, "t0:", 3) == 0) {
         op += 3;
         x[0] = nb_transpose(x[0], 0, 1);
     }
     const int np = c->nparams;
-    int ia[HV_MAX_PARAMS];
-    int64_t la[HV_MAX_PARAMS];
+    int ia[RD_MAX_PARAMS];
+    int64_t la[RD_MAX_PARAMS];
     for (int i = 0; i < np; i++) {
         ia[i] = (int)c->params[i];
         la[i] = (int64_t)c->params[i];
@@ -376,46 +234,10 @@ static nb_tensor *apply_op(const hv_case *c, nb_tensor **x0, bool *known) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Coverage: the ops recorded in a graph                                    */
+/* Coverage (the ops recorded in a graph: collect_ops, tests/opcover.h)    */
 /* ------------------------------------------------------------------------ */
 
 static int op_cases[NBI_OP_COUNT]; /* cases whose differentiated graphs hold each op */
-
-/* Marks in `seen` every op recorded in the graph behind the n roots. */
-static void collect_ops(int n, nb_tensor *const *roots, bool *seen) {
-    size_t cap = 256, nvis = 0, nstack = 0;
-    nb_tensor **vis = (nb_tensor **)malloc(cap * sizeof *vis), **stack = (nb_tensor **)malloc(cap * sizeof *stack);
-    size_t scap = cap;
-    if (!vis || !stack) goto out;
-    for (int i = 0; i < n; i++)
-        if (roots[i]) stack[nstack++] = roots[i];
-    while (nstack) {
-        nb_tensor *t = stack[--nstack];
-        bool dup = false;
-        for (size_t k = 0; k < nvis && !dup; k++) dup = vis[k] == t;
-        if (dup || !t->has_node || t->node.released) continue;
-        if (nvis == cap) {
-            nb_tensor **nv = (nb_tensor **)realloc(vis, 2 * cap * sizeof *vis);
-            if (!nv) goto out;
-            vis = nv;
-            cap *= 2;
-        }
-        vis[nvis++] = t;
-        seen[t->node.op] = true;
-        for (int i = 0; i < t->node.nin; i++) {
-            if (nstack == scap) {
-                nb_tensor **ns = (nb_tensor **)realloc(stack, 2 * scap * sizeof *stack);
-                if (!ns) goto out;
-                stack = ns;
-                scap *= 2;
-            }
-            stack[nstack++] = t->node.in[i];
-        }
-    }
-out:
-    free(vis);
-    free(stack);
-}
 
 /* ------------------------------------------------------------------------ */
 /* Checking                                                                 */
@@ -424,7 +246,7 @@ out:
 /* Compares t with ref (shape and values); NULL t stands for zeros. The
    absolute floor is 1e-12 times the tensor's largest |ref| (at least 1e-12).
    Returns the number of mismatches, the first few printed. */
-static int compare(const char *cname, const char *what, const nb_tensor *t, const hv_tensor *ref, double rtol) {
+static int compare(const char *cname, const char *what, const nb_tensor *t, const rd_tensor *ref, double rtol) {
     char b1[96], b2[96];
     if (t && (nb_rank(t) != ref->rank || memcmp(nb_shape(t), ref->shape, sizeof(int64_t) * (size_t)ref->rank))) {
         fprintf(stderr, "case %s: %s has shape %s, expected %s\n", cname, what,
@@ -461,12 +283,12 @@ static int compare(const char *cname, const char *what, const nb_tensor *t, cons
     return bad;
 }
 
-static nb_tensor *from_ref(const hv_tensor *t) { return nb_from_f64(NB_F64, t->rank, t->shape, t->v); }
+static nb_tensor *from_ref(const rd_tensor *t) { return nb_from_f64(NB_F64, t->rank, t->shape, t->v); }
 
 static const char *err(void) { return nb_last_error() ? nb_last_error() : "no error"; }
 
 /* Builds y and f = sum(W y) + sum(U y y) / 2 on fresh leaves x (rg ones in wrt[0..*nw)). */
-static nb_tensor *build_f(const hv_case *c, nb_tensor **x, nb_tensor **wrt, int *nw, nb_tensor **y, bool *known) {
+static nb_tensor *build_f(const rd_case *c, nb_tensor **x, nb_tensor **wrt, int *nw, nb_tensor **y, bool *known) {
     *nw = 0;
     for (int i = 0; i < c->ninputs; i++) {
         x[i] = from_ref(&c->in[i]);
@@ -483,12 +305,12 @@ static nb_tensor *build_f(const hv_case *c, nb_tensor **x, nb_tensor **wrt, int 
 }
 
 /* Runs case c. Returns the number of failures. */
-static int run_case(const hv_case *c, bool *unknown_op) {
+static int run_case(const rd_case *c, bool *unknown_op) {
     int fails = 0;
     const double rtol = 1e-10;
-    nb_tensor *x[HV_MAX_INPUTS] = {0}, *wrt[HV_MAX_INPUTS] = {0}, *g[HV_MAX_INPUTS] = {0};
-    nb_tensor *hv[HV_MAX_INPUTS] = {0}, *y = NULL;
-    int nw = 0, idx[HV_MAX_INPUTS];
+    nb_tensor *x[RD_MAX_INPUTS] = {0}, *wrt[RD_MAX_INPUTS] = {0}, *g[RD_MAX_INPUTS] = {0};
+    nb_tensor *hv[RD_MAX_INPUTS] = {0}, *y = NULL;
+    int nw = 0, idx[RD_MAX_INPUTS];
     for (int i = 0, k = 0; i < c->ninputs; i++)
         if (c->rg[i]) idx[k++] = i;
     char what[48];
@@ -571,20 +393,13 @@ done:
 
 int main(void) {
     const char *path = NB_TEST_DATA_DIR "/hvp_reference.txt";
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        th_failed++;
-        return th_finish();
-    }
     int64_t ncases = 0;
-    if (!expect_word(f, "cases") || !read_int(f, &ncases) || ncases <= 0) {
-        fprintf(stderr, "%s: missing 'cases N' header\n", path);
-        fclose(f);
+    FILE *f = rd_open(path, &ncases);
+    if (!f) {
         th_failed++;
         return th_finish();
     }
-    hv_case *c = (hv_case *)calloc(1, sizeof *c);
+    rd_case *c = (rd_case *)calloc(1, sizeof *c);
     if (!c) {
         fclose(f);
         th_failed++;
@@ -594,7 +409,7 @@ int main(void) {
     for (int64_t k = 0; k < ncases; k++) {
         if (!read_case(f, c)) {
             fprintf(stderr, "%s: format error in case %lld (%s)\n", path, (long long)k + 1, c->name[0] ? c->name : "?");
-            free_case(c);
+            rd_free_case(c);
             th_failed++;
             break;
         }
@@ -608,13 +423,9 @@ int main(void) {
         } else {
             th_passed++;
         }
-        free_case(c);
+        rd_free_case(c);
     }
-    char tok[32];
-    if (next_token(f, tok, sizeof tok)) {
-        fprintf(stderr, "%s: trailing data after %lld cases ('%s')\n", path, (long long)ncases, tok);
-        th_failed++;
-    }
+    if (rd_trailing(f, ncases)) th_failed++;
     free(c);
     fclose(f);
     if (nunknown) fprintf(stderr, "%d case(s) with an op unknown to tests/test_hvp.c\n", nunknown);

@@ -14,116 +14,11 @@
 #include <float.h>
 
 #include "harness.h"
+#include "refdata.h"
 
 #ifndef NB_TEST_DATA_DIR
 #define NB_TEST_DATA_DIR "tests/data"
 #endif
-
-#define MAXIN 4
-#define MAXP 16
-
-typedef struct {
-    int rank;
-    int64_t shape[NB_MAX_RANK];
-    int64_t n;
-    double *v;
-} rt;
-
-typedef struct {
-    char name[128], op[64];
-    int np, nin;
-    double p[MAXP];
-    int rg[MAXIN], has_grad[MAXIN];
-    rt in[MAXIN], out, w, grad[MAXIN];
-} rcase;
-
-static bool tok(FILE *f, char *buf, size_t cap) {
-    for (;;) {
-        if (fscanf(f, " ") == EOF) return false;
-        int c = fgetc(f);
-        if (c == EOF) return false;
-        if (c == '#') {
-            while (c != EOF && c != '\n') c = fgetc(f);
-            continue;
-        }
-        ungetc(c, f);
-        char fmt[16];
-        snprintf(fmt, sizeof fmt, "%%%zus", cap - 1);
-        return fscanf(f, fmt, buf) == 1;
-    }
-}
-
-static bool expect(FILE *f, const char *word) {
-    char b[128];
-    return tok(f, b, sizeof b) && strcmp(b, word) == 0;
-}
-
-static bool num(FILE *f, double *v) {
-    char b[64], *end;
-    if (!tok(f, b, sizeof b)) return false;
-    *v = strtod(b, &end); /* takes nan, inf and -inf */
-    return *end == 0;
-}
-
-static bool inum(FILE *f, int64_t *v) {
-    double d;
-    if (!num(f, &d) || d != (double)(int64_t)d) return false;
-    *v = (int64_t)d;
-    return true;
-}
-
-/* "<rank> <dims...>" then the values */
-static bool read_tensor(FILE *f, rt *t) {
-    int64_t r;
-    if (!inum(f, &r) || r < 0 || r > NB_MAX_RANK) return false;
-    t->rank = (int)r;
-    t->n = 1;
-    for (int i = 0; i < t->rank; i++) {
-        if (!inum(f, &t->shape[i]) || t->shape[i] < 0) return false;
-        t->n *= t->shape[i];
-    }
-    t->v = calloc((size_t)t->n + 1, sizeof(double));
-    for (int64_t i = 0; i < t->n; i++)
-        if (!num(f, &t->v[i])) return false;
-    return true;
-}
-
-static bool read_case(FILE *f, rcase *c) {
-    memset(c, 0, sizeof *c);
-    char b[128];
-    int64_t k;
-    if (!expect(f, "case") || !tok(f, c->name, sizeof c->name) || !expect(f, "op") || !tok(f, c->op, sizeof c->op))
-        return false;
-    if (!expect(f, "params") || !inum(f, &k) || k < 0 || k > MAXP) return false;
-    c->np = (int)k;
-    for (int i = 0; i < c->np; i++)
-        if (!num(f, &c->p[i])) return false;
-    if (!expect(f, "inputs") || !inum(f, &k) || k < 0 || k > MAXIN) return false;
-    c->nin = (int)k;
-    for (int i = 0; i < c->nin; i++) {
-        int64_t rg;
-        if (!expect(f, "input") || !inum(f, &rg) || !read_tensor(f, &c->in[i])) return false;
-        c->rg[i] = (int)rg;
-    }
-    if (!expect(f, "output") || !read_tensor(f, &c->out) || !expect(f, "weight") || !read_tensor(f, &c->w))
-        return false;
-    for (;;) {
-        if (!tok(f, b, sizeof b)) return false;
-        if (strcmp(b, "end") == 0) return true;
-        if (strcmp(b, "grad") != 0 || !inum(f, &k) || k < 0 || k >= c->nin || !read_tensor(f, &c->grad[k]))
-            return false;
-        c->has_grad[k] = 1;
-    }
-}
-
-static void free_case(rcase *c) {
-    for (int i = 0; i < MAXIN; i++) {
-        free(c->in[i].v);
-        free(c->grad[i].v);
-    }
-    free(c->out.v);
-    free(c->w.v);
-}
 
 /* NaN meets NaN, an infinity the same infinity, finite values within atol + rtol |want|. */
 static bool same_value(double got, double want, double atol, double rtol) {
@@ -132,7 +27,7 @@ static bool same_value(double got, double want, double atol, double rtol) {
     return fabs(got - want) <= atol + rtol * fabs(want);
 }
 
-static int compare(const char *cname, const char *what, nb_dtype dt, nb_tensor *t, const rt *ref, double atol,
+static int compare(const char *cname, const char *what, nb_dtype dt, nb_tensor *t, const rd_tensor *ref, double atol,
                    double rtol) {
     if (!t) {
         fprintf(stderr, "  %s (%s) %s: NULL (%s)\n", cname, dt == NB_F32 ? "f32" : "f64", what,
@@ -160,21 +55,21 @@ static int compare(const char *cname, const char *what, nb_dtype dt, nb_tensor *
     return bad ? 1 : 0;
 }
 
-static nb_tensor *run_op(const rcase *c, nb_tensor **x) {
+static nb_tensor *run_op(const rd_case *c, nb_tensor **x) {
     const char *op = c->op;
-    int axes[MAXP];
+    int axes[RD_MAX_PARAMS];
     if (strcmp(op, "logsumexp") == 0) {
-        for (int i = 1; i < c->np; i++) axes[i - 1] = (int)c->p[i];
-        return nb_logsumexp(x[0], c->np - 1, c->np > 1 ? axes : NULL, c->p[0] != 0);
+        for (int i = 1; i < c->nparams; i++) axes[i - 1] = (int)c->params[i];
+        return nb_logsumexp(x[0], c->nparams - 1, c->nparams > 1 ? axes : NULL, c->params[0] != 0);
     }
-    if (strcmp(op, "softmax") == 0) return nb_softmax(x[0], (int)c->p[0]);
-    if (strcmp(op, "log_softmax") == 0) return nb_log_softmax(x[0], (int)c->p[0]);
+    if (strcmp(op, "softmax") == 0) return nb_softmax(x[0], (int)c->params[0]);
+    if (strcmp(op, "log_softmax") == 0) return nb_log_softmax(x[0], (int)c->params[0]);
     if (strcmp(op, "var_axes") == 0) {
-        for (int i = 2; i < c->np; i++) axes[i - 2] = (int)c->p[i];
-        return nb_var_axes(x[0], c->np - 2, c->np > 2 ? axes : NULL, (int)c->p[0], c->p[1] != 0);
+        for (int i = 2; i < c->nparams; i++) axes[i - 2] = (int)c->params[i];
+        return nb_var_axes(x[0], c->nparams - 2, c->nparams > 2 ? axes : NULL, (int)c->params[0], c->params[1] != 0);
     }
     if (strcmp(op, "cross_entropy") == 0) {
-        nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){c->np}, c->p);
+        nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){c->nparams}, c->params);
         return nb_cross_entropy(x[0], t);
     }
     if (strcmp(op, "det") == 0) return nb_det(x[0]);
@@ -185,26 +80,26 @@ static nb_tensor *run_op(const rcase *c, nb_tensor **x) {
 }
 
 /* Returns the number of comparisons that failed. */
-static int run_case(const rcase *c, nb_dtype dt) {
+static int run_case(const rd_case *c, nb_dtype dt) {
     double atol = dt == NB_F64 ? 1e-12 : 1e-5, rtol = dt == NB_F64 ? 1e-10 : 1e-4;
     int bad = 0;
     nb_scope_begin();
-    nb_tensor *x[MAXIN] = {0};
-    for (int i = 0; i < c->nin; i++) {
+    nb_tensor *x[RD_MAX_INPUTS] = {0};
+    for (int i = 0; i < c->ninputs; i++) {
         x[i] = nb_from_f64(dt, c->in[i].rank, c->in[i].shape, c->in[i].v);
         if (c->rg[i]) nb_set_requires_grad(x[i], true);
     }
     nb_tensor *out = run_op(c, x);
     bad += compare(c->name, "output", dt, out, &c->out, atol, rtol);
     bool any = false;
-    for (int i = 0; i < c->nin; i++) any |= c->has_grad[i];
+    for (int i = 0; i < c->ninputs; i++) any |= c->has_grad[i];
     if (out && any) {
-        nb_tensor *w = nb_from_f64(dt, c->w.rank, c->w.shape, c->w.v);
+        nb_tensor *w = nb_from_f64(dt, c->weight.rank, c->weight.shape, c->weight.v);
         if (nb_backward(nb_sum(nb_mul(out, w)), NULL, 0) != 0) {
             fprintf(stderr, "  %s: backward failed: %s\n", c->name, nb_last_error() ? nb_last_error() : "?");
             bad++;
         } else {
-            for (int i = 0; i < c->nin; i++)
+            for (int i = 0; i < c->ninputs; i++)
                 if (c->has_grad[i]) bad += compare(c->name, "gradient", dt, nb_grad(x[i]), &c->grad[i], atol, rtol);
         }
     }
@@ -213,32 +108,31 @@ static int run_case(const rcase *c, nb_dtype dt) {
     return bad;
 }
 
-static bool fits_f32(const rcase *c) {
-    for (int i = 0; i < c->nin; i++)
+static bool fits_f32(const rd_case *c) {
+    for (int i = 0; i < c->ninputs; i++)
         for (int64_t k = 0; k < c->in[i].n; k++)
             if (isfinite(c->in[i].v[k]) && fabs(c->in[i].v[k]) > FLT_MAX) return false;
     return true;
 }
 
 static void test_reference(void) {
-    FILE *f = fopen(NB_TEST_DATA_DIR "/numerics_reference.txt", "r");
+    int64_t n = 0;
+    FILE *f = rd_open(NB_TEST_DATA_DIR "/numerics_reference.txt", &n);
     CHECK(f != NULL);
     if (!f) return;
-    int64_t n = 0;
-    CHECK(expect(f, "cases") && inum(f, &n) && n > 0);
     int failed = 0;
     for (int64_t i = 0; i < n; i++) {
-        rcase c;
-        if (!read_case(f, &c)) {
+        rd_case c;
+        if (!rd_read_case(f, &c)) {
             fprintf(stderr, "  case %lld: malformed (%s)\n", (long long)i, c.name);
-            free_case(&c);
+            rd_free_case(&c);
             CHECK(0);
             break;
         }
         int bad = run_case(&c, NB_F64);
         if (fits_f32(&c)) bad += run_case(&c, NB_F32);
         if (bad) failed++;
-        free_case(&c);
+        rd_free_case(&c);
     }
     fclose(f);
     if (failed) fprintf(stderr, "  %d of %lld special-value cases differ from PyTorch\n", failed, (long long)n);

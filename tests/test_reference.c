@@ -13,161 +13,20 @@
  */
 #include "harness.h"
 #include "nabla/nn.h"
+#include "refdata.h"
 
-#include <errno.h>
 #include <stdbool.h>
 
 #ifndef NB_TEST_DATA_DIR
 #define NB_TEST_DATA_DIR "tests/data"
 #endif
 
-#define REF_MAX_INPUTS 8
-#define REF_MAX_PARAMS 16
-
-typedef struct {
-    int rank;
-    int64_t shape[NB_MAX_RANK];
-    int64_t n;
-    double *v; /* n values (at least one slot allocated) */
-} ref_tensor;
-
-typedef struct {
-    char name[128];
-    char op[64];
-    int nparams;
-    double params[REF_MAX_PARAMS];
-    int ninputs;
-    int rg[REF_MAX_INPUTS];
-    ref_tensor in[REF_MAX_INPUTS];
-    ref_tensor out, weight;
-    int has_grad[REF_MAX_INPUTS];
-    ref_tensor grad[REF_MAX_INPUTS];
-} ref_case;
-
 /* ------------------------------------------------------------------------ */
-/* Reading                                                                  */
+/* Reading (tests/refdata.h)                                                */
 /* ------------------------------------------------------------------------ */
 
-static int ref_ntokens; /* tokens read so far, for error messages */
-
-/* Next whitespace-separated token, skipping '#' comments to the end of line. */
-static bool next_token(FILE *f, char *tok, size_t cap) {
-    for (;;) {
-        int c = fgetc(f);
-        while (c != EOF && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) c = fgetc(f);
-        if (c == EOF) return false;
-        if (c == '#') {
-            while (c != EOF && c != '\n') c = fgetc(f);
-            continue;
-        }
-        size_t k = 0;
-        while (c != EOF && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-            if (k + 1 < cap) tok[k++] = (char)c;
-            c = fgetc(f);
-        }
-        tok[k] = '\0';
-        ref_ntokens++;
-        return true;
-    }
-}
-
-static bool expect_word(FILE *f, const char *word) {
-    char tok[128];
-    if (!next_token(f, tok, sizeof tok)) {
-        fprintf(stderr, "reference.txt: expected '%s', got end of file\n", word);
-        return false;
-    }
-    if (strcmp(tok, word) != 0) {
-        fprintf(stderr, "reference.txt: expected '%s', got '%s' (token %d)\n", word, tok, ref_ntokens);
-        return false;
-    }
-    return true;
-}
-
-static bool read_double(FILE *f, double *out) {
-    char tok[64];
-    if (!next_token(f, tok, sizeof tok)) return false;
-    char *end = NULL;
-    errno = 0;
-    *out = strtod(tok, &end);
-    if (end == tok || *end != '\0') {
-        fprintf(stderr, "reference.txt: bad number '%s' (token %d)\n", tok, ref_ntokens);
-        return false;
-    }
-    return true;
-}
-
-static bool read_int(FILE *f, int64_t *out) {
-    char tok[64];
-    if (!next_token(f, tok, sizeof tok)) return false;
-    char *end = NULL;
-    long long v = strtoll(tok, &end, 10);
-    if (end == tok || *end != '\0') {
-        fprintf(stderr, "reference.txt: bad integer '%s' (token %d)\n", tok, ref_ntokens);
-        return false;
-    }
-    *out = (int64_t)v;
-    return true;
-}
-
-/* "<rank> <dims...>" then the values. */
-static bool read_tensor(FILE *f, ref_tensor *t) {
-    int64_t r;
-    if (!read_int(f, &r) || r < 0 || r > NB_MAX_RANK) return false;
-    t->rank = (int)r;
-    t->n = 1;
-    for (int i = 0; i < t->rank; i++) {
-        if (!read_int(f, &t->shape[i]) || t->shape[i] < 0) return false;
-        t->n *= t->shape[i];
-    }
-    t->v = (double *)malloc(sizeof(double) * (size_t)(t->n ? t->n : 1));
-    if (!t->v) return false;
-    for (int64_t i = 0; i < t->n; i++)
-        if (!read_double(f, &t->v[i])) return false;
-    return true;
-}
-
-static void free_case(ref_case *c) {
-    for (int i = 0; i < REF_MAX_INPUTS; i++) {
-        free(c->in[i].v);
-        free(c->grad[i].v);
-    }
-    free(c->out.v);
-    free(c->weight.v);
-    memset(c, 0, sizeof *c);
-}
-
-/* Reads one case; false at a format error. */
-static bool read_case(FILE *f, ref_case *c) {
-    memset(c, 0, sizeof *c);
-    char tok[128];
-    int64_t k;
-    if (!expect_word(f, "case") || !next_token(f, c->name, sizeof c->name)) return false;
-    if (!expect_word(f, "op") || !next_token(f, c->op, sizeof c->op)) return false;
-    if (!expect_word(f, "params") || !read_int(f, &k) || k < 0 || k > REF_MAX_PARAMS) return false;
-    c->nparams = (int)k;
-    for (int i = 0; i < c->nparams; i++)
-        if (!read_double(f, &c->params[i])) return false;
-    if (!expect_word(f, "inputs") || !read_int(f, &k) || k < 0 || k > REF_MAX_INPUTS) return false;
-    c->ninputs = (int)k;
-    for (int i = 0; i < c->ninputs; i++) {
-        int64_t rg;
-        if (!expect_word(f, "input") || !read_int(f, &rg) || !read_tensor(f, &c->in[i])) return false;
-        c->rg[i] = rg != 0;
-    }
-    if (!expect_word(f, "output") || !read_tensor(f, &c->out)) return false;
-    if (!expect_word(f, "weight") || !read_tensor(f, &c->weight)) return false;
-    for (;;) {
-        if (!next_token(f, tok, sizeof tok)) return false;
-        if (strcmp(tok, "end") == 0) break;
-        if (strcmp(tok, "grad") != 0) {
-            fprintf(stderr, "reference.txt: case %s: unexpected '%s'\n", c->name, tok);
-            return false;
-        }
-        if (!read_int(f, &k) || k < 0 || k >= c->ninputs || c->has_grad[k]) return false;
-        c->has_grad[k] = 1;
-        if (!read_tensor(f, &c->grad[k])) return false;
-    }
+/* Every input that requires grad has a grad block, and no other input has one. */
+static bool grads_match_rg(const rd_case *c) {
     for (int i = 0; i < c->ninputs; i++)
         if (c->rg[i] != c->has_grad[i]) {
             fprintf(stderr, "reference.txt: case %s: input %d: requires_grad and grad block disagree\n", c->name,
@@ -181,14 +40,14 @@ static bool read_case(FILE *f, ref_case *c) {
 /* Dispatch                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static int iparam(const ref_case *c, int i) { return (int)c->params[i]; }
+static int iparam(const rd_case *c, int i) { return (int)c->params[i]; }
 
 /* Runs the op of case c on inputs x. *known is false for an unknown op. */
-static nb_tensor *apply_op(const ref_case *c, nb_tensor **x, bool *known) {
+static nb_tensor *apply_op(const rd_case *c, nb_tensor **x, bool *known) {
     const char *op = c->op;
     const int np = c->nparams;
-    int ia[REF_MAX_PARAMS];
-    int64_t la[REF_MAX_PARAMS];
+    int ia[RD_MAX_PARAMS];
+    int64_t la[RD_MAX_PARAMS];
     for (int i = 0; i < np; i++) {
         ia[i] = (int)c->params[i];
         la[i] = (int64_t)c->params[i];
@@ -345,7 +204,7 @@ static const char *dtype_name(nb_dtype dt) { return dt == NB_F32 ? "f32" : dt ==
 
 /* Compares t (shape and values) with ref; t NULL stands for zeros of ref's
    shape. Returns the number of mismatches (reported, the first few printed). */
-static int compare(const char *cname, const char *what, const char *pass, const nb_tensor *t, const ref_tensor *ref,
+static int compare(const char *cname, const char *what, const char *pass, const nb_tensor *t, const rd_tensor *ref,
                    double atol, double rtol) {
     char b1[96], b2[96];
     if (t) {
@@ -379,20 +238,20 @@ static int compare(const char *cname, const char *what, const char *pass, const 
     return bad;
 }
 
-static bool all_zero(const ref_tensor *t) {
+static bool all_zero(const rd_tensor *t) {
     for (int64_t i = 0; i < t->n; i++)
         if (t->v[i] != 0.0) return false;
     return true;
 }
 
 /* One pass of case c in dtype dt. Returns the number of failures. */
-static int run_pass(const ref_case *c, nb_dtype dt, bool *unknown_op) {
+static int run_pass(const rd_case *c, nb_dtype dt, bool *unknown_op) {
     const bool f64 = dt == NB_F64;
     const char *pass = dtype_name(dt);
     const double atol = f64 ? 1e-12 : 1e-5, rtol = f64 ? 1e-10 : 1e-4;
     const double gatol = f64 ? 1e-12 : 1e-4, grtol = f64 ? 1e-10 : 1e-3;
     int fails = 0;
-    nb_tensor *x[REF_MAX_INPUTS] = {0};
+    nb_tensor *x[RD_MAX_INPUTS] = {0};
 
     nb_clear_error();
     nb_scope_begin();
@@ -484,31 +343,24 @@ done:
 
 int main(void) {
     const char *path = NB_TEST_DATA_DIR "/reference.txt";
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "cannot open %s\n", path);
-        th_failed++;
-        return th_finish();
-    }
     int64_t ncases = 0;
-    if (!expect_word(f, "cases") || !read_int(f, &ncases) || ncases <= 0) {
-        fprintf(stderr, "%s: missing 'cases N' header\n", path);
-        fclose(f);
+    FILE *f = rd_open(path, &ncases);
+    if (!f) {
         th_failed++;
         return th_finish();
     }
     int nunknown = 0;
-    ref_case *c = (ref_case *)calloc(1, sizeof *c);
+    rd_case *c = (rd_case *)calloc(1, sizeof *c);
     if (!c) {
         fclose(f);
         th_failed++;
         return th_finish();
     }
     for (int64_t k = 0; k < ncases; k++) {
-        if (!read_case(f, c)) {
+        if (!rd_read_case(f, c) || !grads_match_rg(c)) {
             fprintf(stderr, "%s: format error in case %lld (%s)\n", path, (long long)k + 1,
                     c->name[0] ? c->name : "?");
-            free_case(c);
+            rd_free_case(c);
             th_failed++;
             break;
         }
@@ -523,13 +375,9 @@ int main(void) {
         } else {
             th_passed++;
         }
-        free_case(c);
+        rd_free_case(c);
     }
-    char tok[32];
-    if (next_token(f, tok, sizeof tok)) {
-        fprintf(stderr, "%s: trailing data after %lld cases ('%s')\n", path, (long long)ncases, tok);
-        th_failed++;
-    }
+    if (rd_trailing(f, ncases)) th_failed++;
     free(c);
     fclose(f);
     if (nunknown) fprintf(stderr, "%d case(s) with an op unknown to tests/test_reference.c\n", nunknown);

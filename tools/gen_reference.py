@@ -12,7 +12,8 @@ For each case the file holds the op, its parameters, the input tensors, the
 output of the op, a weight tensor W of the output's shape, and the gradients of
 L = sum(out * W) with respect to every input that requires grad.
 
-File format (whitespace-separated tokens; C reads it with fscanf/strtod):
+File format (whitespace-separated tokens; tools/refformat.py writes it and
+tests/refdata.h reads it):
 
     # comment lines (only at the top of the file)
     cases <N>                          number of cases that follow

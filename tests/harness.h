@@ -100,4 +100,23 @@ static inline nb_tensor *th_rand(nb_dtype dt, int rank, const int64_t *shape, do
     return t;
 }
 
+/* Allocation failures: th_inject(at) installs an allocator whose at-th allocation from then on returns NULL (at 0:
+   none does), th_alloc_count counting them; th_stop_injecting puts back the default one. */
+static TH_UNUSED long th_fail_at, th_alloc_count;
+static inline void *th_failing_alloc(size_t n, void *ud) {
+    (void)ud;
+    if (++th_alloc_count == th_fail_at) return NULL;
+    return malloc(n);
+}
+static inline void th_plain_free(void *p, void *ud) {
+    (void)ud;
+    free(p);
+}
+static inline void th_inject(long at) {
+    th_alloc_count = 0;
+    th_fail_at = at;
+    nb_set_allocator(th_failing_alloc, th_plain_free, NULL);
+}
+static inline void th_stop_injecting(void) { nb_set_allocator(NULL, NULL, NULL); }
+
 #endif

@@ -7,17 +7,6 @@
  */
 #include "harness.h"
 
-static long fail_at, alloc_count;
-static void *failing_alloc(size_t n, void *ud) {
-    (void)ud;
-    if (++alloc_count == fail_at) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *p, void *ud) {
-    (void)ud;
-    free(p);
-}
-
 #define NLEAF 5
 
 typedef struct {
@@ -84,12 +73,10 @@ static void run(unsigned flags) {
     nb_scope_begin();
     problem p;
     build(&p, flags);
-    fail_at = 0;
-    alloc_count = 0;
-    nb_set_allocator(failing_alloc, plain_free, NULL);
+    th_inject(0);
     CHECK(nb_backward(p.loss, NULL, flags) == 0);
-    nb_set_allocator(NULL, NULL, NULL);
-    long total = alloc_count;
+    th_stop_injecting();
+    long total = th_alloc_count;
     snap(&p, &clean);
     for (int i = 0; i < NLEAF; i++) CHECK(clean.grad[i] != NULL);
     clear(&p);
@@ -97,16 +84,15 @@ static void run(unsigned flags) {
 
     /* Fail each allocation of the pass in turn (one, a scope's bookkeeping, may fail without failing it). */
     int failures = 0;
-    for (fail_at = 1; fail_at <= total; fail_at++) {
+    for (long fail_at = 1; fail_at <= total; fail_at++) {
         nb_scope_begin();
         build(&p, flags);
         snap(&p, &before);
         int64_t in_use = nb_memory_in_use();
         nb_clear_error();
-        alloc_count = 0;
-        nb_set_allocator(failing_alloc, plain_free, NULL);
+        th_inject(fail_at);
         int rc = nb_backward(p.loss, NULL, flags);
-        nb_set_allocator(NULL, NULL, NULL);
+        th_stop_injecting();
         if (rc == 0) {
             snap(&p, &after);
             CHECK(same(&after, &clean, false));
@@ -145,7 +131,7 @@ static void test_backward_oom_create_graph(void) { run(NB_CREATE_GRAPH); }
 static void test_gradients_oom(void) {
     nb_set_cache_limit(0);
     long total = 0;
-    for (fail_at = 0; fail_at <= total; fail_at++) { /* 0: a clean run, counting the allocations */
+    for (long fail_at = 0; fail_at <= total; fail_at++) { /* 0: a clean run, counting the allocations */
         nb_scope_begin();
         problem p;
         build(&p, 0);
@@ -153,14 +139,13 @@ static void test_gradients_oom(void) {
         snap(&p, &before);
         nb_tensor *g[NLEAF] = {0};
         nb_clear_error();
-        alloc_count = 0;
-        nb_set_allocator(failing_alloc, plain_free, NULL);
+        th_inject(fail_at);
         int rc = nb_gradients(p.loss, NULL, NLEAF, p.leaf, 0, g);
-        nb_set_allocator(NULL, NULL, NULL);
+        th_stop_injecting();
         snap(&p, &after);
         CHECK(same(&after, &before, true));
         if (fail_at == 0) {
-            total = alloc_count;
+            total = th_alloc_count;
             CHECK(rc == 0);
         }
         if (rc != 0) {

@@ -415,24 +415,7 @@ static void test_bad_step_counts(void) {
     clear_dir();
 }
 
-/* ------------------------------------------------- allocation failures */
-
-static long fail_at, alloc_count;
-static void *failing_alloc(size_t n, void *ud) {
-    (void)ud;
-    if (++alloc_count == fail_at) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *p, void *ud) {
-    (void)ud;
-    free(p);
-}
-static void inject(long at) {
-    alloc_count = 0;
-    fail_at = at;
-    nb_set_allocator(failing_alloc, plain_free, NULL);
-}
-static void stop_injecting(void) { nb_set_allocator(NULL, NULL, NULL); }
+/* ------------------------------------------------- allocation failures (th_inject: harness.h) */
 
 /* A small network, each parameter with a gradient, and an optimizer that has
    taken two steps (so every moment holds something). */
@@ -529,9 +512,9 @@ static long fail_each(model *m, op_fn op, const char *path, const char *file, sn
     for (at = 1; at < 2000 && !ok; at++) {
         nb_clear_error();
         int64_t mem0 = nb_memory_in_use();
-        inject(at);
+        th_inject(at);
         int rc = op(m, path);
-        stop_injecting();
+        th_stop_injecting();
         if (rc == 0) {
             ok = 1;
             break;
@@ -665,9 +648,9 @@ static void test_fresh_module_save_failures(void) {
         int64_t mem0 = nb_memory_in_use();
         nb_module *m = make_net(41);
         nb_clear_error();
-        inject(at);
+        th_inject(at);
         int rc = nb_module_save(m, path);
-        stop_injecting();
+        th_stop_injecting();
         if (rc == 0) {
             ok = 1;
         } else {
@@ -694,7 +677,7 @@ static void test_build_failures(void) {
     for (at = 1; at < 1000 && !ok; at++) {
         int64_t mem0 = nb_memory_in_use();
         nb_clear_error();
-        inject(at);
+        th_inject(at);
         nb_module *m = make_net(51);
         nb_rng r;
         nb_rng_seed(&r, 3);
@@ -702,7 +685,7 @@ static void test_build_failures(void) {
         nb_tensor *ps[8];
         int np = m ? nb_module_params(m, ps, NULL, 8) : 0;
         nb_optim *o = np > 0 ? nb_adamw(np, ps, 1e-3, 0.9, 0.999, 1e-8, 0.01) : NULL;
-        stop_injecting();
+        th_stop_injecting();
         if (m && e && ln && o) ok = 1;
         else CHECK(nb_last_error() && strstr(nb_last_error(), "out of memory"));
         nb_optim_free(o);

@@ -416,23 +416,11 @@ static void test_two_threads(void) {
 
 /* Allocation failure at every point of a forward+backward: each run fails
    cleanly or succeeds, leaks nothing (ASan) and leaves the inputs intact. */
-static long fail_at, alloc_count;
-static void *failing_alloc(size_t n, void *ud) {
-    (void)ud;
-    if (++alloc_count == fail_at) return NULL;
-    return malloc(n);
-}
-static void plain_free(void *p, void *ud) {
-    (void)ud;
-    free(p);
-}
-
 static void test_alloc_failures(void) {
     int succeeded = 0;
     nb_set_cache_limit(0); /* every allocation reaches the hook, none is served from the cache */
-    for (fail_at = 1; fail_at < 400 && !succeeded; fail_at++) {
-        alloc_count = 0;
-        nb_set_allocator(failing_alloc, plain_free, NULL);
+    for (long fail_at = 1; fail_at < 400 && !succeeded; fail_at++) {
+        th_inject(fail_at);
         nb_clear_error();
         nb_scope_begin();
         nb_tensor *a = nb_full(NB_F64, 2, (int64_t[]){3, 40}, 0.5);

@@ -713,6 +713,14 @@ fail:
     return -1;
 }
 
+/* Loads the data (have_stats as for load_data), then builds the model from the seed; nonzero after a message. */
+static int load_and_build(run *r, bool have_stats) {
+    if (load_data(r, have_stats) != 0) return die_lib("cannot load the data");
+    nb_rng_seed(&r->rng, r->o.seed);
+    if (build(r) != 0) return die_lib("cannot build the model");
+    return 0;
+}
+
 static int make_optimizer(run *r) {
     const options *o = &r->o;
     nb_clear_error();
@@ -1004,15 +1012,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (make_out_dir(r.o.out) != 0) goto done;
-    if (load_data(&r, !fresh) != 0) {
-        rc = die_lib("cannot load the data");
-        goto done;
-    }
-    nb_rng_seed(&r.rng, r.o.seed);
-    if (build(&r) != 0) {
-        rc = die_lib("cannot build the model");
-        goto done;
-    }
+    if (load_and_build(&r, !fresh) != 0) goto done;
     if (make_optimizer(&r) != 0) {
         rc = die_lib("cannot create the optimizer");
         goto done;
@@ -1118,15 +1118,7 @@ int cmd_eval(int argc, char **argv) {
     snprintf(args, sizeof args, "%.*smodel.args", slash ? (int)(slash - ckpt + 1) : 0, ckpt);
     int rc = 1;
     if (read_args(args, &r, A_MODEL) != 0) goto done;
-    if (load_data(&r, r.o.csv[0] != 0) != 0) {
-        rc = die_lib("cannot load the data");
-        goto done;
-    }
-    nb_rng_seed(&r.rng, r.o.seed);
-    if (build(&r) != 0) {
-        rc = die_lib("cannot build the model");
-        goto done;
-    }
+    if (load_and_build(&r, r.o.csv[0] != 0) != 0) goto done;
     nb_clear_error();
     if (nb_module_load(r.net, ckpt) != 0) {
         rc = die_lib("cannot load the checkpoint");

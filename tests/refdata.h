@@ -20,9 +20,10 @@
  * rd_open opens a file and reads its "cases N"; rd_read_case reads a case of
  * reference.txt or numerics_reference.txt (grad blocks, then "end"),
  * rd_read_head the part every file has (up to the weight) for a reader of
- * other blocks; rd_free_case frees what a case holds. A format error prints
- * the file, the token and what was expected, and makes the readers return
- * false. Like harness.h, everything here is static, one copy per test.
+ * other blocks; rd_free_case frees what a case holds; rd_trailing tells
+ * whether anything follows the last case. A format error prints the file,
+ * the token and what was expected, and makes the readers return false. Like
+ * harness.h, everything here is static, one copy per test.
  */
 #ifndef NABLA_TEST_REFDATA_H
 #define NABLA_TEST_REFDATA_H

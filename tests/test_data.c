@@ -413,6 +413,10 @@ static void test_csv_quoting(void) {
     /* a byte order mark, semicolons and tabs detected, or given */
     CHECK(csv("\xEF\xBB\xBF" "a;b;c\n1,5;2;0\n", NULL, &ds) != 0); /* ';' detected: "1,5" is not a number */
     CHECK_ERR("t.csv:2:1: '1,5' is not a number");
+    CHECK(csv("a,b,y\n1,2,0\n0x10,2,1\n", NULL, &ds) != 0); /* hexadecimal is not a CSV number */
+    CHECK_ERR("t.csv:3:1: '0x10' is not a number");
+    CHECK(csv("a,b,y\n1,2,0\n-0X1p3,2,1\n", NULL, &ds) != 0);
+    CHECK_ERR("t.csv:3:1: '-0X1p3' is not a number");
     CHECK(csv("\xEF\xBB\xBF" "a;b;c\n1;2;0\n3;4;1\n", NULL, &ds) == 0);
     CHECK(ds.n == 2 && ds.d == 2 && ds.classes == 2);
     nb_dataset_free(&ds);
@@ -562,7 +566,7 @@ static void test_csv_numbers_exact(void) {
             break;
         }
         case 5: sprintf(num[i], "%llu", (unsigned long long)(th_next() >> (th_next() % 64))); break;
-        case 6: sprintf(num[i], "%s", (const char *[]){"0", "-0", "+.5", "1.", "0x1p-3", "9007199254740993",
+        case 6: sprintf(num[i], "%s", (const char *[]){"0", "-0", "+.5", "1.", "0.125e-0", "9007199254740993",
                                                     "1e22", "1e23", "4.9e-324", "00012.50"}[i / 8 % 10]); break;
         default: sprintf(num[i], "%.*f", (int)(th_next() % 8), v * 1e6); break;
         }
@@ -712,6 +716,12 @@ static void test_stats_and_standardize(void) {
         CHECK_CLOSE(nb_get(m2, &j), 0, 1e-15, 0);
         CHECK_CLOSE(nb_get(s2, &j), 1, 1e-15, 0);
     }
+    nb_dataset big;
+    CHECK(csv("a,y\n1e308,0\n-1e308,1\n1e308,0\n", NULL, &big) == 0);
+    nb_tensor *mb = NULL, *sb = NULL;
+    CHECK(nb_dataset_feature_stats(&big, &mb, &sb) != 0 && !mb && !sb); /* the squares overflow */
+    CHECK_ERR("nb_dataset_feature_stats: feature 0 (values from -1e+308 to 1e+308) is too large");
+    nb_dataset_free(&big);
     /* a std of 0, a wrong length: errors, ds unchanged */
     nb_tensor *old = ds.x;
     nb_tensor *zero = nb_full(NB_F64, 1, (int64_t[]){3}, 0.0), *two = nb_full(NB_F32, 1, (int64_t[]){2}, 1.0);

@@ -529,10 +529,13 @@ static bool fast_number(const char *s, double *v) {
 #endif
 }
 
-/* The whole of s as a number (strtod's syntax). */
+/* The whole of s as a decimal number (strtod's syntax without its hexadecimal form: "0x10" in a CSV is
+   text, as numpy and pandas read it). */
 static bool number(const char *s, double *v) {
     if (!*s) return false;
     if (fast_number(s, v)) return true;
+    const char *p = s + (*s == '+' || *s == '-');
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) return false;
     char *e;
     errno = 0;
     *v = strtod(s, &e);
@@ -1039,10 +1042,12 @@ int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor *
         double mu = sum[j], sd = sqrt(ss[j] / (double)n);
         if (lo[j] == hi[j] && isfinite(lo[j])) mu = lo[j], sd = 0; /* constant: a rounded sum must not leave a tiny std */
         if (!isfinite(mu) || !isfinite(sd)) {
+            double l = lo[j], h = hi[j]; /* in w */
             nbi_dealloc(w);
             nb_free(m);
             nb_free(s);
-            return fail(fn, "feature %lld has a mean of %g and a deviation of %g", (long long)j, mu, sd);
+            return fail(fn, "feature %lld (values from %g to %g) is too large for its mean and deviation to be "
+                            "computed in double precision", (long long)j, l, h);
         }
         nbi_put(m, j, mu);
         nbi_put(s, j, sd > 0 ? sd : 1.0);

@@ -669,6 +669,10 @@ static int load_data(run *r, bool have_stats) {
         return -1;
     }
     int64_t c = r->tr.classes > r->te.classes ? r->tr.classes : r->te.classes;
+    if (c < 2) {
+        nb_failf("nabla", "the data has %" PRId64 " class; a classifier needs at least 2", c);
+        return -1;
+    }
     if (r->classes == 0) r->classes = c;
     if (c > r->classes) {
         nb_failf("nabla", "the data has %" PRId64 " classes, the model %" PRId64, c, r->classes);

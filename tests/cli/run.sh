@@ -154,6 +154,8 @@ mkdir "$nl" && cp "$out/blobs.csv" "$nl/d.csv"
 "$nabla" train --csv "$nl/d.csv" --epochs 2 --hidden 8 --out "$out/nl" >"$out/nllog" 2>&1
 "$nabla" eval "$out/nl/model.safetensors" >"$out/nlev" 2>&1
 check "a CSV path with a newline: eval reads model.args back" "[ $? -eq 0 ] && [ \"\$(cat '$out/nlev')\" = \"\$(tail -1 '$out/nllog')\" ]"
+printf 'a,label\n1,0\n2,0\n3,0\n4,0\n' >"$out/oneclass.csv"
+fails "a CSV with one class" "the data has 1 class; a classifier needs at least 2" train --csv "$out/oneclass.csv" --out "$out/oc"
 printf 'a,b,label\n1,,0\n2,3,1\n' >"$out/empty.csv"
 fails "a CSV with an empty field names its line and column" "empty.csv:2:2" train --csv "$out/empty.csv" --out "$out/e"
 # string labels (one quoted, holding the delimiter), sorted by label: mapped to classes, the mapping saved and

@@ -89,7 +89,7 @@ static nb_tensor *new_header(nb_dtype dt, int rank, const int64_t *shape, size_t
 
 nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape) {
     if (rank < 0 || rank > NB_MAX_RANK) return nbi_err(fn, "rank %d is outside 0..%d", rank, NB_MAX_RANK);
-    if (!nbi_shape_ok(fn, dt, rank, shape)) return NULL;
+    if (!nbi_shape_ok(fn, nbi_dsize(dt), rank, shape)) return NULL;
     int64_t n = 1;
     for (int i = 0; i < rank; i++) n *= shape[i]; /* cannot overflow: bounded by nbi_shape_ok */
     int64_t bytes = n * (int64_t)nbi_dsize(dt);
@@ -113,7 +113,7 @@ nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape
 }
 
 nb_tensor *nbi_view(nb_tensor *src, int rank, const int64_t *shape, const int64_t *strides, char *data) {
-    if (!nbi_shape_ok("view", src->dtype, rank, shape)) return NULL; /* the callers check; new_header relies on it */
+    if (!nbi_shape_ok("view", 1, rank, shape)) return NULL; /* the callers check; new_header relies on it */
     nb_tensor *t = new_header(src->dtype, rank, shape, 0);
     if (!t) return nbi_err("view", "out of memory for a tensor header");
     memcpy(t->strides, strides, sizeof(int64_t) * (size_t)rank);

@@ -50,7 +50,7 @@ nb_tensor *nb_reshape(nb_tensor *a, int rank, const int64_t *shape) {
         return nbi_err(fn, "cannot reshape %s (%lld elements) to %s (%lld elements)", NBI_SHAPE(a),
                        (long long)a->numel, nb_shape_str(rank, s, buf, sizeof buf), (long long)n);
     }
-    if (!nbi_shape_ok(fn, a->dtype, rank, s)) return NULL; /* an empty a: the other sizes may still be huge */
+    if (!nbi_shape_ok(fn, nbi_dsize(a->dtype), rank, s)) return NULL; /* an empty a: other sizes may be huge */
     nb_tensor *out;
     if (nbi_is_contig(a)) {
         int64_t st[NB_MAX_RANK];
@@ -127,7 +127,7 @@ nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape) {
     if (!nbi_check(fn, a, 1)) return NULL;
     if (rank < a->rank || rank > NB_MAX_RANK || (rank > 0 && !shape))
         return nbi_err(fn, "cannot expand %s to rank %d", NBI_SHAPE(a), rank);
-    int64_t s[NB_MAX_RANK] = {0}, st[NB_MAX_RANK] = {0};
+    int64_t s[NB_MAX_RANK] = {0}, st[NB_MAX_RANK] = {0}, count = 1;
     int lead = rank - a->rank;
     for (int i = 0; i < rank; i++) {
         int j = i - lead;
@@ -138,9 +138,14 @@ nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape) {
                            nb_shape_str(rank, shape, buf, sizeof buf), i, j >= 0 ? (long long)a->shape[j] : 0LL);
         }
         s[i] = want;
+        /* sizes of 0 aside: an empty result with a huge count of the others would overflow later */
+        if (want > 0 && !nbi_mul_ok(count, want, &count)) {
+            char buf[160];
+            return nbi_err(fn, "cannot expand %s to %s: the element count exceeds 2^63 (sizes of 0 aside)",
+                           NBI_SHAPE(a), nb_shape_str(rank, shape, buf, sizeof buf));
+        }
         st[i] = (j < 0 || (a->shape[j] == 1 && want != 1)) ? 0 : a->strides[j];
     }
-    if (!nbi_shape_ok(fn, a->dtype, rank, s)) return NULL; /* also when a size is 0: strides must not overflow */
     return record1(nbi_view(a, rank, s, st, a->data), NBI_OP_EXPAND, a);
 }
 

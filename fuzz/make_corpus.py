@@ -66,20 +66,42 @@ put("idx", "rank4", idx_input(0, idx([2, 1, 2, 2], range(8)), idx([2], [1, 0])))
 put("idx", "one_dim", idx_input(0, idx([4], [0, 255, 1, 2]), idx([4], [3, 3, 0, 1])))
 put("idx", "empty", idx_input(0, idx([0, 5], []), idx([0], [])))
 put("idx", "count_mismatch", idx_input(0, imgs, idx([2], [0, 1])))
+put("idx", "files_f64", idx_input(5, imgs, labs))
+put("idx", "files_rank4", idx_input(4, idx([2, 1, 2, 2], range(8)), idx([2], [1, 0])))
+put("idx", "gz_f64", idx_input(3, gzip.compress(idx([2, 3], range(6)), mtime=0), idx([2], [4, 1])))
 
 # ------------------------------------------------------------------------ CSV
-def csv_input(label_col, f64, text):
-    return bytes([((label_col + 8) & 15) | (16 if f64 else 0)]) + text.encode()
+# Two option bytes (see fuzz_csv.c): label column, dtype, header, missing; delimiter, labels,
+# given class names, a second load through a file.
+HEADER = {"detect": 0, "none": 1, "present": 2, "bad": 3}
+DELIM = {None: 0, ",": 1, ";": 2, "\t": 3, " ": 4, "|": 5, '"': 6}
+LABELS = {"auto": 0, "int": 1, "string": 2}
+
+
+def csv_input(label_col, f64, text, header="detect", skip=False, delim=None, labels="auto", names=False,
+              via_file=False):
+    o0 = ((label_col + 8) & 15) | (16 if f64 else 0) | HEADER[header] << 5 | (128 if skip else 0)
+    o1 = DELIM[delim] | LABELS[labels] << 3 | (32 if names else 0) | (64 if via_file else 0)
+    return bytes([o0, o1]) + text.encode()
 
 
 put("csv", "header_last_label", csv_input(-1, False, "x,y,label\n0.5,1,0\n-2,3.25,1\n4,5e-1,2\n"))
-put("csv", "no_header_first_label", csv_input(0, True, "1,0.5,0.25\n0,1,2\n2,-1,-2\n"))
+put("csv", "no_header_first_label", csv_input(0, True, "1,0.5,0.25\n0,1,2\n2,-1,-2\n", via_file=True))
 put("csv", "crlf_semicolons", csv_input(1, False, "a;b;c\r\n1;0;2\r\n3;1;4\r\n"))
 put("csv", "spaces_tabs", csv_input(-1, True, "1 2 0\n3\t4\t1\n"))
 put("csv", "empty_field", csv_input(-1, False, "a,b,c,label\n1,,5,0\n1,2,3,1\n"))
 put("csv", "quoted", csv_input(-1, False, '"a","b","label"\n"1","2","0"\n3,4,1\n'))
 put("csv", "bad_label", csv_input(-1, False, "1,2,0.5\n1,2,nan\n1,2,1e300\n"))
 put("csv", "one_row", csv_input(-1, True, "1,2,3,0\n"))
+put("csv", "string_labels", csv_input(-1, False, "f,g,species\n1,2,setosa\n3,4,virginica\n5,6,setosa\n",
+                                      labels="string", via_file=True))
+put("csv", "given_names", csv_input(0, True, "a;1;2\nb;3;4\n0;5;6\n", header="none", delim=";", names=True))
+put("csv", "skip_missing", csv_input(-1, False, "a|b|y\n1|NA|0\n2|3|1\n?|4|2\n5|6|\n", header="present",
+                                     skip=True, delim="|"))
+put("csv", "int_labels_bom", csv_input(-1, True, "\ufeffa\tb\n1.5\t3.0\n2\t4e0\n", labels="int", delim="\t"))
+put("csv", "quoted_newline", csv_input(-1, False, '"x\ny",z\n"1,5",2\n"3",""\n', skip=True, via_file=True))
+put("csv", "bad_delimiter", csv_input(-1, False, "1,2,0\n", delim='"'))
+put("csv", "bad_header_option", csv_input(-1, False, "1,2,0\n", header="bad"))
 
 # --------------------------------------------------------------------- einsum
 def ein(spec, opt=0, tail=bytes(range(1, 64))):

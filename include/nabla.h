@@ -181,7 +181,8 @@ NB_API void nb_free(nb_tensor *t);
 /* A new tensor of the given shape; data (row-major, of dtype dt) is copied;
    data == NULL gives zeros. rank 0 is a scalar (shape may be NULL). Size-0
    axes are allowed. Fails on a negative axis, rank > NB_MAX_RANK, or a size
-   that overflows. Memory is 64-byte aligned. */
+   that overflows: the product of the sizes other than 0, in bytes, must fit in
+   int64 even when a size is 0. Memory is 64-byte aligned. */
 NB_API nb_tensor *nb_new(nb_dtype dt, int rank, const int64_t *shape, const void *data);
 /* A rank-0 tensor holding v. For NB_I64 (here and in nb_full, nb_from_f64 and
    nb_to) a value is truncated toward zero; NaN, an infinity or a value outside
@@ -197,7 +198,7 @@ NB_API const int64_t *nb_shape(const nb_tensor *t);     /* rank entries; NULL fo
 NB_API const int64_t *nb_strides(const nb_tensor *t);   /* in elements; NULL for NULL */
 NB_API int64_t nb_numel(const nb_tensor *t);            /* -1 for NULL */
 NB_API nb_dtype nb_dtype_of(const nb_tensor *t);        /* NB_F32 for NULL (and an error) */
-NB_API bool nb_is_contiguous(const nb_tensor *t);       /* row-major, no gaps */
+NB_API bool nb_is_contiguous(const nb_tensor *t);       /* row-major, no gaps; true without elements */
 /* Value of a one-element tensor as a double; NaN and an error otherwise. */
 NB_API double nb_item(const nb_tensor *t);
 /* Copy up to cap elements, row-major (views are walked in logical order),
@@ -474,13 +475,16 @@ NB_API const char *nb_ctx_name(const nb_ctx *ctx);
    1..26 operands; labels a-z and A-Z, spaces ignored. Built from permute,
    reshape, mul, sum and matmul, so gradients of any order come from those; for
    three or more operands the pair contracted next is the one with the smallest
-   result (greedy, as opt_einsum). The result may be a view of an operand
+   result (greedy, as opt_einsum) among those whose result has rank at most
+   NB_MAX_RANK; when no pair does, it is an error. The result may be a view of an operand
    ("ij->ji"). Errors name the spec and what is wrong. */
 NB_API nb_tensor *nb_einsum(const char *spec, int n, nb_tensor *const *operands);
 /* The contraction order nb_einsum would choose for spec and these shapes:
    writes a description such as "((0,1),2)" into buf (NULL allowed) and returns
    the estimated FLOP count of the pairwise contractions (2 x multiply-adds;
-   single-operand diagonals and sums count 0), or -1 on error. */
+   single-operand diagonals and sums count 0), or -1 on error: every error of
+   the spec, the shapes or the rank limit that nb_einsum reports (not the
+   failure to allocate an intermediate, which it does not make). */
 NB_API int64_t nb_einsum_path(const char *spec, int n, nb_tensor *const *operands, char *buf, size_t cap);
 
 /* Square matrices (..., n, n), batched over leading axes, by LU with partial

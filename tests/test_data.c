@@ -298,6 +298,19 @@ static void test_idx_sizes(void) {
     free(bl);
 }
 
+/* Images of zero pixels load (d = 0) without an error left behind: a fresh (n, 0) tensor is contiguous. */
+static void test_idx_zero_width(void) {
+    unsigned char im[12] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 0};
+    unsigned char lb[10] = {0, 0, 8, 1, 0, 0, 0, 2, 1, 0};
+    nb_dataset ds = sentinel();
+    CHECK(nb_load_idx_mem(im, sizeof im, lb, sizeof lb, NB_F32, &ds) == 0);
+    CHECK(nb_last_error() == NULL);
+    CHECK(ds.n == 2 && ds.d == 0 && ds.classes == 2);
+    CHECK(ds.x && nb_numel(ds.x) == 0 && nb_data(ds.x) != NULL);
+    CHECK(ds.y && nb_get(ds.y, (int64_t[]){0}) == 1);
+    nb_dataset_free(&ds);
+}
+
 static bool have_zlib(void) {
     unsigned char d[9] = {0, 0, 8, 1, 0, 0, 0, 1, 7};
     write_gz("probe.idx.gz", d, 9);
@@ -926,6 +939,7 @@ int main(void) {
     RUN(test_csv_and_batches);
     RUN(test_idx_header_overflow);
     RUN(test_idx_sizes);
+    RUN(test_idx_zero_width);
     RUN(test_idx_gzip_limit);
     RUN(test_csv_quoting);
     RUN(test_csv_header);

@@ -248,6 +248,25 @@ static void test_path(void) {
     nb_scope_end();
 }
 
+/* The greedy order never makes an intermediate above NB_MAX_RANK when another pair fits, and
+   nb_einsum_path succeeds exactly when nb_einsum does. With e of size 2 and every other label of size 1,
+   contracting operands 0 and 2 first makes the smallest result, but of rank 9 (b l c W k d j z i). */
+static void test_path_rank_limit(void) {
+    nb_scope_begin();
+    nb_tensor *a = nb_full(NB_F64, 5, (int64_t[]){2, 1, 1, 1, 1}, 1.0);
+    nb_tensor *b = nb_full(NB_F64, 1, (int64_t[]){1}, 1.0);
+    nb_tensor *c = nb_full(NB_F64, 6, (int64_t[]){1, 1, 1, 2, 1, 1}, 1.0);
+    nb_tensor *ops[3] = {a, b, c};
+    char buf[64];
+    int64_t f = nb_einsum_path("eblcW,c,kdjezi", 3, ops, buf, sizeof buf);
+    nb_tensor *r = nb_einsum("eblcW,c,kdjezi", 3, ops);
+    CHECK(f >= 0 && r != NULL);
+    CHECK(strcmp(buf, "((0,2),1)") != 0);
+    /* the output: W b d i j k l z, every element the sum over e of 1 * 1 */
+    CHECK(r && nb_rank(r) == 8 && nb_numel(r) == 1 && nb_item(r) == 2);
+    nb_scope_end();
+}
+
 /* ---- gradients ---- */
 static nb_tensor *ein_fn(int n, nb_tensor *const *in, void *ud) { return nb_einsum((const char *)ud, n, in); }
 
@@ -381,6 +400,7 @@ int main(void) {
     RUN(test_broadcast_size1);
     RUN(test_dtypes_and_empty);
     RUN(test_path);
+    RUN(test_path_rank_limit);
     RUN(test_gradients);
     RUN(test_errors);
     RUN(test_memory);

@@ -160,6 +160,56 @@ static void test_reshape_and_overflow(void) {
     nb_scope_end();
 }
 
+/* A size-0 axis anywhere makes a tensor contiguous (nothing to lay out), as the strides of a new tensor say. */
+static void test_empty_contiguous(void) {
+    nb_scope_begin();
+    int64_t shapes[][3] = {{0, 3, 2}, {3, 0, 2}, {3, 2, 0}, {2, 0, 0}};
+    for (int k = 0; k < 4; k++) {
+        nb_tensor *t = nb_new(NB_F32, 3, shapes[k], NULL);
+        CHECK(t && nb_numel(t) == 0);
+        CHECK(nb_is_contiguous(t));
+        CHECK(nb_data(t) != NULL);
+        CHECK(nb_last_error() == NULL);
+        nb_tensor *r = nb_reshape(t, 2, (int64_t[]){shapes[k][0], 0});
+        CHECK(r && nb_is_contiguous(r) && nb_data(r) != NULL);
+        CHECK(nb_last_error() == NULL);
+    }
+    nb_tensor *m0 = nb_full(NB_F64, 2, (int64_t[]){4, 0}, 1.0);
+    CHECK(nb_data(m0) != NULL && nb_is_contiguous(nb_add(m0, m0)));
+    CHECK(nb_last_error() == NULL);
+    nb_scope_end();
+}
+
+/* A shape with a size-0 axis is held to the same bound as one with data: the product of its other sizes, in
+   bytes, must fit in int64, or its strides and offsets would overflow. */
+static void test_empty_huge_shapes(void) {
+    nb_scope_begin();
+    const int64_t big = INT64_C(1) << 62;
+    CHECK(nb_new(NB_F32, 3, (int64_t[]){big, 0, 4}, NULL) == NULL);
+    CHECK_ERR("nb_new: shape overflows: (4611686018427387904,0,4) needs more than 2^63 bytes");
+    CHECK(nb_full(NB_F64, 3, (int64_t[]){0, INT64_C(1) << 61, 2}, 0.0) == NULL);
+    CHECK_ERR("shape overflows");
+    nb_tensor *e = nb_new(NB_F32, 1, (int64_t[]){0}, NULL);
+    CHECK(nb_reshape(e, 3, (int64_t[]){big, 0, 4}) == NULL);
+    CHECK_ERR("nb_reshape: shape overflows: (4611686018427387904,0,4)");
+    CHECK(nb_reshape(e, 2, (int64_t[]){0, -1}) == NULL);
+    CHECK_ERR("nb_reshape: cannot infer axis 1");
+    nb_tensor *e3 = nb_new(NB_F32, 3, (int64_t[]){0, 1, 1}, NULL);
+    CHECK(nb_expand(e3, 3, (int64_t[]){0, big, 4}) == NULL);
+    CHECK_ERR("nb_expand: cannot expand (0,1,1) to (0,4611686018427387904,4): the element count exceeds 2^63");
+    nb_tensor *e4 = nb_new(NB_F32, 3, (int64_t[]){1, 1, 0}, NULL);
+    CHECK(nb_expand(e4, 3, (int64_t[]){big, 4, 0}) == NULL);
+    CHECK_ERR("nb_expand");
+    CHECK(nb_numel(nb_expand(e4, 3, (int64_t[]){INT64_C(1) << 60, 1, 0})) == 0);
+    /* shapes that fit are fine, whatever their sizes */
+    nb_tensor *ok = nb_new(NB_F32, 3, (int64_t[]){INT64_C(1) << 60, 0, 1}, NULL);
+    CHECK(ok && nb_numel(ok) == 0 && nb_is_contiguous(ok));
+    nb_tensor *v = nb_expand(e3, 3, (int64_t[]){0, INT64_C(1) << 40, 1 << 20});
+    CHECK(v && nb_numel(v) == 0 && nb_numel(nb_sum(v)) == 1 && nb_item(nb_sum(v)) == 0);
+    CHECK(nb_last_error() == NULL);
+    nb_scope_end();
+}
+
 /* A failed call leaves its inputs unchanged (values, grads, graph). */
 static void test_inputs_untouched(void) {
     nb_scope_begin();
@@ -219,6 +269,8 @@ int main(void) {
     RUN(test_axes);
     RUN(test_slices);
     RUN(test_reshape_and_overflow);
+    RUN(test_empty_contiguous);
+    RUN(test_empty_huge_shapes);
     RUN(test_inputs_untouched);
     RUN(test_misc);
     return th_finish();

@@ -179,6 +179,13 @@ NBI_API int64_t nbi_offset_of(const nb_tensor *t, int64_t i);
 /* ---- shapes (src/core/shape.c) ---- */
 NBI_API const char *nbi_shape_s(const nb_tensor *t, char *buf, size_t cap);
 #define NBI_SHAPE(t) nbi_shape_s((t), (char[160]){0}, 160)
+/* Whether a tensor may have this shape: every size >= 0 and the product of the sizes other than 0, times
+   esize, at most 2^63 - 1 (and half the address space). esize is the element size for a tensor laid out
+   contiguously (nbi_empty, reshape): an empty one is then held to the bound one with data has, so that its
+   contiguous strides and byte offsets cannot overflow; esize 1 bounds the element count only (views whose
+   strides come from a valid tensor, like an expand with stride 0). Otherwise records under fn "axis I has
+   negative size S" or "shape overflows: ..." and returns false. */
+NBI_API bool nbi_shape_ok(const char *fn, size_t esize, int rank, const int64_t *shape);
 /* Broadcast two shapes; returns false (no error recorded) if they do not. */
 NBI_API bool nbi_broadcast(int ra, const int64_t *sa, int rb, const int64_t *sb, int *rout, int64_t *out);
 /* Normalise an axis for a tensor of the given rank; false if out of range. */

@@ -1,6 +1,7 @@
 /*
  * shape.c - shape arithmetic: broadcasting, axes, and shapes as text.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +20,27 @@ char *nb_shape_str(int rank, const int64_t *shape, char *buf, size_t cap) {
 
 const char *nbi_shape_s(const nb_tensor *t, char *buf, size_t cap) {
     return nb_shape_str(t->rank, t->shape, buf, cap);
+}
+
+bool nbi_shape_ok(const char *fn, size_t esize, int rank, const int64_t *shape) {
+    for (int i = 0; i < rank; i++)
+        if (shape[i] < 0) {
+            nbi_err(fn, "axis %d has negative size %lld", i, (long long)shape[i]);
+            return false;
+        }
+    int64_t bytes = (int64_t)esize;
+    bool ok = true;
+    for (int i = 0; i < rank && ok; i++)
+        if (shape[i] > 0) ok = nbi_mul_ok(bytes, shape[i], &bytes);
+    if (ok && (uint64_t)bytes <= (uint64_t)SIZE_MAX / 2) return true;
+    char buf[160];
+    if (esize == 1)
+        nbi_err(fn, "shape overflows: %s has more than 2^63 - 1 elements (sizes of 0 aside)",
+                nb_shape_str(rank, shape, buf, sizeof buf));
+    else
+        nbi_err(fn, "shape overflows: %s needs more than 2^63 bytes of %d-byte elements (sizes of 0 aside)",
+                nb_shape_str(rank, shape, buf, sizeof buf), (int)esize);
+    return false;
 }
 
 bool nbi_broadcast(int ra, const int64_t *sa, int rb, const int64_t *sb, int *rout, int64_t *out) {

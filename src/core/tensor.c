@@ -25,7 +25,11 @@ void nbi_contig_strides(int rank, const int64_t *shape, int64_t *strides) {
     }
 }
 
+/* Row-major with the strides nbi_contig_strides gives, axes of size 1 aside. A tensor without elements is
+   contiguous whatever its strides: there is nothing to lay out (and its strides, from nbi_contig_strides,
+   count a size-0 axis as 1, so comparing them would call a fresh (n, 0) tensor non-contiguous). */
 bool nbi_is_contig(const nb_tensor *t) {
+    if (t->numel == 0) return true;
     int64_t s = 1;
     for (int i = t->rank - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != s) return false;
@@ -85,14 +89,10 @@ static nb_tensor *new_header(nb_dtype dt, int rank, const int64_t *shape, size_t
 
 nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape) {
     if (rank < 0 || rank > NB_MAX_RANK) return nbi_err(fn, "rank %d is outside 0..%d", rank, NB_MAX_RANK);
+    if (!nbi_shape_ok(fn, nbi_dsize(dt), rank, shape)) return NULL;
     int64_t n = 1;
-    for (int i = 0; i < rank; i++) {
-        if (shape[i] < 0) return nbi_err(fn, "axis %d has negative size %lld", i, (long long)shape[i]);
-        if (!nbi_mul_ok(n, shape[i], &n)) return nbi_err(fn, "shape overflows: the element count exceeds 2^63");
-    }
-    int64_t bytes;
-    if (!nbi_mul_ok(n, (int64_t)nbi_dsize(dt), &bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX / 2)
-        return nbi_err(fn, "shape overflows: %lld elements do not fit in memory", (long long)n);
+    for (int i = 0; i < rank; i++) n *= shape[i]; /* cannot overflow: bounded by nbi_shape_ok */
+    int64_t bytes = n * (int64_t)nbi_dsize(dt);
     bool inl = bytes <= INLINE_BYTES;
     nb_tensor *t = new_header(dt, rank, shape, inl ? (size_t)bytes : 0);
     if (!t) return nbi_err(fn, "out of memory for a tensor header");
@@ -113,6 +113,7 @@ nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape
 }
 
 nb_tensor *nbi_view(nb_tensor *src, int rank, const int64_t *shape, const int64_t *strides, char *data) {
+    if (!nbi_shape_ok("view", 1, rank, shape)) return NULL; /* the callers check; new_header relies on it */
     nb_tensor *t = new_header(src->dtype, rank, shape, 0);
     if (!t) return nbi_err("view", "out of memory for a tensor header");
     memcpy(t->strides, strides, sizeof(int64_t) * (size_t)rank);

@@ -324,11 +324,17 @@ static int idx_build(const char *fn, const char *iname, const unsigned char *bi,
     }
     const unsigned char *px = bi + oi, *py = bl + ol;
     int64_t classes = 0, *yv = nb_data(y);
+    void *xp = nb_data(x);
+    if (!xp || !yv) { /* fresh tensors are contiguous, even (n, 0): never taken, but never a success with an error */
+        nb_free(x);
+        nb_free(y);
+        return -1;
+    }
     if (dt == NB_F32) {
-        float *xv = nb_data(x);
+        float *xv = xp;
         for (int64_t i = 0; i < n * d; i++) xv[i] = (float)(px[i] / 255.0);
     } else {
-        double *xv = nb_data(x);
+        double *xv = xp;
         for (int64_t i = 0; i < n * d; i++) xv[i] = px[i] / 255.0;
     }
     for (int64_t i = 0; i < n; i++) {
@@ -855,6 +861,7 @@ static int csv_build(const char *fn, const char *name, const unsigned char *buf,
         rewind_csv(&c, start);
         char *xb = nb_data(x);
         int64_t *yv = nb_data(y), row = 0;
+        if (!xb || !yv) rc = -1; /* fresh tensors are contiguous: never taken (nb_data recorded why) */
         size_t es = dt == NB_F32 ? 4 : 8;
         for (bool first = true; rc == 0 && row < rows; first = false) {
             int r = read_record(&c);

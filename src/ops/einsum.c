@@ -29,7 +29,9 @@
  *  3. Contract pairs until one tensor is left. For 3+ operands the order is
  *     greedy (as opt_einsum's greedy): among all pairs of the remaining tensors
  *     take the one whose result has the fewest elements (ties: fewer FLOPs,
- *     then the leftmost pair); the result replaces the left member.
+ *     then the leftmost pair) among those whose result has rank at most
+ *     NB_MAX_RANK; the result replaces the left member. When no pair fits that
+ *     rank, nb_einsum and nb_einsum_path both fail with the same message.
  *     A pair A, B splits the labels into
  *        batch    in A and B, and in the output or a remaining tensor
  *        contr    in A and B, nowhere else (summed by this product)
@@ -277,6 +279,12 @@ static double mask_numel(const ein_spec *p, ein_mask m) {
     return v;
 }
 
+static int count_labels(ein_mask m) {
+    int k = 0;
+    for (; m; m &= m - 1) k++;
+    return k;
+}
+
 /* The labels that a contraction of a and b must keep: those in the output or another remaining tensor. */
 static ein_mask kept_by_pair(const ein_spec *p, int cnt, const ein_mask *m, int i, int j) {
     ein_mask others = p->outmask;
@@ -286,7 +294,9 @@ static ein_mask kept_by_pair(const ein_spec *p, int cnt, const ein_mask *m, int 
 }
 
 /* Step 3's order: pairs[s] = {i, j} in the list as it stands before step s (the result replaces i, j is
-   removed). Returns the FLOP estimate and writes the description. */
+   removed). Only pairs whose result has rank <= NB_MAX_RANK are taken; when every pair left would exceed it,
+   records the error under p->fn and returns -1 (so nb_einsum and nb_einsum_path fail alike). Else returns
+   the FLOP estimate and writes the description. */
 static double plan(const ein_spec *p, int (*pairs)[2], char *desc, size_t cap) {
     int cnt = p->n;
     ein_mask m[EIN_MAX_OPS];
@@ -297,13 +307,24 @@ static double plan(const ein_spec *p, int (*pairs)[2], char *desc, size_t cap) {
     }
     double flops = 0;
     for (int step = 0; cnt > 1; step++) {
-        int bi = 0, bj = 1;
+        int bi = -1, bj = -1, over = 0;
         double bsize = INFINITY, bflops = INFINITY;
         for (int i = 0; i < cnt; i++)
             for (int j = i + 1; j < cnt; j++) {
-                double rs = mask_numel(p, kept_by_pair(p, cnt, m, i, j)), fl = 2 * mask_numel(p, m[i] | m[j]);
-                if (rs < bsize || (rs == bsize && fl < bflops)) bi = i, bj = j, bsize = rs, bflops = fl;
+                ein_mask keep = kept_by_pair(p, cnt, m, i, j);
+                int rank = count_labels(keep);
+                if (rank > NB_MAX_RANK) {
+                    if (!over || rank < over) over = rank;
+                    continue;
+                }
+                double rs = mask_numel(p, keep), fl = 2 * mask_numel(p, m[i] | m[j]);
+                if (bi < 0 || rs < bsize || (rs == bsize && fl < bflops)) bi = i, bj = j, bsize = rs, bflops = fl;
             }
+        if (bi < 0) {
+            nbi_err(p->fn, "\"%s\": every pair of the %d operands left would make an intermediate result of rank %d or "
+                    "more (at most %d)", p->spec, cnt, over, NB_MAX_RANK);
+            return -1;
+        }
         pairs[step][0] = bi;
         pairs[step][1] = bj;
         flops += bflops;
@@ -466,7 +487,7 @@ static bool contract(const ein_spec *p, const ein_t *A, const ein_t *B, ein_mask
 static nb_tensor *einsum_run(const ein_spec *p, nb_tensor *const *ops) {
     ein_t x[EIN_MAX_OPS];
     int pairs[EIN_MAX_OPS][2];
-    plan(p, pairs, NULL, 0);
+    if (plan(p, pairs, NULL, 0) < 0) return NULL;
     for (int i = 0; i < p->n; i++)
         if (!reduce_operand(p, i, ops[i], &x[i])) return NULL;
     int cnt = p->n;
@@ -519,5 +540,6 @@ int64_t nb_einsum_path(const char *spec, int n, nb_tensor *const *operands, char
     if (!parse(&p, "nb_einsum_path", spec, n, operands)) return -1;
     int pairs[EIN_MAX_OPS][2];
     double f = plan(&p, pairs, buf, cap);
+    if (f < 0) return -1;
     return f >= 9.2e18 ? INT64_MAX : (int64_t)f;
 }

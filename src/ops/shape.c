@@ -50,6 +50,7 @@ nb_tensor *nb_reshape(nb_tensor *a, int rank, const int64_t *shape) {
         return nbi_err(fn, "cannot reshape %s (%lld elements) to %s (%lld elements)", NBI_SHAPE(a),
                        (long long)a->numel, nb_shape_str(rank, s, buf, sizeof buf), (long long)n);
     }
+    if (!nbi_shape_ok(fn, nbi_dsize(a->dtype), rank, s)) return NULL; /* an empty a: other sizes may be huge */
     nb_tensor *out;
     if (nbi_is_contig(a)) {
         int64_t st[NB_MAX_RANK];
@@ -137,10 +138,11 @@ nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape) {
                            nb_shape_str(rank, shape, buf, sizeof buf), i, j >= 0 ? (long long)a->shape[j] : 0LL);
         }
         s[i] = want;
-        if (!nbi_mul_ok(count, want, &count)) {
+        /* sizes of 0 aside: an empty result with a huge count of the others would overflow later */
+        if (want > 0 && !nbi_mul_ok(count, want, &count)) {
             char buf[160];
-            return nbi_err(fn, "cannot expand %s to %s: the element count exceeds 2^63", NBI_SHAPE(a),
-                           nb_shape_str(rank, shape, buf, sizeof buf));
+            return nbi_err(fn, "cannot expand %s to %s: the element count exceeds 2^63 (sizes of 0 aside)",
+                           NBI_SHAPE(a), nb_shape_str(rank, shape, buf, sizeof buf));
         }
         st[i] = (j < 0 || (a->shape[j] == 1 && want != 1)) ? 0 : a->strides[j];
     }

@@ -95,8 +95,26 @@ static void test_module_names(void) {
     nb_scope_end();
 }
 
+/* Names are escaped for each language: quotes, angle brackets and backslashes. */
+static void test_draw_names(void) {
+    nb_scope_begin();
+    nb_tensor *w = nb_full(NB_F64, 2, (int64_t[]){2, 3}, 1.0), *x = nb_full(NB_F64, 2, (int64_t[]){3, 1}, 2.0);
+    nb_set_requires_grad(w, true);
+    nb_set_name(w, "layers.0.weight");
+    nb_set_name(x, "say \"hi\" <b> \\");
+    nb_tensor *y = nb_sum(nb_matmul(w, x));
+    char *dot = render(y, false);
+    CHECK(dot && strstr(dot, "label=\"layers.0.weight (2,3)\""));
+    CHECK(dot && strstr(dot, "label=\"say \\\"hi\\\" <b> \\\\ (3,1)\""));
+    char *mm = render(y, true);
+    CHECK(mm && strstr(mm, "((\"layers.0.weight (2,3) leaf\"))"));
+    CHECK(mm && strstr(mm, "((\"say #34;hi#34; #60;b#62; \\ (3,1)\"))"));
+    nb_scope_end();
+}
+
 int main(void) {
     RUN(test_seed_reuse_graph);
+    RUN(test_draw_names);
     RUN(test_module_names);
     return th_finish();
 }

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# run.sh BUILD_DIR [--quick]
+# run.sh BUILD_DIR [--quick] [--gpt2-124m]
 #
 # nabla against its peers on this machine, every figure measured in this run:
-#   nabla     BUILD_DIR/bench_gemm --table --budget S --only N T, BUILD_DIR/bench_core --table, --mlp T
+#   nabla     BUILD_DIR/bench_gemm --table --budget S --only N T, BUILD_DIR/bench_core --table, --mlp T,
+#             BUILD_DIR/bench_gpt2 --config C --threads T
 #   OpenBLAS  bench/peer_openblas.c (cblas_sgemm), compiled into a temporary directory
-#   PyTorch   bench/peer_torch.py with /usr/bin/python3, one process per configuration
+#   PyTorch   bench/peer_torch.py and bench/peer_torch_gpt2.py with /usr/bin/python3, one process
+#             per configuration
 # GEMM runs in 3 rounds (1 with --quick) that alternate nabla (bench_gemm --table --budget S
 # --only N T) and OpenBLAS size by size, the MLP step in 5 (1) that alternate nabla
-# (bench_core --mlp T) and PyTorch at its best, nabla first in odd rounds and second in even ones,
-# so that a change in a shared machine's speed falls on both; the table shows each median round.
+# (bench_core --mlp T) and PyTorch at its best, the GPT-2 step (config small) in 3 (1) that
+# alternate nabla (bench_gpt2) and PyTorch (peer_torch_gpt2.py --tuned), nabla first in odd rounds
+# and second in even ones, so that a change in a shared machine's speed falls on both; the table
+# shows each median round. --gpt2-124m adds one round of the GPT-2 124M shape at 2 threads (about
+# two minutes, most of it building the models).
 # Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
 # markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
 # machine's peak FLOP rate where the figure is a FLOP rate or a time of known FLOPs.
@@ -19,9 +24,12 @@
 #                             OPENBLAS_NUM_THREADS=T OMP_NUM_THREADS=T GLIBC_TUNABLES=<malloc settings>
 #                         plus torch.set_num_threads(T) and openblas_set_num_threads(T)
 #   PyTorch, out of box   the environment as it is, only torch.set_num_threads(T)
+#   PyTorch GPT-2 step    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=T
+#                             OMP_NUM_THREADS=T peer_torch_gpt2.py --threads T --tuned (its own
+#                             OMP_WAIT_POLICY=PASSIVE and mallopt settings)
 # The tiny-op and peak-memory figures of PyTorch use the "best" environment at 1 thread.
 #
-# Exit status: 2 when bench_gemm or bench_core is missing from BUILD_DIR (the peers and
+# Exit status: 2 when bench_gemm, bench_core or bench_gpt2 is missing from BUILD_DIR (the peers and
 # the table still run), else the first non-zero status of the nabla programs, else 0.
 # Peer failures and missed targets do not change it.
 #
@@ -32,16 +40,18 @@
 set -u
 
 usage() {
-    echo "usage: $0 BUILD_DIR [--quick]" >&2
+    echo "usage: $0 BUILD_DIR [--quick] [--gpt2-124m]" >&2
     exit 2
 }
 [ $# -ge 1 ] || usage
 BUILD_DIR=$1
 shift
 QUICK=()
+GPT2_124M=0
 for arg in "$@"; do
     case $arg in
     --quick) QUICK=(--quick) ;;
+    --gpt2-124m) GPT2_124M=1 ;;
     *) usage ;;
     esac
 done
@@ -64,14 +74,16 @@ best_env() { # best_env T: the "best" PyTorch environment for T threads
         GLIBC_TUNABLES="$MALLOC_TUNABLES")
 }
 
-# run_round R CMD...: as run_peer, for round R of the alternating rounds: its mlp_step_ms and
-# gemm_gflops lines are kept as mlp_round_ms and gemm_round_gflops, whose median over the rounds the
-# table shows as mlp_step_ms and gemm_gflops. Returns CMD's status.
+# run_round R CMD...: as run_peer, for round R of the alternating rounds: its mlp_step_ms,
+# gemm_gflops and gpt2_step_ms lines are kept as mlp_round_ms, gemm_round_gflops and gpt2_round_ms,
+# whose median over the rounds the table shows as mlp_step_ms, gemm_gflops and gpt2_step_ms.
+# Returns CMD's status.
 run_round() {
     local r=$1
     shift
     echo "# round $r, run as: $*"
-    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ gemm_gflops / gemm_round_gflops /' | tee -a "$RAW"
+    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ gemm_gflops / gemm_round_gflops /; s/ gpt2_step_ms / gpt2_round_ms /' |
+        tee -a "$RAW"
     local s=${PIPESTATUS[0]}
     [ "$s" -eq 0 ] || echo "# exited with status $s: $*" | tee -a "$RAW"
     return "$s"
@@ -95,7 +107,7 @@ echo
 echo "## nabla"
 status=0
 missing=0
-for prog in bench_gemm bench_core; do
+for prog in bench_gemm bench_core bench_gpt2; do
     if [ ! -x "$BUILD_DIR/$prog" ]; then
         echo "# missing: $BUILD_DIR/$prog (build it first: cmake --build $BUILD_DIR); its nabla cells stay '-'"
         missing=1
@@ -187,6 +199,30 @@ if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
     for t in 1 2; do
         run_peer "${TORCH[@]}" mlp --threads $t --label torch_default "${QUICK[@]}"
     done
+
+    # The GPT-2 step (bench_gpt2.c, peer_torch_gpt2.py): config small at 1 and 2 threads in alternating
+    # rounds; the 124M shape at 2 threads in one round with --gpt2-124m.
+    if [ ${#QUICK[@]} -gt 0 ]; then G2ROUNDS=1 G2STEPS=(--steps 4 --warmup 2); else G2ROUNDS=3 G2STEPS=(--steps 10 --warmup 3); fi
+    gpt2_nabla() { # gpt2_nabla R CONFIG T
+        [ -x "$BUILD_DIR/bench_gpt2" ] || return 0
+        run_round "$1" "$BUILD_DIR/bench_gpt2" --config "$2" --threads "$3" "${G2STEPS[@]}" | grep -v '^step '
+        local s=${PIPESTATUS[0]}
+        [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+    }
+    gpt2_peer() { # gpt2_peer R CONFIG T
+        run_round "$1" "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS="$3" OMP_NUM_THREADS="$3" "$PY" "$HERE/peer_torch_gpt2.py" \
+            --config "$2" --threads "$3" --tuned --label torch_best "${G2STEPS[@]}" | grep -v '^step '
+    }
+    for r in $(seq 1 $G2ROUNDS); do
+        for t in 1 2; do
+            if [ $((r % 2)) -eq 1 ]; then gpt2_nabla "$r" small $t; gpt2_peer "$r" small $t
+            else gpt2_peer "$r" small $t; gpt2_nabla "$r" small $t; fi
+        done
+    done
+    if [ "$GPT2_124M" -eq 1 ]; then
+        gpt2_nabla 1 124m 2
+        gpt2_peer 1 124m 2
+    fi
     best_env 1
     run_peer "${BEST_ENV[@]}" "${TORCH[@]}" tiny --threads 1 --label torch --tune-blas "${QUICK[@]}"
     run_peer "${BEST_ENV[@]}" "${TORCH[@]}" mem --threads 1 --label torch --tune-blas "${QUICK[@]}"
@@ -208,8 +244,10 @@ awk '
         key = $2
         for (i = 3; i < NF; i++) key = key " " $i
         v[$1, key] = $NF + 0
-        if ($2 == "mlp_round_ms" || $2 == "gemm_round_gflops") {
-            rk = ($2 == "mlp_round_ms") ? "mlp_step_ms" : "gemm_gflops"
+        if ($2 == "gpt2_timed_allocs" && (($1, key) in v) && vmax[$1, key] > $NF + 0) v[$1, key] = vmax[$1, key]
+        if ($2 == "gpt2_timed_allocs") vmax[$1, key] = v[$1, key]
+        if ($2 == "mlp_round_ms" || $2 == "gemm_round_gflops" || $2 == "gpt2_round_ms") {
+            rk = ($2 == "mlp_round_ms") ? "mlp_step_ms" : ($2 == "gpt2_round_ms") ? "gpt2_step_ms" : "gemm_gflops"
             for (i = 3; i < NF; i++) rk = rk " " $i
             rv[$1, rk, ++rn[$1, rk]] = $NF + 0
         }
@@ -248,7 +286,7 @@ awk '
             for (i = 1; i <= n; i++) sv[i] = rv[p[1], p[2], i]
             for (i = 2; i <= n; i++) for (j = i; j > 1 && sv[j - 1] > sv[j]; j--) { x = sv[j]; sv[j] = sv[j - 1]; sv[j - 1] = x }
             v[p[1], p[2]] = (n % 2) ? sv[(n + 1) / 2] : (sv[n / 2] + sv[n / 2 + 1]) / 2
-            if (p[2] ~ /^mlp/) nrounds = n; else grounds = n
+            if (p[2] ~ /^mlp/) nrounds = n; else if (p[2] ~ /^gpt2/) g2rounds[p[2]] = n; else grounds = n
         }
         clock = has("nabla", "clock_ghz") ? v["nabla", "clock_ghz"] : 0
         # FLOPs of one MLP step: forward matmuls, weight gradients (same count), input
@@ -286,6 +324,41 @@ awk '
             row(sprintf("MLP 784-256-256-10 step, batch 128, %d thread%s, ms (peer: PyTorch)", t, plural(t)),
                 fmt("%.3f", "nabla", key), peer, rfmt("%.2f", r), check(r, 0.8, 0, t " thread" plural(t)), fa, fb)
         }
+        # The GPT-2 step: config c at t threads; its matrix products as computed (full T x T
+        # attention, the causal half included) take 3x the forward FLOPs (forward, input and weight
+        # gradients); the rest of the step is not counted.
+        split("small 124m", gcfg, " ")
+        gL["small"] = 4; gC["small"] = 256; gV["small"] = 8192; gL["124m"] = 12; gC["124m"] = 768; gV["124m"] = 50304
+        gname["small"] = "GPT-2 small (4 layers, 256 wide, vocab 8192, B 4, T 64)"
+        gname["124m"] = "GPT-2 124M (B 4, T 64)"
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
+            c = gcfg[ci]; key = "gpt2_step_ms " c " " t
+            if (c == "124m" && !has("nabla", key) && !has("torch_best", key)) continue
+            g = "gpt2_" c
+            fl = 3 * 4 * 64 * (gL[c] * (24 * gC[c] * gC[c] + 4 * 64 * gC[c]) + 2 * gC[c] * gV[c])
+            r = ratio("nabla", "torch_best", key)
+            fa = (has("nabla", key) && v["nabla", key] > 0) ? frac(fl / v["nabla", key] * 1e-6, t) : "-"
+            fb = (has("torch_best", key) && v["torch_best", key] > 0) ? frac(fl / v["torch_best", key] * 1e-6, t) : "-"
+            row(sprintf("%s step, %d thread%s, ms (peer: PyTorch)", gname[c], t, plural(t)),
+                fmt("%.1f", "nabla", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
+                check(r, 1, 0, c " at " t " thread" plural(t)), fa, fb)
+        }
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
+            c = gcfg[ci]; key = "gpt2_peak_mib " c " " t
+            if (!has("nabla", key) && !has("torch_best", key)) continue
+            r = ratio("nabla", "torch_best", key)
+            row(sprintf("GPT-2 %s step peak memory, %d thread%s, MiB above baseline (peer: PyTorch)", c, t, plural(t)),
+                fmt("%.1f", "nabla", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r), "-", "-", "-")
+        }
+        g = "gpt2_allocs"
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
+            c = gcfg[ci]; key = "gpt2_timed_allocs " c " " t
+            if (!has("nabla", key)) continue
+            count[g]++
+            if (v["nabla", key] != 0) fail[g] = fail[g] sprintf("; %s at %d thread%s: %d", c, t, plural(t), v["nabla", key])
+            row(sprintf("GPT-2 %s step, blocks from the system allocator in the timed steps (most of any round), %d thread%s", c, t, plural(t)),
+                sprintf("%d", v["nabla", key]), "-", "-", "0: " (v["nabla", key] == 0 ? "met" : "not met"), "-", "-")
+        }
         g = "tiny"; key = "tiny_op_us"; r = ratio("nabla", "torch", key)
         row("tiny ops: 1,000 scalar f32 mul/add/tanh, fwd + bwd, us per op, 1 thread (peer: PyTorch)",
             fmt("%.4f", "nabla", key), fmt("%.3f", "torch", key), rfmt("%.3f", r), check(r, 0.05, 0, "tiny ops"), "-", "-")
@@ -305,6 +378,16 @@ awk '
             printf "GEMM: the median of %d round%s alternating nabla and OpenBLAS, each round the median of the runs within a time budget.\n", grounds, plural(grounds)
         if (nrounds > 0)
             printf "MLP step: the median of %d round%s alternating nabla and PyTorch (best environment), each round the median of its steps.\n", nrounds, plural(nrounds)
+        ng2 = 0
+        for (k in g2rounds) {
+            ng2++
+            if (k ~ / small 1$/)
+                printf "GPT-2 step: the median of %d round%s alternating nabla and PyTorch (--tuned), each round the median of its steps;\n", g2rounds[k], plural(g2rounds[k])
+        }
+        if (ng2 > 0) {
+            print "its FLOPs for nabla / peak: the matrix products only, 3 x the forward ones (attention over the full T x T);"
+            print "peak memory: VmHWM - VmRSS as for the MLP, from the last round: the whole process, model and AdamW state included."
+        }
         print "nabla / peer: GEMM higher is better; time and memory lower is better. PyTorch \"out of box\": the"
         print "machine environment with only torch.set_num_threads; the ratio and target use the best environment."
         print "Peak memory: VmHWM - VmRSS after resetting VmHWM (clear_refs 5) just before building the model and data."
@@ -313,6 +396,12 @@ awk '
         verdict("gemm_large", "GEMM >= 0.9x OpenBLAS at n = 512, 1024, 2048, 1 and 2 threads")
         verdict("gemm_small", "GEMM >= 0.8x OpenBLAS at n = 64, 128, 256, 1 and 2 threads")
         verdict("mlp", "MLP step time <= 0.8x PyTorch (best environment), 1 and 2 threads")
+        verdict("gpt2_small", "GPT-2 small step <= 1.0x PyTorch (--tuned), 1 and 2 threads")
+        if (("gpt2_124m") in count) verdict("gpt2_124m", "GPT-2 124M step <= 1.0x PyTorch (--tuned), 2 threads")
+        t = "GPT-2 step allocates nothing from the system after its warm-up steps"
+        if ("gpt2_allocs" in fail) printf "- %s: not met (%s)\n", t, substr(fail["gpt2_allocs"], 3)
+        else if ("gpt2_allocs" in count) printf "- %s: met (0 blocks in every round)\n", t
+        else printf "- %s: - (no verdict; a figure is missing)\n", t
         verdict("tiny", "tiny ops <= 1/20 of PyTorch time per op")
         verdict("mem", "MLP peak memory <= PyTorch")
     }

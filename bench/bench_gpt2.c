@@ -28,7 +28,9 @@
  *   peak_mib        VmHWM - VmRSS, VmHWM reset (/proc/self/clear_refs) just before the model is built;
  *   nabla_peak_mib  nabla's own peak (in use + cached + matrix-product scratch, nb_get_memory_stats);
  *   timed_system_allocs  blocks nabla took from the system allocator during the timed steps (after
- *                   the warm-up): 0 when every step is served from nabla's block cache.
+ *                   the warm-up): 0 when every step is served from nabla's block cache;
+ *   cpu_per_wall    CPU seconds of the process over wall seconds in the timed steps (as the peer's:
+ *                   well under the thread count when other processes share the cores).
  * Nothing here asserts on time.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -218,6 +220,14 @@ static int gpt2_step(gpt2 *m, nb_tensor *idx, nb_tensor *targets, nb_tensor *pos
     return rc;
 }
 
+/* Seconds of CPU time of the whole process (every thread). */
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static long status_kib(const char *field)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -357,8 +367,13 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     nb_memory_stats st0 = {0}, st1;
+    double cpu0 = cpu_seconds(), wall0 = bench_now();
     for (int s = 0; s < n; s++) {
-        if (s == warmup) nb_get_memory_stats(&st0);
+        if (s == warmup) {
+            nb_get_memory_stats(&st0);
+            cpu0 = cpu_seconds();
+            wall0 = bench_now();
+        }
         double loss = 0;
         const double t0 = bench_now();
         if (gpt2_step(&m, idx[s], tgt[s], pos, B, T, &loss) != 0) return fail("step");
@@ -368,6 +383,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     nb_get_memory_stats(&st1);
+    const double cpu_per_wall = (cpu_seconds() - cpu0) / (bench_now() - wall0);
     const long hwm = status_kib("VmHWM");
     double lo = ms[0], hi = ms[0];
     for (int s = 1; s < steps; s++) {
@@ -385,8 +401,8 @@ int main(int argc, char **argv)
     if (peak >= 0) printf("nabla gpt2_peak_mib %s %d %.1f\n", cfg->name, threads, peak);
     printf("nabla gpt2_timed_allocs %s %d %lld\n", cfg->name, threads, timed_allocs);
     printf("RESULT config=%s threads=%d median_ms=%.1f min_ms=%.1f max_ms=%.1f peak_mib=%.1f nabla_peak_mib=%.1f "
-           "timed_system_allocs=%lld\n",
-           cfg->name, threads, med, lo, hi, peak, st1.peak / 1048576.0, timed_allocs);
+           "timed_system_allocs=%lld cpu_per_wall=%.2f\n",
+           cfg->name, threads, med, lo, hi, peak, st1.peak / 1048576.0, timed_allocs, cpu_per_wall);
 
     gpt2_free(&m);
     for (int s = 0; s < n; s++) {

@@ -318,7 +318,7 @@ int main(int argc, char **argv)
     const gpt2_config *cfg = &CONFIGS[0];
     int threads = 1, steps = 10, warmup = 3;
     int64_t B = 4, T = 64;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option but --check takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--check") == 0) return run_check();
         if (strcmp(a, "--config") == 0 && v && strcmp(v, "small") == 0) cfg = &CONFIGS[0];
@@ -333,7 +333,6 @@ int main(int argc, char **argv)
                             "       %s --check\n", argv[0], argv[0]);
             return 2;
         }
-        i++;
     }
     if (T > cfg->maxT) {
         fprintf(stderr, "%s: T %lld exceeds the config's %lld positions\n", argv[0], (long long)T,

@@ -226,6 +226,10 @@ void nb_scope_end(void) {
         if (t->snext) t->snext->sprev = NULL;
         t->sprev = t->snext = NULL;
         t->scope = -1;
+        if (t->holds > 0) { /* retained: it leaves the scope and lives on, outside every scope */
+            t->holds--;
+            continue;
+        }
         t->user = false;
         nbi_unref(t);
     }
@@ -261,8 +265,20 @@ void nb_free(nb_tensor *t) {
         return;
     }
     nbi_unscope(t);
+    if (t->holds > 0) {
+        t->holds--;
+        return;
+    }
     t->user = false;
     nbi_unref(t);
+}
+
+nb_tensor *nb_retain(nb_tensor *t) {
+    if (!nbi_check("nb_retain", t, 1)) return NULL;
+    if (!t->user) return nbi_err_force("nb_retain", "tensor was already freed");
+    if (t->holds == INT32_MAX) return nbi_err("nb_retain", "tensor %s is retained 2^31 - 1 times already", NBI_SHAPE(t));
+    t->holds++;
+    return t;
 }
 
 /* -------------------------------------------------------------- creation -- */

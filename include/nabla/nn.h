@@ -83,6 +83,13 @@ NB_API const nb_module_class *nb_module_class_of(const nb_module *m);
    parameter or a buffer, not both. Returns 0, or nonzero with an error naming
    the module's kind, the name and the fault; m and t are then unchanged. */
 NB_API int nb_module_add_param(nb_module *m, const char *name, nb_tensor *t);
+/* Replace m's parameter `name` with t, of the same dtype and shape (the
+   tying idiom: nb_module_set_param(head, "weight", nb_module_param(emb,
+   "weight")) makes a Linear head share an Embedding's table). m takes a hold
+   on t and releases its hold on the old tensor (freed if it was the last),
+   whose gradient and optimizer state go with it: build optimizers after
+   tying. Returns 0, or nonzero with an error; m and t are then unchanged. */
+NB_API int nb_module_set_param(nb_module *m, const char *name, nb_tensor *t);
 /* Register t as the buffer `name` of m: saved and loaded with the parameters,
    not trained. t is a contiguous leaf of any dtype that does not require grad;
    names, holds and sharing as for parameters. */
@@ -176,6 +183,8 @@ NB_API nb_tensor *nb_hinge_loss(nb_tensor *scores, nb_tensor *labels);
 
 typedef struct nb_optim nb_optim;
 
+/* Each optimizer takes n distinct parameters (a tensor listed twice is
+   refused, naming both positions; nb_module_params lists a tied one once). */
 /* SGD as torch.optim.SGD: with weight decay wd, g = grad + wd p; with momentum
    mu, b = mu b + g (b = g on the first step), and the step is b, or g + mu b
    with Nesterov; p -= lr step. */

@@ -5,7 +5,7 @@
  * A module is a class (kind, forward, free_state: nb_module_class), the
  * state its maker gave it, a train flag, and three growable lists: parameters
  * and buffers (name, tensor) and children (name, module). Each registered
- * tensor is held with nb_retain and released with nb_free, so a tensor
+ * tensor is held with nb_retain and let go with nb_release, so a tensor
  * registered twice (weight tying) is freed when its last holder lets go, and
  * the caller's own handle stays the caller's. A child has one parent
  * (m->parent), which rules out cycles and a module owned twice.
@@ -171,6 +171,40 @@ int nb_module_add_param(nb_module *m, const char *name, nb_tensor *t) {
     return add_tensor("nb_module_add_param", m, name, t, true);
 }
 
+int nb_module_set_param(nb_module *m, const char *name, nb_tensor *t) {
+    const char *fn = "nb_module_set_param";
+    if (!m || !name) return nb_fail(fn, "module or name is NULL"), -1;
+    slot *s = NULL;
+    for (int i = 0; i < m->np && !s; i++)
+        if (strcmp(m->params[i].name, name) == 0) s = &m->params[i];
+    if (!s) return nb_failf(fn, "%s has no parameter named '%s'", m->cls->kind, name), -1;
+    if (!t) return nb_failf(fn, "%s: tensor for '%s' is NULL", m->cls->kind, name), -1;
+    if (t == s->t) return 0;
+    bool same = nb_dtype_of(t) == nb_dtype_of(s->t) && nb_rank(t) == nb_rank(s->t);
+    for (int d = 0; same && d < nb_rank(t); d++) same = nb_shape(t)[d] == nb_shape(s->t)[d];
+    if (!same || !nb_is_leaf(t) || !nb_is_contiguous(t)) {
+        char a[96], b[96];
+        return nb_failf(fn, "%s: parameter '%s' is %s %s; the new tensor must be a contiguous leaf of that dtype "
+                            "and shape, not %s %s%s",
+                        m->cls->kind, name, nb_dtype_of(s->t) == NB_F32 ? "f32" : "f64",
+                        nb_shape_str(nb_rank(s->t), nb_shape(s->t), a, sizeof a),
+                        nb_dtype_of(t) == NB_F32 ? "f32" : nb_dtype_of(t) == NB_F64 ? "f64" : "i64",
+                        nb_shape_str(nb_rank(t), nb_shape(t), b, sizeof b),
+                        nb_is_leaf(t) && nb_is_contiguous(t) ? "" : " (or not a contiguous leaf)"),
+               -1;
+    }
+    for (int i = 0; i < m->nb; i++)
+        if (m->bufs[i].t == t)
+            return nb_failf(fn, "%s: tensor for '%s' is already the buffer '%s'", m->cls->kind, name, m->bufs[i].name),
+                   -1;
+    if (!nb_retain(t)) return -1;
+    nb_set_requires_grad(t, true);
+    nb_release(s->t);
+    s->t = t;
+    retire(m);
+    return 0;
+}
+
 int nb_module_add_buffer(nb_module *m, const char *name, nb_tensor *t) {
     return add_tensor("nb_module_add_buffer", m, name, t, false);
 }
@@ -209,8 +243,8 @@ static nb_module *walk(const char *fn, nb_module *m, const char *path, size_t le
         for (int i = 0; i < m->nk && !next; i++)
             if (strlen(m->kids[i].name) == n && memcmp(m->kids[i].name, p, n) == 0) next = m->kids[i].m;
         if (!next)
-            return nb_failf(fn, "no '%s': %s%s%.*s has no child '%.*s'", path, m->cls->kind, p == path ? "" : " at '",
-                            p == path ? 0 : (int)(p - path - 1), path, (int)n, p),
+            return nb_failf(fn, "no '%s': %s%s%.*s%s has no child '%.*s'", path, m->cls->kind, p == path ? "" : " at '",
+                            p == path ? 0 : (int)(p - path - 1), path, p == path ? "" : "'", (int)n, p),
                    NULL;
         m = next;
         p += n + (dot ? 1 : 0);
@@ -633,8 +667,8 @@ void nb_module_zero_grad(nb_module *m) {
 
 static void free_tree(nb_module *m) {
     if (m->cls->free_state) m->cls->free_state(m->state);
-    for (int i = 0; i < m->np; i++) nb_free(m->params[i].t), nb_dealloc(m->params[i].name);
-    for (int i = 0; i < m->nb; i++) nb_free(m->bufs[i].t), nb_dealloc(m->bufs[i].name);
+    for (int i = 0; i < m->np; i++) nb_release(m->params[i].t), nb_dealloc(m->params[i].name);
+    for (int i = 0; i < m->nb; i++) nb_release(m->bufs[i].t), nb_dealloc(m->bufs[i].name);
     for (int c = 0; c < m->nk; c++) free_tree(m->kids[c].m), nb_dealloc(m->kids[c].name);
     nb_dealloc(m->params), nb_dealloc(m->bufs), nb_dealloc(m->kids);
     nb_dealloc(m->tab);

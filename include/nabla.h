@@ -169,10 +169,21 @@ NB_API int nb_scope_depth(void);
 /* Move t into the scope enclosing the one that owns it (or out of every scope,
    so that it lives until nb_free). Returns t; NULL gives NULL. */
 NB_API nb_tensor *nb_keep(nb_tensor *t);
-/* Free t now (whether or not a scope owns it). NULL is ignored. Freeing a
+/* Free t now (whether or not a scope owns it); a tensor that nb_retain holds
+   lives on until its last nb_release. NULL is ignored. Freeing a
    handle twice is detected and recorded as an error when the tensor is still
    alive inside a graph, and is undefined otherwise, as with free(). */
 NB_API void nb_free(nb_tensor *t);
+/* Hold t for code that keeps it beyond its maker's use of it (modules keep
+   their parameters this way): t stays alive, its handle valid, until every
+   nb_retain is matched by an nb_release, whatever its maker does meanwhile
+   (nb_free, or the end of the scope that owns it, release only the maker's
+   handle, as always). Returns t, or NULL with an error for NULL or a freed
+   handle. */
+NB_API nb_tensor *nb_retain(nb_tensor *t);
+/* Drop one hold taken by nb_retain; t is freed when nothing else keeps it.
+   NULL is ignored; a tensor without a hold is an error (nothing changes). */
+NB_API void nb_release(nb_tensor *t);
 
 /* ------------------------------------------------------------------------ */
 /* Creation and access                                                      */

@@ -32,7 +32,13 @@ NB_API int nb_save_safetensors(const char *path, int n, nb_tensor *const *ts, co
    names a tensor twice) is an error that changes no tensor. Bytes of the file
    quoted in a message are escaped (\xHH) unless printable. */
 NB_API int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names);
-/* The same for all parameters of a module, under their dotted names. */
+/* The same for all parameters and buffers of a module, under their dotted
+   names ("blocks.0.attn.proj.weight"). A tied parameter is one tensor and is
+   saved once, under its first path (as safetensors' save_model does; a
+   safetensors file cannot hold two names for one storage). Loading takes each
+   tensor from its first path, or else from another path it is registered
+   under, so a file holding any one of a tied group's names, or all of them,
+   loads; names in the file that the module does not have are ignored. */
 NB_API int nb_module_save(nb_module *m, const char *path);
 NB_API int nb_module_load(nb_module *m, const char *path);
 

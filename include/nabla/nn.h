@@ -1,5 +1,5 @@
 /*
- * nabla/nn.h - losses and optimizers, built only on the public API of nabla.h.
+ * nabla/nn.h - modules, losses and optimizers, built only on the public API of nabla.h.
  *
  * Losses take predictions and targets of the same shape (broadcasting as the
  * ops do) and return the mean over all elements as a rank-0 tensor of the
@@ -17,12 +17,98 @@ extern "C" {
 
 /* ----------------------------------------------------------------- modules */
 
-/* A module (the seeds' BaseLayer): named parameters, child modules, a train/
-   eval mode, and a forward call. Parameters are leaves that require grad and
-   live outside every scope until nb_module_free. Containers (sequential,
-   residual) own their children. Forward results belong to the current scope. */
+/* A module: a forward function, a train/eval flag, and any number of named
+   parameters, named buffers and named child modules. Parameters are leaves
+   that require grad; buffers are state that is saved and loaded with the
+   parameters but not trained (running statistics, counters). The module keeps
+   its own hold (nb_retain) on each registered tensor and owns its children,
+   so everything lives until nb_module_free of the root. Forward results belong
+   to the current scope.
+
+   Names are dotted paths: a parameter "weight" of the child "proj" of the
+   child "attn" of the child "0" of the child "blocks" is
+   "blocks.0.attn.proj.weight", the name it has in a checkpoint. Parameters
+   and buffers are listed in pre-order: a module's own (in registration
+   order), then each child's in turn. */
 typedef struct nb_module nb_module;
 typedef enum { NB_INIT_XAVIER, NB_INIT_KAIMING } nb_init;
+
+/* A kind of module, as SQLite's sqlite3_module: what a user writes to make a
+   module of their own. Give it static storage (it is referenced, not copied)
+   and zero the fields it does not use (designated initialisers do); later
+   versions may add optional fields at the end, where NULL means "none".
+
+       static nb_tensor *block_forward(nb_module *m, nb_tensor *x) {
+           nb_tensor *h = nb_relu(nb_forward(nb_module_child(m, "fc1"), x));
+           return nb_add(x, nb_forward(nb_module_child(m, "fc2"), h));
+       }
+       static const nb_module_class block_class = {.kind = "Block", .forward = block_forward};
+
+       nb_module *b = nb_module_new(&block_class, NULL);
+       nb_module_add_child(b, "fc1", nb_linear(d, h, true, NB_INIT_KAIMING, NB_F32, &rng));
+       ...
+
+   forward (required) maps x to the module's output; x is never NULL (nb_forward
+   answers NULL itself). It reads its state with nb_module_state, its tensors
+   with nb_module_param / nb_module_buffer / nb_module_child, and the mode with
+   nb_module_training. On failure it returns NULL with an error (nb_fail).
+   free_state (optional) frees the state given to nb_module_new; it is called
+   once, by nb_module_free, before the module's tensors and children are
+   released. */
+typedef struct nb_module_class {
+    const char *kind; /* "Linear", "ResidualMLP": nb_module_kind and error messages */
+    nb_tensor *(*forward)(nb_module *m, nb_tensor *x);
+    void (*free_state)(void *state);
+} nb_module_class;
+
+/* A new module of class cls, in training mode, with no parameters, buffers
+   or children, holding state (any pointer, NULL allowed; owned from now on
+   when cls->free_state is set). Fails for a NULL cls or forward, or a kind
+   that is NULL or empty; state then stays the caller's. */
+NB_API nb_module *nb_module_new(const nb_module_class *cls, void *state);
+/* The state given to nb_module_new (NULL for NULL). */
+NB_API void *nb_module_state(const nb_module *m);
+/* The class of m (NULL for NULL): a forward can tell its children's kinds. */
+NB_API const nb_module_class *nb_module_class_of(const nb_module *m);
+
+/* Register t as the parameter `name` of m. A name is non-empty, has no '.',
+   no control characters, '"' or '\\' (it becomes part of a checkpoint's
+   JSON), and is unique among m's parameters, buffers and children. t must be
+   a contiguous f32 or f64 leaf; it is made to require grad, and m keeps a hold
+   on it (nb_retain): the caller's handle stays the caller's, to free or leave
+   to its scope. The same tensor may be registered in two places (weight
+   tying, such as a language model's head sharing its embedding's table): it
+   is then one parameter, listed, counted, trained and saved once under its
+   first dotted path, and freed once, when its last module is. A tensor is a
+   parameter or a buffer, not both. Returns 0, or nonzero with an error naming
+   the module's kind, the name and the fault; m and t are then unchanged. */
+NB_API int nb_module_add_param(nb_module *m, const char *name, nb_tensor *t);
+/* Replace m's parameter `name` with t, of the same dtype and shape (the
+   tying idiom: nb_module_set_param(head, "weight", nb_module_param(emb,
+   "weight")) makes a Linear head share an Embedding's table). m takes a hold
+   on t and releases its hold on the old tensor (freed if it was the last),
+   whose gradient and optimizer state go with it: build optimizers after
+   tying. Returns 0, or nonzero with an error; m and t are then unchanged. */
+NB_API int nb_module_set_param(nb_module *m, const char *name, nb_tensor *t);
+/* Register t as the buffer `name` of m: saved and loaded with the parameters,
+   not trained. t is a contiguous leaf of any dtype that does not require grad;
+   names, holds and sharing as for parameters. */
+NB_API int nb_module_add_buffer(nb_module *m, const char *name, nb_tensor *t);
+/* Make child the child `name` of m; m owns it from now on (nb_module_free of
+   m frees it). A module has at most one parent: a child already placed, m
+   itself or one of m's ancestors is refused. On failure the child stays the
+   caller's. */
+NB_API int nb_module_add_child(nb_module *m, const char *name, nb_module *child);
+
+/* The parameter, buffer or descendant module at a dotted path below m
+   ("blocks.0.attn.proj.weight", "blocks.0"), or NULL with an error naming the
+   path and the part that was not found. */
+NB_API nb_tensor *nb_module_param(nb_module *m, const char *path);
+NB_API nb_tensor *nb_module_buffer(nb_module *m, const char *path);
+NB_API nb_module *nb_module_child(nb_module *m, const char *path);
+/* m's direct children in order, with their own names ("0", "attn"); writes up
+   to cap of them and returns how many there are (-1 for NULL m). */
+NB_API int nb_module_children(nb_module *m, nb_module **kids, const char **names, int cap);
 
 /* Y = X W^T + b, W (d_out, d_in) and b (d_out): Xavier/Glorot uniform
    U(-a, a), a = sqrt(6 / (d_in + d_out)), or Kaiming uniform a = sqrt(6 / d_in)
@@ -50,18 +136,33 @@ NB_API nb_tensor *nb_forward(nb_module *m, nb_tensor *x);
 /* Train (true) or eval (false) mode for m and all its children. */
 NB_API void nb_module_train(nb_module *m, bool on);
 NB_API bool nb_module_training(const nb_module *m);
-/* The parameters of m and its children in order, with dotted names such as
-   "0.weight"; writes up to cap of them and returns how many there are. */
+/* The parameters of m and its children in order, each once (a tied one under
+   its first path), with dotted names such as "0.weight" (PyTorch's
+   named_parameters); writes up to cap of them and returns how many there are,
+   or -1 with an error. The names stay valid until nb_module_free of m. */
 NB_API int nb_module_params(nb_module *m, nb_tensor **params, const char **names, int cap);
+/* The same for buffers (named_buffers). */
+NB_API int nb_module_buffers(nb_module *m, nb_tensor **bufs, const char **names, int cap);
+/* Every registration of a parameter, a tied one under each of its paths
+   (named_parameters(remove_duplicate=False)): what a checkpoint's loader
+   matches names against. */
+NB_API int nb_module_param_paths(nb_module *m, nb_tensor **params, const char **names, int cap);
+/* The same for buffers. */
+NB_API int nb_module_buffer_paths(nb_module *m, nb_tensor **bufs, const char **names, int cap);
 /* Label each parameter with its dotted name (nb_set_name), so graph drawings
    (nb_graph_dot, nb_graph_mermaid) show "0.weight" rather than t<i>. Returns
    the number of parameters, or -1 with an error. */
 NB_API int nb_module_name_params(nb_module *m);
-/* Total number of parameter elements. */
+/* Total number of parameter elements, a tied parameter counted once (0 for
+   NULL, -1 with an error when out of memory). */
 NB_API int64_t nb_module_num_params(nb_module *m);
 NB_API void nb_module_zero_grad(nb_module *m);
 /* The module's kind, e.g. "Linear". */
 NB_API const char *nb_module_kind(const nb_module *m);
+/* Free m, its state (free_state), its children, and its holds on its
+   tensors (a tensor is freed when its last holder lets go). m must be a root
+   (a child is freed by its parent: freeing one is refused with an error).
+   NULL is ignored. */
 NB_API void nb_module_free(nb_module *m);
 
 /* ------------------------------------------------------------------ losses */
@@ -82,6 +183,8 @@ NB_API nb_tensor *nb_hinge_loss(nb_tensor *scores, nb_tensor *labels);
 
 typedef struct nb_optim nb_optim;
 
+/* Each optimizer takes n distinct parameters (a tensor listed twice is
+   refused, naming both positions; nb_module_params lists a tied one once). */
 /* SGD as torch.optim.SGD: with weight decay wd, g = grad + wd p; with momentum
    mu, b = mu b + g (b = g on the first step), and the step is b, or g + mu b
    with Nesterov; p -= lr step. */

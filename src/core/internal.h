@@ -84,6 +84,7 @@ struct nb_tensor {
     int8_t rank;
     bool requires_grad;
     bool user;          /* the user's handle is alive (counted in refs) */
+    int32_t holds;      /* nb_retain calls not yet matched by nb_release (each also counted in refs) */
     bool has_node;
     int32_t scope;      /* index of the owning scope, -1 for none */
     uint32_t version;   /* bumped by in-place ops; meaningful on roots */

@@ -265,6 +265,28 @@ void nb_free(nb_tensor *t) {
     nbi_unref(t);
 }
 
+/* A hold is a counted reference like a graph node's (so the engine never reuses a held tensor's memory), also
+   counted in holds so that nb_release can tell a hold from a stray call. */
+nb_tensor *nb_retain(nb_tensor *t) {
+    if (!nbi_check("nb_retain", t, 1)) return NULL;
+    if (!t->user && t->holds == 0) return nbi_err_force("nb_retain", "tensor was already freed");
+    if (t->holds == INT32_MAX || t->refs == INT32_MAX)
+        return nbi_err("nb_retain", "tensor %s is held 2^31 - 1 times already", NBI_SHAPE(t));
+    t->holds++;
+    nbi_ref(t);
+    return t;
+}
+
+void nb_release(nb_tensor *t) {
+    if (!t) return;
+    if (t->magic != NBI_MAGIC || t->holds == 0) {
+        nbi_err("nb_release", "tensor is not held (no nb_retain left to release)");
+        return;
+    }
+    t->holds--;
+    nbi_unref(t);
+}
+
 /* -------------------------------------------------------------- creation -- */
 
 static void store_from(nb_tensor *t, const void *data, bool from_f64) {

@@ -513,9 +513,10 @@ static int read_file(const char *fn, const char *path, char **hdr, size_t *hl, u
     return rc;
 }
 
-int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names) {
-    const char *fn = "nb_load_safetensors";
-    if (!path || n < 0 || (n > 0 && (!ts || !names))) return fail(fn, "bad arguments");
+/* Load the n tensors ts from path, tensor i from the first of its candidate names (the nc names cn, cn[k] a
+   name for tensor owner[k], in order of preference) that the file holds. All or nothing. */
+static int load_named(const char *fn, const char *path, int n, nb_tensor *const *ts, int nc, const char *const *cn,
+                      const int *owner) {
     char *hdr;
     unsigned char *data;
     size_t hl = 0;
@@ -524,14 +525,22 @@ int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const cha
     entry *es = NULL;
     int ne = parse(fn, hdr, hl, &es, dl);
     int rc = ne < 0 ? -1 : 0;
-    entry **which = rc == 0 ? nb_alloc(fn, sizeof *which * (size_t)(n ? n : 1)) : NULL;
+    entry **which = rc == 0 ? nb_alloc_zeroed(fn, (size_t)(n ? n : 1), sizeof *which) : NULL;
     if (rc == 0 && !which) rc = -1;
+    for (int k = 0; rc == 0 && k < nc; k++) {
+        if (which[owner[k]] || !cn[k] || ne <= 0) continue;
+        entry key = {.name = cn[k], .nlen = strlen(cn[k])};
+        which[owner[k]] = bsearch(&key, es, (size_t)ne, sizeof *es, cmp_entry);
+    }
     /* validate everything first */
     for (int i = 0; rc == 0 && i < n; i++) {
-        entry key = {.name = names[i], .nlen = names[i] ? strlen(names[i]) : 0};
-        which[i] = names[i] && ne > 0 ? bsearch(&key, es, (size_t)ne, sizeof *es, cmp_entry) : NULL;
         if (!which[i]) {
-            rc = fail(fn, "no tensor named '%s' in '%s'", names[i] ? QUOTE(key.name, key.nlen) : "(null)", path);
+            int k = 0, names = 0;
+            while (k < nc && owner[k] != i) k++;
+            for (int j = 0; j < nc; j++) names += owner[j] == i;
+            const char *name = k < nc ? cn[k] : NULL;
+            rc = fail(fn, "no tensor named '%s'%s in '%s'", name ? QUOTE(name, strlen(name)) : "(null)",
+                      names > 1 ? " (nor under the other names of that tied tensor)" : "", path);
             break;
         }
         entry *en = which[i];
@@ -556,20 +565,78 @@ int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const cha
     return rc;
 }
 
+int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, const char *const *names) {
+    const char *fn = "nb_load_safetensors";
+    if (!path || n < 0 || (n > 0 && (!ts || !names))) return fail(fn, "bad arguments");
+    int *owner = nb_alloc(fn, sizeof *owner * (size_t)(n ? n : 1));
+    if (!owner) return -1;
+    for (int i = 0; i < n; i++) owner[i] = i;
+    int rc = load_named(fn, path, n, ts, n, names, owner);
+    nb_dealloc(owner);
+    return rc;
+}
+
 /* ----------------------------------------------------------------- module */
+
+/* A module's checkpoint holds its parameters and buffers, each once under its first dotted path (a tied
+   parameter is one tensor: safetensors cannot hold two names for one storage, and its save_model drops the
+   other names too). Loading takes each tensor from its first path, or else from any other path it is
+   registered under, so a file written by PyTorch's save_model (which keeps one name of a tied group, not
+   always the first) or holding every name loads as well. */
+typedef struct {
+    int n, nall;        /* unique tensors (parameters then buffers); all registrations */
+    nb_tensor **ts;     /* n */
+    const char **names; /* n */
+    nb_tensor **all;    /* nall */
+    const char **alln;  /* nall */
+    int *owner;         /* nall: index into ts */
+} listing;
+
+static int list_module(const char *fn, nb_module *m, listing *l) {
+    memset(l, 0, sizeof *l);
+    int np = nb_module_params(m, NULL, NULL, 0), nb = nb_module_buffers(m, NULL, NULL, 0);
+    int npp = nb_module_param_paths(m, NULL, NULL, 0), nbp = nb_module_buffer_paths(m, NULL, NULL, 0);
+    if (np < 0 || nb < 0 || npp < 0 || nbp < 0) return -1;
+    l->n = np + nb, l->nall = npp + nbp;
+    size_t u = (size_t)(l->n ? l->n : 1), a = (size_t)(l->nall ? l->nall : 1);
+    l->ts = nb_alloc(fn, u * sizeof *l->ts);
+    l->names = nb_alloc(fn, u * sizeof *l->names);
+    l->all = nb_alloc(fn, a * sizeof *l->all);
+    l->alln = nb_alloc(fn, a * sizeof *l->alln);
+    l->owner = nb_alloc(fn, a * sizeof *l->owner);
+    if (!l->ts || !l->names || !l->all || !l->alln || !l->owner) return -1;
+    nb_module_params(m, l->ts, l->names, np);
+    nb_module_buffers(m, l->ts + np, l->names + np, nb);
+    nb_module_param_paths(m, l->all, l->alln, npp);
+    nb_module_buffer_paths(m, l->all + npp, l->alln + npp, nbp);
+    /* each registration's tensor, among the unique ones (first paths come first in pre-order, so the
+       canonical name is each tensor's first candidate) */
+    for (int k = 0, next = 0; k < l->nall; k++) {
+        if (k == npp) next = np;
+        if (next < l->n && l->ts[next] == l->all[k]) { /* a first registration: the next unique tensor */
+            l->owner[k] = next++;
+            continue;
+        }
+        int i = k < npp ? 0 : np; /* a tied one, met before */
+        while (l->ts[i] != l->all[k]) i++;
+        l->owner[k] = i;
+    }
+    return 0;
+}
+
+static void unlist(listing *l) {
+    nb_dealloc(l->ts), nb_dealloc(l->names), nb_dealloc(l->all), nb_dealloc(l->alln), nb_dealloc(l->owner);
+}
 
 static int module_io(nb_module *m, const char *path, bool save) {
     const char *fn = save ? "nb_module_save" : "nb_module_load";
     if (!m || !path) return fail(fn, "module or path is NULL");
-    int n = nb_module_params(m, NULL, NULL, 0);
-    if (n < 0) return -1;
-    nb_tensor **ps = nb_alloc(fn, sizeof *ps * (size_t)(n ? n : 1));
-    const char **names = ps ? nb_alloc(fn, sizeof *names * (size_t)(n ? n : 1)) : NULL;
-    int rc = -1;
-    if (names && nb_module_params(m, ps, names, n) == n)
-        rc = save ? nb_save_safetensors(path, n, ps, names) : nb_load_safetensors(path, n, ps, names);
-    nb_dealloc(ps);
-    nb_dealloc(names);
+    listing l;
+    int rc = list_module(fn, m, &l);
+    if (rc == 0)
+        rc = save ? nb_save_safetensors(path, l.n, l.ts, l.names)
+                  : load_named("nb_load_safetensors", path, l.n, l.ts, l.nall, l.alln, l.owner);
+    unlist(&l);
     return rc;
 }
 

@@ -42,6 +42,34 @@ static void store(nb_tensor *t, void *d, int64_t i, double v) {
         ((double *)d)[i] = v;
 }
 
+typedef struct {
+    const nb_tensor *t;
+    int i;
+} indexed;
+
+static int cmp_indexed(const void *a, const void *b) {
+    const indexed *x = a, *y = b;
+    if (x->t != y->t) return x->t < y->t ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* True, with an error naming both positions, when a parameter is listed twice (it would be updated twice a
+   step); also true when out of memory. A tied parameter appears once in nb_module_params. */
+static bool listed_twice(const char *fn, int n, nb_tensor *const *params) {
+    indexed *ix = nb_alloc(fn, sizeof *ix * (size_t)n);
+    if (!ix) return true;
+    for (int i = 0; i < n; i++) ix[i] = (indexed){params[i], i};
+    qsort(ix, (size_t)n, sizeof *ix, cmp_indexed);
+    bool twice = false;
+    for (int i = 1; i < n && !twice; i++)
+        if (ix[i].t == ix[i - 1].t) {
+            twice = true;
+            nb_failf(fn, "parameters %d and %d are the same tensor; list each once", ix[i - 1].i, ix[i].i);
+        }
+    nb_dealloc(ix);
+    return twice;
+}
+
 static nb_optim *make(const char *fn, opt_kind kind, int n, nb_tensor *const *params, double lr) {
     if (n <= 0 || !params) return nb_fail(fn, "need at least one parameter");
     for (int i = 0; i < n; i++) {
@@ -52,6 +80,7 @@ static nb_optim *make(const char *fn, opt_kind kind, int n, nb_tensor *const *pa
         }
     }
     if (!(lr >= 0)) return nb_fail(fn, "learning rate must be >= 0");
+    if (listed_twice(fn, n, params)) return NULL;
     nb_optim *o = nb_alloc_zeroed(fn, 1, sizeof *o);
     if (!o) return NULL;
     o->kind = kind;

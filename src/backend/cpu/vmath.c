@@ -86,11 +86,12 @@ INLINE float logf_1(float x) {
     const double xd = (double)x; /* f32 subnormals are normal here */
     const uint64_t b = to_bits(xd);
     /* xd = 2^e m, m in [1, 2), then m in [sqrt 2 / 2, sqrt 2) so that log m is small near x = 1 */
-    double m = from_bits((b & 0x000fffffffffffffu) | 0x3ff0000000000000u);
-    const int64_t big = m > 1.4142135623730951;
-    m = big ? m * 0.5 : m;
+    const double m1 = from_bits((b & 0x000fffffffffffffu) | 0x3ff0000000000000u), m2 = m1 * 0.5;
+    const int big = m1 > 1.4142135623730951;
+    const double m = big ? m2 : m1;
     /* e as a double without an int64 conversion (which needs AVX-512DQ to vectorise) */
-    const double e = from_bits(to_bits(SHIFT) + ((b >> 52) & 0x7ff) + (uint64_t)big) - SHIFT - 1023.0;
+    const double e0 = from_bits(to_bits(SHIFT) + ((b >> 52) & 0x7ff)) - SHIFT - 1023.0;
+    const double e = big ? e0 + 1.0 : e0;
     const double f = m - 1.0; /* exact */
     const double s = f / (2.0 + f), w = s * s; /* log m = 2 atanh s = 2 (s + s^3/3 + ...) */
     double p = 1.0 / 19.0;
@@ -103,8 +104,12 @@ INLINE float logf_1(float x) {
     p = p * w + 1.0 / 5.0;
     p = p * w + 1.0 / 3.0;
     const double logm = 2.0 * s + 2.0 * s * (p * w);
-    const float y = (float)(e * 0.6931471805599453 + logm);
-    return x != x ? x : x < 0.0f ? NAN : x == 0.0f ? -INFINITY : x == INFINITY ? x : y;
+    double r = e * 0.6931471805599453 + logm;
+    r = xd < 0.0 ? (double)NAN : r;
+    r = xd == 0.0 ? -(double)INFINITY : r;
+    r = xd == (double)INFINITY ? xd : r;
+    r = xd != xd ? xd : r;
+    return (float)r;
 }
 
 INLINE float tanhf_1(float x) {
@@ -136,6 +141,7 @@ INLINE double erf_small(double a) {
     };
     const double w = a * a;
     double p = c[17];
+#pragma GCC unroll 17
     for (int k = 16; k >= 0; k--) p = p * w + c[k];
     return p * a;
 }
@@ -156,6 +162,7 @@ INLINE double erfc_tail(double a, double w) {
     const double t = 2.0 / (2.0 + a);
     const double u = (2.0 * t - (ERFC_TA + ERFC_TB)) / (ERFC_TB - ERFC_TA), u2 = 2.0 * u;
     double b1 = 0.0, b2 = 0.0;
+#pragma GCC unroll 16
     for (int k = 16; k >= 1; k--) {
         const double b0 = u2 * b1 - b2 + c[k];
         b2 = b1;

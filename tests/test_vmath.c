@@ -142,6 +142,32 @@ static void test_variants_and_offsets(void) {
     free(y1);
 }
 
+/* The f32 unary ops run on these functions: the same bits for a contiguous tensor and for a transposed view
+   (the strided path through a buffer). */
+static void test_ops_use_vmath(void) {
+    nb_tensor *(*const ops[VM_COUNT])(nb_tensor *) = {nb_exp, nb_log, nb_tanh, nb_sigmoid, nb_erf, nb_gelu};
+    const int64_t shape[2] = {301, 419};
+    const int64_t n = shape[0] * shape[1];
+    th_seed(7);
+    nb_scope_begin();
+    nb_tensor *a = th_rand(NB_F32, 2, shape, -12, 12), *pos = th_rand(NB_F32, 2, shape, 1e-3, 50);
+    float *want = malloc(sizeof(float) * (size_t)n), *wantt = malloc(sizeof(float) * (size_t)n);
+    for (int f = 0; f < VM_COUNT; f++) {
+        nb_tensor *x = f == VM_LOG ? pos : a;
+        nb_tensor *xt = nb_contiguous(nb_transpose(x, 0, 1)); /* (419, 301) */
+        vm_fn[f](want, (const float *)nb_data(x), n);
+        vm_fn[f](wantt, (const float *)nb_data(xt), n);
+        nb_tensor *y = ops[f](x), *yt = nb_contiguous(ops[f](nb_transpose(x, 0, 1)));
+        CHECK(y && yt);
+        if (!y || !yt) continue;
+        CHECK(memcmp(nb_data(y), want, sizeof(float) * (size_t)n) == 0);
+        CHECK(memcmp(nb_data(yt), wantt, sizeof(float) * (size_t)n) == 0);
+    }
+    free(want);
+    free(wantt);
+    nb_scope_end();
+}
+
 int main(void) {
     build_inputs();
     RUN(test_exp);
@@ -152,6 +178,7 @@ int main(void) {
     RUN(test_gelu);
     RUN(test_specials);
     RUN(test_variants_and_offsets);
+    RUN(test_ops_use_vmath);
     free(xs);
     return th_finish();
 }

@@ -7,8 +7,9 @@
  * erf reach 1, the ends of erf's two approximations, where GELU underflows) and the special values by name.
  * Each result must be within VM_MAX_ULP of the reference (tests/vmath_ref.h) and each special exact: NaN for
  * NaN, the right infinity, a zero of the right sign. The AVX2 and AVX-512 variants must give the generic
- * variant's bits, and a row must give the same bits whatever its length and offset. tools/ulp_sweep.c runs
- * the same comparison over all 2^32 inputs.
+ * variant's bits, a row must give the same bits whatever its length and offset, and the f32 unary ops
+ * (nb_exp ... nb_gelu) must give these functions' bits. tools/ulp_sweep.c runs the same comparison over all
+ * 2^32 inputs.
  */
 #include <float.h>
 

@@ -4,8 +4,8 @@
  * Each function reads n floats from x and writes n floats to y (y may equal x; the two must not otherwise
  * overlap). Shapes: x is (n,), y is (n,). Every result is within 0.5001 ulp of the true value for every f32
  * input: the correctly rounded float except, rarely, where the true value lies within about 1e-6 ulp of a
- * midpoint between two floats (over all 2^32 inputs, tools/ulp_sweep.c finds 2 such results for exp, 2 for
- * log and none for the others). Specials are exact: NaN in gives NaN out (log of a number below 0 too),
+ * midpoint between two floats (over all 2^32 inputs, tools/ulp_sweep.c finds 2 such results each for exp,
+ * log and GELU and none for tanh, sigmoid and erf). Specials are exact: NaN in gives NaN out (log of a number below 0 too),
  * +-0, +-inf, subnormal inputs and outputs, and the overflow and underflow edges round as the correctly
  * rounded function does. Results do not depend on the instruction set picked at run time (each variant
  * performs the same IEEE operations in the same order, without FMA) nor on n or alignment.

@@ -1,0 +1,253 @@
+/*
+ * vmath.c - vectorised f32 exp, log, tanh, sigmoid, erf and GELU.
+ *
+ * Each f32 argument is widened to double, the function is evaluated there with a relative error of at
+ * most about 2e-14, and the result is rounded to f32 once. An f32 result within 2e-14 of the true value
+ * rounds to the correctly rounded f32 or, when the true value lies within 2e-14 of a midpoint between two
+ * floats, to its neighbour: every result is within 1 ulp of the correctly rounded one, and nearly all are
+ * correctly rounded (tools/ulp_sweep.c counts them over all 2^32 inputs). Working in double also makes the
+ * edges free: f32 subnormal inputs are normal doubles, subnormal and overflowing results round once, in
+ * the final conversion, exactly as a correctly rounded function does.
+ *
+ * The code is branch-free (range reduction by the 1.5 * 2^52 rounding trick, exponents built from bits
+ * through memcpy, specials applied by selects at the end) so that GCC vectorises each loop. It uses only
+ * IEEE-exact operations (+, -, *, /, conversions, comparisons) and is compiled without FMA contraction, so
+ * the generic, AVX2 and AVX-512 variants below give the same bits (test_vmath compares them).
+ */
+#include "vmath.h"
+
+#include <math.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE double from_bits(uint64_t b) {
+    double d;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+
+INLINE uint64_t to_bits(double d) {
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
+/* e^r - 1 for |r| <= ln 2 / 2 + tiny: Taylor series to r^11 (the first term left out is below 6e-15). */
+INLINE double expm1_reduced(double r) {
+    double p = 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    return p * r;
+}
+
+/* Splits x (|x| <= 1000) as n ln 2 + r, |r| <= ln 2 / 2 + tiny, and returns 2^n in *s: ln 2 in two parts
+   (Cody and Waite; the first has 32 bits, so n * LN2_HI is exact). */
+#define LN2_HI 6.93147180369123816490e-01
+#define LN2_LO 1.90821492927058770002e-10
+#define SHIFT 0x1.8p52
+INLINE double reduce(double x, double *s) {
+    const double t = x * 1.4426950408889634 + SHIFT, n = t - SHIFT;
+    *s = from_bits((to_bits(t) - to_bits(SHIFT) + 1023u) << 52); /* n + 1023 in [1, 2046] */
+    return (x - n * LN2_HI) - n * LN2_LO;
+}
+
+/* e^x in double for x in [-1000, 1000] whose result is a normal double (x in about [-708, 709]). */
+INLINE double exp_d(double x) {
+    double s;
+    const double r = reduce(x, &s);
+    return s + s * expm1_reduced(r);
+}
+
+/* e^x - 1 in double for x in [0, 700], with a small relative error also near 0. */
+INLINE double expm1_d(double x) {
+    double s;
+    const double r = reduce(x, &s);
+    return s * expm1_reduced(r) + (s - 1.0);
+}
+
+INLINE float expf_1(float x) {
+    const double xd = (double)x;
+    /* e^89 overflows f32 and e^-104 rounds to 0, so clamping there changes no result (and +-inf with it). */
+    const double xc = xd < -104.0 ? -104.0 : xd > 89.0 ? 89.0 : xd;
+    const float y = (float)exp_d(xc);
+    return x != x ? x : y;
+}
+
+INLINE float logf_1(float x) {
+    const double xd = (double)x; /* f32 subnormals are normal here */
+    const uint64_t b = to_bits(xd);
+    /* xd = 2^e m, m in [1, 2), then m in [sqrt 2 / 2, sqrt 2) so that log m is small near x = 1 */
+    const double m1 = from_bits((b & 0x000fffffffffffffu) | 0x3ff0000000000000u), m2 = m1 * 0.5;
+    const int big = m1 > 1.4142135623730951;
+    const double m = big ? m2 : m1;
+    /* e as a double without an int64 conversion (which needs AVX-512DQ to vectorise) */
+    const double e0 = from_bits(to_bits(SHIFT) + ((b >> 52) & 0x7ff)) - SHIFT - 1023.0;
+    const double e = big ? e0 + 1.0 : e0;
+    const double f = m - 1.0; /* exact */
+    const double s = f / (2.0 + f), w = s * s; /* log m = 2 atanh s = 2 (s + s^3/3 + ...) */
+    double p = 1.0 / 19.0;
+    p = p * w + 1.0 / 17.0;
+    p = p * w + 1.0 / 15.0;
+    p = p * w + 1.0 / 13.0;
+    p = p * w + 1.0 / 11.0;
+    p = p * w + 1.0 / 9.0;
+    p = p * w + 1.0 / 7.0;
+    p = p * w + 1.0 / 5.0;
+    p = p * w + 1.0 / 3.0;
+    const double logm = 2.0 * s + 2.0 * s * (p * w);
+    double r = e * 0.6931471805599453 + logm;
+    r = xd < 0.0 ? (double)NAN : r;
+    r = xd == 0.0 ? -(double)INFINITY : r;
+    r = xd == (double)INFINITY ? xd : r;
+    r = xd != xd ? xd : r;
+    return (float)r;
+}
+
+INLINE float tanhf_1(float x) {
+    const double a = fabs((double)x);
+    const double ac = a > 20.0 ? 20.0 : a; /* tanh 9.1 already rounds to 1 */
+    const double em = expm1_d(2.0 * ac);  /* tanh a = (e^2a - 1) / (e^2a + 1) */
+    const double t = em / (em + 2.0);
+    const float y = (float)copysign(t, (double)x);
+    return x != x ? x : y;
+}
+
+INLINE float sigmoidf_1(float x) {
+    const double xd = -(double)x;
+    /* e^-x < 2^-60 for x > 40 and the result rounds to 1; x < -110 gives 0 as x = -104 does */
+    const double xc = xd < -40.0 ? -40.0 : xd > 110.0 ? 110.0 : xd;
+    const float y = (float)(1.0 / (1.0 + exp_d(xc)));
+    return x != x ? x : y;
+}
+
+/* erf a for |a| <= 1: Taylor series to a^35 (terms alternate and stay below 1: no cancellation to speak of;
+   the first term left out is below 8e-17). */
+INLINE double erf_small(double a) {
+    static const double c[18] = {
+        1.1283791670955126, -0.37612638903183754, 0.11283791670955126, -0.026866170645131252,
+        0.0052239776254421879, -0.00085483270234508522, 0.00012055332981789664, -1.492565035840625e-05,
+        1.6462114365889246e-06, -1.6365844691234924e-07, 1.4807192815879218e-08, -1.2290555301717926e-09,
+        9.4227590646504113e-11, -6.7113668551641105e-12, 4.4632242632864775e-13, -2.7835162072109212e-14,
+        1.6342614095367152e-15, -9.0639708428086728e-17,
+    };
+    const double w = a * a;
+    double p = c[17];
+#pragma GCC unroll 17
+    for (int k = 16; k >= 0; k--) p = p * w + c[k];
+    return p * a;
+}
+
+/* erfc a for a in [1, 10.5] (clamp before), with w = a * a passed separately so that the exponent can be
+   exact: erfc a = t e^(h(t) - a^2), t = 2 / (2 + a), h a Chebyshev series of degree 16 in t
+   (tools/gen_vmath_coeffs.py; relative error below 2e-14). */
+#define ERFC_TA 0.16
+#define ERFC_TB 0.66666666666666663
+INLINE double erfc_tail(double a, double w) {
+    static const double c[17] = {
+        -0.77818834412026716,   0.32691038617113971,    0.0084166708081733193,  -0.0011692169786992324,
+        -0.00012221244883490635, 1.0572821377110575e-05, 1.9275437910404313e-06, -1.5639807692258146e-07,
+        -3.29505673013486e-08,  3.2496854163177605e-09, 5.6291069139291492e-10, -7.9241988526490559e-11,
+        -8.4643136943896019e-12, 1.9561330333317527e-12, 7.6862960440848843e-14, -4.4124703890702221e-14,
+        1.6853185513809876e-15,
+    };
+    const double t = 2.0 / (2.0 + a);
+    const double u = (2.0 * t - (ERFC_TA + ERFC_TB)) / (ERFC_TB - ERFC_TA), u2 = 2.0 * u;
+    double b1 = 0.0, b2 = 0.0;
+#pragma GCC unroll 16
+    for (int k = 16; k >= 1; k--) {
+        const double b0 = u2 * b1 - b2 + c[k];
+        b2 = b1;
+        b1 = b0;
+    }
+    const double h = u * b1 - b2 + c[0];
+    return t * exp_d(h - w);
+}
+
+INLINE float erff_1(float x) {
+    const double xd = (double)x, a = fabs(xd);
+    const double ac = a < 1.0 ? 1.0 : a > 10.5 ? 10.5 : a;
+    const double small = erf_small(a < 1.0 ? a : 1.0);
+    const double big = 1.0 - erfc_tail(ac, ac * ac);
+    const float y = (float)copysign(a < 1.0 ? small : big, xd);
+    return x != x ? x : y;
+}
+
+INLINE float geluf_1(float x) {
+    const double xd = (double)x;
+    const double z = xd * 0.70710678118654752, a = fabs(z);
+    const double w = xd * xd * 0.5; /* z^2, exact */
+    const double ac = a < 1.0 ? 1.0 : a > 10.5 ? 10.5 : a, wc = a < 1.0 ? 1.0 : a > 10.5 ? 110.25 : w;
+    const double ec = erfc_tail(ac, wc);
+    const double small = erf_small(a < 1.0 ? z : 1.0);
+    /* 1 + erf z without cancellation: erfc |z| itself below z = -1 */
+    const double phi2 = a < 1.0 ? 1.0 + small : z > 0.0 ? 2.0 - ec : ec;
+    const float y = (float)(0.5 * xd * phi2);
+    /* below z = -10.5 the result is below half the smallest subnormal (and x = -inf must not give NaN) */
+    return x != x ? x : z < -10.5 ? -0.0f : y;
+}
+
+#define ROW(NAME, F, ATTR)                                                 \
+    ATTR static void NAME(float *y, const float *x, int64_t n) {           \
+        for (int64_t i = 0; i < n; i++) y[i] = F(x[i]);                    \
+    }
+
+#define VARIANT(SFX, ATTR)                         \
+    ROW(vexp_##SFX, expf_1, ATTR)                  \
+    ROW(vlog_##SFX, logf_1, ATTR)                  \
+    ROW(vtanh_##SFX, tanhf_1, ATTR)                \
+    ROW(vsigmoid_##SFX, sigmoidf_1, ATTR)          \
+    ROW(verf_##SFX, erff_1, ATTR)                  \
+    ROW(vgelu_##SFX, geluf_1, ATTR)                \
+    static void (*const tab_##SFX[6])(float *, const float *, int64_t) = {                    \
+        vexp_##SFX, vlog_##SFX, vtanh_##SFX, vsigmoid_##SFX, verf_##SFX, vgelu_##SFX};
+
+typedef void (*vfn)(float *, const float *, int64_t);
+
+VARIANT(generic, )
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(NBI_NO_CLONES)
+#define HAVE_X86_VARIANTS 1
+VARIANT(avx2, __attribute__((target("avx2"))))
+VARIANT(avx512, __attribute__((target("avx512f"))))
+#endif
+
+static vfn pick(int fn) {
+#ifdef HAVE_X86_VARIANTS
+    if (__builtin_cpu_supports("avx512f")) return tab_avx512[fn];
+    if (__builtin_cpu_supports("avx2")) return tab_avx2[fn];
+#endif
+    return tab_generic[fn];
+}
+
+void nbi_vexpf(float *y, const float *x, int64_t n) { pick(0)(y, x, n); }
+void nbi_vlogf(float *y, const float *x, int64_t n) { pick(1)(y, x, n); }
+void nbi_vtanhf(float *y, const float *x, int64_t n) { pick(2)(y, x, n); }
+void nbi_vsigmoidf(float *y, const float *x, int64_t n) { pick(3)(y, x, n); }
+void nbi_verff(float *y, const float *x, int64_t n) { pick(4)(y, x, n); }
+void nbi_vgeluf(float *y, const float *x, int64_t n) { pick(5)(y, x, n); }
+
+int nbi_vmath_variant(int variant, int fn, float *y, const float *x, int64_t n) {
+    if (fn < 0 || fn > 5) return 0;
+    switch (variant) {
+    case 0: tab_generic[fn](y, x, n); return 1;
+#ifdef HAVE_X86_VARIANTS
+    case 1:
+        if (!__builtin_cpu_supports("avx2")) return 0;
+        tab_avx2[fn](y, x, n);
+        return 1;
+    case 2:
+        if (!__builtin_cpu_supports("avx512f")) return 0;
+        tab_avx512[fn](y, x, n);
+        return 1;
+#endif
+    default: return 0;
+    }
+}

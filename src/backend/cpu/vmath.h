@@ -1,0 +1,30 @@
+/*
+ * vmath.h - vectorised f32 exp, log, tanh, sigmoid, erf and GELU on rows.
+ *
+ * Each function reads n floats from x and writes n floats to y (y may equal x; the two must not otherwise
+ * overlap). Shapes: x is (n,), y is (n,). Every result is within 0.5001 ulp of the true value for every f32
+ * input: the correctly rounded float except, rarely, where the true value lies within about 1e-6 ulp of a
+ * midpoint between two floats (over all 2^32 inputs, tools/ulp_sweep.c finds 2 such results each for exp,
+ * log and GELU and none for tanh, sigmoid and erf). Specials are exact: NaN in gives NaN out (log of a number below 0 too),
+ * +-0, +-inf, subnormal inputs and outputs, and the overflow and underflow edges round as the correctly
+ * rounded function does. Results do not depend on the instruction set picked at run time (each variant
+ * performs the same IEEE operations in the same order, without FMA) nor on n or alignment.
+ */
+#ifndef NABLA_VMATH_H
+#define NABLA_VMATH_H
+
+#include <stdint.h>
+
+void nbi_vexpf(float *y, const float *x, int64_t n);     /* e^x */
+void nbi_vlogf(float *y, const float *x, int64_t n);     /* ln x; -inf at +-0, NaN below 0 */
+void nbi_vtanhf(float *y, const float *x, int64_t n);    /* tanh x, odd (tanh -0 = -0) */
+void nbi_vsigmoidf(float *y, const float *x, int64_t n); /* 1 / (1 + e^-x) */
+void nbi_verff(float *y, const float *x, int64_t n);     /* erf x, odd */
+void nbi_vgeluf(float *y, const float *x, int64_t n);    /* x (1 + erf(x / sqrt 2)) / 2; -0 for x = -inf */
+
+/* For tests and benchmarks: run one instruction-set variant (0 generic x86-64/portable C, 1 AVX2,
+   2 AVX-512F). Returns 0 if this CPU or build lacks it. fn: 0 exp, 1 log, 2 tanh, 3 sigmoid, 4 erf,
+   5 gelu. */
+int nbi_vmath_variant(int variant, int fn, float *y, const float *x, int64_t n);
+
+#endif

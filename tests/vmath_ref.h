@@ -28,7 +28,7 @@ static double vm_ref(int f, float x) {
     case VM_TANH: return tanh(d);
     case VM_SIGMOID: return 1.0 / (1.0 + exp(-d));
     case VM_ERF: return erf(d);
-    default: return d == -INFINITY ? -0.0 : 0.5 * d * erfc(-d * 0.70710678118654752440);
+    default: return d == -INFINITY ? NAN : 0.5 * d * erfc(-d * 0.70710678118654752440);
     }
 }
 

@@ -191,8 +191,9 @@ INLINE float geluf_1(float x) {
     /* 1 + erf z without cancellation: erfc |z| itself below z = -1 */
     const double phi2 = a < 1.0 ? 1.0 + small : z > 0.0 ? 2.0 - ec : ec;
     const float y = (float)(0.5 * xd * phi2);
-    /* below z = -10.5 the result is below half the smallest subnormal (and x = -inf must not give NaN) */
-    return x != x ? x : z < -10.5 ? -0.0f : y;
+    /* below z = -10.5 the result is below half the smallest subnormal; x = -inf gives NaN, as the product
+       -inf * 0 does in the f64 path and in PyTorch */
+    return x != x ? x : x == -INFINITY ? NAN : z < -10.5 ? -0.0f : y;
 }
 
 #define ROW(NAME, F, ATTR)                                                 \

@@ -98,18 +98,6 @@ static void mlp_free(mlp *m)
     nb_free(m->y);
 }
 
-static long status_kib(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t n = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, field, n) == 0 && line[n] == ':') v = atol(line + n + 1);
-    if (f) fclose(f);
-    return v;
-}
-
 static int bench_mlp_peak(void)
 {
     FILE *f = fopen("/proc/self/clear_refs", "w");
@@ -117,11 +105,11 @@ static int bench_mlp_peak(void)
         printf("# mlp peak: cannot reset VmHWM; no figure\n");
         return 0;
     }
-    long base = status_kib("VmRSS");
+    long base = bench_status_kib("VmRSS");
     mlp m = {0};
     int rc = mlp_init(&m);
     for (int s = 0; s < 50 && rc == 0; s++) rc = mlp_step(&m, NULL);
-    long hwm = status_kib("VmHWM");
+    long hwm = bench_status_kib("VmHWM");
     nb_memory_stats st;
     nb_get_memory_stats(&st);
     mlp_free(&m);

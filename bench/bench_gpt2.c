@@ -228,18 +228,6 @@ static double cpu_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static long status_kib(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t n = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, field, n) == 0 && line[n] == ':') v = atol(line + n + 1);
-    if (f) fclose(f);
-    return v;
-}
-
 static int fail(const char *what)
 {
     const char *e = nb_last_error();
@@ -345,7 +333,7 @@ int main(int argc, char **argv)
     FILE *f = fopen("/proc/self/clear_refs", "w");
     const bool hwm_ok = f && fputs("5", f) >= 0 && fclose(f) == 0;
     if (f && !hwm_ok) f = NULL;
-    const long base = status_kib("VmRSS");
+    const long base = bench_status_kib("VmRSS");
 
     gpt2 m = {0};
     const int n = warmup + steps;
@@ -383,7 +371,7 @@ int main(int argc, char **argv)
     }
     nb_get_memory_stats(&st1);
     const double cpu_per_wall = (cpu_seconds() - cpu0) / (bench_now() - wall0);
-    const long hwm = status_kib("VmHWM");
+    const long hwm = bench_status_kib("VmHWM");
     double lo = ms[0], hi = ms[0];
     for (int s = 1; s < steps; s++) {
         lo = ms[s] < lo ? ms[s] : lo;

@@ -6,7 +6,9 @@
 #ifndef NABLA_BENCH_TIMING_H
 #define NABLA_BENCH_TIMING_H
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* Seconds on the monotonic clock. */
@@ -43,5 +45,18 @@ static inline double bench_median(double *v, int n)
         }                                                                                                      \
         (result) = bench_median((t), (runs));                                                                  \
     } while (0)
+
+/* A "Name:  value kB" field of /proc/self/status (VmRSS, VmHWM), in KiB; -1 when it cannot be read. */
+static inline long bench_status_kib(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':') v = atol(line + n + 1);
+    if (f) fclose(f);
+    return v;
+}
 
 #endif

@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "../core/internal.h"
+#include "../backend/cpu/threads.h"
 
 /* The max m and sum s of exp(x - m) over the n elements base + k * step of contiguous x, in double
    (m = 0 when all are -inf, so that exp stays finite). */
@@ -29,27 +30,111 @@ static void row_stats(const nb_tensor *x, int64_t base, int64_t n, int64_t step,
     *s = sum;
 }
 
-/* Contiguous rows of length n in blocks of at most 2^16 values: e (rows x n), m and s (rows) for
-   nbi_cpu_softmax_rows, shared by the softmax kernel, the cross-entropy loss and its gradient. */
-typedef struct {
-    double *e, *m, *s;
-    int64_t rows;
-} row_block;
+/* Contiguous rows of length n, split across the thread pool. Part p of `parts` takes rows
+   [N p / parts, N (p + 1) / parts) and walks them in blocks of at most `block` rows (about 2^16 values)
+   through nbi_cpu_softmax_rows, into scratch of its own: e (block x n), m and s (block), slice p of one
+   buffer the caller allocates. Every row is computed alone, by the same operations whatever the cut, so
+   the bits do not depend on the thread count; cross-entropy's losses go to a per-row buffer and are summed
+   afterwards, in row order, on the calling thread. Shared by the softmax kernel, the cross-entropy loss
+   and its first-order gradient. */
+#define ROW_PART_MIN (1 << 15) /* values per part at least: smaller inputs stay on the calling thread */
+#define ROW_BLOCK (1 << 16)    /* values per block of exps */
 
-static bool row_block_init(row_block *b, int64_t N, int64_t n) {
-    int64_t r = n > 0 ? (1 << 16) / n : 1; /* rows of no values: one at a time, nothing to allocate for */
-    b->rows = r < 1 ? 1 : r > N ? (N > 0 ? N : 1) : r;
-    b->e = nbi_alloc(sizeof(double) * (size_t)(b->rows * (n + 2)));
-    b->m = b->e ? b->e + b->rows * n : NULL;
-    b->s = b->e ? b->m + b->rows : NULL;
-    return b->e != NULL;
+typedef enum { ROWS_SOFTMAX, ROWS_LOG_SOFTMAX, ROWS_CE_LOSS, ROWS_CE_GRAD } rows_kind;
+
+typedef struct {
+    rows_kind kind;
+    const nb_tensor *x, *t; /* x: contiguous (N, n); t: the (N) targets of the losses */
+    nb_tensor *out;         /* softmax, log-softmax or the gradient: contiguous (N, n) */
+    double *loss;           /* ROWS_CE_LOSS: (N), log softmax(x)[i, t_i] */
+    double gs;              /* ROWS_CE_GRAD: g / N */
+    double *scratch;        /* parts x block x (n + 2) */
+    int64_t N, n, block;
+    int parts;
+} rows_job;
+
+static int64_t target_at(const nb_tensor *t, int64_t i) {
+    return *(const int64_t *)(const void *)(t->data + i * t->strides[0] * 8);
 }
 
-/* Rows r0 .. r0 + rows - 1 of contiguous x (rows of n) into b; returns how many rows it took. */
-static int64_t row_block_fill(row_block *b, const nb_tensor *x, int64_t r0, int64_t N, int64_t n) {
-    int64_t rows = N - r0 < b->rows ? N - r0 : b->rows;
-    nbi_cpu_softmax_rows(x->dtype, x->data + r0 * n * (int64_t)nbi_dsize(x->dtype), rows, n, b->e, b->m, b->s);
-    return rows;
+/* Parts lo .. hi - 1 of job vj. */
+static int rows_part(void *vj, int64_t lo, int64_t hi) {
+    const rows_job *j = vj;
+    const int64_t n = j->n, es = (int64_t)nbi_dsize(j->x->dtype);
+    for (int64_t p = lo; p < hi; p++) {
+        double *e = j->scratch + p * j->block * (n + 2), *m = e + j->block * n, *s = m + j->block;
+        const int64_t end = j->N * (p + 1) / j->parts;
+        for (int64_t r0 = j->N * p / j->parts; r0 < end;) {
+            const int64_t rows = end - r0 < j->block ? end - r0 : j->block;
+            nbi_cpu_softmax_rows(j->x->dtype, j->x->data + r0 * n * es, rows, n, e, m, s);
+            for (int64_t i = 0; i < rows; i++, r0++) {
+                const double *er = e + i * n, si = s[i];
+                switch (j->kind) {
+                case ROWS_SOFTMAX:
+                    for (int64_t k = 0; k < n; k++) nbi_put(j->out, r0 * n + k, er[k] / si);
+                    break;
+                case ROWS_LOG_SOFTMAX: {
+                    const double ls = log(si);
+                    for (int64_t k = 0; k < n; k++) nbi_put(j->out, r0 * n + k, (nbi_at(j->x, r0 * n + k) - m[i]) - ls);
+                    break;
+                }
+                case ROWS_CE_LOSS:
+                    j->loss[r0] = (nbi_at(j->x, r0 * n + target_at(j->t, r0)) - m[i]) - log(si);
+                    break;
+                case ROWS_CE_GRAD: {
+                    const int64_t ti = target_at(j->t, r0);
+                    for (int64_t k = 0; k < n; k++)
+                        nbi_put(j->out, r0 * n + k, j->gs * (er[k] / si - (k == ti ? 1.0 : 0.0)));
+                    break;
+                }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* Runs j (kind, x, t, out, loss, gs, N >= 1 and n >= 1 set) over the pool. Returns false, having computed
+   nothing, when its scratch cannot be allocated; the caller reports it. */
+static bool rows_run(rows_job *j) {
+    const int64_t per = ROW_BLOCK / j->n;
+    j->parts = nbi_parallel_parts(j->N, (ROW_PART_MIN + j->n - 1) / j->n);
+    const int64_t most = (j->N + j->parts - 1) / j->parts; /* rows of the longest part */
+    j->block = per < 1 ? 1 : per < most ? per : most;
+    int64_t count;
+    if (!nbi_mul_ok(j->block, j->n + 2, &count) || !nbi_mul_ok(count, j->parts, &count) ||
+        !nbi_mul_ok(count, (int64_t)sizeof(double), &count))
+        return false;
+    j->scratch = nbi_alloc((size_t)count);
+    if (!j->scratch) return false;
+    nbi_parallel_for(j->parts, 1, rows_part, j); /* each part of ours is one range of the pool's, or several */
+    nbi_dealloc(j->scratch);
+    j->scratch = NULL;
+    return true;
+}
+
+/* The rows of a softmax along an axis that is not innermost (or when the scratch above cannot be had):
+   rows r = o inner + i of x viewed as (outer, n, inner), one at a time, split across the pool. */
+typedef struct {
+    nb_tensor *out;
+    const nb_tensor *x;
+    int64_t n, inner;
+    bool logarithm;
+} strided_job;
+
+static int strided_part(void *vj, int64_t lo, int64_t hi) {
+    const strided_job *j = vj;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t base = (r / j->inner) * j->n * j->inner + r % j->inner;
+        double m, s;
+        row_stats(j->x, base, j->n, j->inner, &m, &s);
+        double ls = log(s);
+        for (int64_t k = 0; k < j->n; k++) {
+            double v = nbi_at(j->x, base + k * j->inner) - m;
+            nbi_put(j->out, base + k * j->inner, j->logarithm ? v - ls : exp(v) / s);
+        }
+    }
+    return 0;
 }
 
 /* out (contiguous) = softmax or log-softmax of x (contiguous) along axis ax. */
@@ -58,30 +143,10 @@ static void softmax_kernel(nb_tensor *out, const nb_tensor *x, int ax, bool loga
     for (int i = 0; i < ax; i++) outer *= x->shape[i];
     for (int i = ax + 1; i < x->rank; i++) inner *= x->shape[i];
     if (n == 0 || outer == 0 || inner == 0) return; /* no elements */
-    row_block b;
-    if (inner == 1 && row_block_init(&b, outer, n)) { /* rows contiguous: the exps in blocks of rows */
-        for (int64_t o0 = 0; o0 < outer;) {
-            int64_t rows = row_block_fill(&b, x, o0, outer, n);
-            for (int64_t i = 0; i < rows; i++, o0++) {
-                const double *e = b.e + i * n, ls = log(b.s[i]);
-                for (int64_t k = 0; k < n; k++)
-                    nbi_put(out, o0 * n + k, logarithm ? (nbi_at(x, o0 * n + k) - b.m[i]) - ls : e[k] / b.s[i]);
-            }
-        }
-        nbi_dealloc(b.e);
-        return;
-    }
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t i = 0; i < inner; i++) {
-            int64_t base = o * n * inner + i;
-            double m, s;
-            row_stats(x, base, n, inner, &m, &s);
-            double ls = log(s);
-            for (int64_t k = 0; k < n; k++) {
-                double v = nbi_at(x, base + k * inner) - m;
-                nbi_put(out, base + k * inner, logarithm ? v - ls : exp(v) / s);
-            }
-        }
+    rows_job j = {.kind = logarithm ? ROWS_LOG_SOFTMAX : ROWS_SOFTMAX, .x = x, .out = out, .N = outer, .n = n};
+    if (inner == 1 && rows_run(&j)) return; /* rows contiguous: the exps in blocks of rows */
+    strided_job sj = {out, x, n, inner, logarithm};
+    nbi_parallel_for(outer * inner, (ROW_PART_MIN + n - 1) / n, strided_part, &sj);
 }
 
 static nb_tensor *softmax_op(const char *fn, nbi_op op, nb_tensor *a, int axis) {
@@ -129,10 +194,6 @@ static bool check_targets(const char *fn, const nb_tensor *x, const nb_tensor *t
     return true;
 }
 
-static int64_t target_at(const nb_tensor *t, int64_t i) {
-    return *(const int64_t *)(const void *)(t->data + i * t->strides[0] * 8);
-}
-
 /* -mean over rows i of log p[i, t_i]: p given as logarithms (nll_loss, any strides) or as the softmax of
    logits x (cross_entropy). */
 static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t) {
@@ -140,18 +201,18 @@ static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t)
     int64_t N = x->shape[0], C = x->shape[1];
     double acc = 0;
     if (op == NBI_OP_CROSS_ENTROPY) { /* -log softmax(x)[t] = log sum exp(x - m) - (x[t] - m), in double */
-        nb_tensor *c = nbi_contiguous_input(fn, x);
-        row_block b;
-        if (!c || !row_block_init(&b, N, C)) {
-            if (c) nbi_err(fn, "out of memory for logits %s", NBI_SHAPE(x));
-            if (c && c != x) nb_free(c);
+        nb_tensor *c = N > 0 ? nbi_contiguous_input(fn, x) : x; /* N = 0: no rows (and C = 0 implies N = 0) */
+        if (!c) return NULL;
+        double *loss = N > 0 ? nbi_alloc(sizeof(double) * (size_t)N) : NULL; /* N doubles fit: x holds N C >= N */
+        rows_job j = {.kind = ROWS_CE_LOSS, .x = c, .t = t, .loss = loss, .N = N, .n = C};
+        if (N > 0 && (!loss || !rows_run(&j))) {
+            nbi_err(fn, "out of memory for logits %s", NBI_SHAPE(x));
+            nbi_dealloc(loss);
+            if (c != x) nb_free(c);
             return NULL;
         }
-        for (int64_t i0 = 0; i0 < N;) {
-            int64_t rows = row_block_fill(&b, c, i0, N, C);
-            for (int64_t i = 0; i < rows; i++, i0++) acc -= (nbi_at(c, i0 * C + target_at(t, i0)) - b.m[i]) - log(b.s[i]);
-        }
-        nbi_dealloc(b.e);
+        for (int64_t i = 0; i < N; i++) acc -= loss[i]; /* in row order, whatever the thread count */
+        nbi_dealloc(loss);
         if (c != x) nb_free(c);
     } else {
         int64_t es = (int64_t)nbi_dsize(x->dtype);
@@ -209,23 +270,14 @@ static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_
     int64_t N = x->shape[0], C = x->shape[1];
     nb_tensor *c = nbi_contiguous_input("nb_cross_entropy", x);
     nb_tensor *d = c ? nbi_empty("nb_cross_entropy", x->dtype, 2, x->shape) : NULL;
-    row_block b;
-    if (!d || !row_block_init(&b, N, C)) {
+    rows_job j = {.kind = ROWS_CE_GRAD, .x = c, .t = t, .out = d, .N = N, .n = C};
+    if (d) j.gs = nbi_load(g, g->data) / (double)N;
+    if (!d || !rows_run(&j)) {
         if (d) nbi_err("nb_cross_entropy", "out of memory for the gradient of logits %s", NBI_SHAPE(x));
         nb_free(d);
         if (c && c != x) nb_free(c);
         return NULL;
     }
-    double gs = nbi_load(g, g->data) / (double)N;
-    for (int64_t i0 = 0; i0 < N;) {
-        int64_t rows = row_block_fill(&b, c, i0, N, C);
-        for (int64_t i = 0; i < rows; i++, i0++) {
-            const int64_t ti = target_at(t, i0);
-            for (int64_t k = 0; k < C; k++)
-                nbi_put(d, i0 * C + k, gs * (b.e[i * C + k] / b.s[i] - (k == ti ? 1.0 : 0.0)));
-        }
-    }
-    nbi_dealloc(b.e);
     if (c != x) nb_free(c);
     return d;
 }

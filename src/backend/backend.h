@@ -1,0 +1,203 @@
+/*
+ * backend.h - the contract between the ops and the kernels that do the work.
+ *
+ * A backend is one table of kernels (struct nbi_backend) for one device. Ops
+ * validate their arguments, allocate their results through the tensor's
+ * storage, and call kernels through the table of the backend their operands
+ * live on (nbi_be(t)); they never call a kernel by name and never do
+ * arithmetic on data pointers. The engine and core do the same.
+ *
+ * Kernels work on raw pointers, sizes and strides. A strided operand comes as
+ * an nbi_arr: a pointer to its element 0, its dtype, rank, shape and strides
+ * (in elements) - the geometry of a view and nothing else (no reference
+ * count, no graph). Row kernels take contiguous pointers and their sizes, with
+ * the shapes written in a comment, as llm.c writes them.
+ *
+ * What every kernel guarantees (docs/DESIGN.md, "The backend contract"):
+ *  - arguments are valid: the op checked shapes, dtypes, index ranges and
+ *    overflow before the call; a kernel only reports running out of memory
+ *    (a return value of -1, nothing written that the caller keeps);
+ *  - results do not depend on the thread count: work is split so that every
+ *    output element is computed by the same operations in the same order
+ *    whatever the cut (sums across a split are combined in a fixed order);
+ *  - rounding is stated per kernel below and per op in docs/OPS.md; the
+ *    reference backend (src/backend/ref/) is the oracle every fast kernel is
+ *    compared with (tests/test_backend_ops.c);
+ *  - a kernel never prints, aborts or records an error message: the op does.
+ *
+ * Adding a kernel: add its slot here with its contract, write it in the
+ * reference backend (plain C, one thread, written for clarity), write the
+ * fast one in src/backend/cpu/ (or leave the slot NULL: nbi_has_kernel says
+ * so and the op reports "backend cpu has no kernel 'x'"), and add its cases
+ * to tests/test_backend_ops.c. Adding a backend: fill a table, give it a
+ * device, and make nbi_backend_for return it for that device.
+ */
+#ifndef NABLA_BACKEND_H
+#define NABLA_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nabla.h"
+
+/* A strided array as a kernel sees it. shape and strides have rank entries;
+   data points at element 0 (the storage pointer plus the view's offset). */
+typedef struct nbi_arr {
+    char *data;
+    nb_dtype dtype;
+    int rank;
+    int64_t numel;
+    const int64_t *shape;
+    const int64_t *strides; /* in elements; 0 along a broadcast axis */
+} nbi_arr;
+
+/* Elementwise binary ops. The *_GRAD kinds are first-order backward rules in
+   one pass (a = G, b = the op's output or input), each rounded step by step as
+   the composite rule: G (1 - R R), G (R (1 - R)), G [X > 0]. */
+typedef enum {
+    NBI_B_ADD, NBI_B_SUB, NBI_B_MUL, NBI_B_DIV, NBI_B_POW, NBI_B_GT, NBI_B_LT, NBI_B_EQ, NBI_B_COPY2,
+    NBI_B_TANH_GRAD, NBI_B_SIGMOID_GRAD, NBI_B_RELU_GRAD
+} nbi_binop;
+/* Elementwise unary ops; c is the op's parameter (SCALE, ADDC, POWC, LEAKY). */
+typedef enum {
+    NBI_U_NEG, NBI_U_EXP, NBI_U_LOG, NBI_U_SQRT, NBI_U_ABS, NBI_U_SIN, NBI_U_COS, NBI_U_TANH,
+    NBI_U_SIGMOID, NBI_U_RELU, NBI_U_LEAKY, NBI_U_GELU, NBI_U_ERF, NBI_U_SIGN, NBI_U_SCALE, NBI_U_ADDC,
+    NBI_U_POWC, NBI_U_COPY, NBI_U_LOG1P, NBI_U_EXPM1, NBI_U_SOFTPLUS
+} nbi_unop;
+typedef enum { NBI_R_SUM, NBI_R_MAX } nbi_redop;
+typedef enum { NBI_LA_INV, NBI_LA_DET, NBI_LA_LOGDET } nbi_linalg_kind;
+
+/* One optimizer step over n elements. */
+typedef enum { NBI_UPD_SGD, NBI_UPD_ADAM, NBI_UPD_ADAMW } nbi_upd_kind;
+typedef struct {
+    nbi_upd_kind kind;
+    double lr, beta1, beta2, eps, wd; /* beta1: SGD's momentum */
+    double bc1, bc2;                  /* Adam's bias corrections 1 - beta^t */
+    bool nesterov, first;             /* SGD: Nesterov momentum; the first step (buffer = d) */
+} nbi_update;
+
+typedef struct nbi_backend {
+    const char *name;  /* "cpu", "reference" */
+    nb_device device;
+
+    /* ---- memory ---- */
+    /* bytes (> 0) of device memory, 64-byte aligned, uninitialised; NULL when out of memory. */
+    void *(*alloc)(size_t bytes);
+    void (*dealloc)(void *p);
+    /* Copies of bytes between host memory and this device's memory (either may be the same on a host backend). */
+    void (*to_host)(void *host_dst, const void *dev_src, size_t bytes);
+    void (*from_host)(void *dev_dst, const void *host_src, size_t bytes);
+
+    /* ---- strided elementwise (out has its own geometry; inputs broadcast to out's shape) ---- */
+    /* dst (any strides) = v, converted to dst's dtype (v is a valid i64 for i64). */
+    void (*fill)(const nbi_arr *dst, double v);
+    /* dst (any strides) = src broadcast, converted to dst's dtype (through double; i64 to i64 exactly). */
+    void (*copy)(const nbi_arr *dst, const nbi_arr *src);
+    /* out = op(a; c), out and a of one float dtype (i64 for NEG/ABS/SIGN/COPY/SCALE/ADDC only);
+       out may alias a exactly (in place). f32 rounds as the f32 libm function or better:
+       exp, log, tanh, sigmoid, erf, gelu within 1 ulp (docs/OPS.md gives each kernel set's bound). */
+    void (*unary)(nbi_unop op, const nbi_arr *out, const nbi_arr *a, double c);
+    /* out = a op b in out's dtype (all three share it); out may alias a exactly (in place). Rounded once per
+       operation, in the dtype: bit-identical in every kernel set. GT/LT/EQ give 1 or 0. */
+    void (*binary)(nbi_binop op, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
+    /* out = cond != 0 ? a : b (cond any dtype; a, b of out's dtype). */
+    void (*where)(const nbi_arr *out, const nbi_arr *cond, const nbi_arr *a, const nbi_arr *b);
+    /* out (contiguous, the kept axes of a in order) = the sum or max of a over the axes in mask (bit i:
+       axis i), accumulated in double, a sum divided by div before rounding to out's dtype. NaN propagates
+       through max. Sums may be associated differently by different kernel sets (docs/OPS.md bounds them).
+       0, or -1 out of memory. */
+    int (*reduce)(nbi_redop op, const nbi_arr *out, const nbi_arr *a, uint32_t mask, double div);
+    /* x (contiguous, outer x n x inner) = its cumulative sum along the middle axis, in place, accumulated in
+       double and rounded once per element. */
+    void (*cumsum)(nb_dtype dt, void *x, int64_t outer, int64_t n, int64_t inner);
+
+    /* ---- products ---- */
+    /* C (m x n, rows ldc apart) (+)= A (m x k) B (k x n), A[i,p] at a[i rsa + p csa], B[p,j] at b[p rsb + j csb];
+       f32 or f64 (dt), accumulated in dt. Different kernel sets may associate the k products differently.
+       0, or -1 out of memory. */
+    int (*gemm)(nb_dtype dt, int64_t m, int64_t n, int64_t k, const void *a, int64_t rsa, int64_t csa,
+                const void *b, int64_t rsb, int64_t csb, void *c, int64_t ldc, bool accumulate);
+    /* out (contiguous (..., m, n)) = a (..., m, k) @ b (..., k, n), the batch axes of a and b broadcast to
+       out's (rank >= 2 each, out's rank the larger; a vector operand is given as a matrix). 0, or -1. */
+    int (*matmul)(const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
+    /* y (m x n, contiguous) += b (n; NULL for none) on every row, then relu when asked. */
+    void (*bias_relu)(nb_dtype dt, void *y, int64_t m, int64_t n, const void *b, bool relu);
+    /* r (m x n) = g [y > 0] and sums (n) = the column sums of r, summed in double row by row. 0, or -1. */
+    int (*relu_mask_colsum)(nb_dtype dt, void *r, const void *g, const void *y, void *sums, int64_t m, int64_t n);
+    /* Batched LU of x (..., n, n, any strides) into out: the inverse (contiguous (..., n, n)), the determinant
+       or log-determinant (contiguous (...)), in double, with partial pivoting; a matrix with a NaN gives NaN
+       (all-NaN inverse). Returns 0; 1 when an inverse is asked of a singular matrix (its index in *bad);
+       -1 out of memory. */
+    int (*linalg)(nbi_linalg_kind kind, const nbi_arr *out, const nbi_arr *x, int64_t *bad);
+
+    /* ---- rows: softmax, cross-entropy, layer norm (f32 or f64, contiguous) ---- */
+    /* y (outer x n x inner) = softmax (or log-softmax) of x along the middle axis: max-subtracted, a row of
+       -inf gives NaN (softmax) as PyTorch, NaN propagates. */
+    void (*softmax)(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t n, int64_t inner, bool log);
+    /* *loss = -sum over rows i of log softmax(x[i])[t[i]] for x (N x C), t (N) i64 in [0, C) at t[i ts],
+       summed in row order. N >= 1. 0, or -1 out of memory. */
+    int (*cross_entropy)(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
+                         int64_t C);
+    /* dx (N x C) = gs (softmax(x[i]) - onehot(t[i])), the first-order gradient of cross_entropy's mean
+       (gs = g / N). 0, or -1 out of memory. */
+    int (*cross_entropy_grad)(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
+                              int64_t C, double gs);
+    /* y (rows x D) = (x - mean) / sqrt(var + eps) * gamma + beta per row of x (rows x D), var biased;
+       gamma, beta (D) or NULL; mean and rstd (rows, doubles) written when not NULL. 0, or -1. */
+    int (*layer_norm)(nb_dtype dt, void *y, const void *x, const void *gamma, const void *beta, int64_t rows,
+                      int64_t D, double eps, double *mean, double *rstd);
+    /* The closed-form first-order gradient of layer_norm: dx (rows x D), dgamma and dbeta (D) (each NULL
+       when not wanted) from g (rows x D), x and gamma (D, or NULL for 1). Column sums over rows in row order. */
+    int (*layer_norm_grad)(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
+                           const void *gamma, int64_t rows, int64_t D, double eps);
+
+    /* ---- gather / scatter ---- */
+    /* -1 when every value of idx (i64, any strides) is in [-n, n), else the row-major position of the first
+       that is not (its value in *bad). */
+    int64_t (*index_check)(const nbi_arr *idx, int64_t n, int64_t *bad);
+    /* Move elements between dst and src along axis ax by idx (negative indices count from the end of that
+       axis of the indexed operand). index_on_dst false: dst[.., k, ..] = src[.., idx[k], ..] (select; walk
+       dst), true: dst[.., idx[k], ..] (+)= src[.., k, ..] (scatter; walk src). elementwise: idx has the walked
+       operand's shape and is read per element (gather / scatter_add); else idx is 1-D along ax. add: += in
+       dst's dtype, in walk order. */
+    void (*index_move)(const nbi_arr *dst, const nbi_arr *src, const nbi_arr *idx, int ax, bool elementwise,
+                       bool add, bool index_on_dst);
+
+    /* ---- optimizers ---- */
+    /* One update in place over contiguous p, g, m, v (n each, dtype dt; m and v unused as the kind needs),
+       in dt, each element independent: bit-identical in every kernel set. */
+    void (*update)(const nbi_update *u, nb_dtype dt, void *p, const void *g, void *m, void *v, int64_t n);
+    /* -1 when all n values of x are finite, else the index of the first that is not. */
+    int64_t (*first_nonfinite)(nb_dtype dt, const void *x, int64_t n);
+
+    /* ---- random fills (the stream of rng is consumed in element order: the same values on every backend) ---- */
+    /* x (n) = 0 with probability p, else keep (dropout's mask), one nb_rng_uniform per element. */
+    void (*bernoulli)(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double p, double keep);
+    /* x (n) = lo + (hi - lo) u, u = nb_rng_uniform. */
+    void (*uniform)(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double lo, double hi);
+    /* x (n) = mean + std z, z standard normal by Box-Muller from pairs of nb_rng_uniform. */
+    void (*normal)(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, double std);
+
+    /* ---- room for the next ops (NULL until written; nbi_has_kernel reports it) ---- */
+    void (*attention)(void);
+    void (*attention_grad)(void);
+    void (*conv2d)(void);
+    void (*conv2d_grad)(void);
+    void (*pool2d)(void);
+    void (*pool2d_grad)(void);
+} nbi_backend;
+
+/* The kernel sets. */
+const nbi_backend *nbi_backend_cpu(void);       /* src/backend/cpu/: SIMD and the thread pool */
+const nbi_backend *nbi_backend_reference(void); /* src/backend/ref/: plain C, one thread: the oracle */
+/* The table for a device: the CPU's is the fast set, or the reference set when the environment has
+   NABLA_KERNELS=reference when the library first asks. NULL when nabla has no backend for dev. */
+const nbi_backend *nbi_backend_for(nb_device dev);
+/* Whether backend be has the kernel in slot `member` of its table. */
+#define nbi_has_kernel(be, member) ((be)->member != NULL)
+
+/* The matmul driver both CPU kernel sets share: the batch loop over gemm (src/backend/matmul.c). */
+int nbi_matmul_driver(const nbi_backend *be, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
+
+#endif

@@ -219,8 +219,39 @@ NB_API int64_t nb_read_f64(const nb_tensor *t, double *dst, int64_t cap);
 /* Element at a multi-index (rank entries, negative counts from the end). */
 NB_API double nb_get(const nb_tensor *t, const int64_t *index);
 /* Pointer to the first element of a contiguous tensor, else NULL (with an
-   error). Writes through it are not seen by the version counter. */
+   error). Writes through it are not seen by the version counter. CPU only:
+   the address is host memory; a tensor on another device gives NULL and an
+   error (move it with nb_to_device first). */
 NB_API void *nb_data(nb_tensor *t);
+
+/* ---- devices ----
+   Every tensor lives on one device, whose backend (a table of kernels) does
+   its ops. Only the CPU exists today; NB_DEV_CUDA is the seam a CUDA backend
+   plugs into (nb_device_available says whether this build has it). An op's
+   result lives on its operands' device; operands on different devices are an
+   error naming both. On the CPU, NABLA_KERNELS=reference in the environment
+   (read when the library first needs a kernel) selects the reference kernels:
+   plain C, one thread, the oracle the fast kernels are tested against. */
+typedef enum { NB_DEV_CPU = 0, NB_DEV_CUDA = 1 } nb_device_type;
+typedef struct nb_device {
+    nb_device_type type;
+    int index; /* which device of its type: 0 for the CPU */
+} nb_device;
+/* The CPU device. */
+NB_API nb_device nb_cpu(void);
+/* The device t lives on (the CPU, with an error, for NULL). */
+NB_API nb_device nb_device_of(const nb_tensor *t);
+/* Whether this build and machine have dev. */
+NB_API bool nb_device_available(nb_device dev);
+/* "cpu", "cuda:0" into buf; returns buf. */
+NB_API char *nb_device_str(nb_device dev, char *buf, size_t cap);
+/* The name of the kernel set serving dev: "cpu" (the fast CPU kernels) or "reference"; NULL if none. */
+NB_API const char *nb_backend_name(nb_device dev);
+/* t on device dev: t's values in a new tensor on dev, recorded (its gradient
+   goes back to t's device), or, when t is already there, a view sharing t's
+   storage (as torch's .to returns its input). NULL and an error naming the
+   device when this build has no backend for it. */
+NB_API nb_tensor *nb_to_device(nb_tensor *t, nb_device dev);
 /* Write a readable form of t and a newline to f:
    "tensor(f64, (2,3)) [[1, 2, 3], [4, 5, 6]]" (NaN prints as nan). */
 NB_API void nb_print(const nb_tensor *t, FILE *f);

@@ -63,9 +63,9 @@ nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, ui
     for (int i = 0; i < n; i++) {
         nd->in[i] = in[i];
         nbi_ref(in[i]);
-        nd->in_ver[i] = nbi_root(in[i])->version;
+        nd->in_ver[i] = in[i]->st->version;
     }
-    nd->out_ver = nbi_root(out)->version;
+    nd->out_ver = out->st->version;
     out->has_node = true;
     out->requires_grad = true;
     return out;
@@ -117,8 +117,8 @@ void nb_zero_grad(nb_tensor *t) {
         nbi_unref(t->grad);
         t->grad = NULL;
     } else {
-        nbi_cpu_fill(t->grad, 0);
-        nbi_root(t->grad)->version++;
+        nbi_k_fill(t->grad, 0);
+        t->grad->st->version++;
     }
 }
 
@@ -130,7 +130,7 @@ void nb_clear_grad(nb_tensor *t) {
 
 nb_tensor *nb_detach(nb_tensor *t) {
     if (!nbi_check("nb_detach", t, 1)) return NULL;
-    return nbi_view(t, t->rank, t->shape, t->strides, t->data);
+    return nbi_view(t, t->rank, t->shape, t->strides, t->offset);
 }
 
 /* ----------------------------------------------------------- backward ---- */
@@ -217,7 +217,7 @@ static int topo(const char *fn, nb_tensor *root, int nwrt, nb_tensor *const *wrt
         nbi_node *nd = &t->node;
         for (int k = 0; k < nd->nin; k++) {
             if (!(nd->saves_in >> (k < 31 ? k : 31) & 1)) continue; /* bit 31: inputs 31 and up */
-            uint32_t v = nbi_root(nd->in[k])->version;
+            uint32_t v = nd->in[k]->st->version;
             if (v != nd->in_ver[k]) {
                 nbi_err(fn, "input %d %s of op '%s' was modified in place after it was used (version %u, "
                             "saved at version %u); backward would be wrong",
@@ -226,7 +226,7 @@ static int topo(const char *fn, nb_tensor *root, int nwrt, nb_tensor *const *wrt
                 break;
             }
         }
-        if (rc == 0 && nd->saves_out && nbi_root(t)->version != nd->out_ver) {
+        if (rc == 0 && nd->saves_out && t->st->version != nd->out_ver) {
             nbi_err(fn, "the output %s of op '%s' was modified in place after it was computed; backward would be "
                         "wrong",
                     NBI_SHAPE(t), nbi_ops[nd->op].name);
@@ -295,9 +295,9 @@ static int step(const char *fn, nb_tensor *t) {
             break;
         }
         nb_tensor *acc = x->acc;
-        if (acc && !nb_grad_enabled() && acc->refs == 1 && !acc->user && !acc->base && !acc->has_node &&
+        if (acc && !nb_grad_enabled() && acc->refs == 1 && !acc->user && acc->st->refs == 1 && !acc->has_node &&
             acc->dtype == g->dtype && nbi_is_contig(acc)) {
-            nbi_cpu_binary(NBI_B_ADD, acc, acc, g); /* ours alone: summed in place, the bits of nb_add */
+            nbi_k_binary(NBI_B_ADD, acc, acc, g); /* ours alone: summed in place, the bits of nb_add */
             continue;
         }
         if (acc) {
@@ -328,7 +328,7 @@ static nb_tensor *make_seed(const char *fn, nb_tensor *root, const nb_tensor *se
         return nbi_err(fn, "seed %s does not match root %s", NBI_SHAPE(seed), NBI_SHAPE(root));
     if (seed->dtype != root->dtype) return nb_to((nb_tensor *)seed, root->dtype);
     nbi_ref((nb_tensor *)seed); /* an alias handle, so the scope can drop it like the others */
-    nb_tensor *s = nbi_view((nb_tensor *)seed, seed->rank, seed->shape, seed->strides, seed->data);
+    nb_tensor *s = nbi_view((nb_tensor *)seed, seed->rank, seed->shape, seed->strides, seed->offset);
     nbi_unref((nb_tensor *)seed);
     return s;
 }
@@ -379,7 +379,7 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
         for (size_t i = 0; i < no && rc == 0; i++) {
             nb_tensor *t = order[i], *g = t->acc;
             if (t->has_node || !g || (!create && t->grad && !t->grad->has_node)) continue;
-            if (!create && !t->grad && !g->user && g->refs == 1 && !g->base && !g->has_node && nbi_is_contig(g))
+            if (!create && !t->grad && !g->user && g->refs == 1 && g->st->refs == 1 && !g->has_node && nbi_is_contig(g))
                 continue; /* held by nothing else: the gradient takes the buffer instead of a copy */
             nb_scope_begin();
             nb_tensor *ng;
@@ -393,8 +393,8 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
             nb_tensor *t = order[i], *g = t->acc;
             if (t->has_node || !g) continue;
             if (!create && t->grad && !t->grad->has_node) {
-                nbi_cpu_binary(NBI_B_ADD, t->grad, t->grad, g);
-                nbi_root(t->grad)->version++; /* a graph that saved the old value will notice */
+                nbi_k_binary(NBI_B_ADD, t->grad, t->grad, g);
+                t->grad->st->version++; /* a graph that saved the old value will notice */
                 continue;
             }
             nbi_ref(g);

@@ -29,13 +29,17 @@ static uint64_t rng_next(uint64_t *s) {
 
 /* Random values in [0.5, 1.5) with random signs, so no entry is near zero. */
 static nb_tensor *random_like(const nb_tensor *t, uint64_t seed) {
-    nb_tensor *r = nbi_empty("nb_gradcheck", t->dtype, t->rank, t->shape);
-    if (!r) return NULL;
-    for (int64_t i = 0; i < r->numel; i++) {
-        uint64_t x = rng_next(&seed);
-        double v = 0.5 + (double)(x >> 11) * (1.0 / 9007199254740992.0);
-        nbi_store(r->dtype, r->data + i * (int64_t)nbi_dsize(r->dtype), (x & 1) ? v : -v);
+    double *vals = nbi_alloc(sizeof(double) * (size_t)(t->numel + 1));
+    nb_tensor *r = vals ? nbi_empty_like_be("nb_gradcheck", t, t->dtype, t->rank, t->shape) : NULL;
+    if (r) {
+        for (int64_t i = 0; i < r->numel; i++) {
+            uint64_t x = rng_next(&seed);
+            double v = 0.5 + (double)(x >> 11) * (1.0 / 9007199254740992.0);
+            vals[i] = (x & 1) ? v : -v;
+        }
+        nbi_write_host(r, vals, false);
     }
+    nbi_dealloc(vals);
     return r;
 }
 
@@ -104,7 +108,7 @@ static int compare(const char *fn, nb_fn f, void *ud, int n, nb_tensor *const *i
         nb_tensor *seed = v, *g[16];
         if (full) {
             seed = nbi_const_like(out, 0.0);
-            if (seed) nbi_store(seed->dtype, seed->data + j * (int64_t)nbi_dsize(seed->dtype), 1.0);
+            if (seed) nbi_set_at(seed, j, 1.0);
         }
         int r = seed ? nb_gradients(out, seed, n, in, NB_RETAIN_GRAPH, g) : -1;
         for (int i = 0; r == 0 && i < n; i++) nb_read_f64(g[i], ana + j * total + offs[i], in[i]->numel);
@@ -117,20 +121,19 @@ static int compare(const char *fn, nb_fn f, void *ud, int n, nb_tensor *const *i
     res->passed = true;
     for (int i = 0; i < n; i++) {
         nb_tensor *x = in[i];
-        int64_t es = (int64_t)nbi_dsize(x->dtype);
         for (int64_t e = 0; e < x->numel; e++) {
-            char *ptr = x->data + nbi_offset_of(x, e) * es;
-            double orig = nbi_load(x, ptr);
+            const int64_t at = nbi_offset_of(x, e);
+            double orig = nbi_get_at(x, at);
             double *side[2] = {fp, fm};
             bool ok = true;
             for (int s = 0; s < 2 && ok; s++) {
-                nbi_store(x->dtype, ptr, orig + (s == 0 ? p->eps : -p->eps));
+                nbi_set_at(x, at, orig + (s == 0 ? p->eps : -p->eps));
                 nb_scope_begin();
                 nb_tensor *y = f(n, in, ud);
                 ok = y && y->numel == nout && nb_read_f64(y, side[s], nout) == nout;
                 nb_scope_end();
             }
-            nbi_store(x->dtype, ptr, orig);
+            nbi_set_at(x, at, orig);
             if (!ok) {
                 nb_set_grad_enabled(was);
                 nbi_err(fn, "the function failed or changed its output size under perturbation");

@@ -41,6 +41,14 @@
 
 #include "nabla.h"
 
+#ifndef NBI_API
+#if defined(__GNUC__)
+#define NBI_API __attribute__((visibility("hidden")))
+#else
+#define NBI_API
+#endif
+#endif
+
 /* A strided array as a kernel sees it. shape and strides have rank entries;
    data points at element 0 (the storage pointer plus the view's offset). */
 typedef struct nbi_arr {
@@ -189,15 +197,15 @@ typedef struct nbi_backend {
 } nbi_backend;
 
 /* The kernel sets. */
-const nbi_backend *nbi_backend_cpu(void);       /* src/backend/cpu/: SIMD and the thread pool */
-const nbi_backend *nbi_backend_reference(void); /* src/backend/ref/: plain C, one thread: the oracle */
+NBI_API const nbi_backend *nbi_backend_cpu(void);       /* src/backend/cpu/: SIMD and the thread pool */
+NBI_API const nbi_backend *nbi_backend_reference(void); /* src/backend/ref/: plain C, one thread: the oracle */
 /* The table for a device: the CPU's is the fast set, or the reference set when the environment has
    NABLA_KERNELS=reference when the library first asks. NULL when nabla has no backend for dev. */
-const nbi_backend *nbi_backend_for(nb_device dev);
+NBI_API const nbi_backend *nbi_backend_for(nb_device dev);
 /* Whether backend be has the kernel in slot `member` of its table. */
 #define nbi_has_kernel(be, member) ((be)->member != NULL)
 
 /* The matmul driver both CPU kernel sets share: the batch loop over gemm (src/backend/matmul.c). */
-int nbi_matmul_driver(const nbi_backend *be, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
+NBI_API int nbi_matmul_driver(const nbi_backend *be, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
 
 #endif

@@ -1,10 +1,12 @@
 /*
  * internal.h - the structures behind nb_tensor, shared by every source file.
  *
- * A tensor is a strided view of a storage block. The block belongs to a
- * "root" tensor (base == NULL); a view keeps a counted reference to its root
- * (base), so the root's memory lives as long as any view of it. Small blocks
- * are allocated together with the tensor header (one allocation per op result).
+ * A tensor is a strided view (dtype, shape, strides, offset) of a storage: a
+ * reference-counted block of device memory with its backend (the device's
+ * kernel table), size and version counter. Views share their source's
+ * storage. The storage of a tensor made by an op lives in that tensor's own
+ * allocation, small data included (one allocation per op result); it outlives
+ * the tensor while views of it remain.
  *
  * Lifetime is reference counted. `refs` counts the user's handle (while
  * `user` is set) plus every graph node, view and gradient that points at the
@@ -31,6 +33,8 @@
 #else
 #define NBI_API
 #endif
+
+#include "../backend/backend.h"
 
 #define NBI_ALIGN 64
 #define NBI_MAGIC 0x6e61626cu  /* live handle */
@@ -77,6 +81,16 @@ typedef struct {
     void *ext;          /* op-owned extra state (custom ops); freed with the node */
 } nbi_node;
 
+typedef struct nbi_storage {
+    int32_t refs;          /* views sharing it (each tensor counts once) */
+    uint32_t version;      /* bumped by every in-place write through any view */
+    const nbi_backend *be; /* the device's kernels and allocator */
+    char *ptr;             /* the device memory */
+    size_t bytes;
+    bool owns_ptr;         /* ptr came from be->alloc (else it lies in home, after the header) */
+    void *home;            /* the allocation holding this header, freed when refs reach 0 */
+} nbi_storage;
+
 struct nb_tensor {
     uint32_t magic;
     int32_t refs;
@@ -87,13 +101,12 @@ struct nb_tensor {
     int32_t holds;      /* nb_retain calls not yet matched by nb_release (each also counted in refs) */
     bool has_node;
     int32_t scope;      /* index of the owning scope, -1 for none */
-    uint32_t version;   /* bumped by in-place ops; meaningful on roots */
     int64_t numel;
     int64_t shape[NB_MAX_RANK];
     int64_t strides[NB_MAX_RANK]; /* in elements */
-    char *data;         /* element 0 of this view */
-    struct nb_tensor *base; /* the root owning the storage, NULL for a root */
-    char *block;        /* storage allocation of a root (NULL if inline/none) */
+    int64_t offset;     /* of element 0 in the storage, in elements */
+    nbi_storage *st;    /* shared by every view of it */
+    nbi_storage own;    /* the storage of a tensor that made its own (st == &own) */
     struct nb_tensor *sprev, *snext; /* scope list */
     struct nb_tensor *grad; /* accumulated gradient of a leaf */
     /* backward bookkeeping */
@@ -128,6 +141,9 @@ NBI_API void nbi_dealloc(void *p);
 NBI_API void *nbi_alloc_scratch(size_t n);
 NBI_API void nbi_dealloc_scratch(void *p);
 NBI_API bool nbi_mul_ok(int64_t a, int64_t b, int64_t *out); /* overflow-checked a*b >= 0 */
+/* Register fn (once) to give back what a kernel set keeps between calls: the calling thread's scratch, and with
+   all (the allocation hooks are changing) its worker threads too. */
+NBI_API void nbi_mem_on_release(void (*fn)(bool all));
 
 /* ---- thread state ---- */
 typedef struct {
@@ -141,11 +157,18 @@ NBI_API nbi_thread *nbi_tls(void);
 
 /* ---- tensors (src/core/tensor.c) ---- */
 static inline size_t nbi_dsize(nb_dtype dt) { return dt == NB_F32 ? 4 : 8; }
-static inline nb_tensor *nbi_root(nb_tensor *t) { return t->base ? t->base : t; }
 /* A new uninitialised contiguous root of the given shape, owned by the current scope. */
 NBI_API nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape);
-/* A view of root storage with the given geometry, owned by the current scope. */
-NBI_API nb_tensor *nbi_view(nb_tensor *src, int rank, const int64_t *shape, const int64_t *strides, char *data);
+/* The same on backend be (nbi_empty uses the CPU's; ops use their operands'). */
+NBI_API nb_tensor *nbi_empty_on(const char *fn, const nbi_backend *be, nb_dtype dt, int rank, const int64_t *shape);
+/* nbi_empty on the backend of `like`. */
+static inline nb_tensor *nbi_empty_like_be(const char *fn, const nb_tensor *like, nb_dtype dt, int rank,
+                                           const int64_t *shape) {
+    return nbi_empty_on(fn, like->st->be, dt, rank, shape);
+}
+/* A view of src's storage with the given geometry (offset in elements from the storage's start), owned by
+   the current scope. */
+NBI_API nb_tensor *nbi_view(nb_tensor *src, int rank, const int64_t *shape, const int64_t *strides, int64_t offset);
 NBI_API void nbi_ref(nb_tensor *t);
 NBI_API void nbi_unref(nb_tensor *t);
 /* Hand t's user handle over: remove it from its scope without dropping it. */
@@ -154,20 +177,9 @@ NBI_API void nbi_unscope(nb_tensor *t);
 NBI_API void nbi_adopt(nb_tensor *t);
 NBI_API void nbi_contig_strides(int rank, const int64_t *shape, int64_t *strides);
 NBI_API bool nbi_is_contig(const nb_tensor *t);
-NBI_API double nbi_load(const nb_tensor *t, const char *p);
+/* A value of dtype dt at host address p as a double, and storing one. */
+NBI_API double nbi_load(nb_dtype dt, const char *p);
 NBI_API void nbi_store(nb_dtype dt, char *p, double v);
-/* Element i of a contiguous f32 or f64 tensor, and writing it, as doubles (the row kernels of softmax.c and
-   norm.c). */
-static inline double nbi_at(const nb_tensor *t, int64_t i) {
-    return t->dtype == NB_F32 ? (double)((const float *)(const void *)t->data)[i]
-                              : ((const double *)(const void *)t->data)[i];
-}
-static inline void nbi_put(nb_tensor *t, int64_t i, double v) {
-    if (t->dtype == NB_F32)
-        ((float *)(void *)t->data)[i] = (float)v;
-    else
-        ((double *)(void *)t->data)[i] = v;
-}
 /* Whether v has an i64 value (truncated toward zero): finite and in [-2^63, 2^63). NaN does not. Converting
    any other double to an integer is undefined behaviour, so every caller value bound for an i64 tensor is
    checked with this first. */
@@ -217,57 +229,35 @@ NBI_API nb_tensor *nbi_sum_to(nb_tensor *g, int rank, const int64_t *shape);
 /* Results of ops that cannot be recorded (comparison masks) */
 NBI_API nb_tensor *nbi_const_like(nb_tensor *like, double v);
 
-/* ---- CPU kernels (src/backend/cpu/) ---- */
-typedef enum {
-    NBI_B_ADD, NBI_B_SUB, NBI_B_MUL, NBI_B_DIV, NBI_B_POW, NBI_B_GT, NBI_B_LT, NBI_B_EQ, NBI_B_COPY2,
-    /* first-order backward rules in one pass (a = G, b = the op's output or input), each rounded
-       step by step as the composite rule: G (1 - R R), G (R (1 - R)), G [X > 0] */
-    NBI_B_TANH_GRAD, NBI_B_SIGMOID_GRAD, NBI_B_RELU_GRAD
-} nbi_binop;
-typedef enum {
-    NBI_U_NEG, NBI_U_EXP, NBI_U_LOG, NBI_U_SQRT, NBI_U_ABS, NBI_U_SIN, NBI_U_COS, NBI_U_TANH,
-    NBI_U_SIGMOID, NBI_U_RELU, NBI_U_LEAKY, NBI_U_GELU, NBI_U_ERF, NBI_U_SIGN, NBI_U_SCALE, NBI_U_ADDC,
-    NBI_U_POWC, NBI_U_COPY, NBI_U_LOG1P, NBI_U_EXPM1, NBI_U_SOFTPLUS
-} nbi_unop;
-/* out (contiguous, shape of out) = a op b, a and b broadcast to out's shape. */
-NBI_API void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b);
-/* out = op(a) with parameter c; out has a's shape (out may be any strided view:
-   used by copies), a broadcasts to out's shape. */
-NBI_API void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c);
-/* out = cond ? a : b, all broadcast to out's contiguous shape. */
-NBI_API void nbi_cpu_where(nb_tensor *out, const nb_tensor *cond, const nb_tensor *a, const nb_tensor *b);
-/* Reduce a over the axes in mask into out (contiguous, numel = product of kept axes). */
-typedef enum { NBI_R_SUM, NBI_R_MAX } nbi_redop;
-/* A sum is divided by div (1 for a plain sum) before rounding to out's dtype. */
-NBI_API int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t axes_mask, double div);
-/* In-place: dst = dst op src (src broadcast), any strides. */
-NBI_API void nbi_cpu_inplace(nbi_binop op, nb_tensor *dst, const nb_tensor *src);
-/* Strided copy with dtype conversion: dst (any geometry) = src broadcast. */
-NBI_API void nbi_cpu_copy(nb_tensor *dst, const nb_tensor *src);
-NBI_API void nbi_cpu_fill(nb_tensor *dst, double v);
-/* The dense layer's epilogue: each of the m rows of y (contiguous, m x n) gets
-   += b (contiguous, n; NULL for none), then relu when asked. */
-NBI_API void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, bool relu);
-/* r = g [y > 0] (NBI_B_RELU_GRAD; all contiguous of one shape and dtype), also writing the column sums of r
-   (rows of sums->numel) to sums, summed in double row by row (the order of a one-thread nb_sum_axes over the
-   rows): the ReLU and bias gradients of a dense layer in one pass. Returns 0, or -1 out of memory. */
-NBI_API int nbi_cpu_relu_mask_colsum(nb_tensor *r, const nb_tensor *g, const nb_tensor *y, nb_tensor *sums);
-/* One optimizer update in place over contiguous p, g, m, v of one shape and dtype (m, v unused as the
-   kind needs), in that dtype, split across the worker pool when large. */
-typedef enum { NBI_UPD_SGD, NBI_UPD_ADAM, NBI_UPD_ADAMW } nbi_upd_kind;
-typedef struct {
-    nbi_upd_kind kind;
-    double lr, beta1, beta2, eps, wd; /* beta1: SGD's momentum */
-    double bc1, bc2;                  /* Adam's bias corrections 1 - beta^t */
-    bool nesterov, first;             /* SGD: Nesterov momentum; the first step (buffer = d) */
-} nbi_update;
-NBI_API void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v);
-/* Softmax of rows rows of n contiguous f32 or f64 values at x, in double: m[i] = the max of row i (0 when every
-   value is -inf, NaN when one is NaN), e[i n + k] = exp(x - m[i]) (rows x n doubles), s[i] = the sum of row i
-   of e in order. f32 rows take a vectorised exp within 1 ulp (in double) of libm's; f64 rows libm's own. */
-NBI_API void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m, double *s);
-/* -1 when every element of contiguous t is finite, else the index of the first that is not. */
-NBI_API int64_t nbi_cpu_first_nonfinite(const nb_tensor *t);
+/* ---- kernels: through the tensor's backend (src/backend/backend.h) ---- */
+/* The kernel table of the device t lives on. */
+static inline const nbi_backend *nbi_be(const nb_tensor *t) { return t->st->be; }
+/* t's geometry as a kernel sees it (src/core/storage.c). */
+NBI_API nbi_arr nbi_arr_of(const nb_tensor *t);
+/* The kernel table new tensors get when no operand says otherwise: the CPU's. */
+NBI_API const nbi_backend *nbi_default_be(void);
+/* Whether the n tensors (NULL ones skipped) live on one device; otherwise records
+   "fn: operands are on different devices: cpu and cuda:0" and returns false. */
+NBI_API bool nbi_same_device(const char *fn, int n, nb_tensor *const *ts);
+/* Records "fn: backend B has no kernel 'name' (tensor S on device D)" and returns NULL. */
+NBI_API void *nbi_no_kernel(const char *fn, const nb_tensor *t, const char *name);
+/* Read or write one element of t at offset off (in elements, from element 0 of the view), as a double. */
+NBI_API double nbi_get_at(const nb_tensor *t, int64_t off);
+NBI_API void nbi_set_at(nb_tensor *t, int64_t off, double v);
+/* The first n elements of t in row-major order as doubles into host memory dst. 0, or -1 out of memory. */
+NBI_API int nbi_read_f64(const nb_tensor *t, double *dst, int64_t n);
+/* Fill t from n host doubles (or from host bytes of t's dtype when raw), row-major; t contiguous. */
+NBI_API void nbi_write_host(nb_tensor *t, const void *src, bool raw);
+
+/* Kernel calls on tensors, through out's (dst's) backend: the strided elementwise slots. */
+NBI_API void nbi_k_fill(nb_tensor *dst, double v);
+NBI_API void nbi_k_copy(nb_tensor *dst, const nb_tensor *src);
+NBI_API void nbi_k_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c);
+NBI_API void nbi_k_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b);
+NBI_API void nbi_k_where(nb_tensor *out, const nb_tensor *cond, const nb_tensor *a, const nb_tensor *b);
+/* src copied into the block of dst (same rank) that starts off elements after dst's element 0, with src's shape
+   and dst's strides (concat, pad, the gradient of slice). */
+NBI_API void nbi_k_copy_into(nb_tensor *dst, int64_t off, const nb_tensor *src);
 
 /* ---- first-order backward in one pass (src/ops/elementwise.c) ---- */
 /* G op v (an NBI_B_*_GRAD rule) as one kernel pass when no graph of the gradient is being built (the usual

@@ -60,8 +60,28 @@ static void *(*alloc_fn)(size_t, void *) = default_alloc;
 static void (*free_fn)(void *, void *) = default_free;
 static void *alloc_ud;
 
-void nbi_gemm_release_buffers(void);
-void nbi_pool_shutdown(void);
+/* What kernel sets keep between calls (a thread's packing buffers, worker threads), given back when the hooks
+   change or the caller asks: each set registers a function once; mem.c calls no kernel code itself. */
+#define MAX_RELEASE 4
+static void (*_Atomic release_fns[MAX_RELEASE])(bool all);
+
+void nbi_mem_on_release(void (*fn)(bool all)) {
+    for (int i = 0; i < MAX_RELEASE; i++) {
+        void (*cur)(bool) = atomic_load(&release_fns[i]);
+        if (cur == fn) return;
+        if (!cur) {
+            void (*none)(bool) = NULL;
+            if (atomic_compare_exchange_strong(&release_fns[i], &none, fn) || none == fn) return;
+        }
+    }
+}
+
+static void run_release(bool all) {
+    for (int i = 0; i < MAX_RELEASE; i++) {
+        void (*fn)(bool) = atomic_load(&release_fns[i]);
+        if (fn) fn(all);
+    }
+}
 
 typedef struct block_head {
     void *raw;                          /* what the hook returned */
@@ -230,8 +250,7 @@ static void flush(void) {
 }
 
 void nb_set_allocator(void *(*a)(size_t size, void *ud), void (*f)(void *p, void *ud), void *ud) {
-    nbi_gemm_release_buffers(); /* cached blocks go back through the hook that made them */
-    nbi_pool_shutdown();        /* the workers free theirs as they exit */
+    run_release(true); /* the calling thread's scratch goes back through the hook that made it; workers stop */
     flush();
     if (!a || !f) {
         alloc_fn = default_alloc;
@@ -250,7 +269,7 @@ void nb_set_cache_limit(int64_t bytes) {
 }
 
 void nb_release_cached_memory(void) {
-    nbi_gemm_release_buffers();
+    run_release(false);
     flush();
 }
 

@@ -82,7 +82,7 @@ bool nbi_axis_arg(const char *fn, int axis, const nb_tensor *t, int *out) {
 
 nb_tensor *nbi_contiguous_input(const char *fn, nb_tensor *t) {
     if (nbi_is_contig(t)) return t;
-    nb_tensor *c = nbi_empty(fn, t->dtype, t->rank, t->shape);
-    if (c) nbi_cpu_copy(c, t);
+    nb_tensor *c = nbi_empty_like_be(fn, t, t->dtype, t->rank, t->shape);
+    if (c) nbi_k_copy(c, t);
     return c;
 }

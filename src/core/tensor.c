@@ -87,40 +87,58 @@ static nb_tensor *new_header(nb_dtype dt, int rank, const int64_t *shape, size_t
     return t;
 }
 
-nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape) {
+/* A new tensor with storage of its own on backend be (its header in the tensor's allocation, small data too). */
+nb_tensor *nbi_empty_on(const char *fn, const nbi_backend *be, nb_dtype dt, int rank, const int64_t *shape) {
     if (rank < 0 || rank > NB_MAX_RANK) return nbi_err(fn, "rank %d is outside 0..%d", rank, NB_MAX_RANK);
     if (!nbi_shape_ok(fn, nbi_dsize(dt), rank, shape)) return NULL;
     int64_t n = 1;
     for (int i = 0; i < rank; i++) n *= shape[i]; /* cannot overflow: bounded by nbi_shape_ok */
     int64_t bytes = n * (int64_t)nbi_dsize(dt);
-    bool inl = bytes <= INLINE_BYTES;
+    bool inl = bytes <= INLINE_BYTES && be == nbi_default_be(); /* inline data is host memory */
     nb_tensor *t = new_header(dt, rank, shape, inl ? (size_t)bytes : 0);
     if (!t) return nbi_err(fn, "out of memory for a tensor header");
+    nbi_storage *st = &t->own;
+    st->refs = 1;
+    st->be = be;
+    st->bytes = (size_t)bytes;
+    st->home = t;
     if (inl) {
-        t->data = (char *)t + header_size();
+        st->ptr = (char *)t + header_size();
     } else {
-        t->block = nbi_alloc((size_t)bytes);
-        if (!t->block) {
+        st->ptr = be->alloc(bytes ? (size_t)bytes : 1);
+        if (!st->ptr) {
             nbi_unscope(t);
             t->magic = 0;
             nbi_dealloc(t);
             return nbi_err(fn, "out of memory for %lld bytes", (long long)bytes);
         }
-        t->data = t->block;
+        st->owns_ptr = true;
     }
+    t->st = st;
     nbi_contig_strides(rank, shape, t->strides);
     return t;
 }
 
-nb_tensor *nbi_view(nb_tensor *src, int rank, const int64_t *shape, const int64_t *strides, char *data) {
+nb_tensor *nbi_empty(const char *fn, nb_dtype dt, int rank, const int64_t *shape) {
+    return nbi_empty_on(fn, nbi_default_be(), dt, rank, shape);
+}
+
+nb_tensor *nbi_view(nb_tensor *src, int rank, const int64_t *shape, const int64_t *strides, int64_t offset) {
     if (!nbi_shape_ok("view", 1, rank, shape)) return NULL; /* the callers check; new_header relies on it */
     nb_tensor *t = new_header(src->dtype, rank, shape, 0);
     if (!t) return nbi_err("view", "out of memory for a tensor header");
     memcpy(t->strides, strides, sizeof(int64_t) * (size_t)rank);
-    t->data = data;
-    t->base = nbi_root(src);
-    nbi_ref(t->base);
+    t->offset = offset;
+    t->st = src->st;
+    t->st->refs++;
     return t;
+}
+
+/* Drop a reference to storage st; the last one frees its memory and the allocation holding it. */
+static void storage_unref(nbi_storage *st) {
+    if (--st->refs > 0) return;
+    if (st->owns_ptr) st->be->dealloc(st->ptr);
+    nbi_dealloc(st->home);
 }
 
 void nbi_ref(nb_tensor *t) { t->refs++; }
@@ -162,12 +180,12 @@ static void destroy(nb_tensor *t, nb_tensor ***stack, size_t *n, size_t *cap) {
         nbi_dealloc(t->node.in);
         nbi_dealloc(t->node.in_ver);
     }
-    push(stack, n, cap, t->base);
     push(stack, n, cap, t->grad);
     push(stack, n, cap, t->acc);
-    if (t->block) nbi_dealloc(t->block);
     t->magic = 0;
-    nbi_dealloc(t);
+    bool embedded = t->st == &t->own; /* then t's allocation goes with its storage */
+    storage_unref(t->st);
+    if (!embedded) nbi_dealloc(t);
 }
 
 void nbi_unref(nb_tensor *t) {
@@ -289,21 +307,7 @@ void nb_release(nb_tensor *t) {
 
 /* -------------------------------------------------------------- creation -- */
 
-static void store_from(nb_tensor *t, const void *data, bool from_f64) {
-    if (!data) {
-        memset(t->data, 0, (size_t)t->numel * nbi_dsize(t->dtype));
-    } else if (!from_f64) {
-        memcpy(t->data, data, (size_t)t->numel * nbi_dsize(t->dtype));
-    } else {
-        const double *src = data;
-        if (t->dtype == NB_F32)
-            for (int64_t i = 0; i < t->numel; i++) ((float *)t->data)[i] = (float)src[i];
-        else if (t->dtype == NB_F64)
-            memcpy(t->data, src, (size_t)t->numel * 8);
-        else
-            for (int64_t i = 0; i < t->numel; i++) ((int64_t *)t->data)[i] = (int64_t)src[i];
-    }
-}
+static void store_from(nb_tensor *t, const void *data, bool from_f64) { nbi_write_host(t, data, !from_f64); }
 
 static bool dtype_ok(const char *fn, nb_dtype dt) {
     if (dt != NB_F32 && dt != NB_F64 && dt != NB_I64) {
@@ -373,7 +377,10 @@ nb_tensor *nb_full(nb_dtype dt, int rank, const int64_t *shape, double v) {
     if (dt == NB_I64 && !nbi_i64_fits(v))
         return nbi_err("nb_full", "value %.17g cannot be stored in " NBI_I64_RANGE, v);
     nb_tensor *t = nbi_empty("nb_full", dt, rank, shape);
-    if (t) nbi_cpu_fill(t, v);
+    if (t) {
+        nbi_arr d = nbi_arr_of(t);
+        nbi_be(t)->fill(&d, v);
+    }
     return t;
 }
 
@@ -390,8 +397,8 @@ int64_t nb_numel(const nb_tensor *t) { return nbi_check("nb_numel", t, 1) ? t->n
 nb_dtype nb_dtype_of(const nb_tensor *t) { return nbi_check("nb_dtype_of", t, 1) ? t->dtype : NB_F32; }
 bool nb_is_contiguous(const nb_tensor *t) { return nbi_check("nb_is_contiguous", t, 1) && nbi_is_contig(t); }
 
-double nbi_load(const nb_tensor *t, const char *p) {
-    switch (t->dtype) {
+double nbi_load(nb_dtype dt, const char *p) {
+    switch (dt) {
     case NB_F32: return *(const float *)p;
     case NB_F64: return *(const double *)p;
     default: return (double)*(const int64_t *)p;
@@ -422,7 +429,7 @@ double nb_item(const nb_tensor *t) {
         nbi_err("nb_item", "tensor %s has %lld elements, not 1", NBI_SHAPE(t), (long long)t->numel);
         return NAN;
     }
-    return nbi_load(t, t->data + nbi_offset_of(t, 0) * (int64_t)nbi_dsize(t->dtype));
+    return nbi_get_at(t, nbi_offset_of(t, 0));
 }
 
 int64_t nb_read_f64(const nb_tensor *t, double *dst, int64_t cap) {
@@ -432,14 +439,9 @@ int64_t nb_read_f64(const nb_tensor *t, double *dst, int64_t cap) {
         return -1;
     }
     int64_t n = t->numel < cap ? t->numel : cap;
-    int64_t es = (int64_t)nbi_dsize(t->dtype);
-    if (nbi_is_contig(t)) {
-        if (t->dtype == NB_F64)
-            memcpy(dst, t->data, (size_t)n * 8);
-        else
-            for (int64_t i = 0; i < n; i++) dst[i] = nbi_load(t, t->data + i * es);
-    } else {
-        for (int64_t i = 0; i < n; i++) dst[i] = nbi_load(t, t->data + nbi_offset_of(t, i) * es);
+    if (nbi_read_f64(t, dst, n) != 0) {
+        nbi_err("nb_read_f64", "out of memory for a copy of %s", NBI_SHAPE(t));
+        return -1;
     }
     return t->numel;
 }
@@ -460,13 +462,15 @@ double nb_get(const nb_tensor *t, const int64_t *index) {
         }
         off += i * t->strides[d];
     }
-    return nbi_load(t, t->data + off * (int64_t)nbi_dsize(t->dtype));
+    return nbi_get_at(t, off);
 }
 
 void *nb_data(nb_tensor *t) {
     if (!nbi_check("nb_data", t, 1)) return NULL;
     if (!nbi_is_contig(t)) return nbi_err("nb_data", "tensor %s is not contiguous", NBI_SHAPE(t));
-    return t->data;
+    if (t->st->be->device.type != NB_DEV_CPU)
+        return nbi_err("nb_data", "tensor %s is not on the CPU (nb_to_device it first)", NBI_SHAPE(t));
+    return nbi_arr_of(t).data;
 }
 
 static const char *dtype_name(nb_dtype dt) { return dt == NB_F32 ? "f32" : dt == NB_F64 ? "f64" : "i64"; }
@@ -478,7 +482,7 @@ void nb_print(const nb_tensor *t, FILE *f) {
         return;
     }
     fprintf(f, "tensor(%s, %s)", dtype_name(t->dtype), NBI_SHAPE(t));
-    int64_t es = (int64_t)nbi_dsize(t->dtype), limit = t->numel > 1000 ? 6 : t->numel;
+    int64_t limit = t->numel > 1000 ? 6 : t->numel;
     fputc(' ', f);
     for (int64_t i = 0; i < t->numel; i++) {
         if (i == limit && limit < t->numel) {
@@ -493,7 +497,7 @@ void nb_print(const nb_tensor *t, FILE *f) {
         }
         if (i > 0) fputs(opens ? ", " : ", ", f);
         for (int k = 0; k < opens; k++) fputc('[', f);
-        double v = nbi_load(t, t->data + nbi_offset_of(t, i) * es);
+        double v = nbi_get_at(t, nbi_offset_of(t, i));
         if (v != v)
             fputs("nan", f);
         else

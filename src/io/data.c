@@ -1011,7 +1011,7 @@ int nb_dataset_split(const nb_dataset *ds, double test_frac, uint64_t seed, nb_d
 
 /* Element (i, j) of a rank-2 float tensor of any strides. */
 static double at2(const nb_tensor *x, int64_t i, int64_t j) {
-    return nbi_load(x, x->data + (i * x->strides[0] + j * x->strides[1]) * (int64_t)nbi_dsize(x->dtype));
+    return nbi_get_at(x, i * x->strides[0] + j * x->strides[1]);
 }
 
 int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor **std) {
@@ -1056,8 +1056,8 @@ int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor *
             return fail(fn, "feature %lld (values from %g to %g) is too large for its mean and deviation to be "
                             "computed in double precision", (long long)j, l, h);
         }
-        nbi_put(m, j, mu);
-        nbi_put(s, j, sd > 0 ? sd : 1.0);
+        nbi_set_at(m, j, mu);
+        nbi_set_at(s, j, sd > 0 ? sd : 1.0);
     }
     nbi_dealloc(w);
     *mean = m;
@@ -1067,7 +1067,7 @@ int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_tensor *
 
 /* Element j of a 1-D float tensor of any stride. */
 static double at1(const nb_tensor *t, int64_t j) {
-    return nbi_load(t, t->data + j * t->strides[0] * (int64_t)nbi_dsize(t->dtype));
+    return nbi_get_at(t, j * t->strides[0]);
 }
 
 int nb_dataset_standardize(nb_dataset *ds, const nb_tensor *mean, const nb_tensor *std) {
@@ -1093,8 +1093,10 @@ int nb_dataset_standardize(nb_dataset *ds, const nb_tensor *mean, const nb_tenso
         return fail(fn, "out of memory for %lld x %lld features", (long long)n, (long long)d);
     }
     for (int64_t j = 0; j < d; j++) w[j] = at1(mean, j), w[d + j] = at1(std, j);
+    char *out = nb_data(nx); /* a new contiguous tensor in host memory */
+    int64_t es = (int64_t)nbi_dsize(nx->dtype);
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < d; j++) nbi_put(nx, i * d + j, (at2(x, i, j) - w[j]) / w[d + j]);
+        for (int64_t j = 0; j < d; j++) nbi_store(nx->dtype, out + (i * d + j) * es, (at2(x, i, j) - w[j]) / w[d + j]);
     nbi_dealloc(w);
     to_top(nx);
     nb_free(ds->x);

@@ -52,7 +52,7 @@ int nb_ctx_save(nb_ctx *ctx, int n, nb_tensor *const *ts) {
         if (!nbi_check(fn, ts[i], i + 1)) return -1;
     for (int i = 0; i < n; i++) {
         nbi_ref(ts[i]);
-        ctx->saved_ver[ctx->nsaved] = nbi_root(ts[i])->version;
+        ctx->saved_ver[ctx->nsaved] = ts[i]->st->version;
         ctx->saved[ctx->nsaved++] = ts[i];
     }
     return 0;
@@ -62,7 +62,7 @@ nb_tensor *nb_ctx_saved(const nb_ctx *ctx, int i) {
     if (!ctx) return nbi_err("nb_ctx_saved", "context is NULL");
     if (i < 0 || i >= ctx->nsaved)
         return nbi_err("nb_ctx_saved", "%s: index %d is outside the %d saved tensors", ctx->name, i, ctx->nsaved);
-    if (nbi_root(ctx->saved[i])->version != ctx->saved_ver[i])
+    if (ctx->saved[i]->st->version != ctx->saved_ver[i])
         return nbi_err("nb_ctx_saved", "%s: saved tensor %d %s was modified in place after it was saved",
                        ctx->name, i, NBI_SHAPE(ctx->saved[i]));
     return ctx->saved[i];
@@ -95,7 +95,7 @@ nb_tensor *nb_custom(const char *name, int n, nb_tensor *const *inputs, nb_custo
     }
     bool is_input = false;
     for (int i = 0; i < n; i++) is_input |= out == inputs[i];
-    if (is_input || out->has_node || out->base || out->refs != 1 || !out->user) {
+    if (is_input || out->has_node || out->st != &out->own || out->st->refs != 1 || out->refs != 1 || !out->user) {
         /* Results must be fresh tensors the op can own: copy anything else. */
         nb_set_grad_enabled(false);
         nb_tensor *o2 = nb_clone(out);

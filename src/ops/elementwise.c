@@ -1,8 +1,8 @@
 /*
  * elementwise.c - binary and unary elementwise ops: forward and gradient rules.
  *
- * Forward: check, promote dtypes, broadcast, allocate, run the CPU kernel
- * (src/backend/cpu/kernels.c), record. Backward rules are written with the
+ * Forward: check, promote dtypes, broadcast, allocate, run the kernel of the
+ * operands' backend (src/backend/backend.h), record. Backward rules are written with the
  * public ops, so they are differentiable themselves; broadcasting is undone by
  * nbi_sum_to, which sums the gradient over the broadcast axes.
  */
@@ -32,16 +32,17 @@ static nb_tensor *prepare2(const char *fn, nb_tensor **a, nb_tensor **b) {
     int64_t shape[NB_MAX_RANK] = {0};
     if (!nbi_broadcast((*a)->rank, (*a)->shape, (*b)->rank, (*b)->shape, &r, shape))
         return nbi_err(fn, "shapes %s and %s do not broadcast", NBI_SHAPE(*a), NBI_SHAPE(*b));
+    if ((*a)->st->be != (*b)->st->be && !nbi_same_device(fn, 2, (nb_tensor *[]){*a, *b})) return NULL;
     nb_dtype dt = promote(*a, *b);
     if ((*a)->dtype != dt && !(*a = nb_to(*a, dt))) return NULL;
     if ((*b)->dtype != dt && !(*b = nb_to(*b, dt))) return NULL;
-    return nbi_empty(fn, dt, r, shape);
+    return nbi_empty_like_be(fn, *a, dt, r, shape);
 }
 
 static nb_tensor *binary(const char *fn, nbi_op op, nbi_binop k, nb_tensor *a, nb_tensor *b, uint32_t saves) {
     nb_tensor *out = prepare2(fn, &a, &b);
     if (!out) return NULL;
-    nbi_cpu_binary(k, out, a, b);
+    nbi_k_binary(k, out, a, b);
     nb_tensor *in[2] = {a, b};
     if (op != NBI_OP_COUNT && nbi_needs_grad(2, in)) return nbi_record(out, op, 2, in, saves, false);
     return out;
@@ -53,7 +54,7 @@ nb_tensor *nb_mul(nb_tensor *a, nb_tensor *b) { return binary("nb_mul", NBI_OP_M
 nb_tensor *nb_div(nb_tensor *a, nb_tensor *b) { return binary("nb_div", NBI_OP_DIV, NBI_B_DIV, a, b, 3); }
 nb_tensor *nb_pow_t(nb_tensor *a, nb_tensor *p) {
     nb_tensor *out = binary("nb_pow_t", NBI_OP_POW_T, NBI_B_POW, a, p, 3);
-    if (out && out->has_node) out->node.saves_out = 1, out->node.out_ver = nbi_root(out)->version;
+    if (out && out->has_node) out->node.saves_out = 1, out->node.out_ver = out->st->version;
     return out;
 }
 /* Comparisons are never recorded (NBI_OP_COUNT). */
@@ -72,12 +73,13 @@ nb_tensor *nb_where(nb_tensor *cond, nb_tensor *a, nb_tensor *b) {
         return nbi_err(fn, "condition %s and values %s, %s do not broadcast", NBI_SHAPE(cond),
                        nbi_shape_s(a, sa, sizeof sa), nbi_shape_s(b, sb, sizeof sb));
     }
+    if (!nbi_same_device(fn, 3, (nb_tensor *[]){cond, a, b})) return NULL;
     nb_dtype dt = promote(a, b);
     if (a->dtype != dt && !(a = nb_to(a, dt))) return NULL;
     if (b->dtype != dt && !(b = nb_to(b, dt))) return NULL;
-    nb_tensor *out = nbi_empty(fn, dt, r, shape);
+    nb_tensor *out = nbi_empty_like_be(fn, a, dt, r, shape);
     if (!out) return NULL;
-    nbi_cpu_where(out, cond, a, b);
+    nbi_k_where(out, cond, a, b);
     nb_tensor *in[3] = {cond, a, b};
     if (nbi_needs_grad(3, in)) return nbi_record(out, NBI_OP_WHERE, 3, in, 1, false);
     return out;
@@ -86,9 +88,9 @@ nb_tensor *nb_where(nb_tensor *cond, nb_tensor *a, nb_tensor *b) {
 static nb_tensor *unary(const char *fn, nbi_op op, nbi_unop k, nb_tensor *a, double c, bool saves_in,
                         bool saves_out) {
     if (!nbi_check_float(fn, a, 1)) return NULL;
-    nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, a->shape);
+    nb_tensor *out = nbi_empty_like_be(fn, a, a->dtype, a->rank, a->shape);
     if (!out) return NULL;
-    nbi_cpu_unary(k, out, a, c);
+    nbi_k_unary(k, out, a, c);
     if (op == NBI_OP_COUNT || !nbi_needs_grad(1, &a)) return out;
     if (!nbi_record(out, op, 1, &a, saves_in ? 1 : 0, saves_out)) return NULL;
     out->node.p[0] = c;
@@ -234,8 +236,9 @@ nb_tensor *nbi_fused_grad(nbi_binop op, nb_tensor *g, nb_tensor *v) {
     if (nb_grad_enabled() || g->dtype != v->dtype || g->rank != v->rank) return NULL;
     for (int i = 0; i < g->rank; i++)
         if (g->shape[i] != v->shape[i]) return NULL;
-    nb_tensor *r = nbi_empty("backward", g->dtype, g->rank, g->shape);
-    if (r) nbi_cpu_binary(op, r, g, v);
+    if (g->st->be != v->st->be) return NULL;
+    nb_tensor *r = nbi_empty_like_be("backward", g, g->dtype, g->rank, g->shape);
+    if (r) nbi_k_binary(op, r, g, v);
     return r;
 }
 

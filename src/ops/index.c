@@ -19,74 +19,26 @@ static bool check_idx(const char *fn, const nb_tensor *idx, int64_t n, int ax) {
         nbi_err(fn, "indices %s must be i64", NBI_SHAPE(idx));
         return false;
     }
-    for (int64_t i = 0; i < idx->numel; i++) {
-        int64_t v = *(const int64_t *)(const void *)(idx->data + nbi_offset_of(idx, i) * 8);
-        if (v < -n || v >= n) {
-            nbi_err(fn, "index %lld at position %lld is out of range for axis %d of size %lld", (long long)v,
-                    (long long)i, ax, (long long)n);
-            return false;
-        }
+    nbi_arr ia = nbi_arr_of(idx);
+    int64_t v = 0, i = nbi_be(idx)->index_check(&ia, n, &v);
+    if (i >= 0) {
+        nbi_err(fn, "index %lld at position %lld is out of range for axis %d of size %lld", (long long)v,
+                (long long)i, ax, (long long)n);
+        return false;
     }
     return true;
 }
 
-static int64_t idx_at(const nb_tensor *idx, int64_t pos, int64_t n) {
-    int64_t v = *(const int64_t *)(const void *)(idx->data + nbi_offset_of(idx, pos) * 8);
-    return v < 0 ? v + n : v;
-}
-
-/* Walk every element of `it` (shape), mapping it to (src, dst) offsets:
-   gather=true: dst = it, src = it with coordinate ax replaced by the index.
-   scatter=true flips the roles and adds. */
+/* The backend's index_move on tensors. */
 static void move(nb_tensor *dst, const nb_tensor *src, const nb_tensor *idx, int ax, bool elementwise, bool add,
                  bool index_on_dst) {
-    const nb_tensor *walk = index_on_dst ? src : dst; /* the tensor whose shape we iterate */
-    const nb_tensor *other = index_on_dst ? dst : src;
-    int64_t n = other->shape[ax], es = (int64_t)nbi_dsize(dst->dtype);
-    if (!elementwise && nbi_is_contig(src) && nbi_is_contig(dst) && src->dtype == dst->dtype) {
-        /* Whole rows: a batch of samples, an embedding lookup and its gradient. */
-        int64_t outer = 1, inner = 1, nw = walk->shape[ax];
-        for (int d = 0; d < ax; d++) outer *= walk->shape[d];
-        for (int d = ax + 1; d < walk->rank; d++) inner *= walk->shape[d];
-        for (int64_t o = 0; o < outer; o++)
-            for (int64_t j = 0; j < nw; j++) {
-                int64_t k = idx_at(idx, j, n);
-                int64_t ow = (o * nw + j) * inner, oo = (o * n + k) * inner;
-                const char *ps = src->data + (index_on_dst ? ow : oo) * es;
-                char *pd = dst->data + (index_on_dst ? oo : ow) * es;
-                if (!add)
-                    memcpy(pd, ps, (size_t)(inner * es));
-                else if (dst->dtype == NB_F32)
-                    for (int64_t i = 0; i < inner; i++) ((float *)(void *)pd)[i] += ((const float *)(const void *)ps)[i];
-                else
-                    for (int64_t i = 0; i < inner; i++) ((double *)(void *)pd)[i] += ((const double *)(const void *)ps)[i];
-            }
-        return;
-    }
-    int64_t coord[NB_MAX_RANK] = {0};
-    for (int64_t e = 0; e < walk->numel; e++) {
-        int64_t rem = e;
-        for (int d = walk->rank - 1; d >= 0; d--) {
-            coord[d] = rem % walk->shape[d];
-            rem /= walk->shape[d];
-        }
-        int64_t k = elementwise ? idx_at(idx, e, n) : idx_at(idx, coord[ax], n);
-        int64_t ow = 0, oo = 0;
-        for (int d = 0; d < walk->rank; d++) {
-            ow += coord[d] * walk->strides[d];
-            oo += (d == ax ? k : coord[d]) * other->strides[d];
-        }
-        const char *ps = src->data + (index_on_dst ? ow : oo) * es;
-        char *pd = dst->data + (index_on_dst ? oo : ow) * es;
-        if (add)
-            nbi_store(dst->dtype, pd, nbi_load(dst, pd) + nbi_load(src, ps));
-        else
-            memcpy(pd, ps, (size_t)es); /* one dtype: an exact copy, i64 included */
-    }
+    nbi_arr d = nbi_arr_of(dst), s = nbi_arr_of(src), i = nbi_arr_of(idx);
+    nbi_be(dst)->index_move(&d, &s, &i, ax, elementwise, add, index_on_dst);
 }
 
 static nb_tensor *select_op(const char *fn, nbi_op op, nb_tensor *a, int axis, nb_tensor *idx) {
     if (!nbi_check(fn, a, 1) || !nbi_check(fn, idx, 3)) return NULL; /* any dtype: i64 labels too */
+    if (!nbi_same_device(fn, 2, (nb_tensor *[]){a, idx})) return NULL;
     int ax;
     if (!nbi_axis_arg(fn, axis, a, &ax)) return NULL;
     int64_t shape[NB_MAX_RANK] = {0};
@@ -107,7 +59,7 @@ static nb_tensor *select_op(const char *fn, nbi_op op, nb_tensor *a, int axis, n
         shape[ax] = idx->shape[0];
     }
     if (!check_idx(fn, idx, a->shape[ax], ax)) return NULL;
-    nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, shape);
+    nb_tensor *out = nbi_empty_like_be(fn, a, a->dtype, a->rank, shape);
     if (!out) return NULL;
     move(out, a, idx, ax, elementwise, false, false);
     nb_tensor *in[2] = {a, idx};
@@ -127,9 +79,9 @@ nb_tensor *nb_gather(nb_tensor *a, int axis, nb_tensor *idx) {
 /* Zeros of shape (rank, shape) with g added at the selected positions. */
 static nb_tensor *scatter(nbi_op op, nb_tensor *g, nb_tensor *idx, int ax, int rank, const int64_t *shape) {
     if (!g) return NULL;
-    nb_tensor *out = nbi_empty("scatter", g->dtype, rank, shape);
+    nb_tensor *out = nbi_empty_like_be("scatter", g, g->dtype, rank, shape);
     if (!out) return NULL;
-    nbi_cpu_fill(out, 0);
+    nbi_k_fill(out, 0);
     move(out, g, idx, ax, op == NBI_OP_SCATTER_ADD, true, true);
     nb_tensor *in[2] = {g, idx};
     if (!nbi_needs_grad(2, in)) return out;

@@ -35,7 +35,8 @@ static nb_tensor *prepare(const char *fn, nb_tensor *dst, nb_tensor *src, bool n
         char b[160];
         return nbi_err(fn, "src %s does not broadcast to dst %s", NBI_SHAPE(src), nbi_shape_s(dst, b, sizeof b));
     }
-    bool alias = nbi_root(src) == nbi_root(dst) && src != dst;
+    if (!nbi_same_device(fn, 2, (nb_tensor *[]){dst, src})) return NULL;
+    bool alias = src->st == dst->st && src != dst;
     if (src->dtype != dst->dtype || alias) {
         bool was = nb_grad_enabled();
         nb_set_grad_enabled(false);
@@ -47,14 +48,14 @@ static nb_tensor *prepare(const char *fn, nb_tensor *dst, nb_tensor *src, bool n
 
 static int finish(nb_tensor *dst, nb_tensor *src, nb_tensor *orig) {
     if (src != orig && src != dst) nb_free(src);
-    nbi_root(dst)->version++;
+    dst->st->version++;
     return 0;
 }
 
 static int binary_(const char *fn, nbi_binop op, nb_tensor *dst, nb_tensor *src) {
     nb_tensor *s = prepare(fn, dst, src, true);
     if (!s) return -1;
-    nbi_cpu_inplace(op, dst, s);
+    nbi_k_binary(op, dst, dst, s);
     return finish(dst, s, src);
 }
 
@@ -65,26 +66,26 @@ int nb_copy_(nb_tensor *dst, nb_tensor *src) { return binary_("nb_copy_", NBI_B_
 
 int nb_scale_(nb_tensor *dst, double c) {
     if (!prepare("nb_scale_", dst, NULL, false)) return -1;
-    nbi_cpu_unary(NBI_U_SCALE, dst, dst, c);
+    nbi_k_unary(NBI_U_SCALE, dst, dst, c);
     return finish(dst, dst, dst);
 }
 
 int nb_fill_(nb_tensor *dst, double v) {
     if (!prepare("nb_fill_", dst, NULL, false)) return -1;
-    nbi_cpu_fill(dst, v);
+    nbi_k_fill(dst, v);
     return finish(dst, dst, dst);
 }
 
 int nb_axpy_(nb_tensor *dst, double alpha, nb_tensor *src) {
     nb_tensor *s = prepare("nb_axpy_", dst, src, true);
     if (!s) return -1;
-    nb_tensor *t = nbi_empty("nb_axpy_", dst->dtype, s->rank, s->shape);
+    nb_tensor *t = nbi_empty_like_be("nb_axpy_", dst, dst->dtype, s->rank, s->shape);
     if (!t) {
         if (s != src) nb_free(s);
         return -1;
     }
-    nbi_cpu_unary(NBI_U_SCALE, t, s, alpha);
-    nbi_cpu_inplace(NBI_B_ADD, dst, t);
+    nbi_k_unary(NBI_U_SCALE, t, s, alpha);
+    nbi_k_binary(NBI_B_ADD, dst, dst, t);
     nb_free(t);
     return finish(dst, s, src);
 }
@@ -102,8 +103,8 @@ static bool check_state(const char *fn, const nb_tensor *p, const nb_tensor *t, 
                 nbi_shape_s(p, b, sizeof b));
         return false;
     }
-    const nb_tensor *rt = t->base ? t->base : t, *rp = p->base ? p->base : p;
-    if (t != p && rt == rp) {
+    if (!nbi_same_device(fn, 2, (nb_tensor *[]){(nb_tensor *)p, (nb_tensor *)t})) return false;
+    if (t != p && t->st == p->st) {
         nbi_err(fn, "%s %s shares storage with the parameter", what, NBI_SHAPE(t));
         return false;
     }
@@ -126,9 +127,10 @@ int nb_sgd_update_(nb_tensor *p, const nb_tensor *g, nb_tensor *buf, double lr, 
     if (momentum != 0 && !buf) return nbi_err(fn, "momentum %g needs a buffer", momentum), -1;
     if (momentum != 0 && !check_state(fn, p, buf, 3, "momentum buffer")) return -1;
     nbi_update u = {NBI_UPD_SGD, lr, momentum, 0, 0, weight_decay, 1, 1, nesterov, first};
-    nbi_cpu_update(&u, p, g, momentum != 0 ? buf : NULL, NULL);
-    if (momentum != 0) nbi_root(buf)->version++;
-    nbi_root(p)->version++;
+    nbi_arr pa = nbi_arr_of(p), ga = nbi_arr_of(g), ba = momentum != 0 ? nbi_arr_of(buf) : pa;
+    nbi_be(p)->update(&u, p->dtype, pa.data, ga.data, momentum != 0 ? ba.data : NULL, NULL, p->numel);
+    if (momentum != 0) buf->st->version++;
+    p->st->version++;
     return 0;
 }
 
@@ -142,10 +144,11 @@ int nb_adam_update_(nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v
     if (t < 1) return nbi_err(fn, "step %lld must be >= 1", (long long)t), -1;
     nbi_update u = {decoupled ? NBI_UPD_ADAMW : NBI_UPD_ADAM, lr, beta1, beta2, eps, weight_decay,
                     1 - pow(beta1, (double)t), 1 - pow(beta2, (double)t), false, false};
-    nbi_cpu_update(&u, p, g, m, v);
-    nbi_root(p)->version++;
-    nbi_root(m)->version++;
-    nbi_root(v)->version++;
+    nbi_arr pa = nbi_arr_of(p), ga = nbi_arr_of(g), ma = nbi_arr_of(m), va = nbi_arr_of(v);
+    nbi_be(p)->update(&u, p->dtype, pa.data, ga.data, ma.data, va.data, p->numel);
+    p->st->version++;
+    m->st->version++;
+    v->st->version++;
     return 0;
 }
 
@@ -153,10 +156,11 @@ int nb_all_finite(const nb_tensor *t, int64_t *where) {
     if (!nbi_check_float("nb_all_finite", t, 1)) return -1;
     int64_t k = -1;
     if (nbi_is_contig(t)) {
-        k = nbi_cpu_first_nonfinite(t);
+        nbi_arr a = nbi_arr_of(t);
+        k = nbi_be(t)->first_nonfinite(t->dtype, a.data, t->numel);
     } else {
         for (int64_t i = 0; i < t->numel && k < 0; i++)
-            if (!isfinite(nbi_load(t, t->data + nbi_offset_of(t, i) * (int64_t)nbi_dsize(t->dtype)))) k = i;
+            if (!isfinite(nbi_get_at(t, nbi_offset_of(t, i)))) k = i;
     }
     if (k >= 0 && where) *where = k;
     return k < 0;

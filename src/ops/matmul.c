@@ -3,29 +3,15 @@
  *
  * 1-D operands are promoted to a row (a) or a column (b) with a reshape view,
  * so the core op always sees stacks of matrices (..., M, K) @ (..., K, N) whose
- * batch axes broadcast. Each matrix product is one call to the packed GEMM
- * (src/backend/cpu/gemm.c), which reads any strides: transposed operands and
- * broadcast batches are never copied.
+ * batch axes broadcast. The backend's matmul kernel runs them (each product
+ * one GEMM call that reads any strides: transposed operands and broadcast
+ * batches are never copied).
  *
  * Gradients: dA = G B^T, dB = A^T G (summed over broadcast batch axes).
  */
 #include <string.h>
 
-#include "../backend/cpu/gemm.h"
 #include "../core/internal.h"
-
-static int gemm(nb_tensor *out, const char *pa, int64_t rsa, const nb_tensor *a, const char *pb,
-                const nb_tensor *b, char *pc, int64_t m) {
-    int r = a->rank;
-    int64_t k = a->shape[r - 1], n = b->shape[b->rank - 1];
-    if (out->dtype == NB_F32)
-        return nbi_gemm_f32(m, n, k, (const float *)(const void *)pa, rsa, a->strides[r - 1],
-                            (const float *)(const void *)pb, b->strides[b->rank - 2], b->strides[b->rank - 1],
-                            (float *)(void *)pc, n, false);
-    return nbi_gemm_f64(m, n, k, (const double *)(const void *)pa, rsa, a->strides[r - 1],
-                        (const double *)(const void *)pb, b->strides[b->rank - 2], b->strides[b->rank - 1],
-                        (double *)(void *)pc, n, false);
-}
 
 /* a (..., M, K) @ b (..., K, N), same dtype, both rank >= 2. */
 static nb_tensor *matmul_core(const char *fn, nb_tensor *a, nb_tensor *b) {
@@ -40,42 +26,10 @@ static nb_tensor *matmul_core(const char *fn, nb_tensor *a, nb_tensor *b) {
     memcpy(shape, bshape, sizeof(int64_t) * (size_t)br);
     shape[br] = m;
     shape[br + 1] = n;
-    nb_tensor *out = nbi_empty(fn, a->dtype, br + 2, shape);
+    nb_tensor *out = nbi_empty_like_be(fn, a, a->dtype, br + 2, shape);
     if (!out) return NULL;
-
-    /* Batch strides of each operand over the broadcast batch shape (0 = shared). */
-    int64_t sa[NB_MAX_RANK] = {0}, sb[NB_MAX_RANK] = {0}, nbatch = 1;
-    for (int i = 0; i < br; i++) {
-        int ia = i - (br - bra), ib = i - (br - brb);
-        sa[i] = (ia >= 0 && a->shape[ia] != 1) ? a->strides[ia] : 0;
-        sb[i] = (ib >= 0 && b->shape[ib] != 1) ? b->strides[ib] : 0;
-        nbatch *= bshape[i];
-    }
-    int64_t es = (int64_t)nbi_dsize(a->dtype);
-    /* b shared by every batch and a holding every batch itself (no broadcast batch axis of a). */
-    bool one_tall = a->rank - 2 == br;
-    for (int i = 0; i < br; i++)
-        if (sb[i] || a->shape[i] != bshape[i]) one_tall = false;
-    int rc = 0;
-    if (nbatch > 0 && one_tall && nbi_is_contig(a)) {
-        /* One tall product: a's batch and row axes fold into M. */
-        rc = gemm(out, a->data, a->shape[a->rank - 1], a, b->data, b, out->data, nbatch * m);
-    } else {
-        int64_t idx[NB_MAX_RANK] = {0};
-        for (int64_t t = 0; t < nbatch && rc == 0; t++) {
-            int64_t oa = 0, ob = 0;
-            for (int i = 0; i < br; i++) {
-                oa += idx[i] * sa[i];
-                ob += idx[i] * sb[i];
-            }
-            rc = gemm(out, a->data + oa * es, a->strides[a->rank - 2], a, b->data + ob * es, b,
-                      out->data + t * m * n * es, m);
-            for (int i = br - 1; i >= 0; i--) {
-                if (++idx[i] < bshape[i]) break;
-                idx[i] = 0;
-            }
-        }
-    }
+    nbi_arr o = nbi_arr_of(out), aa = nbi_arr_of(a), ba = nbi_arr_of(b);
+    int rc = nbi_be(a)->matmul(&o, &aa, &ba);
     if (rc != 0) {
         nb_free(out);
         return nbi_err(fn, "out of memory for matrix product buffers");
@@ -95,6 +49,7 @@ nb_tensor *nb_matmul(nb_tensor *a, nb_tensor *b) {
     int64_t ka = a->shape[a->rank - 1], kb = b->shape[b->rank == 1 ? 0 : b->rank - 2];
     if (ka != kb)
         return nbi_err(fn, "%s @ %s: inner dimensions %lld and %lld differ", sa, sb, (long long)ka, (long long)kb);
+    if (!nbi_same_device(fn, 2, (nb_tensor *[]){a, b})) return NULL;
     if (a->dtype != b->dtype) {
         if (a->dtype != NB_F64 && !(a = nb_to(a, NB_F64))) return NULL;
         if (b->dtype != NB_F64 && !(b = nb_to(b, NB_F64))) return NULL;
@@ -153,6 +108,7 @@ nb_tensor *nb_dense(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act) {
         return nbi_err(fn, "bias %s must be (%lld) for weight %s", NBI_SHAPE(b), (long long)w->shape[0], sw);
     if (x->dtype != w->dtype || (b && b->dtype != x->dtype))
         return nbi_err(fn, "x %s, weight %s and bias must share a dtype", sx, sw);
+    if (!nbi_same_device(fn, 3, (nb_tensor *[]){x, w, b})) return NULL;
     int64_t in = w->shape[1], nout = w->shape[0], m = 1; /* m: the rows, every axis but the last */
     for (int i = 0; i + 1 < x->rank; i++) m *= x->shape[i];
     if (!nbi_is_contig(x) && x->rank != 2) return dense_composite(x, w, b, act);
@@ -160,26 +116,21 @@ nb_tensor *nb_dense(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_act act) {
     int64_t shape[NB_MAX_RANK] = {0};
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->rank);
     shape[x->rank - 1] = nout;
-    nb_tensor *out = nbi_empty(fn, x->dtype, x->rank, shape);
+    nb_tensor *out = nbi_empty_like_be(fn, x, x->dtype, x->rank, shape);
     if (!out) return NULL;
     int64_t rsa = x->rank == 2 ? x->strides[0] : in, csa = x->strides[x->rank - 1];
-    int rc;
-    if (x->dtype == NB_F32)
-        rc = nbi_gemm_f32(m, nout, in, (const float *)(const void *)x->data, rsa, csa,
-                          (const float *)(const void *)w->data, w->strides[1], w->strides[0],
-                          (float *)(void *)out->data, nout, false);
-    else
-        rc = nbi_gemm_f64(m, nout, in, (const double *)(const void *)x->data, rsa, csa,
-                          (const double *)(const void *)w->data, w->strides[1], w->strides[0],
-                          (double *)(void *)out->data, nout, false);
+    const nbi_backend *be = nbi_be(x);
+    nbi_arr xa = nbi_arr_of(x), wa = nbi_arr_of(w), oa = nbi_arr_of(out), bb = b ? nbi_arr_of(b) : oa;
+    int rc = be->gemm(x->dtype, m, nout, in, xa.data, rsa, csa, wa.data, w->strides[1], w->strides[0], oa.data,
+                      nout, false);
     if (rc != 0) {
         nb_free(out);
         return nbi_err(fn, "out of memory for matrix product buffers");
     }
     /* The epilogue, one pass over each row while it is in cache, rounded as the separate ops are. */
-    if (b || act == NB_ACT_RELU) nbi_cpu_bias_relu(out, m, nout, b, act == NB_ACT_RELU);
-    if (act == NB_ACT_TANH) nbi_cpu_unary(NBI_U_TANH, out, out, 0);
-    if (act == NB_ACT_SIGMOID) nbi_cpu_unary(NBI_U_SIGMOID, out, out, 0);
+    if (b || act == NB_ACT_RELU) be->bias_relu(x->dtype, oa.data, m, nout, b ? bb.data : NULL, act == NB_ACT_RELU);
+    if (act == NB_ACT_TANH) nbi_k_unary(NBI_U_TANH, out, out, 0);
+    if (act == NB_ACT_SIGMOID) nbi_k_unary(NBI_U_SIGMOID, out, out, 0);
     nb_tensor *ins[3] = {x, w, b};
     int n = b ? 3 : 2;
     if (!nbi_needs_grad(n, ins)) return out;
@@ -195,9 +146,12 @@ static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act, nb_tenso
     if (act == NB_ACT_NONE) return g;
     if (act == NB_ACT_RELU && db && !nb_grad_enabled() && nbi_is_contig(g) && nbi_is_contig(out) &&
         g->dtype == out->dtype) {
-        nb_tensor *r = nbi_empty("nb_dense backward", g->dtype, g->rank, g->shape);
-        *db = r ? nbi_empty("nb_dense backward", g->dtype, 1, &nout) : NULL;
-        if (!*db || nbi_cpu_relu_mask_colsum(r, g, out, *db) != 0) {
+        nb_tensor *r = nbi_empty_like_be("nb_dense backward", g, g->dtype, g->rank, g->shape);
+        *db = r ? nbi_empty_like_be("nb_dense backward", g, g->dtype, 1, &nout) : NULL;
+        nbi_arr ra = r ? nbi_arr_of(r) : nbi_arr_of(g), ga = nbi_arr_of(g), ya = nbi_arr_of(out),
+                da = *db ? nbi_arr_of(*db) : ga;
+        if (!*db || nbi_be(g)->relu_mask_colsum(g->dtype, ra.data, ga.data, ya.data, da.data, nout ? g->numel / nout : 0,
+                                                nout) != 0) {
             nb_free(r);
             nb_free(*db);
             *db = NULL;

@@ -34,21 +34,14 @@ nb_tensor *nb_cumsum(nb_tensor *a, int axis) {
     if (!nbi_check_float(fn, a, 1)) return NULL;
     int ax;
     if (!nbi_axis_arg(fn, axis, a, &ax)) return NULL;
-    nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, a->shape);
+    nb_tensor *out = nbi_empty_like_be(fn, a, a->dtype, a->rank, a->shape);
     if (!out) return NULL;
-    nbi_cpu_copy(out, a);
-    int64_t n = a->shape[ax], outer = 1, inner = 1, es = (int64_t)nbi_dsize(a->dtype);
+    nbi_k_copy(out, a);
+    int64_t n = a->shape[ax], outer = 1, inner = 1;
     for (int i = 0; i < ax; i++) outer *= a->shape[i];
     for (int i = ax + 1; i < a->rank; i++) inner *= a->shape[i];
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t i = 0; i < inner; i++) {
-            double acc = 0;
-            for (int64_t k = 0; k < n; k++) {
-                char *p = out->data + ((o * n + k) * inner + i) * es;
-                acc += nbi_load(out, p);
-                nbi_store(out->dtype, p, acc);
-            }
-        }
+    nbi_arr o = nbi_arr_of(out);
+    nbi_be(out)->cumsum(out->dtype, o.data, outer, n, inner);
     if (!nbi_needs_grad(1, &a)) return out;
     if (!nbi_record(out, NBI_OP_CUMSUM, 1, &a, 0, false)) return NULL;
     out->node.ip[0] = ax;
@@ -78,18 +71,12 @@ nb_tensor *nb_pad(nb_tensor *a, const int64_t *pads, double value) {
                            (long long)lo, (long long)hi, i, NBI_SHAPE(a), INT32_MAX, (long long)INT64_MAX);
         shape[i] = a->shape[i] + lo + hi;
     }
-    nb_tensor *out = nbi_empty(fn, a->dtype, a->rank, shape);
+    nb_tensor *out = nbi_empty_like_be(fn, a, a->dtype, a->rank, shape);
     if (!out) return NULL;
-    nbi_cpu_fill(out, value);
-    nb_tensor slab = *out;
+    nbi_k_fill(out, value);
     int64_t off = 0;
-    for (int i = 0; i < a->rank; i++) {
-        slab.shape[i] = a->shape[i];
-        off += pads[2 * i] * out->strides[i];
-    }
-    slab.numel = a->numel;
-    slab.data = out->data + off * (int64_t)nbi_dsize(a->dtype);
-    nbi_cpu_copy(&slab, a);
+    for (int i = 0; i < a->rank; i++) off += pads[2 * i] * out->strides[i];
+    nbi_k_copy_into(out, off, a);
     if (!nbi_needs_grad(1, &a)) return out;
     if (!nbi_record(out, NBI_OP_PAD, 1, &a, 0, false)) return NULL;
     for (int i = 0; i < a->rank; i++) out->node.ip[i] = (int32_t)pads[2 * i];
@@ -110,11 +97,11 @@ nb_tensor *nb_dropout(nb_tensor *x, double p, bool training, nb_rng *rng) {
     if (!(p >= 0 && p <= 1)) return nbi_err(fn, "probability %g is outside [0, 1]", p);
     if (!training || p == 0) return nb_reshape(x, x->rank, x->shape); /* identity, recorded as a view */
     if (!rng) return nbi_err(fn, "a random generator is needed in training mode");
-    nb_tensor *mask = nbi_empty(fn, x->dtype, x->rank, x->shape);
+    nb_tensor *mask = nbi_empty_like_be(fn, x, x->dtype, x->rank, x->shape);
     if (!mask) return NULL;
     double keep = p == 1 ? 0 : 1.0 / (1.0 - p);
-    int64_t es = (int64_t)nbi_dsize(x->dtype);
-    for (int64_t i = 0; i < mask->numel; i++) nbi_store(mask->dtype, mask->data + i * es, nb_rng_uniform(rng) < p ? 0 : keep);
+    nbi_arr m = nbi_arr_of(mask);
+    nbi_be(mask)->bernoulli(mask->dtype, m.data, mask->numel, rng, p, keep);
     snprintf(mask->name, sizeof mask->name, "dropout mask");
     nb_tensor *out = nb_mul(x, mask);
     nb_free(mask); /* the caller's handle is the result's; the graph keeps the mask while it needs it */

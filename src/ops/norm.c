@@ -8,7 +8,8 @@
  * dxhat = G gamma:
  *     dx     = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
  *     dgamma = sum over rows of G xhat,   dbeta = sum over rows of G
- * The first-order backward runs this in one pass per row (in double); when a
+ * The first-order backward runs this in one pass per row (the backend's
+ * layer_norm_grad kernel); when a
  * graph of the gradient is being built, the rule recomputes xhat and r from x
  * with differentiable ops, so the gradient can itself be differentiated.
  */
@@ -16,34 +17,6 @@
 
 #include "../core/internal.h"
 
-
-/* The mean and 1 / sqrt(var + eps) of the D elements of contiguous x from o, in double. */
-static void row_stats(const nb_tensor *x, int64_t o, int64_t D, double eps, double *mu, double *rstd) {
-    double m = 0, var = 0;
-    for (int64_t j = 0; j < D; j++) m += nbi_at(x, o + j);
-    m /= (double)D;
-    for (int64_t j = 0; j < D; j++) {
-        double v = nbi_at(x, o + j) - m;
-        var += v * v;
-    }
-    *mu = m;
-    *rstd = 1.0 / sqrt(var / (double)D + eps);
-}
-
-static void layer_norm_kernel(nb_tensor *y, const nb_tensor *x, const nb_tensor *gamma, const nb_tensor *beta,
-                              double eps) {
-    int64_t D = x->shape[x->rank - 1], rows = D ? x->numel / D : 0;
-    for (int64_t r = 0; r < rows; r++) {
-        double mu, rstd;
-        row_stats(x, r * D, D, eps, &mu, &rstd);
-        for (int64_t j = 0; j < D; j++) {
-            double v = (nbi_at(x, r * D + j) - mu) * rstd;
-            if (gamma) v *= nbi_load(gamma, gamma->data + j * gamma->strides[0] * (int64_t)nbi_dsize(gamma->dtype));
-            if (beta) v += nbi_load(beta, beta->data + j * beta->strides[0] * (int64_t)nbi_dsize(beta->dtype));
-            nbi_put(y, r * D + j, v);
-        }
-    }
-}
 
 nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps) {
     const char *fn = "nb_layer_norm";
@@ -62,11 +35,22 @@ nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double
         }
         if (p[i]->dtype != x->dtype && !(p[i] = nb_to(p[i], x->dtype))) return NULL;
     }
+    if (!nbi_same_device(fn, 3, (nb_tensor *[]){x, gamma, beta})) return NULL;
     nb_tensor *c = nbi_contiguous_input(fn, x);
-    if (!c) return NULL;
-    nb_tensor *y = nbi_empty(fn, x->dtype, x->rank, x->shape);
-    if (y) layer_norm_kernel(y, c, p[0], p[1], eps);
-    if (c != x) nb_free(c);
+    nb_tensor *cg = c && p[0] ? nbi_contiguous_input(fn, p[0]) : NULL, *cb = c && p[1] ? nbi_contiguous_input(fn, p[1]) : NULL;
+    nb_tensor *y = c && (!p[0] || cg) && (!p[1] || cb) ? nbi_empty_like_be(fn, x, x->dtype, x->rank, x->shape) : NULL;
+    if (y) {
+        int64_t rows = D ? x->numel / D : 0;
+        nbi_arr ya = nbi_arr_of(y), xa = nbi_arr_of(c), ga = cg ? nbi_arr_of(cg) : ya, ba = cb ? nbi_arr_of(cb) : ya;
+        if (nbi_be(x)->layer_norm(x->dtype, ya.data, xa.data, cg ? ga.data : NULL, cb ? ba.data : NULL, rows, D, eps,
+                                  NULL, NULL) != 0) {
+            nb_free(y);
+            y = nbi_err(fn, "out of memory for %s", NBI_SHAPE(x));
+        }
+    }
+    if (cg && cg != p[0]) nb_free(cg);
+    if (cb && cb != p[1]) nb_free(cb);
+    if (c && c != x) nb_free(c);
     nb_tensor *in[3] = {x};
     int n = 1;
     for (int i = 0; i < 2; i++)
@@ -79,43 +63,6 @@ nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double
     return y;
 }
 
-/* The closed form above in one pass per row, in double, each result rounded
-   once: the first-order backward (no graph of the gradient is built). dx, dg
-   and db may be NULL when not wanted. */
-static int layer_norm_backward_kernel(nb_tensor *dx, nb_tensor *dg, nb_tensor *db, const nb_tensor *g,
-                                      const nb_tensor *x, const nb_tensor *gamma, double eps) {
-    int64_t D = x->shape[x->rank - 1], rows = D ? x->numel / D : 0;
-    double *acc = nbi_alloc(sizeof(double) * (size_t)(3 * D + 1)), *sg = acc + D, *sb = acc + 2 * D;
-    if (!acc) return -1;
-    for (int64_t j = 0; j < 2 * D; j++) sg[j] = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        const int64_t o = r * D;
-        double mu, rstd, m1 = 0, m2 = 0;
-        row_stats(x, o, D, eps, &mu, &rstd);
-        for (int64_t j = 0; j < D; j++) { /* acc holds xhat for this row */
-            double xh = (nbi_at(x, o + j) - mu) * rstd, gj = nbi_at(g, o + j), dxh = gamma ? gj * nbi_at(gamma, j) : gj;
-            acc[j] = xh;
-            m1 += dxh;
-            m2 += dxh * xh;
-            sg[j] += gj * xh;
-            sb[j] += gj;
-        }
-        m1 /= (double)D;
-        m2 /= (double)D;
-        if (dx)
-            for (int64_t j = 0; j < D; j++) {
-                double gj = nbi_at(g, o + j), dxh = gamma ? gj * nbi_at(gamma, j) : gj;
-                nbi_put(dx, o + j, rstd * (dxh - m1 - acc[j] * m2));
-            }
-    }
-    for (int64_t j = 0; j < D; j++) {
-        if (dg) nbi_put(dg, j, sg[j]);
-        if (db) nbi_put(db, j, sb[j]);
-    }
-    nbi_dealloc(acc);
-    return 0;
-}
-
 int nbi_bw_layer_norm(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *x = out->node.in[0];
     nb_tensor *gamma = out->node.ip[0] ? out->node.in[1] : NULL;
@@ -125,12 +72,18 @@ int nbi_bw_layer_norm(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
         (!gamma || (nbi_is_contig(gamma) && gamma->dtype == x->dtype))) {
         int64_t D = x->shape[x->rank - 1];
         bool wg = gamma && gamma->requires_grad, wb = beta && beta->requires_grad;
-        nb_tensor *dx = x->requires_grad ? nbi_empty("layer_norm backward", x->dtype, x->rank, x->shape) : NULL;
-        nb_tensor *dg = wg ? nbi_empty("layer_norm backward", x->dtype, 1, &D) : NULL;
-        nb_tensor *db = wb ? nbi_empty("layer_norm backward", x->dtype, 1, &D) : NULL;
+        nb_tensor *dx = x->requires_grad ? nbi_empty_like_be("layer_norm backward", x, x->dtype, x->rank, x->shape) : NULL;
+        nb_tensor *dg = wg ? nbi_empty_like_be("layer_norm backward", x, x->dtype, 1, &D) : NULL;
+        nb_tensor *db = wb ? nbi_empty_like_be("layer_norm backward", x, x->dtype, 1, &D) : NULL;
         if ((x->requires_grad && !dx) || (wg && !dg) || (wb && !db)) return -1;
-        if (layer_norm_backward_kernel(dx, dg, db, g, x, gamma, out->node.p[0]) != 0)
+        nbi_arr ga = nbi_arr_of(g), xa = nbi_arr_of(x), dxa = dx ? nbi_arr_of(dx) : ga, dga = dg ? nbi_arr_of(dg) : ga,
+                dba = db ? nbi_arr_of(db) : ga, gma = gamma ? nbi_arr_of(gamma) : ga;
+        if (nbi_be(x)->layer_norm_grad(x->dtype, dx ? dxa.data : NULL, dg ? dga.data : NULL, db ? dba.data : NULL,
+                                       ga.data, xa.data, gamma ? gma.data : NULL, D ? x->numel / D : 0, D,
+                                       out->node.p[0]) != 0) {
+            nb_free(dx), nb_free(dg), nb_free(db);
             return nbi_err("layer_norm backward", "out of memory"), -1;
+        }
         gin[0] = dx;
         if (wg) gin[1] = dg;
         if (wb) gin[ib] = db;

@@ -55,10 +55,11 @@ static nb_tensor *reduce(const char *fn, nbi_op op, nb_tensor *a, uint32_t mask,
         for (int i = 0; i < a->rank; i++)
             if ((mask >> i & 1) && a->shape[i] == 0)
                 return nbi_err(fn, "cannot take the max over axis %d of size 0 of %s", i, NBI_SHAPE(a));
-    nb_tensor *out = nbi_empty(fn, a->dtype, r, shape);
+    nb_tensor *out = nbi_empty_like_be(fn, a, a->dtype, r, shape);
     if (!out) return NULL;
     double div = op == NBI_OP_MEAN_AXES ? (double)count : 1.0;
-    if (nbi_cpu_reduce(op == NBI_OP_MAX_AXES ? NBI_R_MAX : NBI_R_SUM, out, a, mask, div) != 0) {
+    nbi_arr o = nbi_arr_of(out), x = nbi_arr_of(a);
+    if (nbi_be(a)->reduce(op == NBI_OP_MAX_AXES ? NBI_R_MAX : NBI_R_SUM, &o, &x, mask, div) != 0) {
         nb_free(out);
         return nbi_err(fn, "out of memory reducing %s", NBI_SHAPE(a));
     }

@@ -2,7 +2,7 @@
  * shape.c - views and layout ops: reshape, permute/transpose, slice, expand,
  * concat, dtype casts and copies, with their gradient rules.
  *
- * Views share the root's storage (nbi_view) and differ only in shape, strides
+ * Views share their source's storage (nbi_view) and differ only in shape, strides
  * and first element; no data moves. Gradients of views are views or copies of
  * the upstream gradient in the input's geometry.
  */
@@ -17,8 +17,8 @@ static nb_tensor *record1(nb_tensor *out, nbi_op op, nb_tensor *a) {
 
 /* A contiguous copy of a in dtype dt, unrecorded. */
 static nb_tensor *copy_as(const char *fn, nb_tensor *a, nb_dtype dt) {
-    nb_tensor *out = nbi_empty(fn, dt, a->rank, a->shape);
-    if (out) nbi_cpu_copy(out, a);
+    nb_tensor *out = nbi_empty_like_be(fn, a, dt, a->rank, a->shape);
+    if (out) nbi_k_copy(out, a);
     return out;
 }
 
@@ -55,13 +55,13 @@ nb_tensor *nb_reshape(nb_tensor *a, int rank, const int64_t *shape) {
     if (nbi_is_contig(a)) {
         int64_t st[NB_MAX_RANK];
         nbi_contig_strides(rank, s, st);
-        out = nbi_view(a, rank, s, st, a->data);
+        out = nbi_view(a, rank, s, st, a->offset);
     } else {
         nb_tensor *c = copy_as(fn, a, a->dtype);
         if (!c) return NULL;
         int64_t st[NB_MAX_RANK];
         nbi_contig_strides(rank, s, st);
-        out = nbi_view(c, rank, s, st, c->data);
+        out = nbi_view(c, rank, s, st, c->offset);
         nb_free(c);
     }
     return record1(out, NBI_OP_RESHAPE, a);
@@ -81,7 +81,7 @@ nb_tensor *nb_permute(nb_tensor *a, const int *perm) {
         s[i] = a->shape[p[i]];
         st[i] = a->strides[p[i]];
     }
-    nb_tensor *out = record1(nbi_view(a, a->rank, s, st, a->data), NBI_OP_PERMUTE, a);
+    nb_tensor *out = record1(nbi_view(a, a->rank, s, st, a->offset), NBI_OP_PERMUTE, a);
     if (out && out->has_node)
         for (int i = 0; i < a->rank; i++) out->node.ip[i] = p[i];
     return out;
@@ -113,8 +113,7 @@ nb_tensor *nb_slice(nb_tensor *a, int axis, int64_t start, int64_t stop) {
     int64_t s[NB_MAX_RANK] = {0};
     memcpy(s, a->shape, sizeof s);
     s[ax] = e - b;
-    char *data = a->data + b * a->strides[ax] * (int64_t)nbi_dsize(a->dtype);
-    nb_tensor *out = record1(nbi_view(a, a->rank, s, a->strides, data), NBI_OP_SLICE, a);
+    nb_tensor *out = record1(nbi_view(a, a->rank, s, a->strides, a->offset + b * a->strides[ax]), NBI_OP_SLICE, a);
     if (out && out->has_node) {
         out->node.ip[0] = ax;
         out->node.lp[0] = b;
@@ -146,7 +145,7 @@ nb_tensor *nb_expand(nb_tensor *a, int rank, const int64_t *shape) {
         }
         st[i] = (j < 0 || (a->shape[j] == 1 && want != 1)) ? 0 : a->strides[j];
     }
-    return record1(nbi_view(a, rank, s, st, a->data), NBI_OP_EXPAND, a);
+    return record1(nbi_view(a, rank, s, st, a->offset), NBI_OP_EXPAND, a);
 }
 
 nb_tensor *nb_concat(int n, nb_tensor *const *ts, int axis) {
@@ -177,16 +176,12 @@ nb_tensor *nb_concat(int n, nb_tensor *const *ts, int axis) {
         s[ax] += t->shape[ax];
         if (t->dtype == NB_F64) dt = NB_F64;
     }
-    nb_tensor *out = nbi_empty(fn, dt, t0->rank, s);
+    if (!nbi_same_device(fn, n, ts)) return NULL;
+    nb_tensor *out = nbi_empty_like_be(fn, t0, dt, t0->rank, s);
     if (!out) return NULL;
-    /* Copy each input into its slab of out through a stack view of out. */
-    nb_tensor slab = *out;
-    int64_t off = 0;
+    int64_t off = 0; /* each input into its slab of out */
     for (int i = 0; i < n; i++) {
-        slab.shape[ax] = ts[i]->shape[ax];
-        slab.numel = ts[i]->numel;
-        slab.data = out->data + off * out->strides[ax] * (int64_t)nbi_dsize(dt);
-        nbi_cpu_copy(&slab, ts[i]);
+        nbi_k_copy_into(out, off * out->strides[ax], ts[i]);
         off += ts[i]->shape[ax];
     }
     if (!nbi_needs_grad(n, ts)) return out;
@@ -202,10 +197,8 @@ nb_tensor *nb_to(nb_tensor *t, nb_dtype dt) {
     if (dt != NB_F32 && dt != NB_F64 && dt != NB_I64) return nbi_err(fn, "unknown dtype %d", (int)dt);
     if (dt == NB_I64 && t->dtype != NB_I64) {
         /* Every value must have an i64 value: converting NaN, an infinity or one out of range is undefined. */
-        int64_t es = (int64_t)nbi_dsize(t->dtype);
-        bool contig = nbi_is_contig(t);
         for (int64_t i = 0; i < t->numel; i++) {
-            double v = contig ? nbi_at(t, i) : nbi_load(t, t->data + nbi_offset_of(t, i) * es);
+            double v = nbi_get_at(t, nbi_offset_of(t, i));
             if (!nbi_i64_fits(v)) {
                 char ix[160];
                 return nbi_err(fn, "element %s of %s is %.17g, which cannot be converted to i64 (which takes finite "
@@ -239,8 +232,7 @@ nb_tensor *nb_flip(nb_tensor *a, int axis) {
     memcpy(st, a->strides, sizeof st);
     st[ax] = -st[ax];
     int64_t last = a->shape[ax] > 0 ? a->shape[ax] - 1 : 0;
-    char *data = a->data + last * a->strides[ax] * (int64_t)nbi_dsize(a->dtype);
-    nb_tensor *out = record1(nbi_view(a, a->rank, a->shape, st, data), NBI_OP_FLIP, a);
+    nb_tensor *out = record1(nbi_view(a, a->rank, a->shape, st, a->offset + last * a->strides[ax]), NBI_OP_FLIP, a);
     if (out && out->has_node) out->node.ip[0] = ax;
     return out;
 }
@@ -315,14 +307,10 @@ int nb_split(nb_tensor *a, int axis, int n, const int64_t *sizes, nb_tensor **ou
    gradient of slice, itself differentiable (its gradient is the slice again). */
 static nb_tensor *slice_backward(nb_tensor *g, int ax, int64_t start, int rank, const int64_t *shape) {
     if (!g) return NULL;
-    nb_tensor *out = nbi_empty("slice_backward", g->dtype, rank, shape);
+    nb_tensor *out = nbi_empty_like_be("slice_backward", g, g->dtype, rank, shape);
     if (!out) return NULL;
-    nbi_cpu_fill(out, 0);
-    nb_tensor slab = *out;
-    slab.shape[ax] = g->shape[ax];
-    slab.numel = g->numel;
-    slab.data = out->data + start * out->strides[ax] * (int64_t)nbi_dsize(g->dtype);
-    nbi_cpu_copy(&slab, g);
+    nbi_k_fill(out, 0);
+    nbi_k_copy_into(out, start * out->strides[ax], g);
     if (!record1(out, NBI_OP_SLICE_BW, g)) return NULL;
     if (out->has_node) {
         out->node.ip[0] = ax;

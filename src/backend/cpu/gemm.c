@@ -99,6 +99,7 @@ static void *get_buf(int which, size_t bytes)
     tl_cap[which] = bytes;
     pthread_once(&buf_once, buf_key_init);
     (void)pthread_setspecific(buf_key, (void *)1);
+    nbi_mem_on_release(nbi_cpu_release);
     return p;
 }
 

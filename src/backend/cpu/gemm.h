@@ -55,4 +55,8 @@ NBI_API const char *nbi_gemm_kernel_name(void);
 /* Frees the calling thread's cached packing buffers (call at thread exit; later multiplies re-allocate). */
 NBI_API void nbi_gemm_release_buffers(void);
 
+/* Registered with the allocator (src/core/mem.c) when this set first keeps something between calls. */
+NBI_API void nbi_mem_on_release(void (*fn)(bool all));
+NBI_API void nbi_cpu_release(bool all);
+
 #endif /* NABLA_BACKEND_CPU_GEMM_H */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../../core/internal.h"
+#include "cpu.h"
 #include "threads.h"
 #include "vmath.h"
 
@@ -128,14 +129,27 @@ static void iter_run_par(iter_t *it, char **base, row_fn fn, void *ctx) {
 }
 
 /* Lay operand t (broadcast) over the iterator's shape as operand k. */
-static void iter_set(iter_t *it, int k, const nb_tensor *t) {
-    int64_t st[NB_MAX_RANK];
-    nbi_bstrides(t, it->rank, it->shape, st);
+static void iter_set(iter_t *it, int k, const nbi_arr *t) {
+    int off = it->rank - t->rank;
     int64_t es = (int64_t)nbi_dsize(t->dtype);
-    for (int i = 0; i < it->rank; i++) it->st[k][i] = st[i] * es;
+    for (int i = 0; i < it->rank; i++) {
+        int j = i - off;
+        it->st[k][i] = (j < 0 || (t->shape[j] == 1 && it->shape[i] != 1)) ? 0 : t->strides[j] * es;
+    }
 }
 
-static void iter_init(iter_t *it, const nb_tensor *out, int nops) {
+/* Row-major without gaps (axes of size 1 aside); true without elements. */
+static bool arr_contig(const nbi_arr *t) {
+    if (t->numel == 0) return true;
+    int64_t s = 1;
+    for (int i = t->rank - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->strides[i] != s) return false;
+        s *= t->shape[i];
+    }
+    return true;
+}
+
+static void iter_init(iter_t *it, const nbi_arr *out, int nops) {
     it->rank = out->rank;
     it->nops = nops;
     memcpy(it->shape, out->shape, sizeof(int64_t) * (size_t)out->rank);
@@ -258,7 +272,7 @@ static void unary_i64(int64_t n, char **p, const int64_t *s, void *vctx) {
     for (int64_t i = 0; i < n; i++) *(int64_t *)(p[0] + i * s[0]) = *(const int64_t *)(p[1] + i * s[1]);
 }
 
-void nbi_cpu_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c) {
+void nbi_cpu_unary(nbi_unop op, const nbi_arr *out, const nbi_arr *a, double c) {
     unary_ctx ctx = {op, c};
     row_fn fn = out->dtype == NB_F32 ? unary_f32 : out->dtype == NB_F64 ? unary_f64 : unary_i64;
     if (out->numel == 1 && a->numel == 1 && out->dtype == a->dtype) { /* a scalar: no iterator */
@@ -328,16 +342,16 @@ DEF_BINARY(binary_f32, float, f)
 DEF_BINARY(binary_f64, double, )
 
 /* Operand t covers out element for element in one flat row (no broadcast, no strides). */
-static bool flat_like(const nb_tensor *out, const nb_tensor *t) {
-    if (t->numel != out->numel || t->rank != out->rank || !nbi_is_contig(t)) return false;
+static bool flat_like(const nbi_arr *out, const nbi_arr *t) {
+    if (t->numel != out->numel || t->rank != out->rank || !arr_contig(t)) return false;
     for (int i = 0; i < t->rank; i++)
         if (t->shape[i] != out->shape[i]) return false;
     return true;
 }
 
-void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b) {
+void nbi_cpu_binary(nbi_binop op, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b) {
     row_fn fn = out->dtype == NB_F32 ? binary_f32 : binary_f64;
-    if (out->numel == 1 || (out->numel < 2 * PAR_MIN_ELEMS && nbi_is_contig(out) && flat_like(out, a) &&
+    if (out->numel == 1 || (out->numel < 2 * PAR_MIN_ELEMS && arr_contig(out) && flat_like(out, a) &&
                             flat_like(out, b))) { /* one row, no iterator: scalars and small flat operands */
         char *p[3] = {out->data, a->data, b->data};
         int64_t es = out->numel == 1 ? 0 : (int64_t)nbi_dsize(out->dtype), st[3] = {es, es, es};
@@ -352,12 +366,11 @@ void nbi_cpu_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_t
     iter_run_par(&it, base, fn, &op);
 }
 
-void nbi_cpu_inplace(nbi_binop op, nb_tensor *dst, const nb_tensor *src) { nbi_cpu_binary(op, dst, dst, src); }
 
 /* ------------------------------------------------------------- where ---- */
 
 static void where_row(int64_t n, char **p, const int64_t *s, void *vctx) {
-    const nb_tensor *const *t = vctx; /* out, cond */
+    const nbi_arr *const *t = vctx; /* out, cond */
     nb_dtype dt = t[0]->dtype, ct = t[1]->dtype;
     for (int64_t i = 0; i < n; i++) {
         const char *pc = p[1] + i * s[1];
@@ -368,21 +381,21 @@ static void where_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     }
 }
 
-void nbi_cpu_where(nb_tensor *out, const nb_tensor *cond, const nb_tensor *a, const nb_tensor *b) {
+void nbi_cpu_where(const nbi_arr *out, const nbi_arr *cond, const nbi_arr *a, const nbi_arr *b) {
     iter_t it;
     iter_init(&it, out, 4);
     iter_set(&it, 1, cond);
     iter_set(&it, 2, a);
     iter_set(&it, 3, b);
     char *base[4] = {out->data, cond->data, a->data, b->data};
-    const nb_tensor *ctx[2] = {out, cond};
+    const nbi_arr *ctx[2] = {out, cond};
     iter_run(&it, base, where_row, (void *)ctx);
 }
 
 /* -------------------------------------------------------------- copy ---- */
 
 static void convert_row(int64_t n, char **p, const int64_t *s, void *vctx) {
-    const nb_tensor *const *t = vctx; /* dst, src */
+    const nbi_arr *const *t = vctx; /* dst, src */
     nb_dtype dd = t[0]->dtype, sd = t[1]->dtype;
     for (int64_t i = 0; i < n; i++) {
         const char *ps = p[1] + i * s[1];
@@ -390,11 +403,11 @@ static void convert_row(int64_t n, char **p, const int64_t *s, void *vctx) {
         if (dd == NB_I64 && sd == NB_I64)
             *(int64_t *)pd = *(const int64_t *)ps;
         else
-            nbi_store(dd, pd, nbi_load(t[1], ps));
+            nbi_store(dd, pd, nbi_load(t[1]->dtype, ps));
     }
 }
 
-void nbi_cpu_copy(nb_tensor *dst, const nb_tensor *src) {
+void nbi_cpu_copy(const nbi_arr *dst, const nbi_arr *src) {
     if (dst->dtype == src->dtype) {
         nbi_cpu_unary(NBI_U_COPY, dst, src, 0);
         return;
@@ -403,7 +416,7 @@ void nbi_cpu_copy(nb_tensor *dst, const nb_tensor *src) {
     iter_init(&it, dst, 2);
     iter_set(&it, 1, src);
     char *base[2] = {dst->data, src->data};
-    const nb_tensor *ctx[2] = {dst, src};
+    const nbi_arr *ctx[2] = {dst, src};
     iter_run(&it, base, convert_row, (void *)ctx);
 }
 
@@ -417,8 +430,8 @@ static void fill_row(int64_t n, char **p, const int64_t *s, void *vctx) {
     for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], f->v, f->es);
 }
 
-void nbi_cpu_fill(nb_tensor *dst, double v) {
-    if (nbi_is_contig(dst)) {
+void nbi_cpu_fill(const nbi_arr *dst, double v) {
+    if (arr_contig(dst)) {
         int64_t n = dst->numel;
         if (dst->dtype == NB_F32) {
             float f = (float)v, *o = (float *)(void *)dst->data;
@@ -562,7 +575,7 @@ static void reduce_run(iter_t *it, char **base, red_ctx *ctx) {
 }
 
 /* The sum of chunk c of contiguous a (four running sums, as any row). */
-static double chunk_sum(const nb_tensor *a, int64_t c) {
+static double chunk_sum(const nbi_arr *a, int64_t c) {
     red_ctx ctx = {NBI_R_SUM, a->dtype};
     int64_t es = (int64_t)nbi_dsize(a->dtype), n = a->numel - c * RED_CHUNK;
     double sum = 0;
@@ -573,7 +586,7 @@ static double chunk_sum(const nb_tensor *a, int64_t c) {
 }
 
 typedef struct {
-    const nb_tensor *a;
+    const nbi_arr *a;
     double *part;
 } chunk_job;
 
@@ -583,7 +596,7 @@ static int chunk_part(void *vj, int64_t lo, int64_t hi) {
     return 0;
 }
 
-static double chunked_sum(const nb_tensor *a) {
+static double chunked_sum(const nbi_arr *a) {
     int64_t nc = (a->numel + RED_CHUNK - 1) / RED_CHUNK;
     double local[64], *part = nc <= 64 ? local : nbi_alloc((size_t)nc * sizeof(double)), sum = 0;
     if (!part) { /* no room for the partial sums: the same chunks, one after another */
@@ -597,7 +610,7 @@ static double chunked_sum(const nb_tensor *a) {
     return sum;
 }
 
-int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t mask, double div) {
+int nbi_cpu_reduce(nbi_redop op, const nbi_arr *out, const nbi_arr *a, uint32_t mask, double div) {
     int64_t nout = out->numel;
     double local[64];
     double *acc = nout <= 64 ? local : nbi_alloc((size_t)nout * sizeof(double));
@@ -615,7 +628,7 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
     }
     red_ctx ctx = {op, a->dtype};
     char *base[2] = {(char *)acc, a->data};
-    if (nout == 1 && op == NBI_R_SUM && a->numel >= 2 * RED_CHUNK && nbi_is_contig(a))
+    if (nout == 1 && op == NBI_R_SUM && a->numel >= 2 * RED_CHUNK && arr_contig(a))
         acc[0] = chunked_sum(a);
     else
         reduce_run(&it, base, &ctx);
@@ -644,11 +657,11 @@ int nbi_cpu_reduce(nbi_redop op, nb_tensor *out, const nb_tensor *a, uint32_t ma
 DEF_DENSE_KERNELS(float, f32)
 DEF_DENSE_KERNELS(double, f64)
 
-void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, bool relu) {
-    if (y->dtype == NB_F32)
-        bias_relu_f32((float *)(void *)y->data, m, n, b ? (const float *)(const void *)b->data : NULL, relu);
+void nbi_cpu_bias_relu(nb_dtype dt, void *y, int64_t m, int64_t n, const void *b, bool relu) {
+    if (dt == NB_F32)
+        bias_relu_f32(y, m, n, b, relu);
     else
-        bias_relu_f64((double *)(void *)y->data, m, n, b ? (const double *)(const void *)b->data : NULL, relu);
+        bias_relu_f64(y, m, n, b, relu);
 }
 
 #define DEF_MASK_COLSUM(T, SFX)                                                                     \
@@ -664,19 +677,16 @@ void nbi_cpu_bias_relu(nb_tensor *y, int64_t m, int64_t n, const nb_tensor *b, b
 DEF_MASK_COLSUM(float, f32)
 DEF_MASK_COLSUM(double, f64)
 
-int nbi_cpu_relu_mask_colsum(nb_tensor *r, const nb_tensor *g, const nb_tensor *y, nb_tensor *sums) {
-    int64_t n = sums->numel, m = n ? r->numel / n : 0;
+int nbi_cpu_relu_mask_colsum(nb_dtype dt, void *r, const void *g, const void *y, void *sums, int64_t m, int64_t n) {
     double *acc = nbi_alloc(sizeof(double) * (size_t)(n ? n : 1));
     if (!acc) return -1;
     for (int64_t j = 0; j < n; j++) acc[j] = 0;
-    if (r->dtype == NB_F32) {
-        relu_mask_colsum_f32((float *)(void *)r->data, (const float *)(const void *)g->data,
-                             (const float *)(const void *)y->data, acc, m, n);
-        for (int64_t j = 0; j < n; j++) ((float *)(void *)sums->data)[j] = (float)acc[j];
+    if (dt == NB_F32) {
+        relu_mask_colsum_f32(r, g, y, acc, m, n);
+        for (int64_t j = 0; j < n; j++) ((float *)sums)[j] = (float)acc[j];
     } else {
-        relu_mask_colsum_f64((double *)(void *)r->data, (const double *)(const void *)g->data,
-                             (const double *)(const void *)y->data, acc, m, n);
-        memcpy(sums->data, acc, sizeof(double) * (size_t)n);
+        relu_mask_colsum_f64(r, g, y, acc, m, n);
+        memcpy(sums, acc, sizeof(double) * (size_t)n);
     }
     nbi_dealloc(acc);
     return 0;
@@ -727,9 +737,9 @@ typedef struct {
 DEF_UPDATE(float, sqrtf, f32)
 DEF_UPDATE(double, sqrt, f64)
 
-void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_tensor *m, nb_tensor *v) {
-    update_job j = {u, p->data, m ? m->data : NULL, v ? v->data : NULL, g->data};
-    nbi_parallel_for(p->numel, PAR_MIN_ELEMS, p->dtype == NB_F32 ? update_f32 : update_f64, &j);
+void nbi_cpu_update(const nbi_update *u, nb_dtype dt, void *p, const void *g, void *m, void *v, int64_t n) {
+    update_job j = {u, p, m, v, g};
+    nbi_parallel_for(n, PAR_MIN_ELEMS, dt == NB_F32 ? update_f32 : update_f64, &j);
 }
 
 /* Whether any element has an all-ones exponent (an infinity or a NaN): one
@@ -747,14 +757,12 @@ void nbi_cpu_update(const nbi_update *u, nb_tensor *p, const nb_tensor *g, nb_te
 DEF_ANY_NONFINITE(float, uint32_t, 0x7f800000u, f32)
 DEF_ANY_NONFINITE(double, uint64_t, 0x7ff0000000000000u, f64)
 
-int64_t nbi_cpu_first_nonfinite(const nb_tensor *t) {
-    bool f32 = t->dtype == NB_F32;
-    if (f32 ? !any_nonfinite_f32((const float *)(const void *)t->data, t->numel)
-            : !any_nonfinite_f64((const double *)(const void *)t->data, t->numel))
-        return -1;
-    for (int64_t k = 0; k < t->numel; k++)
-        if (!isfinite(f32 ? (double)((const float *)(const void *)t->data)[k] : ((const double *)(const void *)t->data)[k]))
-            return k;
+int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n) {
+    const float *f = x;
+    const double *d = x;
+    if (dt == NB_F32 ? !any_nonfinite_f32(f, n) : !any_nonfinite_f64(d, n)) return -1;
+    for (int64_t k = 0; k < n; k++)
+        if (!isfinite(dt == NB_F32 ? (double)f[k] : d[k])) return k;
     return -1;
 }
 

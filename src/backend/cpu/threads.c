@@ -113,6 +113,7 @@ static void *worker_main(void *arg) {
 
 /* With submit_mu held: start workers up to n - 1. */
 static void start_workers(int n) {
+    if (nworkers < n - 1) nbi_mem_on_release(nbi_cpu_release);
     while (nworkers < n - 1) {
         start_gen[nworkers + 1] = atomic_load(&generation); /* set before the thread starts */
         if (pthread_create(&workers[nworkers], NULL, worker_main, (void *)(intptr_t)(nworkers + 1)) != 0) break;

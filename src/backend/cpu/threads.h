@@ -13,6 +13,7 @@
 #ifndef NABLA_BACKEND_CPU_THREADS_H
 #define NABLA_BACKEND_CPU_THREADS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifndef NBI_API
@@ -31,5 +32,9 @@ NBI_API int nbi_parallel_parts(int64_t n, int64_t grain);
 /* Joins the workers (their cached buffers are freed as they exit); the next
    parallel job starts them again. */
 NBI_API void nbi_pool_shutdown(void);
+
+/* Registered with the allocator (src/core/mem.c) when this set first keeps something between calls. */
+NBI_API void nbi_mem_on_release(void (*fn)(bool all));
+NBI_API void nbi_cpu_release(bool all);
 
 #endif /* NABLA_BACKEND_CPU_THREADS_H */

@@ -1,0 +1,58 @@
+/*
+ * cpu.h - the fast CPU kernel set (internal): the functions behind the "cpu"
+ * table of src/backend/cpu/cpu.c. Each has the contract of its slot in
+ * src/backend/backend.h.
+ */
+#ifndef NABLA_BACKEND_CPU_H
+#define NABLA_BACKEND_CPU_H
+
+#include "../backend.h"
+
+#ifndef NBI_API
+#define NBI_API __attribute__((visibility("hidden")))
+#endif
+
+/* cpu.c: give back the calling thread's packing buffers and, with all, stop the worker pool (registered with
+   nbi_mem_on_release). */
+NBI_API void nbi_cpu_release(bool all);
+
+/* kernels.c: strided elementwise maths, copies, reductions, the dense epilogue, optimizer updates */
+NBI_API void nbi_cpu_fill(const nbi_arr *dst, double v);
+NBI_API void nbi_cpu_copy(const nbi_arr *dst, const nbi_arr *src);
+NBI_API void nbi_cpu_unary(nbi_unop op, const nbi_arr *out, const nbi_arr *a, double c);
+NBI_API void nbi_cpu_binary(nbi_binop op, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
+NBI_API void nbi_cpu_where(const nbi_arr *out, const nbi_arr *cond, const nbi_arr *a, const nbi_arr *b);
+NBI_API int nbi_cpu_reduce(nbi_redop op, const nbi_arr *out, const nbi_arr *a, uint32_t mask, double div);
+NBI_API void nbi_cpu_bias_relu(nb_dtype dt, void *y, int64_t m, int64_t n, const void *b, bool relu);
+NBI_API int nbi_cpu_relu_mask_colsum(nb_dtype dt, void *r, const void *g, const void *y, void *sums, int64_t m,
+                                     int64_t n);
+NBI_API void nbi_cpu_update(const nbi_update *u, nb_dtype dt, void *p, const void *g, void *m, void *v, int64_t n);
+NBI_API int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n);
+/* Softmax statistics of rows rows of n contiguous f32 or f64 values at x, in double: m[i] = the max of row i (0
+   when every value is -inf, NaN when one is NaN), e[i n + k] = exp(x - m[i]) (rows x n doubles), s[i] = the sum
+   of row i of e in order. f32 rows take a vectorised exp within 1 ulp (in double) of libm's; f64 rows libm's. */
+NBI_API void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m,
+                                  double *s);
+
+/* rows.c: softmax, log-softmax, cross-entropy and layer norm rows, over the thread pool */
+NBI_API void nbi_cpu_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t n, int64_t inner, bool log);
+NBI_API int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
+                                  int64_t C);
+NBI_API int nbi_cpu_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts,
+                                       int64_t N, int64_t C, double gs);
+NBI_API int nbi_cpu_layer_norm(nb_dtype dt, void *y, const void *x, const void *gamma, const void *beta,
+                               int64_t rows, int64_t D, double eps, double *mean, double *rstd);
+NBI_API int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
+                                    const void *gamma, int64_t rows, int64_t D, double eps);
+
+/* misc.c: batched LU, index moves, cumulative sums, random fills */
+NBI_API int nbi_cpu_linalg(nbi_linalg_kind kind, const nbi_arr *out, const nbi_arr *x, int64_t *bad);
+NBI_API int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t n, int64_t *bad);
+NBI_API void nbi_cpu_index_move(const nbi_arr *dst, const nbi_arr *src, const nbi_arr *idx, int ax, bool elementwise,
+                                bool add, bool index_on_dst);
+NBI_API void nbi_cpu_cumsum(nb_dtype dt, void *x, int64_t outer, int64_t n, int64_t inner);
+NBI_API void nbi_cpu_bernoulli(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double p, double keep);
+NBI_API void nbi_cpu_uniform(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double lo, double hi);
+NBI_API void nbi_cpu_normal(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, double std);
+
+#endif

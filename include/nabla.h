@@ -189,6 +189,10 @@ NB_API void nb_release(nb_tensor *t);
 /* Creation and access                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* A device: the kind of memory a tensor lives in and which one of that kind (index 0 for the CPU). */
+typedef enum { NB_DEV_CPU = 0, NB_DEV_CUDA = 1 } nb_device_type;
+typedef struct nb_device { nb_device_type type; int index; } nb_device;
+
 /* A new tensor of the given shape; data (row-major, of dtype dt) is copied;
    data == NULL gives zeros. rank 0 is a scalar (shape may be NULL). Size-0
    axes are allowed. Fails on a negative axis, rank > NB_MAX_RANK, or a size

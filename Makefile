@@ -1,5 +1,5 @@
 # The two commands: `make run` (the main job: `nabla train` on the embedded digits) and `make test` (every test, on a
-# sanitizer build and on a release build, then the threaded test under ThreadSanitizer). `make bench` prints the
+# sanitizer build and on a release build, each on both kernel sets, then the threaded test under ThreadSanitizer). `make bench` prints the
 # benchmarks; `make fuzz` runs the fuzzers (clang).
 JOBS ?= 2
 CMAKE ?= cmake
@@ -37,10 +37,14 @@ run:
 		{ cat build/release/build.log; exit 1; }
 	./build/release/nabla train
 
+# Every suite runs twice: on the fast CPU kernels and on the reference kernels (NABLA_KERNELS=reference).
 test: asan release
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --test-dir build/asan --output-on-failure -j$(JOBS)
+	NABLA_KERNELS=reference ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --test-dir build/asan --output-on-failure -j$(JOBS)
 	ctest --test-dir build/release --output-on-failure -j$(JOBS)
+	NABLA_KERNELS=reference ctest --test-dir build/release --output-on-failure -j$(JOBS)
 	$(MAKE) --no-print-directory tsan
 
 bench: release

@@ -6,6 +6,7 @@
  * to the allocator with nb_release_cached_memory (the workers' buffers when
  * the pool stops). Runs first in its process, so nothing else is alive.
  */
+#include <string.h>
 #include "harness.h"
 
 /* A forward and backward with products large enough to be packed, and split across the workers. */
@@ -24,6 +25,9 @@ static void train_a_little(void) {
     }
 }
 
+/* The reference kernels (NABLA_KERNELS=reference) keep no packing buffers between products. */
+static bool fast_kernels = true;
+
 static void test_zero_after_freeing_everything(void) {
     CHECK(nb_memory_in_use() == 0);
     for (int threads = 1; threads <= 3; threads++) {
@@ -34,7 +38,7 @@ static void test_zero_after_freeing_everything(void) {
         CHECK(nb_memory_in_use() == 0);
         CHECK(st.in_use == 0);
         CHECK(st.cached > 0);  /* freed blocks kept for the next step */
-        CHECK(st.scratch > 0); /* packing buffers kept for the next product */
+        CHECK(st.scratch > 0 || fast_kernels == false); /* packing buffers kept for the next product */
         /* a tensor outside every scope counts until it is freed */
         nb_tensor *t = nb_full(NB_F64, 1, (int64_t[]){1000}, 1.0);
         CHECK(nb_memory_in_use() >= 8000);
@@ -48,7 +52,7 @@ static void test_release(void) {
     train_a_little();
     nb_memory_stats st;
     nb_get_memory_stats(&st);
-    CHECK(st.scratch > 0 && st.cached > 0);
+    CHECK((st.scratch > 0 || !fast_kernels) && st.cached > 0);
     int64_t frees = st.system_frees;
     nb_release_cached_memory();
     nb_get_memory_stats(&st);
@@ -64,6 +68,7 @@ static void test_release(void) {
 }
 
 int main(void) {
+    fast_kernels = strcmp(nb_backend_name(nb_cpu()), "cpu") == 0;
     RUN(test_zero_after_freeing_everything);
     RUN(test_release);
     return th_finish();

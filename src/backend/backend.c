@@ -31,6 +31,8 @@ const nbi_backend *nbi_default_be(void) {
     return b;
 }
 
+void nbi_use_backend(const nbi_backend *be) { __atomic_store_n(&cpu_choice, be, __ATOMIC_RELEASE); }
+
 const nbi_backend *nbi_backend_for(nb_device dev) {
     if (dev.type == NB_DEV_CPU && dev.index == 0) return nbi_default_be();
     return NULL;

@@ -202,6 +202,9 @@ NBI_API const nbi_backend *nbi_backend_reference(void); /* src/backend/ref/: pla
 /* The table for a device: the CPU's is the fast set, or the reference set when the environment has
    NABLA_KERNELS=reference when the library first asks. NULL when nabla has no backend for dev. */
 NBI_API const nbi_backend *nbi_backend_for(nb_device dev);
+/* Make be the CPU's kernel set for tensors made from now on (tests: tests/test_backend_ops.c runs every op on
+   both sets in one process; tensors keep the set they were made with). */
+NBI_API void nbi_use_backend(const nbi_backend *be);
 /* Whether backend be has the kernel in slot `member` of its table. */
 #define nbi_has_kernel(be, member) ((be)->member != NULL)
 

@@ -57,6 +57,9 @@ nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, ui
     }
     nd->op = (uint16_t)op;
     nd->nin = n;
+    nd->nsaved = 0;
+    nd->saved = NULL;
+    nd->saved_ver = NULL;
     nd->saves_in = saves_in;
     nd->saves_out = saves_out;
     nd->released = 0;
@@ -71,6 +74,51 @@ nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, ui
     return out;
 }
 
+int nbi_save(nb_tensor *out, int n, nb_tensor *const *ts) {
+    nbi_node *nd = &out->node;
+    const char *name = nbi_ops[nd->op].name;
+    int most = nbi_ops[nd->op].saved < 0 ? NBI_MAX_SAVED : nbi_ops[nd->op].saved;
+    if (n < 0 || nd->nsaved + n > most)
+        return nbi_err(name, "cannot save %d more tensors on the node (%d saved, at most %d)", n, nd->nsaved, most), -1;
+    if (n == 0) return 0;
+    if (!nd->saved) { /* room for the op's most, in one block: pointers then versions */
+        nd->saved = nbi_alloc((sizeof(nb_tensor *) + sizeof(uint32_t)) * (size_t)most);
+        if (!nd->saved) return nbi_err(name, "out of memory saving tensors for the backward"), -1;
+        nd->saved_ver = (uint32_t *)(void *)(nd->saved + most);
+    }
+    for (int i = 0; i < n; i++) {
+        nb_tensor *t = ts[i];
+        if (t) nbi_ref(t);
+        nd->saved_ver[nd->nsaved] = t ? t->st->version : 0;
+        nd->saved[nd->nsaved++] = t;
+    }
+    return 0;
+}
+
+nb_tensor *nbi_saved(const char *fn, const nb_tensor *out, int i) {
+    const nbi_node *nd = &out->node;
+    const char *name = nd->op == NBI_OP_CUSTOM && nd->ext ? nb_ctx_name(nd->ext) : nbi_ops[nd->op].name;
+    if (!out->has_node || nd->released)
+        return nbi_err(fn, "the graph through op '%s' was released: its saved tensors are gone", name);
+    if (i < 0 || i >= nd->nsaved)
+        return nbi_err(fn, "%s: index %d is outside the %d saved tensors", name, i, nd->nsaved);
+    nb_tensor *t = nd->saved[i];
+    if (t && t->st->version != nd->saved_ver[i])
+        return nbi_err(fn, "%s: saved tensor %d %s was modified in place after it was saved", name, i, NBI_SHAPE(t));
+    return t;
+}
+
+void nbi_node_free_saved(nbi_node *nd, void (*drop)(nb_tensor *t, void *arg), void *arg) {
+    for (int i = 0; i < nd->nsaved; i++)
+        if (nd->saved[i]) drop(nd->saved[i], arg);
+    nd->nsaved = 0;
+    nbi_dealloc(nd->saved);
+    nd->saved = NULL;
+    nd->saved_ver = NULL;
+    nbi_dealloc(nd->ext);
+    nd->ext = NULL;
+}
+
 static void unref_cb(nb_tensor *t, void *arg) {
     (void)arg;
     nbi_unref(t);
@@ -79,7 +127,7 @@ static void unref_cb(nb_tensor *t, void *arg) {
 void nbi_release_node(nb_tensor *t) {
     if (!t->has_node || t->node.released) return;
     t->node.released = 1;
-    if (t->node.ext) nbi_custom_free(&t->node, unref_cb, NULL);
+    nbi_node_free_saved(&t->node, unref_cb, NULL);
     for (int i = 0; i < t->node.nin; i++) {
         nbi_unref(t->node.in[i]);
         t->node.in[i] = NULL;

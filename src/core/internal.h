@@ -41,7 +41,7 @@
 
 /* The ops, from the one list in src/ops/ops.def. */
 typedef enum {
-#define NB_OP(id, name, arity, rule) NBI_OP_##id,
+#define NB_OP(id, name, arity, saved, rule) NBI_OP_##id,
 #include "../ops/ops.def"
 #undef NB_OP
     NBI_OP_COUNT
@@ -58,8 +58,10 @@ typedef int (*nbi_backward_fn)(struct nb_tensor *out, struct nb_tensor *g, struc
 typedef struct {
     const char *name;
     int arity; /* -1: variadic */
+    int saved; /* tensors kept on the node for the backward (nbi_save); -1: any number up to NBI_MAX_SAVED */
     nbi_backward_fn backward;
 } nbi_op_info;
+#define NBI_MAX_SAVED 16
 NBI_API extern const nbi_op_info nbi_ops[NBI_OP_COUNT];
 
 #define NBI_INLINE_IN 2
@@ -75,10 +77,13 @@ typedef struct {
     struct nb_tensor *in_inline[NBI_INLINE_IN];
     uint32_t *in_ver;
     uint32_t ver_inline[NBI_INLINE_IN];
+    int32_t nsaved;     /* tensors saved for the backward (nbi_save), with their versions */
+    struct nb_tensor **saved;
+    uint32_t *saved_ver;
     double p[2];        /* op parameters: scalar, exponent, alpha ... */
     int32_t ip[NB_MAX_RANK + 2]; /* integer parameters: axes, perm ... */
     int64_t lp[2];      /* slice start/stop */
-    void *ext;          /* op-owned extra state (custom ops); freed with the node */
+    void *ext;          /* op-owned plain memory (a custom op's context, no tensors in it); freed with the node */
 } nbi_node;
 
 typedef struct nbi_storage {
@@ -220,8 +225,16 @@ NBI_API bool nbi_needs_grad(int n, nb_tensor *const *in);
 NBI_API nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, uint32_t saves_in,
                               bool saves_out);
 NBI_API void nbi_release_node(nb_tensor *t);
-/* Free a node's op-owned state (custom ops' context), pushing the tensors it held to unref. */
-NBI_API void nbi_custom_free(nbi_node *nd, void (*drop)(nb_tensor *t, void *arg), void *arg);
+/* Keep n tensors (NULL ones too) on out's node for its backward, after those already saved (counted references
+   and their storage versions). out must have a node; at most the op's count in ops.def (NBI_MAX_SAVED for -1).
+   Returns 0, or -1 with an error recorded (out of memory: nothing saved). */
+NBI_API int nbi_save(nb_tensor *out, int n, nb_tensor *const *ts);
+/* Saved tensor i of out's node, or NULL with an error under fn naming the op when it was modified in place
+   since it was saved, the graph was released, or there is no such tensor. */
+NBI_API nb_tensor *nbi_saved(const char *fn, const nb_tensor *out, int i);
+/* Drop the saved tensors and op-owned memory of a node, pushing each tensor to drop (nbi_unref, or the
+   destroy list of src/core/tensor.c). */
+NBI_API void nbi_node_free_saved(nbi_node *nd, void (*drop)(nb_tensor *t, void *arg), void *arg);
 
 /* Sum g over the axes along which a tensor of shape (rank, shape) was broadcast
    to g's shape, so that the result has that shape. Differentiable. */

@@ -169,9 +169,9 @@ static void push_cb(nb_tensor *t, void *vp) {
 }
 
 static void destroy(nb_tensor *t, nb_tensor ***stack, size_t *n, size_t *cap) {
-    if (t->has_node && t->node.ext) {
+    if (t->has_node) {
         push_arg pa = {stack, n, cap};
-        nbi_custom_free(&t->node, push_cb, &pa);
+        nbi_node_free_saved(&t->node, push_cb, &pa);
     }
     if (t->has_node && !t->node.released) {
         for (int i = 0; i < t->node.nin; i++) push(stack, n, cap, t->node.in[i]);

@@ -3,69 +3,64 @@
  * tensors and user data, like torch.autograd.Function.
  *
  * The forward runs with grad mode off on the inputs; its result is then
- * recorded as one node whose context (callbacks, user data, the tensors saved
- * with nb_ctx_save and their versions) lives in the node's `ext`. The engine
- * checks the backward's gradients like any rule's: each must have its input's
- * shape and dtype.
+ * recorded as one node whose context (callbacks, user data; plain memory) lives
+ * in the node's `ext`. Tensors saved with nb_ctx_save during the forward are
+ * held by the context until the node exists, then kept on the node like any
+ * op's (nbi_save): versions checked when nb_ctx_saved reads them, dropped when
+ * the graph is released. The engine checks the backward's gradients like any
+ * rule's: each must have its input's shape and dtype.
  */
 #include <string.h>
 
 #include "../core/internal.h"
 
-#define CTX_MAX_SAVED 16
-
 struct nb_ctx {
     char name[48];
     nb_custom_backward backward;
     void *ud;
-    int nsaved;
-    nb_tensor *saved[CTX_MAX_SAVED];
-    uint32_t saved_ver[CTX_MAX_SAVED];
+    int npending; /* saved during the forward, before the node exists (counted references) */
+    nb_tensor *pending[NBI_MAX_SAVED];
+    uint32_t pending_ver[NBI_MAX_SAVED];
+    const nb_tensor *out; /* the node's output, while the backward runs */
     nb_tensor *const *inputs;
     int ninputs;
 };
 
-void nbi_custom_free(nbi_node *nd, void (*drop)(nb_tensor *t, void *arg), void *arg) {
-    nb_ctx *c = nd->ext;
-    nd->ext = NULL;
-    if (!c) return;
-    for (int i = 0; i < c->nsaved; i++) drop(c->saved[i], arg);
-    nbi_dealloc(c);
-}
-
-static void drop_ref(nb_tensor *t, void *arg) {
-    (void)arg;
-    nbi_unref(t);
+static void drop_pending(nb_ctx *c) {
+    for (int i = 0; i < c->npending; i++) nbi_unref(c->pending[i]);
+    c->npending = 0;
 }
 
 static void free_ctx(nb_ctx *c) {
-    nbi_node tmp = {.ext = c};
-    nbi_custom_free(&tmp, drop_ref, NULL);
+    drop_pending(c);
+    nbi_dealloc(c);
 }
 
 int nb_ctx_save(nb_ctx *ctx, int n, nb_tensor *const *ts) {
     const char *fn = "nb_ctx_save";
     if (!ctx) return nbi_err(fn, "context is NULL"), -1;
-    if (n < 0 || ctx->nsaved + n > CTX_MAX_SAVED || (n > 0 && !ts))
-        return nbi_err(fn, "%s: cannot save %d more tensors (at most %d)", ctx->name, n, CTX_MAX_SAVED), -1;
+    if (ctx->out) return nbi_err(fn, "%s: tensors are saved in the forward, not the backward", ctx->name), -1;
+    if (n < 0 || ctx->npending + n > NBI_MAX_SAVED || (n > 0 && !ts))
+        return nbi_err(fn, "%s: cannot save %d more tensors (at most %d)", ctx->name, n, NBI_MAX_SAVED), -1;
     for (int i = 0; i < n; i++)
         if (!nbi_check(fn, ts[i], i + 1)) return -1;
     for (int i = 0; i < n; i++) {
         nbi_ref(ts[i]);
-        ctx->saved_ver[ctx->nsaved] = ts[i]->st->version;
-        ctx->saved[ctx->nsaved++] = ts[i];
+        ctx->pending_ver[ctx->npending] = ts[i]->st->version;
+        ctx->pending[ctx->npending++] = ts[i];
     }
     return 0;
 }
 
 nb_tensor *nb_ctx_saved(const nb_ctx *ctx, int i) {
     if (!ctx) return nbi_err("nb_ctx_saved", "context is NULL");
-    if (i < 0 || i >= ctx->nsaved)
-        return nbi_err("nb_ctx_saved", "%s: index %d is outside the %d saved tensors", ctx->name, i, ctx->nsaved);
-    if (ctx->saved[i]->st->version != ctx->saved_ver[i])
+    if (ctx->out) return nbi_saved("nb_ctx_saved", ctx->out, i);
+    if (i < 0 || i >= ctx->npending) /* still in the forward */
+        return nbi_err("nb_ctx_saved", "%s: index %d is outside the %d saved tensors", ctx->name, i, ctx->npending);
+    if (ctx->pending[i]->st->version != ctx->pending_ver[i])
         return nbi_err("nb_ctx_saved", "%s: saved tensor %d %s was modified in place after it was saved",
-                       ctx->name, i, NBI_SHAPE(ctx->saved[i]));
-    return ctx->saved[i];
+                       ctx->name, i, NBI_SHAPE(ctx->pending[i]));
+    return ctx->pending[i];
 }
 
 nb_tensor *nb_custom(const char *name, int n, nb_tensor *const *inputs, nb_custom_forward forward,
@@ -115,6 +110,13 @@ nb_tensor *nb_custom(const char *name, int n, nb_tensor *const *inputs, nb_custo
         return NULL;
     }
     out->node.ext = c;
+    int rc = nbi_save(out, c->npending, c->pending);
+    for (int i = 0; rc == 0 && i < c->npending; i++) out->node.saved_ver[i] = c->pending_ver[i]; /* as saved */
+    drop_pending(c);
+    if (rc != 0) {
+        nb_free(out);
+        return NULL;
+    }
     return out;
 }
 
@@ -125,7 +127,9 @@ int nbi_bw_custom(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     if (!c) return nbi_err("backward", "custom op context is missing"), -1;
     c->inputs = out->node.in;
     c->ninputs = out->node.nin;
+    c->out = out;
     int rc = c->backward(c, g, gin, c->ud);
+    c->out = NULL;
     c->inputs = NULL;
     if (rc != 0) return nbi_err("backward", "%s: the backward callback failed", c->name), -1;
     return 0;

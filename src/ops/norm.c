@@ -38,12 +38,23 @@ nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double
     if (!nbi_same_device(fn, 3, (nb_tensor *[]){x, gamma, beta})) return NULL;
     nb_tensor *c = nbi_contiguous_input(fn, x);
     nb_tensor *cg = c && p[0] ? nbi_contiguous_input(fn, p[0]) : NULL, *cb = c && p[1] ? nbi_contiguous_input(fn, p[1]) : NULL;
-    nb_tensor *y = c && (!p[0] || cg) && (!p[1] || cb) ? nbi_empty_like_be(fn, x, x->dtype, x->rank, x->shape) : NULL;
+    nb_tensor *in[3] = {x};
+    int n = 1;
+    for (int i = 0; i < 2; i++)
+        if (p[i]) in[n++] = p[i];
+    int64_t rows = D ? x->numel / D : 0;
+    bool rec = nbi_needs_grad(n, in);
+    /* recorded: the rows' mean and rstd are kept on the node for the backward */
+    nb_tensor *mean = rec ? nbi_empty_like_be(fn, x, NB_F64, 1, &rows) : NULL;
+    nb_tensor *rstd = mean ? nbi_empty_like_be(fn, x, NB_F64, 1, &rows) : NULL;
+    nb_tensor *y = c && (!p[0] || cg) && (!p[1] || cb) && (!rec || rstd)
+                       ? nbi_empty_like_be(fn, x, x->dtype, x->rank, x->shape) : NULL;
     if (y) {
-        int64_t rows = D ? x->numel / D : 0;
-        nbi_arr ya = nbi_arr_of(y), xa = nbi_arr_of(c), ga = cg ? nbi_arr_of(cg) : ya, ba = cb ? nbi_arr_of(cb) : ya;
+        nbi_arr ya = nbi_arr_of(y), xa = nbi_arr_of(c), ga = cg ? nbi_arr_of(cg) : ya, ba = cb ? nbi_arr_of(cb) : ya,
+                ma = mean ? nbi_arr_of(mean) : ya, ra = rstd ? nbi_arr_of(rstd) : ya;
         if (nbi_be(x)->layer_norm(x->dtype, ya.data, xa.data, cg ? ga.data : NULL, cb ? ba.data : NULL, rows, D, eps,
-                                  NULL, NULL) != 0) {
+                                  mean ? (double *)(void *)ma.data : NULL,
+                                  rstd ? (double *)(void *)ra.data : NULL) != 0) {
             nb_free(y);
             y = nbi_err(fn, "out of memory for %s", NBI_SHAPE(x));
         }
@@ -51,15 +62,14 @@ nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double
     if (cg && cg != p[0]) nb_free(cg);
     if (cb && cb != p[1]) nb_free(cb);
     if (c && c != x) nb_free(c);
-    nb_tensor *in[3] = {x};
-    int n = 1;
-    for (int i = 0; i < 2; i++)
-        if (p[i]) in[n++] = p[i];
-    if (!y || !nbi_needs_grad(n, in)) return y;
-    if (!nbi_record(y, NBI_OP_LAYER_NORM, n, in, (1u << n) - 1, false)) return NULL;
-    y->node.ip[0] = gamma != NULL;
-    y->node.ip[1] = beta != NULL;
-    y->node.p[0] = eps;
+    if (y && rec && (y = nbi_record(y, NBI_OP_LAYER_NORM, n, in, (1u << n) - 1, false)) != NULL) {
+        y->node.ip[0] = gamma != NULL;
+        y->node.ip[1] = beta != NULL;
+        y->node.p[0] = eps;
+        if (nbi_save(y, 2, (nb_tensor *[]){mean, rstd}) != 0) nb_free(y), y = NULL;
+    }
+    nb_free(mean);
+    nb_free(rstd);
     return y;
 }
 
@@ -76,11 +86,15 @@ int nbi_bw_layer_norm(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
         nb_tensor *dg = wg ? nbi_empty_like_be("layer_norm backward", x, x->dtype, 1, &D) : NULL;
         nb_tensor *db = wb ? nbi_empty_like_be("layer_norm backward", x, x->dtype, 1, &D) : NULL;
         if ((x->requires_grad && !dx) || (wg && !dg) || (wb && !db)) return -1;
+        nb_tensor *mean = nbi_saved("layer_norm backward", out, 0), *rstd = nbi_saved("layer_norm backward", out, 1);
+        if (!mean || !rstd) return -1;
         nbi_arr ga = nbi_arr_of(g), xa = nbi_arr_of(x), dxa = dx ? nbi_arr_of(dx) : ga, dga = dg ? nbi_arr_of(dg) : ga,
-                dba = db ? nbi_arr_of(db) : ga, gma = gamma ? nbi_arr_of(gamma) : ga;
+                dba = db ? nbi_arr_of(db) : ga, gma = gamma ? nbi_arr_of(gamma) : ga, ma = nbi_arr_of(mean),
+                ra = nbi_arr_of(rstd);
         if (nbi_be(x)->layer_norm_grad(x->dtype, dx ? dxa.data : NULL, dg ? dga.data : NULL, db ? dba.data : NULL,
                                        ga.data, xa.data, gamma ? gma.data : NULL, D ? x->numel / D : 0, D,
-                                       out->node.p[0]) != 0) {
+                                       out->node.p[0], (const double *)(const void *)ma.data,
+                                       (const double *)(const void *)ra.data) != 0) {
             nb_free(dx), nb_free(dg), nb_free(db);
             return nbi_err("layer_norm backward", "out of memory"), -1;
         }

@@ -83,14 +83,19 @@ static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t)
     if (!check_targets(fn, x, t)) return NULL;
     int64_t N = x->shape[0], C = x->shape[1];
     double acc = 0;
+    nb_tensor *in[2] = {x, t}, *ms = NULL; /* cross-entropy keeps its rows' max and sum of exps (N, 2) */
     if (op == NBI_OP_CROSS_ENTROPY) { /* -log softmax(x)[t] = log sum exp(x - m) - (x[t] - m), in double */
+        if (N > 0 && nbi_needs_grad(2, in) && !(ms = nbi_empty_like_be(fn, x, NB_F64, 2, (int64_t[]){N, 2})))
+            return NULL;
         nb_tensor *c = N > 0 ? nbi_contiguous_input(fn, x) : x; /* N = 0: no rows (and C = 0 implies N = 0) */
-        if (!c) return NULL;
-        nbi_arr xa = nbi_arr_of(c), ta = nbi_arr_of(t);
-        if (N > 0 && nbi_be(x)->cross_entropy(x->dtype, &acc, xa.data, (const int64_t *)(const void *)ta.data,
-                                                t->strides[0], N, C) != 0) {
-            nbi_err(fn, "out of memory for logits %s", NBI_SHAPE(x));
-            if (c != x) nb_free(c);
+        nbi_arr xa = nbi_arr_of(x), ta = nbi_arr_of(t), la = ms ? nbi_arr_of(ms) : xa;
+        if (c) xa = nbi_arr_of(c);
+        if (!c || (N > 0 && nbi_be(x)->cross_entropy(x->dtype, &acc, xa.data, (const int64_t *)(const void *)ta.data,
+                                                      t->strides[0], N, C,
+                                                      ms ? (double *)(void *)la.data : NULL) != 0)) {
+            if (c) nbi_err(fn, "out of memory for logits %s", NBI_SHAPE(x));
+            if (c && c != x) nb_free(c);
+            nb_free(ms);
             return NULL;
         }
         if (c != x) nb_free(c);
@@ -99,11 +104,13 @@ static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t)
             acc -= nbi_get_at(x, i * x->strides[0] + target_at(t, i) * x->strides[1]);
     }
     nb_tensor *out = nbi_empty_like_be(fn, x, x->dtype, 0, NULL);
-    if (!out) return NULL;
-    nbi_set_at(out, 0, N ? acc / (double)N : NAN);
-    nb_tensor *in[2] = {x, t};
-    if (!nbi_needs_grad(2, in)) return out;
-    return nbi_record(out, op, 2, in, 3, false);
+    if (out) nbi_set_at(out, 0, N ? acc / (double)N : NAN);
+    if (out && nbi_needs_grad(2, in)) {
+        out = nbi_record(out, op, 2, in, 3, false);
+        if (out && ms && nbi_save(out, 1, &ms) != 0) nb_free(out), out = NULL;
+    }
+    nb_free(ms);
+    return out;
 }
 
 nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets) {
@@ -145,15 +152,16 @@ int nbi_bw_nll_loss(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 
 /* The first-order rule in one pass per row, in double, each element rounded
    once: dX = g (softmax(X) - onehot(t)) / N. */
-static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_tensor *g) {
+static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_tensor *g, const nb_tensor *ms) {
     int64_t N = x->shape[0], C = x->shape[1];
     nb_tensor *c = nbi_contiguous_input("nb_cross_entropy", x);
     nb_tensor *d = c ? nbi_empty_like_be("nb_cross_entropy", x, x->dtype, 2, x->shape) : NULL;
     int rc = -1;
     if (d) {
-        nbi_arr da = nbi_arr_of(d), xa = nbi_arr_of(c), ta = nbi_arr_of(t);
+        nbi_arr da = nbi_arr_of(d), xa = nbi_arr_of(c), ta = nbi_arr_of(t), la = ms ? nbi_arr_of(ms) : da;
         rc = nbi_be(x)->cross_entropy_grad(x->dtype, da.data, xa.data, (const int64_t *)(const void *)ta.data,
-                                           t->strides[0], N, C, nbi_get_at(g, 0) / (double)N);
+                                           t->strides[0], N, C, nbi_get_at(g, 0) / (double)N,
+                                           ms ? (const double *)(const void *)la.data : NULL);
     }
     if (rc != 0) {
         if (d) nbi_err("nb_cross_entropy", "out of memory for the gradient of logits %s", NBI_SHAPE(x));
@@ -168,8 +176,11 @@ static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_
 int nbi_bw_cross_entropy(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *x = out->node.in[0];
     if (!x->requires_grad) return 0;
-    if (!nb_grad_enabled() && x->shape[0] > 0) /* first order: one fused pass */
-        return (gin[0] = cross_entropy_grad(x, out->node.in[1], g)) ? 0 : -1;
+    if (!nb_grad_enabled() && x->shape[0] > 0) { /* first order: one fused pass with the saved row statistics */
+        nb_tensor *ms = out->node.nsaved > 0 ? nbi_saved("nb_cross_entropy backward", out, 0) : NULL;
+        if (out->node.nsaved > 0 && !ms) return -1;
+        return (gin[0] = cross_entropy_grad(x, out->node.in[1], g, ms)) ? 0 : -1;
+    }
     nb_tensor *sm = nb_scale(nb_softmax(x, 1), 1.0 / (double)x->shape[0]);
     return (gin[0] = nb_mul(g, nb_sub(sm, onehot_over_n(x, out->node.in[1])))) ? 0 : -1;
 }

@@ -34,16 +34,21 @@ NBI_API int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n);
 NBI_API void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m,
                                   double *s);
 
+/* v (n) = exp(v) in place: for the rows of f32 tensors the vectorised double exp (within 1 ulp of libm's),
+   for f64 libm's own. */
+NBI_API void nbi_cpu_exp_block(nb_dtype dt, double *v, int64_t n);
+
 /* rows.c: softmax, log-softmax, cross-entropy and layer norm rows, over the thread pool */
 NBI_API void nbi_cpu_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t n, int64_t inner, bool log);
 NBI_API int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                                  int64_t C);
+                                  int64_t C, double *ms);
 NBI_API int nbi_cpu_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts,
-                                       int64_t N, int64_t C, double gs);
+                                       int64_t N, int64_t C, double gs, const double *ms);
 NBI_API int nbi_cpu_layer_norm(nb_dtype dt, void *y, const void *x, const void *gamma, const void *beta,
                                int64_t rows, int64_t D, double eps, double *mean, double *rstd);
 NBI_API int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
-                                    const void *gamma, int64_t rows, int64_t D, double eps);
+                                    const void *gamma, int64_t rows, int64_t D, double eps, const double *mean,
+                                    const double *rstd);
 
 /* misc.c: batched LU, index moves, cumulative sums, random fills */
 NBI_API int nbi_cpu_linalg(nbi_linalg_kind kind, const nbi_arr *out, const nbi_arr *x, int64_t *bad);

@@ -804,6 +804,13 @@ NBI_CLONES static void exp_block(double *v, int64_t n) {
     for (int64_t k = 0; k < n; k++) v[k] = exp_vec(v[k]);
 }
 
+void nbi_cpu_exp_block(nb_dtype dt, double *v, int64_t n) {
+    if (dt == NB_F32)
+        exp_block(v, n);
+    else
+        for (int64_t k = 0; k < n; k++) v[k] = exp(v[k]);
+}
+
 void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m, double *s) {
     const float *xf = x;
     const double *xd = x;

@@ -43,6 +43,7 @@ typedef struct {
     int64_t ts;
     void *out;           /* softmax, log-softmax or the gradient: (N, n) */
     double *loss;        /* ROWS_CE_LOSS: (N), log softmax(x)[i, t_i] */
+    double *ms;          /* ROWS_CE_LOSS: (N, 2) or NULL, each row's max and sum of exps */
     double gs;           /* ROWS_CE_GRAD: g / N */
     double *scratch;     /* parts x block x (n + 2) */
     int64_t N, n, block;
@@ -72,6 +73,7 @@ static int rows_part(void *vj, int64_t lo, int64_t hi) {
                 }
                 case ROWS_CE_LOSS:
                     j->loss[r0] = (ld(dt, j->x, r0 * n + j->t[r0 * j->ts]) - m[i]) - log(si);
+                    if (j->ms) j->ms[2 * r0] = m[i], j->ms[2 * r0 + 1] = si;
                     break;
                 case ROWS_CE_GRAD: {
                     const int64_t ti = j->t[r0 * j->ts];
@@ -155,9 +157,9 @@ void nbi_cpu_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t
 
 /* *loss = -sum over rows of log softmax(x (N, C))[i, t_i], in row order whatever the thread count. */
 int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                          int64_t C) {
+                          int64_t C, double *ms) {
     double *rows = nbi_alloc(sizeof(double) * (size_t)N); /* N doubles fit: x holds N C >= N values */
-    rows_job j = {.kind = ROWS_CE_LOSS, .dt = dt, .x = x, .t = t, .ts = ts, .loss = rows, .N = N, .n = C};
+    rows_job j = {.kind = ROWS_CE_LOSS, .dt = dt, .x = x, .t = t, .ts = ts, .loss = rows, .ms = ms, .N = N, .n = C};
     if (!rows || !rows_run(&j)) {
         nbi_dealloc(rows);
         return -1;
@@ -169,9 +171,44 @@ int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_
     return 0;
 }
 
+/* With the rows' max m and sum s: dx = gs (exp(x - m) / s - onehot(t)), one pass per row, split across the pool
+   (the bits of the recomputing path: the same m, s and exps). */
+typedef struct {
+    nb_dtype dt;
+    void *dx;
+    const void *x;
+    const int64_t *t;
+    int64_t ts, C;
+    double gs;
+    const double *ms;
+} ce_grad_job;
+
+static int ce_grad_part(void *vj, int64_t lo, int64_t hi) {
+    const ce_grad_job *j = vj;
+    const int64_t C = j->C;
+    double e[256];
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t ti = j->t[i * j->ts];
+        const double m = j->ms[2 * i], s = j->ms[2 * i + 1];
+        for (int64_t k0 = 0; k0 < C; k0 += 256) { /* exps in blocks, vectorised */
+            const int64_t w = C - k0 < 256 ? C - k0 : 256;
+            for (int64_t k = 0; k < w; k++) e[k] = ld(j->dt, j->x, i * C + k0 + k) - m;
+            nbi_cpu_exp_block(j->dt, e, w);
+            for (int64_t k = 0; k < w; k++)
+                st(j->dt, j->dx, i * C + k0 + k, j->gs * (e[k] / s - (k0 + k == ti ? 1.0 : 0.0)));
+        }
+    }
+    return 0;
+}
+
 /* dx (N, C) = gs (softmax(x) - onehot(t)), each element rounded once. */
 int nbi_cpu_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                               int64_t C, double gs) {
+                               int64_t C, double gs, const double *ms) {
+    if (ms) {
+        ce_grad_job cj = {dt, dx, x, t, ts, C, gs, ms};
+        nbi_parallel_for(N, (ROW_PART_MIN + C - 1) / C, ce_grad_part, &cj);
+        return 0;
+    }
     rows_job j = {.kind = ROWS_CE_GRAD, .dt = dt, .x = x, .t = t, .ts = ts, .out = dx, .gs = gs, .N = N, .n = C};
     return rows_run(&j) ? 0 : -1;
 }
@@ -229,16 +266,20 @@ int nbi_cpu_layer_norm(nb_dtype dt, void *y, const void *x, const void *gamma, c
 /* The closed form, dxhat = g gamma:  dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
    dgamma = sum over rows of g xhat, dbeta = sum over rows of g; in double, each result rounded once. */
 int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
-                            const void *gamma, int64_t rows, int64_t D, double eps) {
+                            const void *gamma, int64_t rows, int64_t D, double eps, const double *mean,
+                            const double *rstd) {
     double *acc = nbi_alloc(sizeof(double) * (size_t)(3 * D + 1)), *sg = acc + D, *sb = acc + 2 * D;
     if (!acc) return -1;
     for (int64_t j = 0; j < 2 * D; j++) sg[j] = 0;
     for (int64_t r = 0; r < rows; r++) {
         const int64_t o = r * D;
-        double mu, rstd, m1 = 0, m2 = 0;
-        ln_stats(dt, x, o, D, eps, &mu, &rstd);
+        double mu, rs, m1 = 0, m2 = 0;
+        if (mean && rstd)
+            mu = mean[r], rs = rstd[r];
+        else
+            ln_stats(dt, x, o, D, eps, &mu, &rs);
         for (int64_t j = 0; j < D; j++) { /* acc holds xhat for this row */
-            double xh = (ld(dt, x, o + j) - mu) * rstd, gj = ld(dt, g, o + j), dxh = gamma ? gj * ld(dt, gamma, j) : gj;
+            double xh = (ld(dt, x, o + j) - mu) * rs, gj = ld(dt, g, o + j), dxh = gamma ? gj * ld(dt, gamma, j) : gj;
             acc[j] = xh;
             m1 += dxh;
             m2 += dxh * xh;
@@ -250,7 +291,7 @@ int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta, co
         if (dx)
             for (int64_t j = 0; j < D; j++) {
                 double gj = ld(dt, g, o + j), dxh = gamma ? gj * ld(dt, gamma, j) : gj;
-                st(dt, dx, o + j, rstd * (dxh - m1 - acc[j] * m2));
+                st(dt, dx, o + j, rs * (dxh - m1 - acc[j] * m2));
             }
     }
     for (int64_t j = 0; j < D; j++) {

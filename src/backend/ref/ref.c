@@ -505,24 +505,28 @@ static void ref_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int6
 /* *loss = -sum over rows i of log softmax(x[i])[t[i]] for x (N, C), t (N) at t[i ts]: row i's term is
    (x[i, t[i]] - m) - log s in double, subtracted from one double in row order */
 static int ref_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                             int64_t C) {
+                             int64_t C, double *ms) {
     double total = 0;
     for (int64_t i = 0; i < N; i++) {
         double m, s;
         softmax_stats(dt, x, i * C, C, 1, &m, &s);
         total -= (load(dt, x, i * C + t[i * ts]) - m) - log(s);
+        if (ms) ms[2 * i] = m, ms[2 * i + 1] = s;
     }
     *loss = total;
     return 0;
 }
 
 /* dx (N, C) = gs (softmax(x[i]) - onehot(t[i])) for x (N, C), t (N) at t[i ts]: gs (exp(x - m) / s - [k == t])
-   in double, rounded once */
+   in double, rounded once, with the row's m and s from ms (N, 2) when given, else recomputed */
 static int ref_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                                  int64_t C, double gs) {
+                                  int64_t C, double gs, const double *ms) {
     for (int64_t i = 0; i < N; i++) {
         double m, s;
-        softmax_stats(dt, x, i * C, C, 1, &m, &s);
+        if (ms)
+            m = ms[2 * i], s = ms[2 * i + 1];
+        else
+            softmax_stats(dt, x, i * C, C, 1, &m, &s);
         const int64_t ti = t[i * ts];
         for (int64_t k = 0; k < C; k++) {
             double p = exp(load(dt, x, i * C + k) - m) / s;
@@ -572,7 +576,8 @@ static int ref_layer_norm(nb_dtype dt, void *y, const void *x, const void *gamma
      dgamma (D) = sum over rows of g xhat,  dbeta (D) = sum over rows of g  (row order, rounded once);
    each output NULL when not wanted */
 static int ref_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
-                               const void *gamma, int64_t rows, int64_t D, double eps) {
+                               const void *gamma, int64_t rows, int64_t D, double eps, const double *mean,
+                               const double *rstd) {
     double *xhat = nbi_alloc(sizeof(double) * (size_t)(3 * D + 1)), *sg = xhat ? xhat + D : NULL,
            *sb = xhat ? xhat + 2 * D : NULL;
     if (!xhat) return -1;
@@ -580,7 +585,10 @@ static int ref_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta,
     for (int64_t r = 0; r < rows; r++) {
         const int64_t o = r * D;
         double mu, rs, m1 = 0, m2 = 0;
-        norm_stats(dt, x, o, D, eps, &mu, &rs);
+        if (mean && rstd) /* as layer_norm wrote them */
+            mu = mean[r], rs = rstd[r];
+        else
+            norm_stats(dt, x, o, D, eps, &mu, &rs);
         for (int64_t j = 0; j < D; j++) {
             double gj = load(dt, g, o + j), dxh = gamma ? gj * load(dt, gamma, j) : gj;
             xhat[j] = (load(dt, x, o + j) - mu) * rs;

@@ -115,8 +115,11 @@ typedef struct nb_memory_stats {
 } nb_memory_stats;
 /* Copies the counters (all since the start of the process) into *out. */
 NB_API void nb_get_memory_stats(nb_memory_stats *out);
-/* The most bytes the shared cache keeps (default 256 MiB); a freed block that
-   would take it past this goes back to the system. Each thread also keeps up
+/* The most bytes the shared cache keeps; a freed block that would take it past
+   this goes back to the system. By default (until this is called) the limit is
+   the larger of 256 MiB and the most bytes live tensors have held at once, so
+   a training step whose tensors peak above 256 MiB still reuses its blocks
+   (memory held stays under twice that peak). Each thread also keeps up
    to 8 MiB of blocks of at most 1 KiB for itself. 0 disables the cache (and
    empties it: other threads' own blocks at their next allocation), so that
    every allocation reaches the allocator hook. */

@@ -232,7 +232,25 @@ static void test_other_threads(void) {
     CHECK(st.in_use == before && st.cached >= 0);
 }
 
+/* By default the cache grows with the live tensors' high-water mark: a step whose tensors peak above 256 MiB
+   finds its blocks again (here: 320 MiB freed and asked for again, twice, takes nothing new from the system). */
+static void test_default_limit_follows_peak(void) {
+    const int64_t n = (int64_t)80 << 20; /* 320 MiB of f32 */
+    for (int round = 0; round < 3; round++) {
+        nb_memory_stats before, after;
+        nb_get_memory_stats(&before);
+        nb_tensor *a = nb_full(NB_F32, 1, &n, 1.0);
+        CHECK(a != NULL);
+        nb_free(a);
+        nb_get_memory_stats(&after);
+        if (round > 0) CHECK(after.system_allocs == before.system_allocs && after.reuses > before.reuses);
+        CHECK(after.cached >= n * 4);
+    }
+    nb_release_cached_memory();
+}
+
 int main(void) {
+    RUN(test_default_limit_follows_peak); /* first: the others set limits of their own */
     RUN(test_steady_state_one_thread);
     RUN(test_steady_state_two_threads);
     RUN(test_cache_off_same_result);

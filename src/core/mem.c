@@ -101,7 +101,13 @@ static block_head *head_of_raw(void *raw) { return (block_head *)(block_of_raw(r
 static void *cache[NCLASS];   /* raw pointers */
 static void *scratch_list;    /* raw pointers of the live scratch blocks */
 static atomic_flag lock = ATOMIC_FLAG_INIT;
-static _Atomic int64_t cache_limit = (int64_t)256 << 20;
+/* -1 (the default, until nb_set_cache_limit is called): the shared cache keeps up to the larger of 256 MiB and the most bytes live
+   tensors have held at once (in_hw), so that a step whose live memory peaks above 256 MiB (GPT-2 124M: about
+   1.5 GiB) still finds its blocks again at the next step instead of faulting in new pages; memory held stays
+   under twice the peak of the live tensors. */
+static _Atomic int64_t cache_limit = -1;
+static int64_t in_hw; /* high-water mark of st.in_use, under the lock */
+#define CACHE_FLOOR ((int64_t)256 << 20)
 static nb_memory_stats st; /* kept under the lock */
 
 /* Each thread also keeps up to TL_BYTES of blocks of the classes up to 1 KiB
@@ -330,6 +336,7 @@ void *nbi_alloc(size_t n) {
             st.cached -= (int64_t)h->cap;
             st.reuses++;
             st.in_use += (int64_t)n;
+            if (st.in_use > in_hw) in_hw = st.in_use;
         }
         drop_lock();
     }
@@ -344,6 +351,7 @@ void *nbi_alloc(size_t n) {
     take_lock();
     st.system_allocs++;
     st.in_use += (int64_t)n;
+    if (st.in_use > in_hw) in_hw = st.in_use;
     note_peak();
     drop_lock();
     return (char *)h + sizeof *h;
@@ -391,7 +399,9 @@ void nbi_dealloc(void *p) {
     }
     take_lock();
     st.in_use -= (int64_t)h->size;
-    if (fits && st.cached + (int64_t)cap <= atomic_load_explicit(&cache_limit, memory_order_relaxed)) {
+    int64_t limit = atomic_load_explicit(&cache_limit, memory_order_relaxed);
+    if (limit < 0) limit = in_hw > CACHE_FLOOR ? in_hw : CACHE_FLOOR;
+    if (fits && st.cached + (int64_t)cap <= limit) {
         push(&cache[c], h);
         st.cached += (int64_t)cap;
         drop_lock();

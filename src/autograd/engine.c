@@ -127,7 +127,7 @@ static void unref_cb(nb_tensor *t, void *arg) {
 void nbi_release_node(nb_tensor *t) {
     if (!t->has_node || t->node.released) return;
     t->node.released = 1;
-    nbi_node_free_saved(&t->node, unref_cb, NULL);
+    if (t->node.saved || t->node.ext) nbi_node_free_saved(&t->node, unref_cb, NULL);
     for (int i = 0; i < t->node.nin; i++) {
         nbi_unref(t->node.in[i]);
         t->node.in[i] = NULL;

@@ -169,7 +169,7 @@ static void push_cb(nb_tensor *t, void *vp) {
 }
 
 static void destroy(nb_tensor *t, nb_tensor ***stack, size_t *n, size_t *cap) {
-    if (t->has_node) {
+    if (t->has_node && (t->node.saved || t->node.ext)) {
         push_arg pa = {stack, n, cap};
         nbi_node_free_saved(&t->node, push_cb, &pa);
     }

@@ -11,6 +11,11 @@
  *                        128, cross-entropy, lr 0.01, f32, on T = 1 and 2
  *                        threads: zero the gradients, forward, loss, backward,
  *                        update; median ms;
+ *   mlp_core_step_ms T V the same MLP and step written from core ops only, as a
+ *                        user of nabla.h alone writes it: nb_matmul, nb_add
+ *                        (the bias), nb_relu, nb_cross_entropy, nb_backward,
+ *                        and a plain SGD loop over nb_data; weights stored
+ *                        (in, out) so that a layer is x @ W + b;
  *   tiny_op_us V         a graph of 1,000 rank-0 f32 ops (mul, add, tanh),
  *                        forward, backward and freeing, median us per op;
  *   clock_ghz V          the core clock measured with a chain of dependent
@@ -23,6 +28,7 @@
  * Usage: bench_core [--table] [--quick]   (--quick: fewer repetitions)
  *        bench_core --mlp T [--quick]      only mlp_step_ms on T threads (one round of bench/run.sh's
  *                                          alternating rounds against PyTorch)
+ *        bench_core --mlp-core T [--quick] only mlp_core_step_ms on T threads
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -96,6 +102,89 @@ static void mlp_free(mlp *m)
     nb_module_free(m->net);
     nb_free(m->x);
     nb_free(m->y);
+}
+
+/* The same network from core ops: W[i] (in, out) and b[i] (out) as leaves. */
+typedef struct {
+    nb_tensor *w[3], *b[3], *x, *y;
+} mlp_core;
+
+static int mlp_core_init(mlp_core *m)
+{
+    static const int64_t dims[4] = {784, 256, 256, 10};
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    for (int l = 0; l < 3; l++) {
+        int64_t in = dims[l], out = dims[l + 1];
+        double a = sqrt(6.0 / (double)(in + out)), *v = malloc(sizeof(double) * (size_t)(in * out));
+        if (!v) return -1;
+        for (int64_t i = 0; i < in * out; i++) v[i] = (2 * nb_rng_uniform(&rng) - 1) * a;
+        m->w[l] = nb_from_f64(NB_F32, 2, (int64_t[]){in, out}, v);
+        m->b[l] = nb_full(NB_F32, 1, &out, 0.0);
+        free(v);
+        nb_set_requires_grad(m->w[l], true);
+        nb_set_requires_grad(m->b[l], true);
+    }
+    double *xv = malloc(sizeof(double) * 128 * 784), yv[128];
+    if (!xv) return -1;
+    for (int i = 0; i < 128 * 784; i++) xv[i] = nb_rng_uniform(&rng);
+    for (int i = 0; i < 128; i++) yv[i] = (double)(nb_rng_next(&rng) % 10);
+    m->x = nb_from_f64(NB_F32, 2, (int64_t[]){128, 784}, xv);
+    m->y = nb_from_f64(NB_I64, 1, (int64_t[]){128}, yv);
+    free(xv);
+    return m->x && m->y && m->w[2] && m->b[2] ? 0 : -1;
+}
+
+/* p -= lr g over the raw floats, then the gradient is zeroed for the next step. */
+static void sgd(nb_tensor *p, float lr)
+{
+    float *w = nb_data(p), *g = nb_data(nb_grad(p));
+    int64_t n = nb_numel(p);
+    for (int64_t i = 0; i < n; i++) w[i] -= lr * g[i];
+    nb_zero_grad(p);
+}
+
+static int mlp_core_step(mlp_core *m, double *loss)
+{
+    nb_scope_begin();
+    nb_tensor *h = m->x;
+    for (int l = 0; l < 3; l++) {
+        h = nb_add(nb_matmul(h, m->w[l]), m->b[l]);
+        if (l < 2) h = nb_relu(h);
+    }
+    nb_tensor *l = nb_cross_entropy(h, m->y);
+    int rc = l && nb_backward(l, NULL, 0) == 0 ? 0 : -1;
+    if (loss && rc == 0) *loss = nb_item(l);
+    for (int i = 0; i < 3 && rc == 0; i++) {
+        sgd(m->w[i], 0.01f);
+        sgd(m->b[i], 0.01f);
+    }
+    nb_scope_end();
+    return rc;
+}
+
+static int bench_mlp_core_step(int threads, int steps, int warmup)
+{
+    nb_set_num_threads(threads);
+    mlp_core m = {0};
+    double *t = malloc(sizeof(double) * (size_t)steps), l0 = 0, l1 = 0;
+    int rc = t ? mlp_core_init(&m) : -1;
+    for (int s = -warmup; s < steps && rc == 0; s++) {
+        double t0 = bench_now();
+        rc = mlp_core_step(&m, s == -warmup ? &l0 : s == steps - 1 ? &l1 : NULL);
+        if (s >= 0) t[s] = bench_now() - t0;
+    }
+    if (rc == 0) {
+        printf("# mlp from core ops, %d threads: loss %.4f -> %.4f over %d steps\n", threads, l0, l1, steps + warmup);
+        printf("nabla mlp_core_step_ms %d %.4f\n", threads, bench_median(t, steps) * 1e3);
+    } else {
+        report_error("mlp from core ops");
+    }
+    for (int i = 0; i < 3; i++) nb_free(m.w[i]), nb_free(m.b[i]);
+    nb_free(m.x);
+    nb_free(m.y);
+    free(t);
+    return rc ? 1 : 0;
 }
 
 static int bench_mlp_peak(void)
@@ -249,19 +338,24 @@ done:
 
 int main(int argc, char **argv)
 {
-    int quick = 0, mlp_threads = 0;
+    int quick = 0, mlp_threads = 0, core_threads = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
         } else if (strcmp(argv[i], "--mlp") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0) {
             mlp_threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--mlp-core") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0) {
+            core_threads = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--table") != 0) { /* --table: the only format there is; accepted for bench/run.sh */
-            fprintf(stderr, "usage: %s [--table] [--quick] | --mlp THREADS [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--table] [--quick] | --mlp THREADS [--quick] | --mlp-core THREADS [--quick]\n",
+                    argv[0]);
             return 2;
         }
     }
     if (mlp_threads > 0)
         return bench_mlp_step(mlp_threads, quick ? 30 : 300, quick ? 5 : 30);
+    if (core_threads > 0)
+        return bench_mlp_core_step(core_threads, quick ? 30 : 300, quick ? 5 : 30);
     int fails = 0;
     printf("# nabla %d.%d.%d core benchmark%s\n", NABLA_VERSION_MAJOR, NABLA_VERSION_MINOR, NABLA_VERSION_PATCH,
            quick ? " (quick)" : "");
@@ -273,6 +367,8 @@ int main(int argc, char **argv)
     fflush(stdout);
     for (int threads = 1; threads <= 2; threads++) {
         fails += bench_mlp_step(threads, quick ? 30 : 300, quick ? 5 : 30);
+        fflush(stdout);
+        fails += bench_mlp_core_step(threads, quick ? 30 : 300, quick ? 5 : 30);
         fflush(stdout);
     }
     nb_set_num_threads(1);

@@ -82,7 +82,7 @@ run_round() {
     local r=$1
     shift
     echo "# round $r, run as: $*"
-    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ gemm_gflops / gemm_round_gflops /; s/ gpt2_step_ms / gpt2_round_ms /' |
+    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ mlp_core_step_ms / mlp_core_round_ms /; s/ gemm_gflops / gemm_round_gflops /; s/ gpt2_step_ms / gpt2_round_ms /' |
         tee -a "$RAW"
     local s=${PIPESTATUS[0]}
     [ "$s" -eq 0 ] || echo "# exited with status $s: $*" | tee -a "$RAW"
@@ -185,6 +185,9 @@ if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
         run_round "$1" "$BUILD_DIR/bench_core" --mlp "$2" "${QUICK[@]}"
         local s=$?
         [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+        run_round "$1" "$BUILD_DIR/bench_core" --mlp-core "$2" "${QUICK[@]}" # the same MLP from core ops only
+        s=$?
+        [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
     }
     mlp_peer() { # mlp_peer R T
         best_env "$2"
@@ -246,8 +249,9 @@ awk '
         v[$1, key] = $NF + 0
         if ($2 == "gpt2_timed_allocs" && (($1, key) in v) && vmax[$1, key] > $NF + 0) v[$1, key] = vmax[$1, key]
         if ($2 == "gpt2_timed_allocs") vmax[$1, key] = v[$1, key]
-        if ($2 == "mlp_round_ms" || $2 == "gemm_round_gflops" || $2 == "gpt2_round_ms") {
-            rk = ($2 == "mlp_round_ms") ? "mlp_step_ms" : ($2 == "gpt2_round_ms") ? "gpt2_step_ms" : "gemm_gflops"
+        if ($2 == "mlp_round_ms" || $2 == "mlp_core_round_ms" || $2 == "gemm_round_gflops" || $2 == "gpt2_round_ms") {
+            rk = ($2 == "mlp_round_ms") ? "mlp_step_ms" : ($2 == "mlp_core_round_ms") ? "mlp_core_step_ms" : \
+                 ($2 == "gpt2_round_ms") ? "gpt2_step_ms" : "gemm_gflops"
             for (i = 3; i < NF; i++) rk = rk " " $i
             rv[$1, rk, ++rn[$1, rk]] = $NF + 0
         }
@@ -324,6 +328,15 @@ awk '
             row(sprintf("MLP 784-256-256-10 step, batch 128, %d thread%s, ms (peer: PyTorch)", t, plural(t)),
                 fmt("%.3f", "nabla", key), peer, rfmt("%.2f", r), check(r, 0.8, 0, t " thread" plural(t)), fa, fb)
         }
+        g = "mlp_core"
+        for (t = 1; t <= 2; t++) {
+            key = "mlp_core_step_ms " t; pk = "mlp_step_ms " t
+            r = (has("nabla", key) && has("torch_best", pk) && v["torch_best", pk] > 0) ? v["nabla", key] / v["torch_best", pk] : ""
+            fa = (has("nabla", key) && v["nabla", key] > 0) ? frac(mlp_flop / v["nabla", key] * 1e-6, t) : "-"
+            fb = (has("torch_best", pk) && v["torch_best", pk] > 0) ? frac(mlp_flop / v["torch_best", pk] * 1e-6, t) : "-"
+            row(sprintf("the same MLP from core ops (matmul, add, relu, cross_entropy, SGD over nb_data), %d thread%s, ms (peer: PyTorch)", t, plural(t)),
+                fmt("%.3f", "nabla", key), fmt("%.3f", "torch_best", pk), rfmt("%.2f", r), check(r, 0.8, 0, t " thread" plural(t)), fa, fb)
+        }
         # The GPT-2 step: config c at t threads; its matrix products as computed (full T x T
         # attention, the causal half included) take 3x the forward FLOPs (forward, input and weight
         # gradients); the rest of the step is not counted.
@@ -396,6 +409,7 @@ awk '
         verdict("gemm_large", "GEMM >= 0.9x OpenBLAS at n = 512, 1024, 2048, 1 and 2 threads")
         verdict("gemm_small", "GEMM >= 0.8x OpenBLAS at n = 64, 128, 256, 1 and 2 threads")
         verdict("mlp", "MLP step time <= 0.8x PyTorch (best environment), 1 and 2 threads")
+        verdict("mlp_core", "MLP step from core ops only <= 0.8x PyTorch (best environment), 1 and 2 threads")
         verdict("gpt2_small", "GPT-2 small step <= 1.0x PyTorch (--tuned), 1 and 2 threads")
         if (("gpt2_124m") in count) verdict("gpt2_124m", "GPT-2 124M step <= 1.0x PyTorch (--tuned), 2 threads")
         t = "GPT-2 step allocates nothing from the system after its warm-up steps"

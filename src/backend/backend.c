@@ -40,11 +40,7 @@ const nbi_backend *nbi_backend_for(nb_device dev) {
 
 /* ----------------------------------------------------------- geometry ---- */
 
-nbi_arr nbi_arr_of(const nb_tensor *t) {
-    nbi_arr a = {t->st->ptr + t->offset * (int64_t)nbi_dsize(t->dtype), t->dtype, t->rank, t->numel, t->shape,
-                 t->strides};
-    return a;
-}
+/* nbi_arr_of (src/core/internal.h) builds a kernel's view of a tensor with nbi_addr (backend.h). */
 
 /* ---------------------------------------------------- element access ---- */
 

@@ -60,6 +60,10 @@ typedef struct nbi_arr {
     const int64_t *strides; /* in elements; 0 along a broadcast axis */
 } nbi_arr;
 
+/* The address of the element `offset` elements into storage memory base, for a dtype of esize bytes: the one
+   place a storage and a view's offset become an address (nbi_arr_of in src/core/internal.h calls it). */
+static inline char *nbi_addr(char *base, int64_t offset, int64_t esize) { return base + offset * esize; }
+
 /* Elementwise binary ops. The *_GRAD kinds are first-order backward rules in
    one pass (a = G, b = the op's output or input), each rounded step by step as
    the composite rule: G (1 - R R), G (R (1 - R)), G [X > 0]. */

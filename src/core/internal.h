@@ -245,8 +245,12 @@ NBI_API nb_tensor *nbi_const_like(nb_tensor *like, double v);
 /* ---- kernels: through the tensor's backend (src/backend/backend.h) ---- */
 /* The kernel table of the device t lives on. */
 static inline const nbi_backend *nbi_be(const nb_tensor *t) { return t->st->be; }
-/* t's geometry as a kernel sees it (src/core/storage.c). */
-NBI_API nbi_arr nbi_arr_of(const nb_tensor *t);
+/* t's geometry as a kernel sees it. */
+static inline nbi_arr nbi_arr_of(const nb_tensor *t) {
+    nbi_arr a = {nbi_addr(t->st->ptr, t->offset, (int64_t)nbi_dsize(t->dtype)), t->dtype, t->rank, t->numel, t->shape,
+                 t->strides};
+    return a;
+}
 /* The kernel table new tensors get when no operand says otherwise: the CPU's. */
 NBI_API const nbi_backend *nbi_default_be(void);
 /* Whether the n tensors (NULL ones skipped) live on one device; otherwise records

@@ -135,13 +135,14 @@ static int mlp_core_init(mlp_core *m)
     return m->x && m->y && m->w[2] && m->b[2] ? 0 : -1;
 }
 
-/* p -= lr g over the raw floats, then the gradient is zeroed for the next step. */
+/* p -= lr g over the raw floats, then the gradient is dropped for the next step (as PyTorch's zero_grad does by
+   default: set to None; the next backward hands the parameter a fresh gradient instead of adding into zeros). */
 static void sgd(nb_tensor *p, float lr)
 {
     float *w = nb_data(p), *g = nb_data(nb_grad(p));
     int64_t n = nb_numel(p);
     for (int64_t i = 0; i < n; i++) w[i] -= lr * g[i];
-    nb_zero_grad(p);
+    nb_clear_grad(p);
 }
 
 static int mlp_core_step(mlp_core *m, double *loss)

@@ -118,12 +118,7 @@ int nbi_matmul_driver(const nbi_backend *be, const nbi_arr *out, const nbi_arr *
     bool one_tall = bra == br;
     for (int i = 0; i < br; i++)
         if (sb[i] || a->shape[i] != out->shape[i]) one_tall = false;
-    bool a_contig = true;
-    for (int64_t i = ra - 1, s = 1; i >= 0; i--) {
-        if (a->shape[i] != 1 && a->strides[i] != s) a_contig = false;
-        s *= a->shape[i];
-    }
-    if (one_tall && (a_contig || a->numel == 0))
+    if (one_tall && nbi_geom_contig(ra, a->shape, a->strides, a->numel))
         return be->gemm(out->dtype, nbatch * m, n, k, a->data, k, a->strides[ra - 1], b->data, b->strides[rb - 2],
                         b->strides[rb - 1], out->data, n, false);
     int64_t idx[NB_MAX_RANK] = {0};

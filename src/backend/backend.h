@@ -64,6 +64,18 @@ typedef struct nbi_arr {
    place a storage and a view's offset become an address (nbi_arr_of in src/core/internal.h calls it). */
 static inline char *nbi_addr(char *base, int64_t offset, int64_t esize) { return base + offset * esize; }
 
+/* Whether a geometry is row-major without gaps, axes of size 1 aside. Without elements it is, whatever its
+   strides: there is nothing to lay out (and a fresh (n, 0) tensor's strides count the size-0 axis as 1). */
+static inline bool nbi_geom_contig(int rank, const int64_t *shape, const int64_t *strides, int64_t numel) {
+    if (numel == 0) return true;
+    int64_t s = 1;
+    for (int i = rank - 1; i >= 0; i--) {
+        if (shape[i] != 1 && strides[i] != s) return false;
+        s *= shape[i];
+    }
+    return true;
+}
+
 /* Elementwise binary ops. The *_GRAD kinds are first-order backward rules in
    one pass (a = G, b = the op's output or input), each rounded step by step as
    the composite rule: G (1 - R R), G (R (1 - R)), G [X > 0]. */

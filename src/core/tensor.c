@@ -25,18 +25,8 @@ void nbi_contig_strides(int rank, const int64_t *shape, int64_t *strides) {
     }
 }
 
-/* Row-major with the strides nbi_contig_strides gives, axes of size 1 aside. A tensor without elements is
-   contiguous whatever its strides: there is nothing to lay out (and its strides, from nbi_contig_strides,
-   count a size-0 axis as 1, so comparing them would call a fresh (n, 0) tensor non-contiguous). */
-bool nbi_is_contig(const nb_tensor *t) {
-    if (t->numel == 0) return true;
-    int64_t s = 1;
-    for (int i = t->rank - 1; i >= 0; i--) {
-        if (t->shape[i] != 1 && t->strides[i] != s) return false;
-        s *= t->shape[i];
-    }
-    return true;
-}
+/* Row-major with the strides nbi_contig_strides gives, axes of size 1 aside (nbi_geom_contig). */
+bool nbi_is_contig(const nb_tensor *t) { return nbi_geom_contig(t->rank, t->shape, t->strides, t->numel); }
 
 static void scope_add(nb_tensor *t) {
     nbi_thread *th = nbi_tls();

@@ -8,6 +8,7 @@
 #include "cpu.h"
 #include "gemm.h"
 #include "threads.h"
+#include "../ref/ref.h"
 
 void nbi_cpu_release(bool all) {
     nbi_gemm_release_buffers();
@@ -41,12 +42,12 @@ static const nbi_backend cpu_backend = {
     .binary = nbi_cpu_binary,
     .where = nbi_cpu_where,
     .reduce = nbi_cpu_reduce,
-    .cumsum = nbi_cpu_cumsum,
+    .cumsum = nbi_ref_cumsum, /* the reference set's (src/backend/ref/ref.h): no faster version */
     .gemm = cpu_gemm,
     .matmul = cpu_matmul,
     .bias_relu = nbi_cpu_bias_relu,
     .relu_mask_colsum = nbi_cpu_relu_mask_colsum,
-    .linalg = nbi_cpu_linalg,
+    .linalg = nbi_ref_linalg,
     .softmax = nbi_cpu_softmax,
     .cross_entropy = nbi_cpu_cross_entropy,
     .cross_entropy_grad = nbi_cpu_cross_entropy_grad,
@@ -56,9 +57,9 @@ static const nbi_backend cpu_backend = {
     .index_move = nbi_cpu_index_move,
     .update = nbi_cpu_update,
     .first_nonfinite = nbi_cpu_first_nonfinite,
-    .bernoulli = nbi_cpu_bernoulli,
-    .uniform = nbi_cpu_uniform,
-    .normal = nbi_cpu_normal,
+    .bernoulli = nbi_ref_bernoulli,
+    .uniform = nbi_ref_uniform,
+    .normal = nbi_ref_normal,
 };
 
 const nbi_backend *nbi_backend_cpu(void) { return &cpu_backend; }

@@ -50,14 +50,9 @@ NBI_API int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *d
                                     const void *gamma, int64_t rows, int64_t D, double eps, const double *mean,
                                     const double *rstd);
 
-/* misc.c: batched LU, index moves, cumulative sums, random fills */
-NBI_API int nbi_cpu_linalg(nbi_linalg_kind kind, const nbi_arr *out, const nbi_arr *x, int64_t *bad);
+/* misc.c: index checks and moves */
 NBI_API int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t n, int64_t *bad);
 NBI_API void nbi_cpu_index_move(const nbi_arr *dst, const nbi_arr *src, const nbi_arr *idx, int ax, bool elementwise,
                                 bool add, bool index_on_dst);
-NBI_API void nbi_cpu_cumsum(nb_dtype dt, void *x, int64_t outer, int64_t n, int64_t inner);
-NBI_API void nbi_cpu_bernoulli(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double p, double keep);
-NBI_API void nbi_cpu_uniform(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double lo, double hi);
-NBI_API void nbi_cpu_normal(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, double std);
 
 #endif

@@ -138,16 +138,7 @@ static void iter_set(iter_t *it, int k, const nbi_arr *t) {
     }
 }
 
-/* Row-major without gaps (axes of size 1 aside); true without elements. */
-static bool arr_contig(const nbi_arr *t) {
-    if (t->numel == 0) return true;
-    int64_t s = 1;
-    for (int i = t->rank - 1; i >= 0; i--) {
-        if (t->shape[i] != 1 && t->strides[i] != s) return false;
-        s *= t->shape[i];
-    }
-    return true;
-}
+static bool arr_contig(const nbi_arr *t) { return nbi_geom_contig(t->rank, t->shape, t->strides, t->numel); }
 
 static void iter_init(iter_t *it, const nbi_arr *out, int nops) {
     it->rank = out->rank;

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "../backend.h"
+#include "ref.h"
 
 /* The library allocator (src/core/mem.c): 64-byte aligned, NULL when out of memory. */
 #if defined(__GNUC__)
@@ -285,7 +286,7 @@ static int ref_reduce(nbi_redop op, const nbi_arr *out, const nbi_arr *a, uint32
 
 /* x (outer, n, inner), contiguous, in place = its running sum along n: a double accumulator per (outer,
    inner) column, each partial sum rounded once */
-static void ref_cumsum(nb_dtype dt, void *x, int64_t outer, int64_t n, int64_t inner) {
+void nbi_ref_cumsum(nb_dtype dt, void *x, int64_t outer, int64_t n, int64_t inner) {
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
             double acc = 0;
@@ -395,7 +396,7 @@ static int lu(double *w, int64_t n, int64_t *piv) {
      DET:    out (...) = sign(P) prod diag(U); 0 when singular; 1 for n = 0;
      LOGDET: out (...) = sum log |diag(U)|; -inf when singular, NaN when det < 0, 0 for n = 0.
    A matrix holding a NaN gives NaN (an all-NaN inverse) and no LU. */
-static int ref_linalg(nbi_linalg_kind kind, const nbi_arr *out, const nbi_arr *x, int64_t *bad) {
+int nbi_ref_linalg(nbi_linalg_kind kind, const nbi_arr *out, const nbi_arr *x, int64_t *bad) {
     const int r = x->rank;
     const int64_t n = x->shape[r - 1], rs = x->strides[r - 2], cs = x->strides[r - 1];
     int64_t batches = 1;
@@ -730,12 +731,12 @@ static int64_t ref_first_nonfinite(nb_dtype dt, const void *x, int64_t n) {
 /* The streams below are part of the contract: every backend draws the same numbers in the same order. */
 
 /* x (n) = u < p ? 0 : keep with u = nb_rng_uniform(rng), one draw per element in order (dropout's mask) */
-static void ref_bernoulli(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double p, double keep) {
+void nbi_ref_bernoulli(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double p, double keep) {
     for (int64_t i = 0; i < n; i++) store(dt, x, i, nb_rng_uniform(rng) < p ? 0 : keep);
 }
 
 /* x (n) = lo + (hi - lo) u with u = nb_rng_uniform(rng), one draw per element in order, rounded once */
-static void ref_uniform(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double lo, double hi) {
+void nbi_ref_uniform(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double lo, double hi) {
     for (int64_t i = 0; i < n; i++) store(dt, x, i, lo + (hi - lo) * nb_rng_uniform(rng));
 }
 
@@ -743,7 +744,7 @@ static void ref_uniform(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double lo,
    u1 = nb_rng_uniform(rng), then u2 = nb_rng_uniform(rng), r = sqrt(-2 log(1 - u1)), and
    z = r cos(2 pi u2) for element i, z = r sin(2 pi u2) for element i+1. When n is odd, the last element
    takes the cosine of a last pair of its own (both draws are made; the sine is dropped). */
-static void ref_normal(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, double std) {
+void nbi_ref_normal(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, double std) {
     const double two_pi = 6.28318530717958647692;
     for (int64_t i = 0; i < n; i += 2) {
         double u1 = nb_rng_uniform(rng), u2 = nb_rng_uniform(rng);
@@ -768,12 +769,12 @@ static const nbi_backend reference = {
     .binary = ref_binary,
     .where = ref_where,
     .reduce = ref_reduce,
-    .cumsum = ref_cumsum,
+    .cumsum = nbi_ref_cumsum,
     .gemm = ref_gemm,
     .matmul = ref_matmul,
     .bias_relu = ref_bias_relu,
     .relu_mask_colsum = ref_relu_mask_colsum,
-    .linalg = ref_linalg,
+    .linalg = nbi_ref_linalg,
     .softmax = ref_softmax,
     .cross_entropy = ref_cross_entropy,
     .cross_entropy_grad = ref_cross_entropy_grad,
@@ -783,9 +784,9 @@ static const nbi_backend reference = {
     .index_move = ref_index_move,
     .update = ref_update,
     .first_nonfinite = ref_first_nonfinite,
-    .bernoulli = ref_bernoulli,
-    .uniform = ref_uniform,
-    .normal = ref_normal,
+    .bernoulli = nbi_ref_bernoulli,
+    .uniform = nbi_ref_uniform,
+    .normal = nbi_ref_normal,
     /* attention, conv2d, pool2d and their gradients: not written yet (NULL) */
 };
 

@@ -33,6 +33,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,28 +165,11 @@ static int mlp_core_step(mlp_core *m, double *loss)
     return rc;
 }
 
-static int bench_mlp_core_step(int threads, int steps, int warmup)
+static void mlp_core_free(mlp_core *m)
 {
-    nb_set_num_threads(threads);
-    mlp_core m = {0};
-    double *t = malloc(sizeof(double) * (size_t)steps), l0 = 0, l1 = 0;
-    int rc = t ? mlp_core_init(&m) : -1;
-    for (int s = -warmup; s < steps && rc == 0; s++) {
-        double t0 = bench_now();
-        rc = mlp_core_step(&m, s == -warmup ? &l0 : s == steps - 1 ? &l1 : NULL);
-        if (s >= 0) t[s] = bench_now() - t0;
-    }
-    if (rc == 0) {
-        printf("# mlp from core ops, %d threads: loss %.4f -> %.4f over %d steps\n", threads, l0, l1, steps + warmup);
-        printf("nabla mlp_core_step_ms %d %.4f\n", threads, bench_median(t, steps) * 1e3);
-    } else {
-        report_error("mlp from core ops");
-    }
-    for (int i = 0; i < 3; i++) nb_free(m.w[i]), nb_free(m.b[i]);
-    nb_free(m.x);
-    nb_free(m.y);
-    free(t);
-    return rc ? 1 : 0;
+    for (int i = 0; i < 3; i++) nb_free(m->w[i]), nb_free(m->b[i]);
+    nb_free(m->x);
+    nb_free(m->y);
 }
 
 static int bench_mlp_peak(void)
@@ -214,24 +198,30 @@ static int bench_mlp_peak(void)
     return 0;
 }
 
-static int bench_mlp_step(int threads, int steps, int warmup)
+/* One of the two MLPs (core: from core ops) on `threads` threads: median step time over `steps` after warmup. */
+static int bench_mlp_step(bool core, int threads, int steps, int warmup)
 {
     nb_set_num_threads(threads);
     mlp m = {0};
+    mlp_core mc = {0};
     double *t = malloc(sizeof(double) * (size_t)steps), l0 = 0, l1 = 0;
-    int rc = t ? mlp_init(&m) : -1;
+    int rc = !t ? -1 : core ? mlp_core_init(&mc) : mlp_init(&m);
     for (int s = -warmup; s < steps && rc == 0; s++) {
-        double t0 = bench_now();
-        rc = mlp_step(&m, s == -warmup ? &l0 : s == steps - 1 ? &l1 : NULL);
+        double t0 = bench_now(), *loss = s == -warmup ? &l0 : s == steps - 1 ? &l1 : NULL;
+        rc = core ? mlp_core_step(&mc, loss) : mlp_step(&m, loss);
         if (s >= 0) t[s] = bench_now() - t0;
     }
+    const char *what = core ? "mlp from core ops" : "mlp step";
     if (rc == 0) {
-        printf("# mlp step, %d threads: loss %.4f -> %.4f over %d steps\n", threads, l0, l1, steps + warmup);
-        printf("nabla mlp_step_ms %d %.4f\n", threads, bench_median(t, steps) * 1e3);
+        printf("# %s, %d threads: loss %.4f -> %.4f over %d steps\n", what, threads, l0, l1, steps + warmup);
+        printf("nabla %s %d %.4f\n", core ? "mlp_core_step_ms" : "mlp_step_ms", threads, bench_median(t, steps) * 1e3);
     } else {
-        report_error("mlp step");
+        report_error(what);
     }
-    mlp_free(&m);
+    if (core)
+        mlp_core_free(&mc);
+    else
+        mlp_free(&m);
     free(t);
     return rc ? 1 : 0;
 }
@@ -354,9 +344,9 @@ int main(int argc, char **argv)
         }
     }
     if (mlp_threads > 0)
-        return bench_mlp_step(mlp_threads, quick ? 30 : 300, quick ? 5 : 30);
+        return bench_mlp_step(false, mlp_threads, quick ? 30 : 300, quick ? 5 : 30);
     if (core_threads > 0)
-        return bench_mlp_core_step(core_threads, quick ? 30 : 300, quick ? 5 : 30);
+        return bench_mlp_step(true, core_threads, quick ? 30 : 300, quick ? 5 : 30);
     int fails = 0;
     printf("# nabla %d.%d.%d core benchmark%s\n", NABLA_VERSION_MAJOR, NABLA_VERSION_MINOR, NABLA_VERSION_PATCH,
            quick ? " (quick)" : "");
@@ -367,9 +357,9 @@ int main(int argc, char **argv)
     bench_clock();
     fflush(stdout);
     for (int threads = 1; threads <= 2; threads++) {
-        fails += bench_mlp_step(threads, quick ? 30 : 300, quick ? 5 : 30);
+        fails += bench_mlp_step(false, threads, quick ? 30 : 300, quick ? 5 : 30);
         fflush(stdout);
-        fails += bench_mlp_core_step(threads, quick ? 30 : 300, quick ? 5 : 30);
+        fails += bench_mlp_step(true, threads, quick ? 30 : 300, quick ? 5 : 30);
         fflush(stdout);
     }
     nb_set_num_threads(1);

@@ -250,10 +250,11 @@ NB_API bool nb_device_available(nb_device dev);
 NB_API char *nb_device_str(nb_device dev, char *buf, size_t cap);
 /* The name of the kernel set serving dev: "cpu" (the fast CPU kernels) or "reference"; NULL if none. */
 NB_API const char *nb_backend_name(nb_device dev);
-/* t on device dev: t's values in a new tensor on dev, recorded (its gradient
-   goes back to t's device), or, when t is already there, a view sharing t's
-   storage (as torch's .to returns its input). NULL and an error naming the
-   device when this build has no backend for it. */
+/* t on device dev. When t is already there: a view sharing t's storage
+   (recorded like a reshape; torch's .to returns its input). NULL and an error
+   naming the device when this build has no backend for it. With a second
+   backend, a copy on dev whose gradient returns to t's device; this build has
+   only the CPU, so nothing else can be asked of it yet. */
 NB_API nb_tensor *nb_to_device(nb_tensor *t, nb_device dev);
 /* Write a readable form of t and a newline to f:
    "tensor(f64, (2,3)) [[1, 2, 3], [4, 5, 6]]" (NaN prints as nan). */

@@ -78,6 +78,7 @@ typedef enum { ROWS_SOFTMAX, ROWS_LOG_SOFTMAX, ROWS_CE_LOSS, ROWS_CE_GRAD } rows
                       <= 4.5 ulp of the exact value or 2^-50 |gs| absolute (where 1 - p_t is tiny).
    m is the max, as the reference's: NaN when the row holds a NaN, 0 when every value is -inf. */
 #define F32_CHUNK 2048 /* values whose exps one call of nbi_vexpf takes at least (short rows come in groups) */
+#define F32_GROUP 256  /* rows of a group at most (their statistics live on the stack) */
 
 /* The max of x (n >= 1), NaN ignored (a NaN shows in the sum of exps and is looked for then). */
 NBI_CLONES static float f32_max(const float *x, int64_t n) {
@@ -141,7 +142,7 @@ static bool f32_has_nan(const float *x, int64_t n) {
     return false;
 }
 
-/* Rows (rows x n, contiguous, rows n <= max(n, F32_CHUNK)) of x into e (the same shape): e = exp(x - m) with
+/* Rows (rows x n, contiguous, rows <= F32_GROUP, rows n <= max(n, F32_CHUNK)) of x into e (the same shape): e = exp(x - m) with
    each row's m = its max (given in m when given is true, else found and written) and s = its sum of e. */
 static void f32_block(float *e, const float *x, int64_t rows, int64_t n, float *m, double *s, bool given) {
     for (int64_t i = 0; i < rows; i++) {
@@ -175,9 +176,9 @@ typedef struct {
 
 static int f32_part(void *vj, int64_t lo, int64_t hi) {
     const f32_job *j = vj;
-    const int64_t n = j->n, per = n >= F32_CHUNK ? 1 : F32_CHUNK / n;
-    float m[F32_CHUNK];
-    double s[F32_CHUNK];
+    const int64_t n = j->n, per = n >= F32_CHUNK ? 1 : F32_CHUNK / n < F32_GROUP ? F32_CHUNK / n : F32_GROUP;
+    float m[F32_GROUP];
+    double s[F32_GROUP];
     float *buf = NULL; /* the loss has no output rows to hold the exps */
     if (j->kind == ROWS_CE_LOSS && !(buf = nbi_alloc(sizeof(float) * (size_t)(per * n)))) return -1;
     for (int64_t r0 = lo; r0 < hi; r0 += per) {

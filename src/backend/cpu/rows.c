@@ -64,7 +64,7 @@ typedef enum { ROWS_SOFTMAX, ROWS_LOG_SOFTMAX, ROWS_CE_LOSS, ROWS_CE_GRAD } rows
 /* Error bounds of the f32 path (u = 2^-24; an f32 ulp of v is at least u |v|; "ulp" below is the f32 ulp of
    the exact value, 2^-149 for subnormals), against the exact result:
      e = exp(x - m):  d = x - m rounded to f32 with its rounding error lo (TwoSum, exact), e = E + E lo with
-                      E = nbi_vexpf(d) (relative error <= 1.0003 u), exp(lo) = 1 + lo + O(lo^2), |lo| <= 2^-17:
+                      E = nbi_vexpf(d) (relative error <= 1.0002 u), exp(lo) = 1 + lo + O(lo^2), |lo| <= 2^-17:
                       |e / exp(x - m) - 1| <= 2.0004 u (subnormal e: 1.0002 ulp absolute more).
      s = sum of e in double over L32 lanes: |s / S - 1| <= 2.0004 u + n 2^-53, and the max's own term is
                       exp(0) = 1 exactly, so |s - S| <= 2.0004 u (S - 1) + n 2^-53 S.

@@ -143,10 +143,68 @@ static void test_custom_saves_on_node(void) {
     CHECK(nb_memory_in_use() == 0);
 }
 
+/* The f32 row kernels of the fast set against the reference set, called directly: each within its bound of the
+   reference's result (docs/OPS.md, "f32 accuracy"), and the paths that recompute the row statistics (ms or mean
+   and rstd NULL) give the bits of the paths that are handed them. */
+static float ulp_f(float v) {
+    v = fabsf(v);
+    return v < 0x1p-126f ? 0x1p-149f : ldexpf(1.0f, ilogbf(v) - 23);
+}
+static int beyond(const float *got, const float *want, int64_t n, double ulps_allowed) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += !(fabs((double)got[i] - (double)want[i]) <= ulps_allowed * ulp_f(want[i]));
+    return bad;
+}
+
+static void test_f32_rows_against_reference(void) {
+    const nbi_backend *cpu = nbi_backend_cpu(), *ref = nbi_backend_reference();
+    const int64_t N = 64, C = 1000, D = 200;
+    float *x = malloc(sizeof(float) * N * C), *a = malloc(sizeof(float) * N * C), *b = malloc(sizeof(float) * N * C);
+    float *gm = malloc(sizeof(float) * D), *bt = malloc(sizeof(float) * D), *g = malloc(sizeof(float) * N * D);
+    float *dg[2], *db[2];
+    int64_t *t = malloc(sizeof(int64_t) * N);
+    double ms[2][2 * 64], mean[2][64], rstd[2][64], loss[2];
+    for (int i = 0; i < 2; i++) dg[i] = malloc(sizeof(float) * D), db[i] = malloc(sizeof(float) * D);
+    for (int64_t i = 0; i < N * C; i++) x[i] = (float)(th_uniform(-1, 1) * (i % 5 == 0 ? 40 : 3));
+    for (int64_t i = 0; i < N; i++) t[i] = (i * 97) % C;
+    for (int64_t j = 0; j < D; j++) gm[j] = (float)th_uniform(0.5, 1.5), bt[j] = (float)th_uniform(-1, 1);
+    for (int64_t i = 0; i < N * D; i++) g[i] = (float)th_uniform(-1, 1);
+    /* softmax and log-softmax: the reference is rounded once, so its bound plus half an ulp */
+    for (int lg = 0; lg < 2; lg++) {
+        cpu->softmax(NB_F32, a, x, N, C, 1, lg);
+        ref->softmax(NB_F32, b, x, N, C, 1, lg);
+        CHECK(beyond(a, b, N * C, lg ? 3 : 5) == 0);
+    }
+    /* cross-entropy and its gradient, with the statistics and without */
+    CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, t, 1, N, C, ms[0]) == 0);
+    CHECK(ref->cross_entropy(NB_F32, &loss[1], x, t, 1, N, C, ms[1]) == 0);
+    CHECK(fabs(loss[0] - loss[1]) <= 0x1p-22 * fabs(loss[1]));
+    CHECK(cpu->cross_entropy_grad(NB_F32, a, x, t, 1, N, C, 1.0 / N, ms[0]) == 0);
+    CHECK(ref->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, ms[1]) == 0);
+    CHECK(beyond(a, b, N * C, 5) == 0);
+    CHECK(cpu->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, NULL) == 0);
+    CHECK(memcmp(a, b, sizeof(float) * N * C) == 0);
+    /* layer norm: the reference's bits but rarely 1 ulp; dgamma and dbeta its bits given the same statistics */
+    CHECK(cpu->layer_norm(NB_F32, a, x, gm, bt, N, D, 1e-5, mean[0], rstd[0]) == 0);
+    CHECK(ref->layer_norm(NB_F32, b, x, gm, bt, N, D, 1e-5, mean[1], rstd[1]) == 0);
+    CHECK(beyond(a, b, N * D, 1) == 0);
+    CHECK(cpu->layer_norm_grad(NB_F32, a, dg[0], db[0], g, x, gm, N, D, 1e-5, mean[0], rstd[0]) == 0);
+    CHECK(ref->layer_norm_grad(NB_F32, b, dg[1], db[1], g, x, gm, N, D, 1e-5, mean[0], rstd[0]) == 0);
+    CHECK(beyond(a, b, N * D, 1) == 0);
+    CHECK(memcmp(dg[0], dg[1], sizeof(float) * D) == 0 && memcmp(db[0], db[1], sizeof(float) * D) == 0);
+    CHECK(cpu->layer_norm_grad(NB_F32, b, dg[1], db[1], g, x, gm, N, D, 1e-5, NULL, NULL) == 0);
+    CHECK(memcmp(a, b, sizeof(float) * N * D) == 0);
+    CHECK(memcmp(dg[0], dg[1], sizeof(float) * D) == 0 && memcmp(db[0], db[1], sizeof(float) * D) == 0);
+    free(x), free(a), free(b), free(gm), free(bt), free(g), free(t);
+    for (int i = 0; i < 2; i++) free(dg[i]), free(db[i]);
+}
+
 int main(void) {
     RUN(test_storage_shared_by_views);
     RUN(test_devices);
     RUN(test_saved_on_nodes);
     RUN(test_custom_saves_on_node);
+    RUN(test_f32_rows_against_reference);
     return th_finish();
 }

@@ -157,14 +157,16 @@ typedef struct nbi_backend {
 
     /* ---- rows: softmax, cross-entropy, layer norm (f32 or f64, contiguous) ---- */
     /* y (outer x n x inner) = softmax (or log-softmax) of x along the middle axis: max-subtracted, a row of
-       -inf gives NaN (softmax) as PyTorch, NaN propagates. */
+       -inf gives NaN (softmax) as PyTorch, NaN propagates. The reference rounds each result once from double;
+       a fast set may compute f32 rows in f32 within the bounds of docs/OPS.md ("f32 accuracy"). */
     void (*softmax)(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t n, int64_t inner, bool log);
     /* *loss = -sum over rows i of log softmax(x[i])[t[i]] for x (N x C), t (N) i64 in [0, C) at t[i ts],
        summed in row order, and ms (N x 2; NULL: not wanted) = each row's max m (as softmax's) and sum s of
-       exp(x - m), in double. N >= 1. 0, or -1 out of memory. */
+       exp(x - m), in double (f32 rows: the exps may be f32's, docs/OPS.md). N >= 1. 0, or -1 out of memory. */
     int (*cross_entropy)(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
                          int64_t C, double *ms);
-    /* dx (N x C) = gs (exp(x - m) / s - onehot(t[i])) in double, rounded once: the first-order gradient of
+    /* dx (N x C) = gs (exp(x - m) / s - onehot(t[i])) in double, rounded once (f32: within docs/OPS.md's
+       bound, the exps f32's): the first-order gradient of
        cross_entropy's mean (gs = g / N), with each row's m and s from ms (N x 2, as cross_entropy wrote it)
        or, when ms is NULL, recomputed (the same values). 0, or -1 out of memory. */
     int (*cross_entropy_grad)(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
@@ -176,7 +178,7 @@ typedef struct nbi_backend {
     /* The closed-form first-order gradient of layer_norm: dx (rows x D), dgamma and dbeta (D) (each NULL
        when not wanted) from g (rows x D), x and gamma (D, or NULL for 1), with the rows' mean and rstd
        (rows each) as layer_norm wrote them, or NULL to recompute them (the same values). Column sums over
-       rows in row order. 0, or -1 out of memory. */
+       rows in row order, whatever the thread count. 0, or -1 out of memory. */
     int (*layer_norm_grad)(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
                            const void *gamma, int64_t rows, int64_t D, double eps, const double *mean,
                            const double *rstd);

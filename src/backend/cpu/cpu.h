@@ -28,7 +28,8 @@ NBI_API int nbi_cpu_relu_mask_colsum(nb_dtype dt, void *r, const void *g, const 
                                      int64_t n);
 NBI_API void nbi_cpu_update(const nbi_update *u, nb_dtype dt, void *p, const void *g, void *m, void *v, int64_t n);
 NBI_API int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n);
-/* Softmax statistics of rows rows of n contiguous f32 or f64 values at x, in double: m[i] = the max of row i (0
+/* Softmax statistics of rows rows of n contiguous f32 or f64 values at x, in double (rows.c uses it for f64 rows
+   only): m[i] = the max of row i (0
    when every value is -inf, NaN when one is NaN), e[i n + k] = exp(x - m[i]) (rows x n doubles), s[i] = the sum
    of row i of e in order. f32 rows take a vectorised exp within 1 ulp (in double) of libm's; f64 rows libm's. */
 NBI_API void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m,
@@ -38,7 +39,8 @@ NBI_API void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int6
    for f64 libm's own. */
 NBI_API void nbi_cpu_exp_block(nb_dtype dt, double *v, int64_t n);
 
-/* rows.c: softmax, log-softmax, cross-entropy and layer norm rows, over the thread pool */
+/* rows.c: softmax, log-softmax, cross-entropy and layer norm rows, over the thread pool (f32 softmax rows and
+   cross-entropy in f32 with the exps of vmath.h; bounds in rows.c and docs/OPS.md) */
 NBI_API void nbi_cpu_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t n, int64_t inner, bool log);
 NBI_API int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
                                   int64_t C, double *ms);

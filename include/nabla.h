@@ -572,6 +572,47 @@ NB_API double nb_rng_uniform(nb_rng *r); /* in [0, 1) */
 NB_API nb_tensor *nb_dropout(nb_tensor *x, double p, bool training, nb_rng *rng);
 
 /* ------------------------------------------------------------------------ */
+/* Transformer ops                                                          */
+/* ------------------------------------------------------------------------ */
+/* GELU's tanh approximation, PyTorch's gelu(x, approximate='tanh') (GPT-2's):
+   x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as the equal
+   x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), which does not cancel for
+   negative x. f32 within 0.501 ulp of the exact function, f64 a few ulp
+   (docs/OPS.md). -inf gives NaN as PyTorch; the gradient is NaN at +-inf. */
+NB_API nb_tensor *nb_gelu_tanh(nb_tensor *x);
+/* Random tensors (torch.randn, torch.rand) of a float dtype, drawn from rng in
+   row-major order: the same values for a seed on every kernel set and thread
+   count. randn: standard normal by Box-Muller, one pair of nb_rng_uniform draws
+   per two elements (an odd count draws a last pair and keeps its first value);
+   rand: uniform in [0, 1), one draw per element. Errors: a NULL rng, NB_I64,
+   a bad shape (as nb_full). Never recorded. */
+NB_API nb_tensor *nb_randn(nb_dtype dt, int rank, const int64_t *shape, nb_rng *rng);
+NB_API nb_tensor *nb_rand(nb_dtype dt, int rank, const int64_t *shape, nb_rng *rng);
+/* torch.arange(start, end, step): the 1-D tensor start, start + step, ...
+   below end (above it for a negative step), ceil((end - start) / step)
+   elements, element i computed as start + i step in double and converted to dt
+   (NB_I64 truncates toward zero, as nb_full). Errors: step 0 or not finite,
+   start or end not finite, a step whose sign points away from end (as PyTorch),
+   a length beyond 2^53. start == end gives an empty tensor. Never recorded. */
+NB_API nb_tensor *nb_arange(nb_dtype dt, double start, double end, double step);
+/* torch.tril(x, k) / torch.triu(x, k): x (rank >= 2, float) with the elements
+   above (tril) or below (triu) diagonal k of its last two axes set to 0, every
+   batch alike; k = 0 the main diagonal, k > 0 above it, k < 0 below it. The
+   gradient passes where x is kept and is 0 elsewhere (a composite of nb_where). */
+NB_API nb_tensor *nb_tril(nb_tensor *x, int64_t k);
+NB_API nb_tensor *nb_triu(nb_tensor *x, int64_t k);
+/* torch.masked_fill(x, mask, value): x (float) with value wherever mask
+   (NB_I64, f32 or f64; nonzero means fill) is set; mask broadcasts to x's shape
+   (the result has x's shape). The gradient passes where not filled, 0 where
+   filled; mask carries none. value may be +-inf (attention's -inf mask). */
+NB_API nb_tensor *nb_masked_fill(nb_tensor *x, nb_tensor *mask, double value);
+/* torch.argmax(x, axis, keepdim): the NB_I64 index along axis of the largest
+   value of x (float), the first one at ties, and that of the first NaN where a
+   slice holds one (NaN counts as the largest, as PyTorch). The axis is removed
+   unless keepdim. An empty axis is an error. Never recorded. */
+NB_API nb_tensor *nb_argmax(nb_tensor *x, int axis, bool keepdim);
+
+/* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */
 /* backward that needs a value saved before the change fails with an error.  */
 /* They refuse a target that requires grad while grad mode is on, and are     */

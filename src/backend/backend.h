@@ -81,13 +81,20 @@ static inline bool nbi_geom_contig(int rank, const int64_t *shape, const int64_t
    the composite rule: G (1 - R R), G (R (1 - R)), G [X > 0]. */
 typedef enum {
     NBI_B_ADD, NBI_B_SUB, NBI_B_MUL, NBI_B_DIV, NBI_B_POW, NBI_B_GT, NBI_B_LT, NBI_B_EQ, NBI_B_COPY2,
-    NBI_B_TANH_GRAD, NBI_B_SIGMOID_GRAD, NBI_B_RELU_GRAD
+    NBI_B_TANH_GRAD, NBI_B_SIGMOID_GRAD, NBI_B_RELU_GRAD,
+    /* transformer ops: G gelu_tanh'(X) (a = G, b = X), computed in double by src/backend/gelu_tanh.h's
+       nbi_gelu_tanh_grad_d and rounded once: the same bits in every kernel set */
+    NBI_B_GELU_TANH_GRAD
 } nbi_binop;
 /* Elementwise unary ops; c is the op's parameter (SCALE, ADDC, POWC, LEAKY). */
 typedef enum {
     NBI_U_NEG, NBI_U_EXP, NBI_U_LOG, NBI_U_SQRT, NBI_U_ABS, NBI_U_SIN, NBI_U_COS, NBI_U_TANH,
     NBI_U_SIGMOID, NBI_U_RELU, NBI_U_LEAKY, NBI_U_GELU, NBI_U_ERF, NBI_U_SIGN, NBI_U_SCALE, NBI_U_ADDC,
-    NBI_U_POWC, NBI_U_COPY, NBI_U_LOG1P, NBI_U_EXPM1, NBI_U_SOFTPLUS
+    NBI_U_POWC, NBI_U_COPY, NBI_U_LOG1P, NBI_U_EXPM1, NBI_U_SOFTPLUS,
+    /* transformer ops: GELU's tanh form x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), evaluated as
+       x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)) (src/backend/gelu_tanh.h): f64 the same bits in every
+       kernel set, f32 within 1 ulp (docs/OPS.md) */
+    NBI_U_GELU_TANH
 } nbi_unop;
 typedef enum { NBI_R_SUM, NBI_R_MAX } nbi_redop;
 typedef enum { NBI_LA_INV, NBI_LA_DET, NBI_LA_LOGDET } nbi_linalg_kind;

@@ -126,6 +126,11 @@ nb_tensor *nb_softplus(nb_tensor *a) {
 }
 nb_tensor *nb_sign(nb_tensor *a) { return unary("nb_sign", NBI_OP_COUNT, NBI_U_SIGN, a, 0, false, false); }
 
+/* ---- transformer ops ---- */
+nb_tensor *nb_gelu_tanh(nb_tensor *a) {
+    return unary("nb_gelu_tanh", NBI_OP_GELU_TANH, NBI_U_GELU_TANH, a, 0, true, false);
+}
+
 /* ------------------------------------------------------------ gradients -- */
 
 #define IN(k) (out->node.in[k])
@@ -284,4 +289,21 @@ int nbi_bw_expm1(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 int nbi_bw_softplus(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *linear = nb_gt(IN(0), cst(g, 20));
     return (gin[0] = nb_mul(g, nb_where(linear, cst(g, 1), nb_sigmoid(IN(0))))) ? 0 : -1;
+}
+
+/* ---- transformer ops ---- */
+/* gelu_tanh(x) = x s, s = sigmoid(2u), u = k (x + c x^3) (src/backend/gelu_tanh.h):
+   gelu_tanh'(x) = s + 2 x u' s (1 - s), u' = k (1 + 3 c x^2). First order: one fused pass in double
+   (NBI_B_GELU_TANH_GRAD); under NB_CREATE_GRAPH the same formula from differentiable ops. */
+#define GELU_TANH_K 0.7978845608028654
+#define GELU_TANH_C 0.044715
+int nbi_bw_gelu_tanh(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    if ((gin[0] = nbi_fused_grad(NBI_B_GELU_TANH_GRAD, g, IN(0))) != NULL) return 0;
+    nb_tensor *x = IN(0);
+    nb_tensor *x2 = nb_mul(x, x);
+    nb_tensor *u2 = nb_scale(nb_add(x, nb_scale(nb_mul(x2, x), GELU_TANH_C)), 2.0 * GELU_TANH_K);
+    nb_tensor *s = nb_sigmoid(u2), *sm = nb_sigmoid(nb_neg(u2));
+    nb_tensor *du2 = nb_scale(nb_add_scalar(nb_scale(x2, 3.0 * GELU_TANH_C), 1.0), 2.0 * GELU_TANH_K);
+    nb_tensor *d = nb_add(s, nb_mul(nb_mul(x, du2), nb_mul(s, sm)));
+    return (gin[0] = nb_mul(g, d)) ? 0 : -1;
 }

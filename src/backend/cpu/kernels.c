@@ -15,6 +15,7 @@
 #include "cpu.h"
 #include "threads.h"
 #include "vmath.h"
+#include "../gelu_tanh.h"
 
 #define MAXOPS 4
 
@@ -213,6 +214,7 @@ static double gelu_f64(double x) {
         case NBI_U_SOFTPLUS: /* PyTorch's threshold 20: linear above it */                    \
             UNARY_LOOP(T, x > (T)20 ? x : log1p##SFX(exp##SFX(x)));                           \
             break;                                                                            \
+        case NBI_U_GELU_TANH: UNARY_LOOP(T, (T)nbi_gelu_tanh_d((double)x)); break;            \
         case NBI_U_POWC:                                                                      \
             if (c == 2)                                                                       \
                 UNARY_LOOP(T, x * x);                                                         \
@@ -250,6 +252,7 @@ static void unary_f32(int64_t n, char **p, const int64_t *s, void *vctx) {
     case NBI_U_SIGMOID: fn = nbi_vsigmoidf; break;
     case NBI_U_ERF: fn = nbi_verff; break;
     case NBI_U_GELU: fn = nbi_vgeluf; break;
+    case NBI_U_GELU_TANH: fn = nbi_vgelu_tanhf; break;
     default: unary_f32_libm(n, p, s, vctx); return;
     }
     if (s[0] == (int64_t)sizeof(float) && s[1] == (int64_t)sizeof(float)) {
@@ -334,6 +337,8 @@ void nbi_cpu_unary(nbi_unop op, const nbi_arr *out, const nbi_arr *a, double c) 
         case NBI_B_TANH_GRAD: BINARY_LOOP(T, x * ((T)1 - y * y)); break;          \
         case NBI_B_SIGMOID_GRAD: BINARY_LOOP(T, x * (y * ((T)1 - y))); break;     \
         case NBI_B_RELU_GRAD: BINARY_LOOP(T, x * (T)(y > 0)); break;              \
+        case NBI_B_GELU_TANH_GRAD: /* in double, rounded once */                 \
+            BINARY_LOOP(T, (T)((double)x * nbi_gelu_tanh_grad_d((double)y))); break; \
         }                                                                         \
     }
 

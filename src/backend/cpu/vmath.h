@@ -21,10 +21,14 @@ void nbi_vtanhf(float *y, const float *x, int64_t n);    /* tanh x, odd (tanh -0
 void nbi_vsigmoidf(float *y, const float *x, int64_t n); /* 1 / (1 + e^-x) */
 void nbi_verff(float *y, const float *x, int64_t n);     /* erf x, odd */
 void nbi_vgeluf(float *y, const float *x, int64_t n);    /* x (1 + erf(x / sqrt 2)) / 2; -0 for x = -inf */
+/* GELU's tanh form x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as x / (1 + e^(-2u)) in double (no
+   cancellation for negative x): within 0.501 ulp of that exact function (tests/test_transformer_ops.c);
+   NaN for x = -inf, as PyTorch. */
+void nbi_vgelu_tanhf(float *y, const float *x, int64_t n);
 
 /* For tests and benchmarks: run one instruction-set variant (0 generic x86-64/portable C, 1 AVX2,
    2 AVX-512F). Returns 0 if this CPU or build lacks it. fn: 0 exp, 1 log, 2 tanh, 3 sigmoid, 4 erf,
-   5 gelu. */
+   5 gelu, 6 gelu_tanh. */
 int nbi_vmath_variant(int variant, int fn, float *y, const float *x, int64_t n);
 
 #endif

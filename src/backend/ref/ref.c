@@ -28,6 +28,7 @@
 
 #include "../backend.h"
 #include "ref.h"
+#include "../gelu_tanh.h"
 
 /* The library allocator (src/core/mem.c): 64-byte aligned, NULL when out of memory. */
 #if defined(__GNUC__)
@@ -146,6 +147,7 @@ static double unary_double(nbi_unop op, double x, double c) {
     case NBI_U_LOG1P: return log1p(x);
     case NBI_U_EXPM1: return expm1(x);
     case NBI_U_SOFTPLUS: return x > 20 ? x : log1p(exp(x)); /* PyTorch's threshold 20: linear above it */
+    case NBI_U_GELU_TANH: return nbi_gelu_tanh_d(x); /* transformer ops */
     case NBI_U_POWC:
         if (c == 2) return x * x;
         if (c == 3) return x * x * x;
@@ -205,6 +207,7 @@ static float binary_f32(nbi_binop op, float x, float y) {
     case NBI_B_TANH_GRAD: return x * (1.0f - y * y);
     case NBI_B_SIGMOID_GRAD: return x * (y * (1.0f - y));
     case NBI_B_RELU_GRAD: return x * (float)(y > 0);
+    case NBI_B_GELU_TANH_GRAD: return (float)((double)x * nbi_gelu_tanh_grad_d((double)y)); /* in double */
     }
     return 0;
 }
@@ -224,6 +227,7 @@ static double binary_f64(nbi_binop op, double x, double y) {
     case NBI_B_TANH_GRAD: return x * (1.0 - y * y);
     case NBI_B_SIGMOID_GRAD: return x * (y * (1.0 - y));
     case NBI_B_RELU_GRAD: return x * (double)(y > 0);
+    case NBI_B_GELU_TANH_GRAD: return x * nbi_gelu_tanh_grad_d(y);
     }
     return 0;
 }

@@ -144,6 +144,11 @@ static inline nb_tensor *rd_apply_op(const rd_case *c, const char *op, nb_tensor
         for (int i = 1; i < np; i++) pads[i - 1] = la[i];
         return nb_pad(x[0], pads, c->params[0]);
     }
+    /* Transformer ops: tril / triu params k; masked_fill inputs x, mask (0/1, no grad), params value. */
+    if (IS("gelu_tanh")) { NEED(1, 0); return nb_gelu_tanh(x[0]); }
+    if (IS("tril")) { NEED(1, 1); return nb_tril(x[0], la[0]); }
+    if (IS("triu")) { NEED(1, 1); return nb_triu(x[0], la[0]); }
+    if (IS("masked_fill")) { NEED(2, 1); return nb_masked_fill(x[0], x[1], c->params[0]); }
     /* Losses (nabla/nn.h). */
     if (IS("mse_loss")) { NEED(2, 0); return nb_mse_loss(x[0], x[1]); }
     if (IS("l1_loss")) { NEED(2, 0); return nb_l1_loss(x[0], x[1]); }

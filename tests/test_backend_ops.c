@@ -437,6 +437,48 @@ static int f_all_finite(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     return 2;
 }
 
+/* ---- transformer ops --------------------------------------------------------------------------------- */
+UNARY(u_gelu_tanh, nb_gelu_tanh(a))
+/* Random fills: the same stream on both sets (an odd count, a large one, one element). */
+static int f_random(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)x;
+    nb_rng r;
+    nb_rng_seed(&r, 2024);
+    out[0] = nb_randn(dt, 2, SH(33, 17), &r);
+    out[1] = nb_rand(dt, 2, SH(300, 257), &r);
+    out[2] = nb_randn(dt, 1, SH(1), &r);
+    out[3] = nb_randn(dt, 2, SH(300, 257), &r);
+    return 4;
+}
+static int f_arange(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)x;
+    out[0] = nb_arange(dt, -3, 7.5, 0.25);
+    out[1] = nb_arange(NB_I64, 10, -7, -3);
+    out[2] = nb_arange(dt, 0, 130, 1);
+    return 3;
+}
+static int f_tri(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt;
+    out[0] = nb_tril(x[0], 0);
+    out[1] = nb_triu(tr(x[0]), 1);
+    out[2] = nb_tril(x[1], -2);
+    out[3] = nb_triu(x[1], 3);
+    return 4;
+}
+static int f_masked_fill(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    nb_tensor *m = nb_gt(x[1], nb_scalar(dt, 0)); /* (1, 33): broadcast along the rows */
+    out[0] = nb_masked_fill(x[0], m, -INFINITY);
+    out[1] = nb_masked_fill(tr(x[0]), nb_to(nb_gt(x[2], nb_scalar(dt, 0.5)), NB_I64), 2.5);
+    return 2;
+}
+static int f_argmax(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt;
+    out[0] = nb_argmax(x[0], 1, false);
+    out[1] = nb_argmax(tr(x[0]), 0, true);
+    out[2] = nb_argmax(nb_sign(x[0]), 0, false); /* ties: the first index */
+    return 3;
+}
+
 /* ---- the cases --------------------------------------------------------------------------------------- */
 /* Bounds. Every reduction kernel accumulates in double, so an f32 reduction is within an f32 rounding of
    the exact value in both sets (NORM(2) covers two roundings); an f64 one within n eps sum|terms| of it,
@@ -527,6 +569,15 @@ static const bo_case cases[] = {
     {"sgd_update", f_sgd, 3, {I2C(300, 257), I2C(300, 257), I2C(300, 257)}, E_BITS, BOTH},
     {"adam_update", f_adam, 2, {I2C(300, 257), I2C(300, 257)}, E_BITS, BOTH},
     {"all_finite", f_all_finite, 1, {I2C(300, 257)}, E_BITS, BOTH},
+    /* transformer ops: gelu_tanh as the unary ops (its fused gradient is computed in double in both sets);
+       random fills, arange, tril/triu, masked_fill (composites of where) and argmax bit-identical */
+    {"gelu_tanh", u_gelu_tanh, 1, {I2R(17, 33, -12, 8)}, B_ULP(1), B_BITS, BOTH},
+    {"gelu_tanh/big", u_gelu_tanh, 1, {I2R(300, 257, -6, 6)}, B_ULP(1), B_BITS, BOTH},
+    {"randn_rand", f_random, 1, {I2C(1, 1)}, E_BITS, BOTH},
+    {"arange", f_arange, 1, {I2C(1, 1)}, E_BITS, BOTH},
+    {"tril_triu", f_tri, 2, {I2(17, 33), I3(3, 7, 5)}, E_BITS, BOTH},
+    {"masked_fill", f_masked_fill, 3, {I2(7, 33), I2C(1, 33), I2C(33, 7)}, E_BITS, BOTH},
+    {"argmax", f_argmax, 1, {I2C(17, 130)}, E_BITS, BOTH},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 

@@ -78,6 +78,10 @@ static nb_tensor *f_ln_gamma(nb_tensor **x) { return nb_layer_norm(x[0], x[1], N
 static nb_tensor *f_ln_beta(nb_tensor **x) { return nb_layer_norm(x[0], NULL, x[1], 1e-5); }
 static nb_tensor *f_ln_view(nb_tensor **x) { return nb_layer_norm(tr(x[0]), x[1], x[2], 1e-5); }
 
+/* transformer ops: gelu_tanh's fused rule (in double), and its tails where sigmoid(2u) saturates */
+static nb_tensor *f_gelu_tanh(nb_tensor **x) { return nb_gelu_tanh(x[0]); }
+static nb_tensor *f_gelu_tanh_view(nb_tensor **x) { return nb_gelu_tanh(tr(x[0])); }
+
 /* ---- the other ops (one rule; both runs must agree all the same) ---------- */
 static nb_tensor *f_add(nb_tensor **x) { return nb_add(x[0], x[1]); }
 static nb_tensor *f_sub(nb_tensor **x) { return nb_sub(x[0], x[1]); }
@@ -187,6 +191,10 @@ static const cc_case cases[] = {
     /* The fused layer-norm kernel needs contiguous x and seed: these two take the composite rule both ways. */
     {"layer_norm_seed_view", f_ln, 3, {IN2(5, 5), IN1(5), IN1(5)}, true},
     {"layer_norm_input_view", f_ln_view, 3, {IN2(4, 5), IN1(4), IN1(4)}, false},
+    /* transformer ops */
+    {"gelu_tanh", f_gelu_tanh, 1, {IN2R(3, 4, -4, 4)}, false},
+    {"gelu_tanh_tails", f_gelu_tanh, 1, {IN2R(4, 5, -12, 12)}, true},
+    {"gelu_tanh_input_view", f_gelu_tanh_view, 1, {IN2R(4, 3, -5, 5)}, false},
     /* Every other op. */
     {"add", f_add, 2, {IN2(3, 4), IN1(4)}, false},
     {"sub", f_sub, 2, {IN2(3, 1), IN2(1, 4)}, false},

@@ -20,7 +20,8 @@ typedef struct {
 } spec;
 
 enum { K_UN, K_BIN, K_SUM, K_MEAN, K_MAX, K_PERMUTE, K_TRANSPOSE, K_SLICE, K_RESHAPE, K_EXPAND, K_CONCAT,
-       K_LEAKY, K_POW, K_SCALE, K_ADDC, K_WHERE, K_TO32, K_DENSE };
+       K_LEAKY, K_POW, K_SCALE, K_ADDC, K_WHERE, K_TO32, K_DENSE,
+       K_TRIL, K_TRIU, K_MASKED_FILL /* transformer ops */ };
 
 static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
     const spec *s = ud;
@@ -47,6 +48,15 @@ static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
     }
     case K_TO32: return nb_to(nb_mul(nb_to(a, NB_F32), nb_to(a, NB_F32)), NB_F64);
     case K_DENSE: return nb_dense(a, in[1], n > 2 ? in[2] : NULL, (nb_act)s->c);
+    /* transformer ops: the mask of masked_fill is a constant from the values of a (sin 7a > 0), broadcast
+       along the first axis */
+    case K_TRIL: return nb_tril(a, (int64_t)s->c);
+    case K_TRIU: return nb_triu(a, (int64_t)s->c);
+    case K_MASKED_FILL: {
+        nb_tensor *m = nb_gt(nb_sin(nb_scale(nb_sum_axes(nb_detach(a), 1, (int[]){0}, true), 7.0)),
+                             nb_scalar(NB_F64, 0));
+        return nb_mul(nb_masked_fill(a, nb_to(m, NB_I64), s->c), a);
+    }
     }
     return NULL;
 }
@@ -108,6 +118,7 @@ static const struct {
     {"cos", nb_cos, -3, 3, 0},        {"tanh", nb_tanh, -2, 2, 0},       {"sigmoid", nb_sigmoid, -4, 4, 0},
     {"relu", nb_relu, -2, 2, 0.05},   {"gelu", nb_gelu, -3, 3, 0},       {"erf", nb_erf, -2, 2, 0},
     {"clone", nb_clone, -2, 2, 0},    {"contiguous", nb_contiguous, -2, 2, 0},
+    {"gelu_tanh", nb_gelu_tanh, -4, 4, 0}, /* transformer ops */
 };
 
 static const int64_t shapes[][4] = {{3, 4}, {1, 3, 1}, {2, 1, 3}, {5, 0}};
@@ -301,6 +312,28 @@ static void test_dense(void) {
                 }
 }
 
+/* transformer ops: tril / triu with offsets on batches and views, masked_fill (times a, so that its second
+   derivative is not 0) */
+static void test_transformer_ops(void) {
+    const double ks[] = {0, 1, -1, 2, -3};
+    for (int kind = K_TRIL; kind <= K_TRIU; kind++)
+        for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
+            for (int layout = 0; layout < 3; layout++) {
+                nb_scope_begin();
+                spec s = {.kind = kind, .c = ks[i]};
+                nb_tensor *x = make_input(3, (int64_t[]){2, 3, 4}, layout, -2, 2, 0);
+                run_check(kind == K_TRIL ? "tril" : "triu", &s, 1, &x);
+                nb_scope_end();
+            }
+    for (int layout = 0; layout < 3; layout++) {
+        nb_scope_begin();
+        spec s = {.kind = K_MASKED_FILL, .c = -1.5};
+        nb_tensor *x = make_input(2, (int64_t[]){3, 4}, layout, -2, 2, 0);
+        run_check("masked_fill", &s, 1, &x);
+        nb_scope_end();
+    }
+}
+
 static nb_tensor *half_detached(int n, nb_tensor *const *in, void *ud) {
     (void)n;
     (void)ud;
@@ -331,6 +364,7 @@ int main(void) {
     RUN(test_shape_ops);
     RUN(test_matmul);
     RUN(test_dense);
+    RUN(test_transformer_ops);
     RUN(test_checker_catches);
     printf("%d gradient checks\n", checks_run);
     return th_finish();

@@ -52,6 +52,13 @@ static nb_tensor *apply_op(const rd_case *c, nb_tensor **x, bool *known) {
     if (RD_IS("eq")) { RD_NEED(2, 0); return nb_eq(x[0], x[1]); }
     if (RD_IS("to")) { RD_NEED(1, 1); return nb_to(x[0], (int)c->params[0] == 0 ? NB_F32 : NB_F64); }
     if (RD_IS("contiguous")) { RD_NEED(1, 0); return nb_contiguous(x[0]); }
+    /* transformer ops: argmax params axis keepdim (an i64 result); arange params start end step, its one
+       input (rank 0, no grad) giving the dtype */
+    if (RD_IS("argmax")) { RD_NEED(1, 2); return nb_argmax(x[0], (int)c->params[0], c->params[1] != 0); }
+    if (RD_IS("arange")) {
+        RD_NEED(1, 3);
+        return nb_arange(nb_dtype_of(x[0]), c->params[0], c->params[1], c->params[2]);
+    }
     if (RD_IS("var")) { RD_NEED(1, 1); int a = (int)c->params[0]; return nb_var_axes(x[0], 1, &a, 1, true); }
     if (RD_IS("layer_norm")) {
         if (c->ninputs == 1) { RD_NEED(1, 1); return nb_layer_norm(x[0], NULL, NULL, c->params[0]); }
@@ -153,6 +160,7 @@ static int run_pass(const rd_case *c, nb_dtype dt, bool *unknown_op) {
     }
     nb_dtype want = dt;
     if (strcmp(c->op, "to") == 0) want = c->params[0] == 0 ? NB_F32 : NB_F64;
+    if (strcmp(c->op, "argmax") == 0) want = NB_I64;
     if (nb_dtype_of(out) != want) {
         fprintf(stderr, "case %s [%s]: output dtype %s, expected %s\n", c->name, pass, dtype_name(nb_dtype_of(out)),
                 dtype_name(want));

@@ -191,6 +191,15 @@ seeded('softplus_rand', 'softplus', [lambda: rnd((3, 3), -5.0, 5.0)], F.softplus
 for tag, alpha in (('0p01', 0.01), ('0p2', 0.2)):
     seeded('leaky_relu_' + tag, 'leaky_relu', [lambda: rnd_away((2, 4), 0.1, 2.0)],
            lambda x, a=alpha: F.leaky_relu(x, negative_slope=a), params=[alpha])
+# Transformer ops: gelu_tanh, tril / triu (params k), masked_fill (x, a 0/1 mask
+# without grad; params value).
+seeded('gelu_tanh', 'gelu_tanh', [lambda: rnd((3, 4), -4.0, 4.0)], lambda x: F.gelu(x, approximate='tanh'))
+seeded('gelu_tanh_tails', 'gelu_tanh', [lambda: T([-9.0, -5.0, -2.0, 0.0, 2.0, 5.0, 9.0])],
+       lambda x: F.gelu(x, approximate='tanh'))
+seeded('tril_1', 'tril', [lambda: rnd((2, 3, 4))], lambda x: torch.tril(x, 1), params=[1])
+seeded('triu_neg1', 'triu', [lambda: rnd((4, 3))], lambda x: torch.triu(x, -1), params=[-1])
+seeded('masked_fill', 'masked_fill', [lambda: rnd((3, 4)), lambda: T([[1.0, 0.0, 0.0, 1.0]])],
+       lambda x, m: x.masked_fill(m != 0, -3.0), params=[-3.0], rg=[True, False])
 # Kinks and thresholds: the subgradient conventions (relu'(0) = 0, |x|'(0) = 0,
 # leaky_relu'(0) = alpha, clamp passing its bounds, softplus linear above 20).
 KINK = T([[-1.5, 0.0, 2.25], [0.5, -0.125, 0.0]])

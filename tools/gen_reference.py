@@ -244,6 +244,38 @@ for tag, alpha in (('0p01', 0.01), ('0p2', 0.2)):
     case(name, 'leaky_relu', [T([[-1.5, 0.0, 2.25, -0.25], [0.5, -3.0, 3.0, 0.0]])],
          lambda x, a=alpha: F.leaky_relu(x, negative_slope=a), params=[alpha])
 
+# Transformer ops: gelu_tanh (unary), tril / triu (params k), masked_fill
+# (inputs x and a 0/1 mask without grad; params value), argmax (params axis
+# keepdim; an i64 output, no grad), arange (params start end step; one rank-0
+# input without grad whose dtype is the result's).
+GELU_TANH = lambda x: F.gelu(x, approximate='tanh')
+seed_for('gelu_tanh')
+case('gelu_tanh', 'gelu_tanh', [rnd((3, 4), -4.0, 4.0)], GELU_TANH)
+case('gelu_tanh_tails', 'gelu_tanh', [T([-12.0, -8.0, -5.0, -3.0, -0.5, 0.0, 0.5, 3.0, 8.0, 12.0])], GELU_TANH)
+seed_for('gelu_tanh_size1')
+case('gelu_tanh_size1', 'gelu_tanh', [rnd((1, 3, 1), -2.0, 2.0)], GELU_TANH)
+for k in (0, 1, -1, 3, -4):
+    tag = str(k).replace('-', 'neg')
+    seed_for('tril_' + tag)
+    case('tril_' + tag, 'tril', [rnd((2, 3, 4))], lambda x, k=k: torch.tril(x, k), params=[k])
+    seed_for('triu_' + tag)
+    case('triu_' + tag, 'triu', [rnd((4, 3))], lambda x, k=k: torch.triu(x, k), params=[k])
+seed_for('masked_fill')
+case('masked_fill', 'masked_fill', [rnd((3, 4)), T([[1.0, 0.0, 0.0, 1.0]])],
+     lambda x, m: x.masked_fill(m != 0, -1e4), params=[-1e4], rg=[True, False])
+seed_for('masked_fill_full')
+case('masked_fill_full', 'masked_fill', [rnd((2, 3)), T([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])],
+     lambda x, m: x.masked_fill(m != 0, 2.5), params=[2.5], rg=[True, False])
+case('argmax_1', 'argmax', [T([[1.0, 3.0, 3.0, 0.0], [5.0, -1.0, 5.0, 5.0], [-2.0, -3.0, -2.5, -1.0]])],
+     lambda x: torch.argmax(x, 1), params=[1, 0], rg=[False])
+seed_for('argmax_0_keep')
+case('argmax_0_keep', 'argmax', [rnd((4, 3))], lambda x: torch.argmax(x, 0, keepdim=True), params=[0, 1],
+     rg=[False])
+for tag, a, b, st in (('int', 0.0, 7.0, 1.0), ('frac', -1.0, 2.0, 0.3), ('neg', 5.0, -4.5, -1.5),
+                      ('empty', 2.0, 2.0, 1.0)):
+    case('arange_' + tag, 'arange', [T(0.0)], lambda x, a=a, b=b, st=st: torch.arange(a, b, st),
+         params=[a, b, st], rg=[False])
+
 # --------------------------------------------------------------------------
 # Conversion and copies.
 # --------------------------------------------------------------------------

@@ -262,6 +262,72 @@ static void test_misc(void) {
     nb_scope_end();
 }
 
+/* transformer ops */
+static void test_transformer_ops(void) {
+    nb_scope_begin();
+    nb_rng r;
+    nb_rng_seed(&r, 1);
+    nb_tensor *a = m(2, 3), *v = nb_full(NB_F64, 1, (int64_t[]){3}, 1.0);
+    nb_tensor *i = nb_new(NB_I64, 2, (int64_t[]){2, 3}, NULL);
+    CHECK(nb_gelu_tanh(NULL) == NULL);
+    CHECK_ERR("nb_gelu_tanh: argument 1 is NULL");
+    CHECK(nb_gelu_tanh(i) == NULL);
+    CHECK_ERR("nb_gelu_tanh: argument 1 (2,3) has dtype i64");
+    CHECK(nb_randn(NB_F32, 1, (int64_t[]){3}, NULL) == NULL);
+    CHECK_ERR("nb_randn: the random generator is NULL");
+    CHECK(nb_randn(NB_I64, 1, (int64_t[]){3}, &r) == NULL);
+    CHECK_ERR("nb_randn: dtype i64 is not a float dtype");
+    CHECK(nb_randn((nb_dtype)7, 1, (int64_t[]){3}, &r) == NULL);
+    CHECK_ERR("nb_randn: unknown dtype 7");
+    CHECK(nb_randn(NB_F32, 2, (int64_t[]){3, -1}, &r) == NULL);
+    CHECK_ERR("nb_randn: axis 1 has negative size -1");
+    CHECK(nb_randn(NB_F32, 1, NULL, &r) == NULL);
+    CHECK_ERR("nb_randn: shape is NULL for rank 1");
+    CHECK(nb_randn(NB_F32, NB_MAX_RANK + 1, (int64_t[NB_MAX_RANK + 1]){0}, &r) == NULL);
+    CHECK_ERR("nb_randn: rank");
+    CHECK(nb_randn(NB_F64, 2, (int64_t[]){INT64_MAX, 2}, &r) == NULL);
+    CHECK_ERR("nb_randn: shape overflows");
+    CHECK(nb_rand(NB_F32, 1, (int64_t[]){3}, NULL) == NULL);
+    CHECK_ERR("nb_rand: the random generator is NULL");
+    CHECK(nb_rand(NB_I64, 0, NULL, &r) == NULL);
+    CHECK_ERR("nb_rand: dtype i64");
+    CHECK(nb_arange(NB_F64, 0, 5, 0) == NULL);
+    CHECK_ERR("nb_arange: step 0 must be finite and nonzero");
+    CHECK(nb_arange(NB_F64, 0, 5, -1) == NULL);
+    CHECK_ERR("nb_arange: step -1 points away from end 5 (start 0)");
+    CHECK(nb_arange(NB_F64, 0, INFINITY, 1) == NULL);
+    CHECK_ERR("nb_arange: start 0 and end inf must be finite");
+    CHECK(nb_arange(NB_F64, 0, 1e300, 1) == NULL);
+    CHECK_ERR("nb_arange: 1e+300 elements are more than 2^53");
+    CHECK(nb_arange(NB_I64, 0, 1e20, 1e18) == NULL);
+    CHECK_ERR("nb_arange: value 9.9e+19 cannot be stored in i64");
+    CHECK(nb_arange((nb_dtype)9, 0, 1, 1) == NULL);
+    CHECK_ERR("nb_arange: unknown dtype 9");
+    CHECK(nb_tril(v, 0) == NULL);
+    CHECK_ERR("nb_tril: tensor (3,) has rank 1, below 2");
+    CHECK(nb_triu(i, 0) == NULL);
+    CHECK_ERR("nb_triu: argument 1 (2,3) has dtype i64");
+    CHECK(nb_tril(NULL, 0) == NULL);
+    CHECK_ERR("nb_tril: argument 1 is NULL");
+    CHECK(nb_masked_fill(a, NULL, 0) == NULL);
+    CHECK_ERR("nb_masked_fill: argument 2 is NULL");
+    CHECK(nb_masked_fill(i, a, 0) == NULL);
+    CHECK_ERR("nb_masked_fill: argument 1 (2,3) has dtype i64");
+    CHECK(nb_masked_fill(a, nb_full(NB_I64, 2, (int64_t[]){3, 1}, 1), 0) == NULL);
+    CHECK_ERR("nb_masked_fill: mask (3,1) does not broadcast to the shape of x (2,3)");
+    CHECK(nb_masked_fill(v, a, 0) == NULL); /* the mask would enlarge x */
+    CHECK_ERR("nb_masked_fill: mask (2,3) does not broadcast to the shape of x (3,)");
+    CHECK(nb_argmax(a, 2, false) == NULL);
+    CHECK_ERR("nb_argmax: axis 2 is out of range");
+    CHECK(nb_argmax(i, 0, false) == NULL);
+    CHECK_ERR("nb_argmax: argument 1 (2,3) has dtype i64");
+    CHECK(nb_argmax(nb_full(NB_F32, 2, (int64_t[]){2, 0}, 0), 1, true) == NULL);
+    CHECK_ERR("nb_argmax: axis 1 of (2,0) is empty");
+    CHECK(nb_argmax(NULL, 0, false) == NULL);
+    CHECK_ERR("nb_argmax: argument 1 is NULL");
+    nb_scope_end();
+}
+
 int main(void) {
     RUN(test_null_inputs);
     RUN(test_dtype);
@@ -273,5 +339,6 @@ int main(void) {
     RUN(test_empty_huge_shapes);
     RUN(test_inputs_untouched);
     RUN(test_misc);
+    RUN(test_transformer_ops);
     return th_finish();
 }

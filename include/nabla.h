@@ -577,8 +577,9 @@ NB_API nb_tensor *nb_dropout(nb_tensor *x, double p, bool training, nb_rng *rng)
 /* GELU's tanh approximation, PyTorch's gelu(x, approximate='tanh') (GPT-2's):
    x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as the equal
    x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), which does not cancel for
-   negative x. f32 within 0.501 ulp of the exact function, f64 a few ulp
-   (docs/OPS.md). -inf gives NaN as PyTorch; the gradient is NaN at +-inf. */
+   negative x. f32 within 0.501 ulp of the exact function, f64 within
+   2 + 10|u| ulp, u = sqrt(2/pi) (x + 0.044715 x^3) (docs/OPS.md). -inf gives
+   NaN as PyTorch; the gradient is NaN at +-inf. */
 NB_API nb_tensor *nb_gelu_tanh(nb_tensor *x);
 /* Random tensors (torch.randn, torch.rand) of a float dtype, drawn from rng in
    row-major order: the same values for a seed on every kernel set and thread

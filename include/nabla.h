@@ -612,6 +612,25 @@ NB_API nb_tensor *nb_masked_fill(nb_tensor *x, nb_tensor *mask, double value);
    slice holds one (NaN counts as the largest, as PyTorch). The axis is removed
    unless keepdim. An empty axis is an error. Never recorded. */
 NB_API nb_tensor *nb_argmax(nb_tensor *x, int axis, bool keepdim);
+/* torch.topk(x, k, axis, largest, sorted=True): the k largest (largest true) or
+   smallest values of x (float) along axis, in order, into *values (x's rank,
+   k along axis; recorded: its gradient is scattered back to the picked places,
+   a gather), and their NB_I64 indices into *indices (never recorded). Either
+   pointer may be NULL. Ties: the lower index first. NaN counts as the largest
+   (first for largest, last for smallest), as PyTorch. k in [0, size of axis].
+   k rounds of argmax: O(k n) work, meant for a k much smaller than n. Returns 0,
+   or -1 with an error (then both are NULL). */
+NB_API int nb_topk(nb_tensor *x, int64_t k, int axis, bool largest, nb_tensor **values, nb_tensor **indices);
+/* torch.multinomial(p, num_samples, replacement=True): num_samples category
+   indices (NB_I64) drawn independently per row of p (n) or (rows, n), with
+   probability p[i] / sum(p) (p need not be normalised). Draws one
+   nb_rng_uniform per sample, row by row: index i with cdf[i-1] <= u sum < cdf[i],
+   cdf the cumulative sum in double (a category of probability 0 is never
+   drawn). The result is (num_samples) or (rows, num_samples); never recorded.
+   Errors: NULL rng, rank other than 1 or 2, no categories, a negative,
+   infinite or NaN probability, a row summing to 0, num_samples < 0. Work and
+   scratch memory: rows x num_samples x n. */
+NB_API nb_tensor *nb_multinomial(nb_tensor *p, int64_t num_samples, nb_rng *rng);
 
 /* ------------------------------------------------------------------------ */
 /* In-place ops (suffix _). They bump the version counter of the storage, so a */

@@ -478,6 +478,22 @@ static int f_argmax(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     out[2] = nb_argmax(nb_sign(x[0]), 0, false); /* ties: the first index */
     return 3;
 }
+static int f_topk(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt;
+    if (nb_topk(x[0], 5, 1, true, &out[0], &out[1]) != 0) return 0;
+    if (nb_topk(tr(x[0]), 3, 0, false, &out[2], &out[3]) != 0) return 0;
+    if (nb_topk(nb_sign(x[0]), 4, 0, true, NULL, &out[4]) != 0) return 0; /* ties: the lower index first */
+    return 5;
+}
+static int f_multinomial(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    nb_rng r;
+    nb_rng_seed(&r, 77);
+    nb_tensor *p = nb_softmax(x[0], 1);
+    out[0] = nb_multinomial(p, 9, &r);
+    out[1] = nb_multinomial(nb_relu(nb_slice(x[0], 0, 0, 1)), 20, &r); /* zeros: never drawn */
+    out[2] = nb_multinomial(nb_reshape(nb_scalar(dt, 1), 1, SH(1)), 3, &r);
+    return 3;
+}
 
 /* ---- the cases --------------------------------------------------------------------------------------- */
 /* Bounds. Every reduction kernel accumulates in double, so an f32 reduction is within an f32 rounding of
@@ -578,6 +594,8 @@ static const bo_case cases[] = {
     {"tril_triu", f_tri, 2, {I2(17, 33), I3(3, 7, 5)}, E_BITS, BOTH},
     {"masked_fill", f_masked_fill, 3, {I2(7, 33), I2C(1, 33), I2C(33, 7)}, E_BITS, BOTH},
     {"argmax", f_argmax, 1, {I2C(17, 130)}, E_BITS, BOTH},
+    {"topk", f_topk, 1, {I2(17, 33)}, E_BITS, BOTH},
+    {"multinomial", f_multinomial, 1, {I2C(17, 33)}, E_BITS, BOTH},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 

@@ -325,6 +325,31 @@ static void test_transformer_ops(void) {
     CHECK_ERR("nb_argmax: axis 1 of (2,0) is empty");
     CHECK(nb_argmax(NULL, 0, false) == NULL);
     CHECK_ERR("nb_argmax: argument 1 is NULL");
+    nb_tensor *tv = a, *ti = a;
+    CHECK(nb_topk(a, 4, 1, true, &tv, &ti) != 0 && tv == NULL && ti == NULL);
+    CHECK_ERR("nb_topk: k = 4 is outside [0, 3], the size of axis 1 of (2,3)");
+    CHECK(nb_topk(a, -1, 0, true, &tv, NULL) != 0);
+    CHECK_ERR("nb_topk: k = -1 is outside [0, 2]");
+    CHECK(nb_topk(a, 1, 3, true, &tv, NULL) != 0);
+    CHECK_ERR("nb_topk: axis 3 is out of range");
+    CHECK(nb_topk(i, 1, 0, true, &tv, NULL) != 0);
+    CHECK_ERR("nb_topk: argument 1 (2,3) has dtype i64");
+    CHECK(nb_multinomial(v, 2, NULL) == NULL);
+    CHECK_ERR("nb_multinomial: the random generator is NULL");
+    CHECK(nb_multinomial(v, -1, &r) == NULL);
+    CHECK_ERR("nb_multinomial: num_samples -1 is negative");
+    CHECK(nb_multinomial(nb_full(NB_F64, 3, (int64_t[]){1, 1, 2}, 1), 1, &r) == NULL);
+    CHECK_ERR("nb_multinomial: probabilities (1,1,2) must have rank 1 or 2");
+    CHECK(nb_multinomial(nb_from_f64(NB_F64, 1, (int64_t[]){2}, (double[]){1, -0.5}), 1, &r) == NULL);
+    CHECK_ERR("nb_multinomial: probabilities (2,) hold a negative value (-0.5)");
+    CHECK(nb_multinomial(nb_from_f64(NB_F32, 1, (int64_t[]){2}, (double[]){1, NAN}), 1, &r) == NULL);
+    CHECK_ERR("nb_multinomial: probabilities (2,) hold an infinity or a NaN");
+    CHECK(nb_multinomial(nb_from_f64(NB_F64, 2, (int64_t[]){2, 2}, (double[]){1, 0, 0, 0}), 1, &r) == NULL);
+    CHECK_ERR("nb_multinomial: a row of (2,2) sums to 0");
+    CHECK(nb_multinomial(nb_full(NB_F64, 2, (int64_t[]){2, 0}, 1), 1, &r) == NULL);
+    CHECK_ERR("nb_multinomial: probabilities (2,0) have no categories");
+    CHECK(nb_multinomial(i, 1, &r) == NULL);
+    CHECK_ERR("nb_multinomial: argument 1 (2,3) has dtype i64");
     nb_scope_end();
 }
 

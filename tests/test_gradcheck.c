@@ -21,7 +21,7 @@ typedef struct {
 
 enum { K_UN, K_BIN, K_SUM, K_MEAN, K_MAX, K_PERMUTE, K_TRANSPOSE, K_SLICE, K_RESHAPE, K_EXPAND, K_CONCAT,
        K_LEAKY, K_POW, K_SCALE, K_ADDC, K_WHERE, K_TO32, K_DENSE,
-       K_TRIL, K_TRIU, K_MASKED_FILL /* transformer ops */ };
+       K_TRIL, K_TRIU, K_MASKED_FILL, K_TOPK /* transformer ops */ };
 
 static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
     const spec *s = ud;
@@ -56,6 +56,11 @@ static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
         nb_tensor *m = nb_gt(nb_sin(nb_scale(nb_sum_axes(nb_detach(a), 1, (int[]){0}, true), 7.0)),
                              nb_scalar(NB_F64, 0));
         return nb_mul(nb_masked_fill(a, nb_to(m, NB_I64), s->c), a);
+    }
+    case K_TOPK: { /* c: k; axes[0]: axis; keepdim: largest; squared, so that the second order is not 0 */
+        nb_tensor *v = NULL;
+        if (nb_topk(a, (int64_t)s->c, s->axes[0], s->keepdim, &v, NULL) != 0) return NULL;
+        return nb_mul(v, v);
     }
     }
     return NULL;
@@ -312,8 +317,8 @@ static void test_dense(void) {
                 }
 }
 
-/* transformer ops: tril / triu with offsets on batches and views, masked_fill (times a, so that its second
-   derivative is not 0) */
+/* transformer ops: tril / triu with offsets on batches and views, topk's values and masked_fill (squared or
+   times a, so that their second derivatives are not 0) */
 static void test_transformer_ops(void) {
     const double ks[] = {0, 1, -1, 2, -3};
     for (int kind = K_TRIL; kind <= K_TRIU; kind++)
@@ -323,6 +328,15 @@ static void test_transformer_ops(void) {
                 spec s = {.kind = kind, .c = ks[i]};
                 nb_tensor *x = make_input(3, (int64_t[]){2, 3, 4}, layout, -2, 2, 0);
                 run_check(kind == K_TRIL ? "tril" : "triu", &s, 1, &x);
+                nb_scope_end();
+            }
+    for (int layout = 0; layout < 3; layout++)
+        for (int largest = 0; largest < 2; largest++)
+            for (int axis = -1; axis < 1; axis++) {
+                nb_scope_begin();
+                spec s = {.kind = K_TOPK, .c = 2, .keepdim = largest, .axes = {axis}};
+                nb_tensor *x = make_input(2, (int64_t[]){3, 4}, layout, -2, 2, 0);
+                run_check("topk", &s, 1, &x);
                 nb_scope_end();
             }
     for (int layout = 0; layout < 3; layout++) {

@@ -55,6 +55,12 @@ static nb_tensor *apply_op(const rd_case *c, nb_tensor **x, bool *known) {
     /* transformer ops: argmax params axis keepdim (an i64 result); arange params start end step, its one
        input (rank 0, no grad) giving the dtype */
     if (RD_IS("argmax")) { RD_NEED(1, 2); return nb_argmax(x[0], (int)c->params[0], c->params[1] != 0); }
+    if (RD_IS("topk") || RD_IS("topk_indices")) { /* params k axis largest */
+        RD_NEED(1, 3);
+        nb_tensor *v = NULL, *ix = NULL;
+        if (nb_topk(x[0], (int64_t)c->params[0], (int)c->params[1], c->params[2] != 0, &v, &ix) != 0) return NULL;
+        return RD_IS("topk") ? v : ix;
+    }
     if (RD_IS("arange")) {
         RD_NEED(1, 3);
         return nb_arange(nb_dtype_of(x[0]), c->params[0], c->params[1], c->params[2]);
@@ -160,7 +166,7 @@ static int run_pass(const rd_case *c, nb_dtype dt, bool *unknown_op) {
     }
     nb_dtype want = dt;
     if (strcmp(c->op, "to") == 0) want = c->params[0] == 0 ? NB_F32 : NB_F64;
-    if (strcmp(c->op, "argmax") == 0) want = NB_I64;
+    if (strcmp(c->op, "argmax") == 0 || strcmp(c->op, "topk_indices") == 0) want = NB_I64;
     if (nb_dtype_of(out) != want) {
         fprintf(stderr, "case %s [%s]: output dtype %s, expected %s\n", c->name, pass, dtype_name(nb_dtype_of(out)),
                 dtype_name(want));

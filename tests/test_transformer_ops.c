@@ -7,7 +7,9 @@
  *  - randn / rand: the stream order of backend.h (Box-Muller pairs), reproducibility from a seed, the mean
  *    and variance of a large sample, f32 the rounded f64 values;
  *  - arange, tril / triu (infinities above the diagonal become 0), masked_fill with -inf before a softmax
- *    (a causal attention mask: its gradient is 0 where filled), argmax (ties, NaN, keepdim, never recorded).
+ *    (a causal attention mask: its gradient is 0 where filled), argmax (ties, NaN, keepdim, never recorded);
+ *  - topk (order, ties, NaN, k = 0 and n, its gradient), multinomial (frequencies, zero-probability
+ *    categories never drawn, one uniform per sample, reproducibility).
  */
 #include <float.h>
 
@@ -323,6 +325,72 @@ static void test_argmax(void) {
     nb_scope_end();
 }
 
+static void test_topk(void) {
+    nb_scope_begin();
+    nb_tensor *x = nb_from_f64(NB_F64, 2, (int64_t[]){2, 5}, (double[]){3, 1, NAN, 3, -INFINITY, 0, 5, 5, -1, 2});
+    nb_set_requires_grad(x, true);
+    nb_tensor *v, *i;
+    double a[10];
+    CHECK(nb_topk(x, 4, 1, true, &v, &i) == 0);
+    CHECK(nb_dtype_of(i) == NB_I64 && !nb_requires_grad(i) && nb_requires_grad(v));
+    CHECK(nb_rank(v) == 2 && nb_shape(v)[0] == 2 && nb_shape(v)[1] == 4);
+    CHECK(nb_read_f64(i, a, 8) == 8);
+    const double want[] = {2, 0, 3, 1, 1, 2, 4, 0}; /* NaN first, ties by index */
+    for (int k = 0; k < 8; k++) CHECK(a[k] == want[k]);
+    CHECK(nb_topk(x, 5, -1, false, NULL, &i) == 0);
+    CHECK(nb_read_f64(i, a, 10) == 10);
+    const double want_small[] = {4, 1, 0, 3, 2, 3, 0, 4, 1, 2}; /* -inf first, NaN last */
+    for (int k = 0; k < 10; k++) CHECK(a[k] == want_small[k]);
+    /* the gradient goes to the picked places */
+    CHECK(nb_topk(x, 2, 1, true, &v, NULL) == 0);
+    nb_tensor *g = nb_gradient(nb_sum(nb_where(nb_eq(v, v), v, nb_scalar(NB_F64, 0))), x, 0);
+    CHECK(nb_read_f64(g, a, 10) == 10);
+    const double gw[] = {1, 0, 0, 0, 0, 0, 1, 1, 0, 0};
+    for (int k = 0; k < 10; k++) CHECK(a[k] == gw[k]);
+    /* k = 0 and k = n */
+    CHECK(nb_topk(x, 0, 1, true, &v, &i) == 0);
+    CHECK(nb_numel(v) == 0 && nb_numel(i) == 0 && nb_shape(i)[1] == 0 && nb_dtype_of(i) == NB_I64);
+    CHECK(nb_topk(nb_full(NB_F32, 1, (int64_t[]){3}, 2), 3, 0, true, &v, &i) == 0);
+    CHECK(nb_read_f64(i, a, 3) == 3 && a[0] == 0 && a[1] == 1 && a[2] == 2);
+    nb_scope_end();
+}
+
+static void test_multinomial(void) {
+    nb_scope_begin();
+    nb_rng r, r2;
+    nb_rng_seed(&r, 5);
+    enum { S = 200000 };
+    const double p[] = {0.1, 0, 0.6, 0.3};
+    nb_tensor *pt = nb_from_f64(NB_F32, 2, (int64_t[]){2, 4}, (double[]){0.1, 0, 0.6, 0.3, 0, 0, 2, 0});
+    nb_tensor *s = nb_multinomial(pt, S, &r);
+    CHECK(s && nb_dtype_of(s) == NB_I64 && nb_rank(s) == 2 && nb_shape(s)[1] == S);
+    const int64_t *d = nb_data(s);
+    int64_t cnt[4] = {0}, other = 0;
+    for (int k = 0; d && k < S; k++) cnt[d[k]]++, other += d[S + k] != 2;
+    double chi2 = 0;
+    for (int c = 0; c < 4; c++)
+        if (p[c] > 0) chi2 += (cnt[c] - S * p[c]) * (cnt[c] - S * p[c]) / (S * p[c]);
+    printf("multinomial: counts %lld %lld %lld %lld, chi-square %.2f (2 degrees of freedom)\n", (long long)cnt[0],
+           (long long)cnt[1], (long long)cnt[2], (long long)cnt[3], chi2);
+    CHECK(cnt[1] == 0 && other == 0);
+    CHECK(chi2 < 20); /* P(chi2(2) > 20) = 4.5e-5 */
+    /* one uniform per sample: the same seed gives the same draws, and the stream moves by rows x samples */
+    nb_rng_seed(&r, 5);
+    nb_rng_seed(&r2, 5);
+    nb_tensor *s2 = nb_multinomial(pt, 10, &r);
+    for (int k = 0; k < 20; k++) nb_rng_uniform(&r2);
+    CHECK(r.state == r2.state);
+    nb_rng_seed(&r, 5);
+    nb_tensor *s3 = nb_multinomial(pt, 10, &r);
+    CHECK(nb_item(nb_sum(nb_to(nb_eq(nb_to(s2, NB_F64), nb_to(s3, NB_F64)), NB_F64))) == 20);
+    /* rank 1: (num_samples); unnormalised weights; no samples */
+    nb_tensor *one = nb_multinomial(nb_from_f64(NB_F64, 1, (int64_t[]){3}, (double[]){0, 0, 7}), 5, &r);
+    CHECK(one && nb_rank(one) == 1 && nb_numel(one) == 5 && nb_item(nb_sum(nb_to(one, NB_F64))) == 10);
+    nb_tensor *none = nb_multinomial(pt, 0, &r);
+    CHECK(none && nb_numel(none) == 0 && nb_rank(none) == 2);
+    nb_scope_end();
+}
+
 int main(void) {
     th_seed(3);
     RUN(test_gelu_tanh_f32_accuracy);
@@ -334,5 +402,7 @@ int main(void) {
     RUN(test_tril_triu);
     RUN(test_masked_fill);
     RUN(test_argmax);
+    RUN(test_topk);
+    RUN(test_multinomial);
     return th_finish();
 }

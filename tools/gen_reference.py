@@ -271,6 +271,15 @@ case('argmax_1', 'argmax', [T([[1.0, 3.0, 3.0, 0.0], [5.0, -1.0, 5.0, 5.0], [-2.
 seed_for('argmax_0_keep')
 case('argmax_0_keep', 'argmax', [rnd((4, 3))], lambda x: torch.argmax(x, 0, keepdim=True), params=[0, 1],
      rg=[False])
+# topk (params k axis largest): values (with gradients) and indices (i64, no grad); distinct values, so
+# that the order is PyTorch's whatever its tie rule.
+seed_for('topk_3_1')
+case('topk_3_1', 'topk', [rnd((3, 5))], lambda x: torch.topk(x, 3, 1)[0], params=[3, 1, 1])
+seed_for('topk_2_0_small')
+case('topk_2_0_small', 'topk', [rnd((4, 3))], lambda x: torch.topk(x, 2, 0, largest=False)[0], params=[2, 0, 0])
+seed_for('topk_indices')
+case('topk_indices', 'topk_indices', [rnd((2, 6))], lambda x: torch.topk(x, 4, -1)[1], params=[4, -1, 1],
+     rg=[False])
 for tag, a, b, st in (('int', 0.0, 7.0, 1.0), ('frac', -1.0, 2.0, 0.3), ('neg', 5.0, -4.5, -1.5),
                       ('empty', 2.0, 2.0, 1.0)):
     case('arange_' + tag, 'arange', [T(0.0)], lambda x, a=a, b=b, st=st: torch.arange(a, b, st),

@@ -7,6 +7,8 @@
  *   tril, triu           where(mask, x, 0) with a constant (rows, cols) mask: gradient where(mask, G, 0)
  *   masked_fill          where(mask, value, x): gradient where(mask, 0, G)
  *   argmax               from max_axes, eq and a max over index values, outside every graph
+ *   topk                 k rounds of that argmax over the values not yet taken; values = gather(x, indices)
+ *   multinomial          counts of cdf <= u total per draw (cdf the cumulative sum in double)
  * The composites record no node of their own; their gradients, of any order, come from nb_where.
  */
 #include <math.h>
@@ -134,4 +136,147 @@ nb_tensor *nb_argmax(nb_tensor *x, int axis, bool keepdim) {
     nb_tensor *cand = nb_where(hit, nb_neg(idx), nb_scalar(NB_F64, -(double)n));
     nb_tensor *best = nb_neg(nb_max_axes(cand, 1, &ax, keepdim));
     return best ? nb_to(best, NB_I64) : NULL;
+}
+
+/* ------------------------------------------------------------------ topk --- */
+
+/* The first index along ax (keepdim, f64) where hit is nonzero, or n where none is; idx is 0 .. n-1 along ax
+   (broadcastable). */
+static nb_tensor *first_index(nb_tensor *hit, nb_tensor *idx, int ax, int64_t n) {
+    nb_tensor *cand = nb_where(hit, nb_neg(idx), nb_scalar(NB_F64, -(double)n));
+    return nb_neg(nb_max_axes(cand, 1, &ax, true));
+}
+
+/* 0 .. n-1 along axis ax of a rank-`rank` tensor (size 1 elsewhere), f64, on the backend of like. */
+static nb_tensor *index_col(const nb_tensor *like, int rank, int ax, int64_t n) {
+    int64_t shape[NB_MAX_RANK];
+    for (int i = 0; i < rank; i++) shape[i] = i == ax ? n : 1;
+    nb_tensor *idx = nb_arange(NB_F64, 0, (double)n, 1);
+    if (idx && idx->st->be != like->st->be) idx = nb_to_device(idx, nb_device_of(like));
+    return nb_reshape(idx, rank, shape);
+}
+
+int nb_topk(nb_tensor *x, int64_t k, int axis, bool largest, nb_tensor **values, nb_tensor **indices) {
+    const char *fn = "nb_topk";
+    if (values) *values = NULL;
+    if (indices) *indices = NULL;
+    if (!nbi_check_float(fn, x, 1)) return -1;
+    int ax;
+    if (!nbi_axis_arg(fn, axis, x, &ax)) return -1;
+    const int64_t n = x->shape[ax];
+    if (k < 0 || k > n) {
+        nbi_err(fn, "k = %lld is outside [0, %lld], the size of axis %d of %s", (long long)k, (long long)n, axis,
+                NBI_SHAPE(x));
+        return -1;
+    }
+    if (n > 9007199254740992LL) {
+        nbi_err(fn, "axis %d of %s is longer than 2^53", axis, NBI_SHAPE(x));
+        return -1;
+    }
+    nb_tensor *idx_out;
+    if (k == 0) {
+        int64_t shape[NB_MAX_RANK];
+        for (int i = 0; i < x->rank; i++) shape[i] = i == ax ? 0 : x->shape[i];
+        idx_out = nb_full(NB_I64, x->rank, shape, 0);
+        if (idx_out && idx_out->st->be != x->st->be) idx_out = nb_to_device(idx_out, nb_device_of(x));
+    } else {
+        /* key: x for the largest, -x for the smallest; NaN is the largest either way (as PyTorch), so it comes
+           first for the largest and last for the smallest */
+        nb_tensor *d = nb_detach(x);
+        nb_tensor *key = largest ? d : nb_neg(d);
+        nb_tensor *col = index_col(x, x->rank, ax, n);
+        nb_tensor *notnan = nb_eq(key, key), *ninf = nb_scalar(x->dtype, -INFINITY);
+        nb_tensor *avail = nb_full(x->dtype, x->rank, x->shape, 1.0);
+        if (avail && avail->st->be != x->st->be) avail = nb_to_device(avail, nb_device_of(x));
+        nb_tensor **picks = nbi_alloc(sizeof(nb_tensor *) * (size_t)k);
+        if (!picks) {
+            nbi_err(fn, "out of memory for %lld indices", (long long)k);
+            return -1;
+        }
+        bool ok = key && col && avail;
+        for (int64_t r = 0; r < k && ok; r++) {
+            nb_scope_begin(); /* each round's temporaries go at its end: only the pick and avail stay */
+            nb_tensor *num = nb_mul(avail, notnan);                             /* available numbers */
+            nb_tensor *isn = nb_mul(avail, nb_add_scalar(nb_neg(notnan), 1.0)); /* available NaNs */
+            nb_tensor *kk = nb_where(num, key, ninf);
+            nb_tensor *m = nb_max_axes(kk, 1, &ax, true);
+            nb_tensor *fh = first_index(nb_mul(nb_eq(kk, m), num), col, ax, n);
+            nb_tensor *fn_ = first_index(isn, col, ax, n);
+            nb_tensor *lim = nb_scalar(NB_F64, (double)n);
+            nb_tensor *pick = largest ? nb_where(nb_lt(fn_, lim), fn_, fh) : nb_where(nb_lt(fh, lim), fh, fn_);
+            nb_tensor *next = nb_sub(avail, nb_to(nb_eq(col, pick), x->dtype));
+            ok = pick && next;
+            if (ok) {
+                picks[r] = nb_keep(pick);
+                nb_keep(next);
+            }
+            nb_scope_end();
+            if (ok) {
+                nb_free(avail);
+                avail = next;
+            }
+        }
+        nb_tensor *all = ok ? (k == 1 ? picks[0] : nb_concat((int)k, picks, ax)) : NULL;
+        nbi_dealloc(picks);
+        idx_out = all ? nb_to(all, NB_I64) : NULL;
+    }
+    if (!idx_out) return -1;
+    if (values) {
+        *values = k == 0 ? nb_slice(x, ax, 0, 0) : nb_gather(x, ax, idx_out);
+        if (!*values) return -1;
+    }
+    if (indices) *indices = idx_out;
+    return 0;
+}
+
+/* ----------------------------------------------------------- multinomial --- */
+
+nb_tensor *nb_multinomial(nb_tensor *p, int64_t num_samples, nb_rng *rng) {
+    const char *fn = "nb_multinomial";
+    if (!nbi_check_float(fn, p, 1)) return NULL;
+    if (p->rank != 1 && p->rank != 2) return nbi_err(fn, "probabilities %s must have rank 1 or 2", NBI_SHAPE(p));
+    if (!rng) return nbi_err(fn, "the random generator is NULL");
+    if (num_samples < 0) return nbi_err(fn, "num_samples %lld is negative", (long long)num_samples);
+    const int64_t n = p->shape[p->rank - 1], rows = p->rank == 2 ? p->shape[0] : 1;
+    if (n == 0) return nbi_err(fn, "probabilities %s have no categories", NBI_SHAPE(p));
+    if (n > 9007199254740992LL) return nbi_err(fn, "%lld categories are more than 2^53", (long long)n);
+    int64_t rs, rsn;
+    if (!nbi_mul_ok(rows, num_samples, &rs) || !nbi_mul_ok(rs, n, &rsn))
+        return nbi_err(fn, "%lld draws over %lld categories are too many", (long long)rs, (long long)n);
+    int64_t oshape[2] = {rows, num_samples};
+    int orank = p->rank;
+    if (orank == 1) oshape[0] = num_samples;
+    if (rs == 0) {
+        nb_tensor *e = nb_full(NB_I64, orank, oshape, 0);
+        if (e && e->st->be != p->st->be) e = nb_to_device(e, nb_device_of(p));
+        return e;
+    }
+    nb_tensor *pd = nb_reshape(nb_to(nb_detach(p), NB_F64), 2, (int64_t[]){rows, n});
+    if (!pd) return NULL;
+    int64_t where_bad = -1;
+    int fin = nb_all_finite(pd, &where_bad);
+    if (fin != 1) {
+        if (fin == 0) nbi_err(fn, "probabilities %s hold an infinity or a NaN", NBI_SHAPE(p));
+        return NULL;
+    }
+    double lo = -nb_item(nb_max_axes(nb_neg(pd), 0, NULL, false));
+    if (!(lo >= 0)) return nbi_err(fn, "probabilities %s hold a negative value (%g)", NBI_SHAPE(p), lo);
+    nb_tensor *cdf = nb_cumsum(pd, 1);
+    nb_tensor *total = nb_slice(cdf, 1, n - 1, n); /* (rows, 1) */
+    double tmin = -nb_item(nb_max_axes(nb_neg(total), 0, NULL, false));
+    if (!(tmin > 0)) return nbi_err(fn, "a row of %s sums to 0: no category can be drawn", NBI_SHAPE(p));
+    /* t (rows, S, 1) = u total, one draw per sample in row-major order; the index is the number of cdf values
+       <= t: then cdf[i - 1] <= t < cdf[i], so p[i] > 0 (u total may round up to total: the last positive) */
+    nb_tensor *u = nb_rand(NB_F64, 2, (int64_t[]){rows, num_samples}, rng);
+    if (u && u->st->be != p->st->be) u = nb_to_device(u, nb_device_of(p));
+    nb_tensor *t = nb_reshape(nb_mul(u, total), 3, (int64_t[]){rows, num_samples, 1});
+    nb_tensor *c3 = nb_reshape(cdf, 3, (int64_t[]){rows, 1, n});
+    nb_tensor *le = nb_add_scalar(nb_neg(nb_lt(t, c3)), 1.0); /* cdf <= t */
+    nb_tensor *count = nb_sum_axes(le, 1, (int[]){2}, false); /* (rows, S) */
+    nb_tensor *col = index_col(p, 2, 1, n);
+    nb_tensor *flipped = nb_flip(nb_gt(pd, nb_scalar(NB_F64, 0)), 1);
+    nb_tensor *last = nb_add_scalar(nb_neg(first_index(flipped, col, 1, n)), (double)(n - 1)); /* (rows, 1) */
+    nb_tensor *pick = nb_where(nb_lt(count, nb_scalar(NB_F64, (double)n)), count, last);
+    pick = nb_reshape(pick, orank, oshape);
+    return pick ? nb_to(pick, NB_I64) : NULL;
 }

@@ -4,7 +4,7 @@
  * set, and through the explicit math (matmul, softmax, matmul: the (T, T) matrices on the graph) on the fast
  * set, for comparison with bench/peer_torch_attention.py.
  *
- * Usage: bench_attention [--threads N] [--dtype f32|f64] [--T n] [--no-reference]
+ * Usage: bench_attention [--threads N] [--dtype f32|f64] [--T n] [--no-reference] [--no-math]
  *
  * Each variant runs in a child process of its own, so that its peak (nabla's counter, nb_memory_stats.peak,
  * and the process's VmHWM) is its own. Figures: the median of repeated forward+backward steps after a warm-up
@@ -91,14 +91,15 @@ int main(int argc, char **argv) {
     int threads = 0;
     nb_dtype dt = NB_F32;
     int64_t T = 1024;
-    int ref = 1;
+    int ref = 1, math = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) dt = strcmp(argv[++i], "f64") == 0 ? NB_F64 : NB_F32;
         else if (!strcmp(argv[i], "--T") && i + 1 < argc) T = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--no-reference")) ref = 0;
+        else if (!strcmp(argv[i], "--no-math")) math = 0;
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--dtype f32|f64] [--T n] [--no-reference]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--dtype f32|f64] [--T n] [--no-reference] [--no-math]\n", argv[0]);
             return 2;
         }
     }
@@ -111,7 +112,8 @@ int main(int argc, char **argv) {
     } vs[3] = {{"nb_attention, fast kernels", nbi_backend_cpu(), FUSED, 0},
                {"explicit math (matmul, softmax)", nbi_backend_cpu(), MATH, 0},
                {"nb_attention, reference kernels", nbi_backend_reference(), FUSED, 1}};
-    for (int i = 0; i < 2 + ref; i++) {
+    for (int i = 0; i < 3; i++) {
+        if ((i == 1 && !math) || (i == 2 && !ref)) continue;
         fflush(stdout);
         pid_t p = fork();
         if (p == 0) {

@@ -33,6 +33,9 @@
 
 #define BQ 32 /* query rows per item */
 #define BK 64 /* keys per block */
+#define RB 4  /* rows of a micro-kernel's tile */
+#define JR 4  /* keys of the tile of outer (dk, dv) */
+#define JB 32 /* keys (or features) of a micro-kernel tile: two AVX-512 vectors of floats */
 #define ATTN_GRAIN_WORK (1 << 16) /* multiply-adds an item should hold at least before the work is split */
 
 typedef struct {

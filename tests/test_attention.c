@@ -259,6 +259,31 @@ static void test_errors(void) {
     nb_scope_end();
 }
 
+/* Every allocation of a forward and backward failing in turn: an error, nothing leaked, and the next try works. */
+static void test_out_of_memory(void) {
+    th_seed(18);
+    double worked = 0;
+    for (long at = 1; at < 400; at++) {
+        nb_scope_begin();
+        nb_tensor *q = RND(4, 2, 1, 40, 5), *k = RND(3, 3, 70, 5), *v = RND(3, 3, 70, 3), *m = RND(2, 40, 70);
+        nb_set_requires_grad(q, true), nb_set_requires_grad(k, true), nb_set_requires_grad(m, true);
+        th_inject(at);
+        nb_tensor *y = nb_attention(q, k, v, m, true, 0);
+        int rc = y ? nb_backward(nb_sum(y), NULL, 0) : -1;
+        long used = th_alloc_count;
+        th_stop_injecting();
+        if (rc != 0) CHECK(nb_last_error() != NULL);
+        nb_clear_error();
+        nb_scope_end();
+        CHECK(nb_memory_in_use() == 0);
+        if (rc == 0 && used < at) { /* no allocation failed: every one has been tried */
+            worked = 1;
+            break;
+        }
+    }
+    CHECK(worked);
+}
+
 int main(void) {
     RUN(test_gradcheck_plain_and_causal);
     RUN(test_gradcheck_masks);
@@ -267,5 +292,6 @@ int main(void) {
     RUN(test_default_scale_and_special_rows);
     RUN(test_graph_keeps_lse_only);
     RUN(test_errors);
+    RUN(test_out_of_memory);
     return th_finish();
 }

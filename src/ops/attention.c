@@ -301,7 +301,10 @@ int nbi_bw_attention(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
             nb_free(res[i]);
             continue;
         }
-        if (!(gin[i] = sum_back(res[i], ins[i]))) return -1;
+        if (!(gin[i] = sum_back(res[i], ins[i]))) {
+            for (int j = i + 1; j < 4; j++) nb_free(res[j]);
+            return -1;
+        }
     }
     return 0;
 }

@@ -2,8 +2,8 @@
  * test_attention.c - nb_attention: gradient checks of first and second order in f64 (without a mask, with an
  * additive float mask that gets a gradient and with an i64 keep/drop mask, causal with Tq != Tk, sizes that are
  * not multiples of the CPU kernel's blocks of 32 queries and 64 keys, broadcast leading axes, strided operands),
- * the fast kernels against the reference set on those shapes, the default scale, rows that see no key, what
- * the graph keeps, and the errors. PyTorch's values are checked by test_reference (tools/gen_reference.py,
+ * the fast kernels against the reference set on those shapes, the default scale, rows that see no key, the
+ * causal alignment a KV cache relies on, what the graph keeps, the errors, and every allocation failing. PyTorch's values are checked by test_reference (tools/gen_reference.py,
  * attention_*) and test_hvp; the thread split by test_threads; the bounds by test_backend_ops.
  */
 #include "harness.h"
@@ -189,6 +189,31 @@ static void test_default_scale_and_special_rows(void) {
     nb_scope_end();
 }
 
+/* causal aligns the last query with the last key: query i of a full causal run equals one query against the
+   first i + 1 keys (a KV cache), and a block of the last queries against every key. */
+static void test_kv_cache_alignment(void) {
+    nb_scope_begin();
+    th_seed(19);
+    const int64_t T = 70, d = 5;
+    nb_tensor *q = RND(3, 2, T, d), *k = RND(3, 2, T, d), *v = RND(3, 2, T, 3);
+    nb_tensor *full = nb_attention(q, k, v, NULL, true, 0);
+    const double *f = nb_data(full);
+    const int64_t rows[4] = {0, 5, 63, 69};
+    for (int t = 0; t < 4; t++) {
+        int64_t i = rows[t];
+        nb_tensor *one = nb_attention(nb_contiguous(nb_slice(q, 1, i, i + 1)), nb_contiguous(nb_slice(k, 1, 0, i + 1)),
+                                      nb_contiguous(nb_slice(v, 1, 0, i + 1)), NULL, true, 0);
+        const double *o = nb_data(one);
+        for (int b = 0; b < 2; b++)
+            for (int c = 0; c < 3; c++) CHECK_CLOSE(o[b * 3 + c], f[(b * T + i) * 3 + c], 1e-15, 1e-14);
+    }
+    nb_tensor *last = nb_attention(nb_contiguous(nb_slice(q, 1, T - 7, T)), k, v, NULL, true, 0);
+    const double *l = nb_data(last);
+    for (int b = 0; b < 2; b++)
+        for (int64_t x = 0; x < 7 * 3; x++) CHECK_CLOSE(l[b * 21 + x], f[(b * T + T - 7) * 3 + x], 1e-15, 1e-14);
+    nb_scope_end();
+}
+
 static void test_graph_keeps_lse_only(void) {
     nb_scope_begin();
     th_seed(16);
@@ -290,6 +315,7 @@ int main(void) {
     RUN(test_gradcheck_blocks_and_broadcast);
     RUN(test_fast_against_reference);
     RUN(test_default_scale_and_special_rows);
+    RUN(test_kv_cache_alignment);
     RUN(test_graph_keeps_lse_only);
     RUN(test_errors);
     RUN(test_out_of_memory);

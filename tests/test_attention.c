@@ -3,8 +3,9 @@
  * additive float mask that gets a gradient and with an i64 keep/drop mask, causal with Tq != Tk, sizes that are
  * not multiples of the CPU kernel's blocks of 32 queries and 64 keys, broadcast leading axes, strided operands),
  * the fast kernels against the reference set on those shapes, the default scale, rows that see no key, the
- * causal alignment a KV cache relies on, what the graph keeps, the errors, and every allocation failing. PyTorch's values are checked by test_reference (tools/gen_reference.py,
- * attention_*) and test_hvp; the thread split by test_threads; the bounds by test_backend_ops.
+ * causal alignment a KV cache relies on, what the graph keeps, the errors, and every allocation failing.
+ * PyTorch's values are checked by test_reference (tools/gen_reference.py, attention_*) and test_hvp; the
+ * thread split by test_threads; the bounds by test_backend_ops.
  */
 #include "harness.h"
 

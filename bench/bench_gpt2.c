@@ -20,6 +20,8 @@
  * the peer's zero_grad(set_to_none=True).
  *
  * Usage: bench_gpt2 [--config small|124m] [--threads N] [--steps S] [--warmup W] [--B B] [--T T]
+ *                   [--attention math|fused]   (math, the default: matmul, softmax, matmul as the peer;
+ *                                                fused: nb_attention)
  *        bench_gpt2 --check     the tiny check model: loss and gradient sums from a deterministic
  *                               initialisation, for bench/peer_torch_gpt2.py --check to compare
  *
@@ -82,6 +84,9 @@ static nb_tensor *param(gpt2 *m, int i, int rank, int64_t d0, int64_t d1, const 
     if (m->p[i]) nb_set_requires_grad(m->p[i], true);
     return m->p[i];
 }
+
+/* --attention fused: nb_attention instead of the explicit matmul, softmax, matmul (the default, as the peer). */
+static bool fused_attention;
 
 /* Builds the parameters (zeros) and the mask; the caller initialises the values. */
 static int gpt2_build(gpt2 *m, const gpt2_config *cfg, int64_t T)
@@ -189,9 +194,14 @@ static nb_tensor *gpt2_loss(gpt2 *m, nb_tensor *idx, nb_tensor *targets, nb_tens
         nb_tensor *part[3] = {NULL, NULL, NULL};
         if (nb_split(qkv, 0, 3, (int64_t[]){1, 1, 1}, part) != 0) return NULL;
         nb_tensor *q = nb_squeeze(part[0], 0), *k = nb_squeeze(part[1], 0), *v = nb_squeeze(part[2], 0);
-        nb_tensor *att = nb_scale(nb_matmul(q, nb_transpose(k, 2, 3)), 1.0 / sqrt((double)hs)); /* (B,NH,T,T) */
-        att = nb_softmax(nb_add(att, m->mask), 3);
-        nb_tensor *y = nb_permute(nb_matmul(att, v), (int[]){0, 2, 1, 3}); /* (B,T,NH,hs) */
+        nb_tensor *y;
+        if (fused_attention) { /* --attention fused: the same math, no (B,NH,T,T) tensor */
+            y = nb_permute(nb_attention(q, k, v, NULL, true, 1.0 / sqrt((double)hs)), (int[]){0, 2, 1, 3});
+        } else {
+            nb_tensor *att = nb_scale(nb_matmul(q, nb_transpose(k, 2, 3)), 1.0 / sqrt((double)hs)); /* (B,NH,T,T) */
+            att = nb_softmax(nb_add(att, m->mask), 3);
+            y = nb_permute(nb_matmul(att, v), (int[]){0, 2, 1, 3}); /* (B,T,NH,hs) */
+        }
         y = nb_reshape(nb_contiguous(y), 3, (int64_t[]){B, T, C});
         x = nb_add(x, nb_dense(y, w[PROJW], w[PROJB], NB_ACT_NONE));
         /* MLP with GELU (tanh approximation) */
@@ -316,8 +326,11 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--warmup") == 0 && v && atoi(v) >= 0) warmup = atoi(v);
         else if (strcmp(a, "--B") == 0 && v && atoi(v) > 0) B = atoi(v);
         else if (strcmp(a, "--T") == 0 && v && atoi(v) > 0) T = atoi(v);
+        else if (strcmp(a, "--attention") == 0 && v && (strcmp(v, "fused") == 0 || strcmp(v, "math") == 0))
+            fused_attention = strcmp(v, "fused") == 0;
         else {
             fprintf(stderr, "usage: %s [--config small|124m] [--threads N] [--steps S] [--warmup W] [--B B] [--T T]\n"
+                            "       [--attention math|fused]\n"
                             "       %s --check\n", argv[0], argv[0]);
             return 2;
         }
@@ -351,6 +364,7 @@ int main(int argc, char **argv)
            NABLA_VERSION_MAJOR, NABLA_VERSION_MINOR, NABLA_VERSION_PATCH, nb_num_threads(), cfg->name,
            (long long)cfg->maxT, (long long)cfg->V, (long long)cfg->Vp, (long long)cfg->L, (long long)cfg->NH,
            (long long)cfg->C, (long long)nparams, (long long)B, (long long)T);
+    if (fused_attention) printf("# attention fused (nb_attention)\n");
     fflush(stdout);
 
     nb_memory_stats st0 = {0}, st1;

@@ -493,6 +493,20 @@ NB_API nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets);
    NULL (no scale / no shift). */
 NB_API nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps);
 
+/* Scaled dot-product attention: softmax(q k^T * scale + mask) v over the last two axes.
+   q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv); leading axes broadcast; mask NULL or
+   broadcastable to (..., Tq, Tk): additive (float) or keep/drop (i64 0/1); causal: query i sees
+   keys j <= i + (Tk - Tq) (the last query aligned with the last key, so a KV cache works);
+   scale 0 means 1/sqrt(d). Result (..., Tq, dv).
+   q, k and v share one float dtype; a float mask of the other dtype is converted (a recorded cast), and it is
+   a differentiable input: its gradient is that of the scores, summed over the axes it was broadcast along.
+   An i64 mask keeps key j for query i where it is nonzero and leaves it out (-inf) where it is 0; it gets no
+   gradient. The mask may not add leading axes beyond those of q, k and v. Tq, Tk, d and dv must be >= 1.
+   A query row that sees no key (every score -inf) gives NaN, as PyTorch's math path does (docs/OPS.md,
+   "Special values"). The graph keeps q, k, v, the mask, the result and each row's log-sum-exp: no
+   (..., Tq, Tk) matrix. */
+NB_API nb_tensor *nb_attention(nb_tensor *q, nb_tensor *k, nb_tensor *v, nb_tensor *mask, bool causal, double scale);
+
 /* Custom ops, like torch.autograd.Function. forward computes the result from
    the inputs (grad mode is off inside it) and may save tensors for backward
    with nb_ctx_save; backward receives the gradient of the result and writes

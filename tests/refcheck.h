@@ -122,6 +122,12 @@ static inline nb_tensor *rd_apply_op(const rd_case *c, const char *op, nb_tensor
         nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){np}, c->params);
         return IS("nll_loss") ? nb_nll_loss(x[0], t) : nb_cross_entropy(x[0], t);
     }
+    /* Attention: params causal scale kind; kind 1: input 3 is an additive mask, 2: a 0/1 keep mask, as i64. */
+    if (IS("attention")) {
+        if (np != 3 || c->ninputs != (ia[2] ? 4 : 3)) { NEED(ia[2] ? 4 : 3, 3); return NULL; }
+        nb_tensor *m = ia[2] == 2 ? nb_to(x[3], NB_I64) : ia[2] ? x[3] : NULL;
+        return nb_attention(x[0], x[1], x[2], m, ia[0] != 0, c->params[1]);
+    }
     /* Linear algebra. */
     if (IS("inverse")) { NEED(1, 0); return nb_inverse(x[0]); }
     if (IS("det")) { NEED(1, 0); return nb_det(x[0]); }

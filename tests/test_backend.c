@@ -70,7 +70,7 @@ static void test_devices(void) {
     /* a kernel the backend lacks: the op can say so */
     fake.softmax = NULL;
     CHECK(!nbi_has_kernel(&fake, softmax) && nbi_has_kernel(nbi_default_be(), softmax));
-    CHECK(!nbi_has_kernel(nbi_default_be(), attention));
+    CHECK(nbi_has_kernel(nbi_default_be(), attention) && !nbi_has_kernel(nbi_default_be(), conv2d));
     CHECK(!nbi_no_kernel("nb_softmax", y, "softmax"));
     CHECK_ERR("nb_softmax: backend fake has no kernel 'softmax' (tensor (3,) on cuda:0)");
     nb_scope_end();
@@ -79,7 +79,8 @@ static void test_devices(void) {
 
 /* Ops keep the tensors their backward needs on their node (the count in ops.def); a released graph drops them. */
 static void test_saved_on_nodes(void) {
-    CHECK(nbi_ops[NBI_OP_CROSS_ENTROPY].saved == 1 && nbi_ops[NBI_OP_LAYER_NORM].saved == 2);
+    CHECK(nbi_ops[NBI_OP_CROSS_ENTROPY].saved == 1 && nbi_ops[NBI_OP_LAYER_NORM].saved == 2 &&
+          nbi_ops[NBI_OP_ATTENTION].saved == 1);
     CHECK(nbi_ops[NBI_OP_CUSTOM].saved == -1 && nbi_ops[NBI_OP_ADD].saved == 0);
     nb_scope_begin();
     nb_tensor *x = nb_from_f64(NB_F64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, -1, 0, 4});

@@ -235,6 +235,32 @@ static int f_nll(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     out[1] = nb_nll_loss(x[0], idx1(17, tgt17));
     return 2;
 }
+/* ---- attention ---------------------------------------------------------------------------------------- */
+static int f_attention(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt;
+    out[0] = nb_attention(x[0], x[1], x[2], NULL, false, 0);
+    out[1] = nb_attention(x[0], x[1], x[2], NULL, true, 0.4); /* Tq < Tk: the last query sees every key */
+    return 2;
+}
+static int f_attention_mask(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt; /* q (2,3,Tq,d) against k, v broadcast over its first axis; mask (Tq, Tk) with a gradient */
+    out[0] = nb_attention(x[0], x[1], nb_transpose(x[2], -1, -2), x[3], true, 0);
+    return 1;
+}
+static int f_attention_keep(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt; /* an i64 keep mask (1,Tk) broadcast over queries, and one (Tq,Tk) keeping about 3 keys in 4 */
+    int64_t Tq = nb_shape(x[0])[1], Tk = nb_shape(x[1])[1];
+    nb_tensor *row = nb_to(nb_gt(x[1], nb_scalar(nb_dtype_of(x[1]), -1.5)), NB_I64);
+    nb_tensor *k1 = nb_slice(nb_slice(row, 0, 0, 1), 2, 0, 1);
+    nb_tensor *m1 = nb_reshape(k1, 2, SH(1, Tk));
+    double *keep = malloc(sizeof(double) * (size_t)(Tq * Tk));
+    for (int64_t i = 0; i < Tq * Tk; i++) keep[i] = (i % Tk) == 0 || ((i * 7919) % 4) != 0;
+    nb_tensor *m2 = nb_from_f64(NB_I64, 2, SH(Tq, Tk), keep);
+    free(keep);
+    out[0] = nb_attention(x[0], x[1], x[2], m1, false, 0);
+    out[1] = nb_attention(x[0], x[1], x[2], m2, true, 0);
+    return 2;
+}
 static int f_layer_norm(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     (void)dt;
     out[0] = nb_layer_norm(x[0], x[1], x[2], 1e-5);
@@ -558,6 +584,16 @@ static const bo_case cases[] = {
     {"layer_norm/gamma_beta", f_layer_norm_gamma, 2, {I2(33, 7), I1(7)}, B_NORM(8 * 7), B_NORM(8 * (33 + 7)), BOTH},
     {"layer_norm/big", f_layer_norm, 3, {I2(300, 257), I1(257), I1(257)}, B_NORM(8 * 257), B_NORM(8 * (300 + 257)),
      BOTH},
+    /* attention: scores of length d, softmax and weighted sums over Tk keys (f32 in f32), the backward's sums over
+       Tq queries */
+    {"attention", f_attention, 3, {I3(3, 37, 5), I3(3, 70, 5), I3(3, 70, 7)}, B_NORM(4 * (5 + 70)),
+     B_NORM(4 * (5 + 70 + 37)), BOTH},
+    {"attention/mask_bcast", f_attention_mask, 4, {I4(2, 3, 33, 16), I3(3, 70, 16), I3(3, 9, 70), I2(33, 70)},
+     B_NORM(4 * (16 + 70)), B_NORM(4 * (16 + 70 + 33)), BOTH},
+    {"attention/keep", f_attention_keep, 3, {I3(2, 40, 8), I3(2, 70, 8), I3(2, 70, 8)}, B_NORM(4 * (8 + 70)),
+     B_NORM(4 * (8 + 70 + 40)), BOTH},
+    {"attention/big", f_attention, 3, {I3(4, 100, 32), I3(4, 130, 32), I3(4, 130, 32)}, B_NORM(4 * (32 + 130)),
+     B_NORM(4 * (32 + 130 + 100)), BOTH},
     /* products: NORM(2k) with k the inner length (f32 gemm accumulates in f32) */
     {"matmul", f_matmul, 2, {I2(17, 33), I2(33, 7)}, B_NORM(2 * 33), B_NORM(2 * 17), BOTH},
     {"matmul/vectors", f_matmul_vec, 2, {I1(33), I2(33, 7)}, B_NORM(2 * 33), B_NORM(2 * 33), BOTH},

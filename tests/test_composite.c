@@ -4,7 +4,7 @@
  * Some ops have two first-order rules: a fused kernel taken when the backward
  * records nothing (tanh, sigmoid and relu through nbi_fused_grad; dense with
  * each activation, and its ReLU pass that also sums the bias gradient;
- * cross_entropy; layer_norm), and the rule written with differentiable ops
+ * cross_entropy; layer_norm; attention), and the rule written with differentiable ops
  * that NB_CREATE_GRAPH takes and that every second derivative differentiates.
  * The gradient checks of first order only see the fused rule and those of
  * second order differentiate whatever the composite one computes, so a wrong
@@ -47,6 +47,7 @@ typedef struct {
 #define IN3(a, b, c) {3, {a, b, c}, -2, 2, true}
 #define IN2R(a, b, lo, hi) {2, {a, b}, lo, hi, true}
 #define IN2C(a, b) {2, {a, b}, -2, 2, false} /* a constant operand */
+#define IN3C(a, b, c) {3, {a, b, c}, -2, 2, false}
 #define IN1C(a) {1, {a}, -2, 2, false}
 
 static nb_tensor *tr(nb_tensor *t) { return nb_transpose(t, 0, 1); }
@@ -72,6 +73,16 @@ static nb_tensor *f_dense_relu_wt(nb_tensor **x) { return nb_dense(x[0], tr(x[1]
 static const double ce_t[] = {2, 0, 1, 4, 4};
 static nb_tensor *f_ce(nb_tensor **x) { return nb_cross_entropy(x[0], idx(5, ce_t)); }
 static nb_tensor *f_ce_view(nb_tensor **x) { return nb_cross_entropy(tr(x[0]), idx(5, ce_t)); }
+/* attention: the fused backward kernel against softmax and matmuls */
+#define IN4(a, b, c, d) {4, {a, b, c, d}, -2, 2, true}
+#define IN4C(a, b, c, d) {4, {a, b, c, d}, -2, 2, false}
+static nb_tensor *f_attn(nb_tensor **x) { return nb_attention(x[0], x[1], x[2], NULL, false, 0); }
+static nb_tensor *f_attn_causal(nb_tensor **x) { return nb_attention(x[0], x[1], x[2], NULL, true, 0.7); }
+static nb_tensor *f_attn_mask(nb_tensor **x) { return nb_attention(x[0], x[1], x[2], x[3], true, 0); }
+static nb_tensor *f_attn_keep(nb_tensor **x) { /* an i64 mask: keep where x[3] > -1.5 */
+    nb_tensor *m = nb_to(nb_gt(x[3], nb_scalar(NB_F64, -1.5)), NB_I64);
+    return nb_attention(x[0], nb_transpose(x[1], 0, 1), x[2], m, false, 0);
+}
 static nb_tensor *f_ln(nb_tensor **x) { return nb_layer_norm(x[0], x[1], x[2], 1e-5); }
 static nb_tensor *f_ln_plain(nb_tensor **x) { return nb_layer_norm(x[0], NULL, NULL, 1e-5); }
 static nb_tensor *f_ln_gamma(nb_tensor **x) { return nb_layer_norm(x[0], x[1], NULL, 1e-5); }
@@ -195,6 +206,10 @@ static const cc_case cases[] = {
     {"gelu_tanh", f_gelu_tanh, 1, {IN2R(3, 4, -4, 4)}, false},
     {"gelu_tanh_tails", f_gelu_tanh, 1, {IN2R(4, 5, -12, 12)}, true},
     {"gelu_tanh_input_view", f_gelu_tanh_view, 1, {IN2R(4, 3, -5, 5)}, false},
+    {"attention", f_attn, 3, {IN3(2, 4, 5), IN3(2, 6, 5), IN3(2, 6, 3)}, false},
+    {"attention_causal_kv", f_attn_causal, 3, {IN3(2, 3, 4), IN3(2, 7, 4), IN3(2, 7, 5)}, false},
+    {"attention_mask_bcast", f_attn_mask, 4, {IN4(2, 2, 5, 3), IN3(2, 5, 3), IN2(5, 4), IN2(5, 5)}, false},
+    {"attention_keep_const_v", f_attn_keep, 4, {IN3(2, 4, 3), IN3(5, 2, 3), IN3C(2, 5, 2), IN2C(4, 5)}, false},
     /* Every other op. */
     {"add", f_add, 2, {IN2(3, 4), IN1(4)}, false},
     {"sub", f_sub, 2, {IN2(3, 1), IN2(1, 4)}, false},

@@ -6,7 +6,8 @@
  *    and binary elementwise ops, reductions over an axis and over everything,
  *    the optimizer updates, the softmax family and cross-entropy (split over
  *    rows; the loss summed in row order), layer norm and its gradient (dx split by
- *    rows, dgamma and dbeta by columns), and whole training steps: forward, backward, Adam)
+ *    rows, dgamma and dbeta by columns), attention forward and backward (split by
+ *    batch-heads and blocks of queries or keys), and whole training steps: forward, backward, Adam)
  *    gives the same bits on 2, 3 and 4 threads as on 1, with the pool resized
  *    between runs.
  * 2. Two application threads each train a model of their own at the same time,
@@ -59,7 +60,7 @@ static nb_tensor *rand_t(nb_dtype dt, int rank, const int64_t *shape) { return t
 
 /* ------------------------------------------------- 1. pool: bit-identical */
 
-#define NRES 48
+#define NRES 56
 
 /* Every threaded kernel once; writes each result's values to res[i] (malloc'd)
    and their counts to len[i]; returns how many results there are. */
@@ -122,6 +123,21 @@ static int run_kernels(double **res, int64_t *len) {
         res[k] = values(nb_grad(lx), &len[k]), k++;
         res[k] = values(nb_grad(ga), &len[k]), k++;
         res[k] = values(nb_grad(be), &len[k]), k++;
+        /* attention, causal with an additive mask, 4 batch-heads of 100 queries and 100 keys of 32: the forward
+           split over (batch-head, block of 32 queries), the backward's dq and dmask likewise, dk and dv over
+           (batch-head, block of 64 keys) */
+        nb_tensor *aq = rand_t(dt, 3, (int64_t[]){4, 100, 32}), *ak = rand_t(dt, 3, (int64_t[]){4, 100, 32});
+        nb_tensor *av = rand_t(dt, 3, (int64_t[]){4, 100, 32}), *am = rand_t(dt, 2, (int64_t[]){100, 100});
+        nb_tensor *aw = rand_t(dt, 3, (int64_t[]){4, 100, 32});
+        nb_set_requires_grad(aq, true), nb_set_requires_grad(ak, true), nb_set_requires_grad(av, true);
+        nb_set_requires_grad(am, true);
+        nb_tensor *ay = nb_attention(aq, ak, av, am, true, 0);
+        res[k] = values(ay, &len[k]), k++;
+        CHECK(nb_backward(nb_sum(nb_mul(ay, aw)), NULL, 0) == 0);
+        res[k] = values(nb_grad(aq), &len[k]), k++;
+        res[k] = values(nb_grad(ak), &len[k]), k++;
+        res[k] = values(nb_grad(av), &len[k]), k++;
+        res[k] = values(nb_grad(am), &len[k]), k++;
     }
     nb_scope_end();
     return k;
@@ -179,7 +195,7 @@ static void test_pool_bit_identical(void) {
     int nref = run_kernels(ref, rlen);
     int64_t nref32, nref64;
     double *tref32 = train_mlp(NB_F32, 7, 2, &nref32), *tref64 = train_mlp(NB_F64, 8, 2, &nref64);
-    CHECK(nref == 42);
+    CHECK(nref == 52);
     for (int threads = 2; threads <= 4; threads++) {
         CHECK(nb_set_num_threads(threads) == 0);
         CHECK(nb_num_threads() == threads);

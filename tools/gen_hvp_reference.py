@@ -391,6 +391,43 @@ seeded('hinge_loss', 'hinge_loss', [lambda: rnd((2, 5)), lambda: T([[1.0, -1, 1,
 M64 = (1 << 64) - 1
 
 
+
+# --------------------------------------------------------------------------
+# scaled dot-product attention (params: causal scale mask_kind; mask_kind 0
+# none, 1 an additive float mask (input 3), 2 a keep/drop mask given as 0/1
+# values (input 3, no grad) that nabla takes as i64). torch 1.13 has no
+# F.scaled_dot_product_attention: its math path, written out.
+# --------------------------------------------------------------------------
+
+
+def sdpa(q, k, v, mask=None, causal=False, scale=0.0, kind=0):
+    if scale == 0:
+        scale = 1.0 / q.shape[-1] ** 0.5
+    s = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if kind == 1:
+        s = s + mask
+    elif kind == 2:
+        s = s.masked_fill(mask == 0, float('-inf'))
+    if causal:
+        tq, tk = q.shape[-2], k.shape[-2]
+        keep = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)
+        s = s.masked_fill(~keep, float('-inf'))
+    return torch.matmul(torch.softmax(s, -1), v)
+
+
+def keep_mask(shape, p=0.3):
+    """0/1 values, every row keeping at least its first key (no row sees no key)."""
+    m = (torch.rand(shape) > p).to(torch.float64)
+    m[..., 0] = 1
+    return m
+
+seeded('attention_plain', 'attention', [lambda: rnd((2, 3, 4)), lambda: rnd((2, 5, 4)), lambda: rnd((2, 5, 3))],
+       lambda q, k, v: sdpa(q, k, v), params=[0, 0, 0])
+seeded('attention_causal_mask', 'attention',
+       [lambda: rnd((2, 3, 4)), lambda: rnd((1, 5, 4)), lambda: rnd((5, 2)), lambda: rnd((3, 5))],
+       lambda q, k, v, m: sdpa(q, k, v, m, causal=True, scale=0.4, kind=1), params=[1, 0.4, 1])
+
+
 def splitmix_uniform(state, n):
     out = []
     for _ in range(n):

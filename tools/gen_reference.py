@@ -47,6 +47,8 @@ Parameters per op (all others take none):
     concat        axis                (the inputs are the tensors to join)
     to            dtype               (0: f32, 1: f64)
     dense         act                 (0 none, 1 relu, 2 tanh, 3 sigmoid; inputs x, w and maybe b)
+    attention     causal scale kind   (inputs q, k, v and, kind 1, an additive mask; kind 2, a 0/1
+                                       keep mask without grad, nabla's i64 mask)
 
 where: inputs are cond (0/1, no grad), a, b. gt / lt / eq: no input requires
 grad (the output is 0/1 as float64 and carries no graph), so there are no
@@ -491,6 +493,52 @@ for name, shape in (('layer_norm_2d', (3, 5)), ('layer_norm_3d', (2, 3, 4))):
     seed_for(name + '_plain')
     case(name + '_plain', 'layer_norm', [rnd(shape)],
          lambda x, d=d: torch.nn.functional.layer_norm(x, (d,), None, None, 1e-5), params=[1e-5])
+
+# --------------------------------------------------------------------------
+# scaled dot-product attention (params: causal scale mask_kind; mask_kind 0
+# none, 1 an additive float mask (input 3), 2 a keep/drop mask given as 0/1
+# values (input 3, no grad) that nabla takes as i64). torch 1.13 has no
+# F.scaled_dot_product_attention: its math path, written out.
+# --------------------------------------------------------------------------
+
+
+def sdpa(q, k, v, mask=None, causal=False, scale=0.0, kind=0):
+    if scale == 0:
+        scale = 1.0 / q.shape[-1] ** 0.5
+    s = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if kind == 1:
+        s = s + mask
+    elif kind == 2:
+        s = s.masked_fill(mask == 0, float('-inf'))
+    if causal:
+        tq, tk = q.shape[-2], k.shape[-2]
+        keep = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)
+        s = s.masked_fill(~keep, float('-inf'))
+    return torch.matmul(torch.softmax(s, -1), v)
+
+
+def keep_mask(shape, p=0.3):
+    """0/1 values, every row keeping at least its first key (no row sees no key)."""
+    m = (torch.rand(shape) > p).to(torch.float64)
+    m[..., 0] = 1
+    return m
+
+seed_for('attention_plain')
+case('attention_plain', 'attention', [rnd((2, 4, 5)), rnd((2, 6, 5)), rnd((2, 6, 3))],
+     lambda q, k, v: sdpa(q, k, v), params=[0, 0, 0])
+seed_for('attention_causal_kv')
+case('attention_causal_kv', 'attention', [rnd((2, 3, 4)), rnd((2, 7, 4)), rnd((2, 7, 5))],
+     lambda q, k, v: sdpa(q, k, v, causal=True, scale=0.3), params=[1, 0.3, 0])
+seed_for('attention_causal_square')
+case('attention_causal_square', 'attention', [rnd((3, 6, 4)), rnd((3, 6, 4)), rnd((3, 6, 2))],
+     lambda q, k, v: sdpa(q, k, v, causal=True), params=[1, 0, 0])
+seed_for('attention_float_mask_bcast')
+case('attention_float_mask_bcast', 'attention', [rnd((2, 2, 3, 4)), rnd((1, 2, 5, 4)), rnd((2, 5, 3)), rnd((3, 5))],
+     lambda q, k, v, m: sdpa(q, k, v, m, kind=1), params=[0, 0, 1])
+seed_for('attention_keep_mask_causal')
+case('attention_keep_mask_causal', 'attention',
+     [rnd((2, 1, 4, 3)), rnd((2, 3, 6, 3)), rnd((3, 6, 2)), keep_mask((2, 1, 4, 6))],
+     lambda q, k, v, m: sdpa(q, k, v, m, causal=True, kind=2), params=[1, 0, 2], rg=[True, True, True, False])
 
 # --------------------------------------------------------------------------
 # more elementwise ops and composites.

@@ -217,9 +217,32 @@ typedef struct nbi_backend {
     /* x (n) = mean + std z, z standard normal by Box-Muller from pairs of nb_rng_uniform. */
     void (*normal)(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, double std);
 
+    /* ---- scaled dot-product attention (f32 or f64 dt, contiguous operands) ---- */
+    /* For each batch-head b < BH, query row i < Tq and key j < Tk:
+         s[b,i,j] = scale (q[b,i,:] . k[b,j,:]) + mask[b,i,j]      (no mask term when mask is NULL)
+         p[b,i,:] = softmax(s[b,i,:]),  out[b,i,:] = sum_j p[b,i,j] v[b,j,:]
+         lse[b,i] = log sum_j exp(s[b,i,j])                       (doubles)
+       out (BH, Tq, dv), lse (BH, Tq), q (BH, Tq, d), k (BH, Tk, d), v (BH, Tk, dv); the mask holds additive values
+       of dt, element (b, i, j) at mask[b msb + i msq + j] (msb or msq 0: broadcast along that axis). causal: query
+       i sees keys j <= i + Tk - Tq only (the others are left out of the sum: p = 0). A row that sees no key (all
+       s = -inf, or causal with i + Tk - Tq < 0) gives out NaN and lse -inf; NaN propagates. The reference computes
+       each row in double and rounds once; a fast set may compute f32 in f32 (online softmax over key blocks)
+       within the bound of docs/OPS.md. Tq, Tk, d, dv >= 1. 0, or -1 out of memory. */
+    int (*attention)(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
+                     const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d,
+                     int64_t dv, bool causal, double scale);
+    /* The first-order gradient of attention from g = dL/dout (BH, Tq, dv), with q, k, v, mask, causal and scale as
+       given to attention and its out and lse: with p recomputed from lse (p = exp(s - lse), 0 where causal
+       leaves a key out), D[b,i] = sum_c g[b,i,c] out[b,i,c] and dS = p (g v^T - D):
+         dq (BH, Tq, d) = scale dS k,  dk (BH, Tk, d) = scale dS^T q,  dvv (BH, Tk, dv) = p^T g,
+         dmask (BH, Tq, Tk; NULL: not wanted) = dS (0 where causal leaves a key out).
+       Sums over rows in row order whatever the thread count. 0, or -1 out of memory. */
+    int (*attention_grad)(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g, const void *q,
+                          const void *k, const void *v, const void *out, const double *lse, const void *mask,
+                          int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d, int64_t dv,
+                          bool causal, double scale);
+
     /* ---- room for the next ops (NULL until written; nbi_has_kernel reports it) ---- */
-    void (*attention)(void);
-    void (*attention_grad)(void);
     void (*conv2d)(void);
     void (*conv2d_grad)(void);
     void (*pool2d)(void);

@@ -52,6 +52,15 @@ NBI_API int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *d
                                     const void *gamma, int64_t rows, int64_t D, double eps, const double *mean,
                                     const double *rstd);
 
+/* attention.c: scaled dot-product attention, flash-style, over the thread pool (backend.h's contract) */
+NBI_API int nbi_cpu_attention(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
+                              const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk,
+                              int64_t d, int64_t dv, bool causal, double scale);
+NBI_API int nbi_cpu_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g,
+                                   const void *q, const void *k, const void *v, const void *out, const double *lse,
+                                   const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk,
+                                   int64_t d, int64_t dv, bool causal, double scale);
+
 /* misc.c: index checks and moves */
 NBI_API int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t n, int64_t *bad);
 NBI_API void nbi_cpu_index_move(const nbi_arr *dst, const nbi_arr *src, const nbi_arr *idx, int ax, bool elementwise,

@@ -758,6 +758,91 @@ void nbi_ref_normal(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, d
     }
 }
 
+/* ------------------------------------------------------------ attention ---- */
+
+/* Row i of batch-head b: s (Tk) = scale q.k + mask, in double, with vis[j] whether causal lets query i see key
+   j (s = -inf where it does not). Returns the row's max over the keys it sees (-inf when none). */
+static double attn_scores(nb_dtype dt, double *s, const void *q, const void *k, const void *mask, int64_t msb,
+                          int64_t msq, int64_t b, int64_t i, int64_t Tq, int64_t Tk, int64_t d, bool causal,
+                          double scale) {
+    double m = -INFINITY;
+    for (int64_t j = 0; j < Tk; j++) {
+        if (causal && j > i + Tk - Tq) {
+            s[j] = -INFINITY;
+            continue;
+        }
+        double dot = 0;
+        for (int64_t c = 0; c < d; c++) dot += load(dt, q, (b * Tq + i) * d + c) * load(dt, k, (b * Tk + j) * d + c);
+        s[j] = dot * scale + (mask ? load(dt, mask, b * msb + i * msq + j) : 0.0);
+        m = s[j] > m ? s[j] : m;
+    }
+    return m;
+}
+
+/* out = softmax(q k^T scale + mask) v, one row at a time: the full row of scores, its max m, l = sum exp(s - m),
+   out = sum exp(s - m) v / l, lse = m + log l; all in double, each result rounded once. */
+static int ref_attention(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
+                         const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d,
+                         int64_t dv, bool causal, double scale) {
+    double *s = nbi_alloc(sizeof(double) * (size_t)(Tk + dv)), *acc = s ? s + Tk : NULL;
+    if (!s) return -1;
+    for (int64_t b = 0; b < BH; b++)
+        for (int64_t i = 0; i < Tq; i++) {
+            double m = attn_scores(dt, s, q, k, mask, msb, msq, b, i, Tq, Tk, d, causal, scale), l = 0;
+            for (int64_t c = 0; c < dv; c++) acc[c] = 0;
+            for (int64_t j = 0; j < Tk; j++) {
+                if (causal && j > i + Tk - Tq) continue;
+                double e = exp(s[j] - (m == -INFINITY ? 0.0 : m)); /* every key -inf: l = 0 */
+                l += e;
+                for (int64_t c = 0; c < dv; c++) acc[c] += e * load(dt, v, (b * Tk + j) * dv + c);
+            }
+            for (int64_t c = 0; c < dv; c++) store(dt, out, (b * Tq + i) * dv + c, acc[c] / l); /* l = 0: NaN */
+            lse[b * Tq + i] = m + log(l);
+        }
+    nbi_dealloc(s);
+    return 0;
+}
+
+/* The explicit formulas, in double: per row, p = exp(s - lse), D = g.out, dS = p (g v^T - D); dq = scale dS k,
+   dk += scale dS^T q, dv += p^T g, accumulated over rows in order (dk, dv in double for the whole batch-head). */
+static int ref_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g, const void *q,
+                              const void *k, const void *v, const void *out, const double *lse, const void *mask,
+                              int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d, int64_t dv,
+                              bool causal, double scale) {
+    double *s = nbi_alloc(sizeof(double) * (size_t)(2 * Tk + d + Tk * (d + dv)));
+    if (!s) return -1;
+    double *ds = s + Tk, *aq = ds + Tk, *ak = aq + d, *av = ak + Tk * d;
+    for (int64_t b = 0; b < BH; b++) {
+        for (int64_t x = 0; x < Tk * (d + dv); x++) ak[x] = 0;
+        for (int64_t i = 0; i < Tq; i++) {
+            (void)attn_scores(dt, s, q, k, mask, msb, msq, b, i, Tq, Tk, d, causal, scale);
+            double L = lse[b * Tq + i], D = 0;
+            for (int64_t c = 0; c < dv; c++)
+                D += load(dt, g, (b * Tq + i) * dv + c) * load(dt, out, (b * Tq + i) * dv + c);
+            for (int64_t c = 0; c < d; c++) aq[c] = 0;
+            for (int64_t j = 0; j < Tk; j++) {
+                bool seen = !(causal && j > i + Tk - Tq);
+                double p = seen ? exp(s[j] - L) : 0.0, dp = 0;
+                for (int64_t c = 0; c < dv && seen; c++)
+                    dp += load(dt, g, (b * Tq + i) * dv + c) * load(dt, v, (b * Tk + j) * dv + c);
+                ds[j] = seen ? p * (dp - D) : 0.0;
+                if (dmask) store(dt, dmask, (b * Tq + i) * Tk + j, ds[j]);
+                if (!seen) continue;
+                for (int64_t c = 0; c < d; c++) {
+                    aq[c] += ds[j] * load(dt, k, (b * Tk + j) * d + c);
+                    ak[j * d + c] += ds[j] * load(dt, q, (b * Tq + i) * d + c);
+                }
+                for (int64_t c = 0; c < dv; c++) av[j * dv + c] += p * load(dt, g, (b * Tq + i) * dv + c);
+            }
+            for (int64_t c = 0; c < d; c++) store(dt, dq, (b * Tq + i) * d + c, scale * aq[c]);
+        }
+        for (int64_t x = 0; x < Tk * d; x++) store(dt, dk, b * Tk * d + x, scale * ak[x]);
+        for (int64_t x = 0; x < Tk * dv; x++) store(dt, dvv, b * Tk * dv + x, av[x]);
+    }
+    nbi_dealloc(s);
+    return 0;
+}
+
 /* --------------------------------------------------------------- table ---- */
 
 static const nbi_backend reference = {
@@ -791,7 +876,9 @@ static const nbi_backend reference = {
     .bernoulli = nbi_ref_bernoulli,
     .uniform = nbi_ref_uniform,
     .normal = nbi_ref_normal,
-    /* attention, conv2d, pool2d and their gradients: not written yet (NULL) */
+    .attention = ref_attention,
+    .attention_grad = ref_attention_grad,
+    /* conv2d, pool2d and their gradients: not written yet (NULL) */
 };
 
 const nbi_backend *nbi_backend_reference(void) { return &reference; }

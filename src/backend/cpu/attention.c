@@ -1,0 +1,103 @@
+/*
+ * attention.c - the CPU's scaled dot-product attention, flash-style.
+ *
+ * Forward: the work is cut into (batch-head, block of BQ query rows) items. For each item the keys are walked
+ * in blocks of BK: each row's scores against the block, the block's max, and the online softmax (the running
+ * max m and sum l of exp(s - m), the accumulated output rescaled by exp(m_old - m_new) when the max grows); at
+ * the end out = acc / l and lse = m + log l. No (Tq, Tk) matrix is ever stored. With causal, key blocks past
+ * the block's last visible key are skipped.
+ *
+ * Backward (FlashAttention-2's, in two passes so that every sum has one owner): p is recomputed block by block
+ * as exp(s - lse), D_i = sum(g_i out_i), dS = p (g v^T - D).
+ *   pass 1, items (batch-head, query block): D, dq = scale dS k (summed over key blocks in order), dmask = dS;
+ *   pass 2, items (batch-head, key block):   dv = p^T g and dk = scale dS^T q (summed over query rows in order).
+ * Each output element is computed by one item, by the same operations whatever the cut: the bits do not
+ * depend on the thread count.
+ *
+ * f32 is computed in f32 (scores, weighted sums; exps by nbi_vexpf of the shifted score rounded to f32; each
+ * row's sum of exps, its max and lse in double); f64 in double with libm's exp. The bound against the
+ * reference set (the same formulas row by row in double, rounded once) is in docs/OPS.md.
+ */
+#include <math.h>
+
+#include "../../core/internal.h"
+#include "cpu.h"
+#include "threads.h"
+#include "vmath.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(NBI_NO_CLONES)
+#define NBI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define NBI_CLONES
+#endif
+
+#define BQ 32 /* query rows per item */
+#define BK 64 /* keys per block */
+#define RB 4  /* rows of a micro-kernel's tile */
+#define JR 4  /* keys of the tile of outer (dk, dv) */
+#define JB 32 /* keys (or features) of a micro-kernel tile: two AVX-512 vectors of floats */
+#define ATTN_GRAIN_WORK (1 << 16) /* multiply-adds an item should hold at least before the work is split */
+
+typedef struct {
+    int64_t Tq, Tk, d, dv, msb, msq;
+    bool causal;
+    double scale;
+    const void *q, *k, *v, *mask, *g, *o;
+    void *out, *dq, *dk, *dvv, *dmask;
+    double *lse, *D;
+} attn_job;
+
+static void vexp64(double *y, const double *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = exp(x[i]);
+}
+
+#define T float
+#define SUF _f32
+#define VEXP nbi_vexpf
+#include "attention_tmpl.h"
+#undef T
+#undef SUF
+#undef VEXP
+
+#define T double
+#define SUF _f64
+#define VEXP vexp64
+#include "attention_tmpl.h"
+#undef T
+#undef SUF
+#undef VEXP
+
+/* The grain (items per part at least) for items of `work` multiply-adds each. */
+static int64_t grain_for(int64_t work) {
+    int64_t g = work > 0 ? ATTN_GRAIN_WORK / work : 1;
+    return g < 1 ? 1 : g;
+}
+
+int nbi_cpu_attention(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
+                      const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d,
+                      int64_t dv, bool causal, double scale) {
+    attn_job J = {.Tq = Tq, .Tk = Tk, .d = d, .dv = dv, .msb = msb, .msq = msq, .causal = causal, .scale = scale,
+                  .q = q, .k = k, .v = v, .mask = mask, .out = out, .lse = lse};
+    int64_t nqb = (Tq + BQ - 1) / BQ;
+    return nbi_parallel_for(BH * nqb, grain_for(BQ * Tk * (d + dv)), dt == NB_F32 ? fwd_part_f32 : fwd_part_f64,
+                            &J);
+}
+
+int nbi_cpu_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g, const void *q,
+                           const void *k, const void *v, const void *out, const double *lse, const void *mask,
+                           int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d, int64_t dv,
+                           bool causal, double scale) {
+    double *D = nbi_alloc(sizeof(double) * (size_t)(BH * Tq));
+    if (!D) return -1;
+    attn_job J = {.Tq = Tq, .Tk = Tk, .d = d, .dv = dv, .msb = msb, .msq = msq, .causal = causal, .scale = scale,
+                  .q = q, .k = k, .v = v, .mask = mask, .g = g, .o = out, .dq = dq, .dk = dk, .dvv = dvv,
+                  .dmask = dmask, .lse = (double *)(uintptr_t)lse, .D = D};
+    int64_t nqb = (Tq + BQ - 1) / BQ, nkb = (Tk + BK - 1) / BK;
+    int rc = nbi_parallel_for(BH * nqb, grain_for(BQ * Tk * (d + 2 * dv)),
+                              dt == NB_F32 ? bwq_part_f32 : bwq_part_f64, &J);
+    if (rc == 0)
+        rc = nbi_parallel_for(BH * nkb, grain_for(BK * Tq * (2 * d + 2 * dv)),
+                              dt == NB_F32 ? bwk_part_f32 : bwk_part_f64, &J);
+    nbi_dealloc(D);
+    return rc;
+}

@@ -1,0 +1,298 @@
+/*
+ * attention_tmpl.h - the body of the CPU's attention kernels for one element type, included by attention.c
+ * twice: T float (SUF f32, exps by nbi_vexpf) and T double (SUF f64, libm's exp).
+ *
+ * Rows are taken RB at a time against a block of at most BK keys whose k (and v) were transposed to kt (d, BK),
+ * zero-padded to BK columns. The micro-kernels keep an RB x JB tile of sums in registers: dots (scores, and
+ * g v^T) runs along the features for each tile of keys, wsum (p v, dS k) along the keys for each tile of
+ * features, outer (p^T g, dS^T q) along the rows for each key and tile of features. Every value is one sum in a
+ * fixed order (features, keys or rows in increasing order), whatever the vector width the clones pick and
+ * however the items are cut: the bits depend on neither.
+ */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUF)
+
+/* t (n, BK) = the block x[j0 .. j0 + nk) of x (Tk, n) transposed; columns nk .. BK zero. */
+static void FN(transpose)(T *t, const T *x, int64_t j0, int64_t nk, int64_t n) {
+    for (int64_t c = 0; c < n; c++)
+        for (int64_t j = nk; j < BK; j++) t[c * BK + j] = 0;
+    for (int64_t j = 0; j < nk; j++)
+        for (int64_t c = 0; c < n; c++) t[c * BK + j] = x[(j0 + j) * n + c];
+}
+
+/* s[r] (rows BK apart, r < RB) = the dots of rows xr[r] (n) with the columns [0, nkp) of kt (n, BK), nkp a
+   multiple of JB; each summed over the features in order. */
+NBI_CLONES static void FN(dots)(T *s, const T *const *xr, const T *kt, int64_t n, int64_t nkp) {
+    for (int64_t jb = 0; jb < nkp; jb += JB) {
+        T acc[RB][JB];
+        for (int r = 0; r < RB; r++)
+            for (int l = 0; l < JB; l++) acc[r][l] = 0;
+        for (int64_t c = 0; c < n; c++) {
+            const T *kr = kt + c * BK + jb;
+            for (int r = 0; r < RB; r++) {
+                const T a = xr[r][c];
+                for (int l = 0; l < JB; l++) acc[r][l] += a * kr[l];
+            }
+        }
+        for (int r = 0; r < RB; r++)
+            for (int l = 0; l < JB; l++) s[r * BK + jb + l] = acc[r][l];
+    }
+}
+
+/* acc[r] (n each, rows lda apart, r < RB) += sum over keys j < nk in order of w[r BK + j] x[j] (x rows n apart). */
+NBI_CLONES static void FN(wsum)(T *acc, int64_t lda, const T *w, const T *x, int64_t nk, int64_t n) {
+    int64_t c0 = 0;
+    for (; c0 + JB <= n; c0 += JB) {
+        T a[RB][JB];
+        for (int r = 0; r < RB; r++)
+            for (int l = 0; l < JB; l++) a[r][l] = acc[r * lda + c0 + l];
+        for (int64_t j = 0; j < nk; j++) {
+            const T *xr = x + j * n + c0;
+            for (int r = 0; r < RB; r++) {
+                const T p = w[r * BK + j];
+                for (int l = 0; l < JB; l++) a[r][l] += p * xr[l];
+            }
+        }
+        for (int r = 0; r < RB; r++)
+            for (int l = 0; l < JB; l++) acc[r * lda + c0 + l] = a[r][l];
+    }
+    for (int r = 0; r < RB; r++)
+        for (int64_t c = c0; c < n; c++) {
+            T a = acc[r * lda + c];
+            for (int64_t j = 0; j < nk; j++) a += w[r * BK + j] * x[j * n + c];
+            acc[r * lda + c] = a;
+        }
+}
+
+/* acc[j] (n each, j < nk) += sum over rows r < nr in order of w[r BK + j] xr[r] (n); tiles of JR keys by JB
+   features. */
+NBI_CLONES static void FN(outer)(T *acc, const T *w, const T *const *xr, int nr, int64_t nk, int64_t n) {
+    int64_t j = 0;
+    for (; j + JR <= nk; j += JR) {
+        int64_t c0 = 0;
+        for (; c0 + JB <= n; c0 += JB) {
+            T a[JR][JB];
+            for (int u = 0; u < JR; u++)
+                for (int l = 0; l < JB; l++) a[u][l] = acc[(j + u) * n + c0 + l];
+            for (int r = 0; r < nr; r++) {
+                const T *x = xr[r] + c0;
+                for (int u = 0; u < JR; u++) {
+                    const T p = w[r * BK + j + u];
+                    for (int l = 0; l < JB; l++) a[u][l] += p * x[l];
+                }
+            }
+            for (int u = 0; u < JR; u++)
+                for (int l = 0; l < JB; l++) acc[(j + u) * n + c0 + l] = a[u][l];
+        }
+        for (int u = 0; u < JR; u++)
+            for (int64_t c = c0; c < n; c++) {
+                T a = acc[(j + u) * n + c];
+                for (int r = 0; r < nr; r++) a += w[r * BK + j + u] * xr[r][c];
+                acc[(j + u) * n + c] = a;
+            }
+    }
+    for (; j < nk; j++)
+        for (int64_t c = 0; c < n; c++) {
+            T a = acc[j * n + c];
+            for (int r = 0; r < nr; r++) a += w[r * BK + j] * xr[r][c];
+            acc[j * n + c] = a;
+        }
+}
+
+/* The last key query row i sees (Tk - 1 without causal; below 0: none). */
+static int64_t FN(last_key)(const attn_job *J, int64_t i) {
+    return J->causal ? i + J->Tk - J->Tq : J->Tk - 1;
+}
+
+/* Row r of a group: s (nk) = s scale + mask row, -inf past the row's last key; returns the max (NaN ignored). */
+static T FN(finish_scores)(const attn_job *J, T *s, int64_t b, int64_t i, int64_t j0, int64_t nk) {
+    const T scale = (T)J->scale;
+    for (int64_t j = 0; j < nk; j++) s[j] *= scale;
+    if (J->mask) {
+        const T *mrow = (const T *)J->mask + b * J->msb + i * J->msq + j0;
+        for (int64_t j = 0; j < nk; j++) s[j] += mrow[j];
+    }
+    for (int64_t j = FN(last_key)(J, i) - j0 + 1; j < nk; j++) s[j] = -INFINITY;
+    T m = -INFINITY;
+    for (int64_t j = 0; j < nk; j++) m = s[j] > m ? s[j] : m;
+    return m;
+}
+
+/* p (nk) = exp(s - sh), from s rounded to T after the shift */
+static void FN(exps)(T *p, T *s, int64_t nk, double sh) {
+    for (int64_t j = 0; j < nk; j++) s[j] = (T)((double)s[j] - sh);
+    VEXP(p, s, nk);
+}
+
+/* Row pointers of a group of nr rows from row i0 of x (rows n apart); the missing ones repeat row i0. */
+static void FN(rows)(const T **xr, const T *x, int64_t i0, int nr, int64_t n) {
+    for (int r = 0; r < RB; r++) xr[r] = x + (i0 + (r < nr ? r : 0)) * n;
+}
+
+/* Forward: items [lo, hi) of (BH x query blocks). */
+static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
+    const attn_job *J = ctx;
+    const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv, nqb = (Tq + BQ - 1) / BQ;
+    T *kt = nbi_alloc(sizeof(T) * (size_t)(BK * d + RB * BK + BQ * dv));
+    double *ml = nbi_alloc(sizeof(double) * 2 * BQ);
+    if (!kt || !ml) {
+        nbi_dealloc(kt), nbi_dealloc(ml);
+        return -1;
+    }
+    T *s = kt + BK * d, *acc = s + RB * BK;
+    const T *q = J->q, *k = J->k, *v = J->v;
+    for (int64_t it = lo; it < hi; it++) {
+        const int64_t b = it / nqb, i0 = (it % nqb) * BQ, nq = Tq - i0 < BQ ? Tq - i0 : BQ;
+        double *m = ml, *l = ml + BQ;
+        for (int64_t r = 0; r < nq; r++) m[r] = -INFINITY, l[r] = 0;
+        for (int64_t x = 0; x < BQ * dv; x++) acc[x] = 0;
+        const int64_t jend = FN(last_key)(J, i0 + nq - 1) + 1; /* keys any row of the block sees */
+        for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+            const int64_t nk = jend - j0 < BK ? jend - j0 : BK, nkp = (nk + JB - 1) / JB * JB;
+            FN(transpose)(kt, k + b * Tk * d, j0, nk, d);
+            for (int64_t g0 = 0; g0 < nq; g0 += RB) {
+                const int nr = nq - g0 < RB ? (int)(nq - g0) : RB;
+                if (FN(last_key)(J, i0 + g0 + nr - 1) < j0) continue; /* no row of the group sees the block */
+                const T *qr[RB];
+                FN(rows)(qr, q + b * Tq * d, i0 + g0, nr, d);
+                FN(dots)(s, qr, kt, d, nkp);
+                for (int r = 0; r < RB; r++) {
+                    const int64_t R = g0 + r, i = i0 + R;
+                    T *sr = s + r * BK;
+                    if (r >= nr || FN(last_key)(J, i) < j0) { /* a missing row, or one that sees none of it */
+                        for (int64_t j = 0; j < nk; j++) sr[j] = 0;
+                        continue;
+                    }
+                    double bm = (double)FN(finish_scores)(J, sr, b, i, j0, nk);
+                    double mn = bm > m[R] ? bm : m[R], sh = mn == -INFINITY ? 0.0 : mn;
+                    double alpha = m[R] == -INFINITY ? 0.0 : exp(m[R] - sh);
+                    FN(exps)(sr, sr, nk, sh);
+                    double sum = 0;
+                    for (int64_t j = 0; j < nk; j++) sum += (double)sr[j];
+                    l[R] = l[R] * alpha + sum;
+                    T *ar = acc + R * dv;
+                    if (alpha != 1.0)
+                        for (int64_t c = 0; c < dv; c++) ar[c] = (T)((double)ar[c] * alpha);
+                    m[R] = mn;
+                }
+                FN(wsum)(acc + g0 * dv, dv, s, v + (b * Tk + j0) * dv, nk, dv);
+            }
+        }
+        T *o = (T *)J->out + (b * Tq + i0) * dv;
+        for (int64_t r = 0; r < nq; r++) {
+            for (int64_t c = 0; c < dv; c++) o[r * dv + c] = (T)((double)acc[r * dv + c] / l[r]);
+            J->lse[b * Tq + i0 + r] = m[r] + log(l[r]);
+        }
+    }
+    nbi_dealloc(kt), nbi_dealloc(ml);
+    return 0;
+}
+
+/* For the nr rows from row i0 of batch-head b against keys [j0, j0 + nk): p[r] = exp(s - lse) (0 past the row's
+   last key), ds[r] = p (g v^T - D) (rows BK apart; rows of the group past nr, and rows that see no key of the
+   block, all 0); kt and vt the block's k and v transposed. */
+static void FN(probs)(const attn_job *J, T *p, T *ds, const T *kt, const T *vt, int64_t b, int64_t i0, int nr,
+                      int64_t j0, int64_t nk) {
+    const int64_t Tq = J->Tq, d = J->d, dv = J->dv, nkp = (nk + JB - 1) / JB * JB;
+    const T *qr[RB], *gr[RB];
+    FN(rows)(qr, (const T *)J->q + b * Tq * d, i0, nr, d);
+    FN(rows)(gr, (const T *)J->g + b * Tq * dv, i0, nr, dv);
+    FN(dots)(p, qr, kt, d, nkp);
+    FN(dots)(ds, gr, vt, dv, nkp);
+    for (int r = 0; r < RB; r++) {
+        const int64_t i = i0 + r;
+        T *pr = p + r * BK, *dr = ds + r * BK;
+        const int64_t last = r < nr ? FN(last_key)(J, i) : -1;
+        if (last < j0) {
+            for (int64_t j = 0; j < nk; j++) pr[j] = 0, dr[j] = 0;
+            continue;
+        }
+        (void)FN(finish_scores)(J, pr, b, i, j0, nk);
+        FN(exps)(pr, pr, nk, J->lse[b * Tq + i]);
+        for (int64_t j = last - j0 + 1; j < nk; j++) pr[j] = 0;
+        const T D = (T)J->D[b * Tq + i];
+        for (int64_t j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - D);
+    }
+}
+
+/* Backward, first pass: items [lo, hi) of (BH x query blocks): D, dq and dmask. */
+static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
+    const attn_job *J = ctx;
+    const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv, nqb = (Tq + BQ - 1) / BQ;
+    T *kt = nbi_alloc(sizeof(T) * (size_t)(BK * (d + dv) + 2 * RB * BK + BQ * d));
+    if (!kt) return -1;
+    T *vt = kt + BK * d, *p = vt + BK * dv, *ds = p + RB * BK, *acc = ds + RB * BK;
+    const T *k = J->k, *g = J->g, *o = J->o;
+    for (int64_t it = lo; it < hi; it++) {
+        const int64_t b = it / nqb, i0 = (it % nqb) * BQ, nq = Tq - i0 < BQ ? Tq - i0 : BQ;
+        for (int64_t r = 0; r < nq; r++) {
+            double D = 0;
+            for (int64_t c = 0; c < dv; c++)
+                D += (double)g[(b * Tq + i0 + r) * dv + c] * (double)o[(b * Tq + i0 + r) * dv + c];
+            J->D[b * Tq + i0 + r] = D;
+        }
+        for (int64_t x = 0; x < BQ * d; x++) acc[x] = 0;
+        const int64_t jend = FN(last_key)(J, i0 + nq - 1) + 1;
+        if (J->dmask) /* the keys no row of the block sees */
+            for (int64_t r = 0; r < nq; r++)
+                for (int64_t j = jend > 0 ? jend : 0; j < Tk; j++) ((T *)J->dmask)[(b * Tq + i0 + r) * Tk + j] = 0;
+        for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+            const int64_t nk = jend - j0 < BK ? jend - j0 : BK;
+            FN(transpose)(kt, k + b * Tk * d, j0, nk, d);
+            FN(transpose)(vt, (const T *)J->v + b * Tk * dv, j0, nk, dv);
+            for (int64_t g0 = 0; g0 < nq; g0 += RB) {
+                const int nr = nq - g0 < RB ? (int)(nq - g0) : RB;
+                FN(probs)(J, p, ds, kt, vt, b, i0 + g0, nr, j0, nk);
+                if (J->dmask)
+                    for (int r = 0; r < nr; r++) {
+                        T *dm = (T *)J->dmask + (b * Tq + i0 + g0 + r) * Tk + j0;
+                        for (int64_t j = 0; j < nk; j++) dm[j] = ds[r * BK + j];
+                    }
+                FN(wsum)(acc + g0 * d, d, ds, k + (b * Tk + j0) * d, nk, d);
+            }
+        }
+        T *dq = (T *)J->dq + (b * Tq + i0) * d;
+        for (int64_t x = 0; x < nq * d; x++) dq[x] = (T)(J->scale * (double)acc[x]);
+    }
+    nbi_dealloc(kt);
+    return 0;
+}
+
+/* Backward, second pass: items [lo, hi) of (BH x key blocks): dk and dv, summed over the query rows in order
+   (the rows taken BQ at a time: their p and dS first, then their terms added to dk and dv row by row). */
+static int FN(bwk_part)(void *ctx, int64_t lo, int64_t hi) {
+    const attn_job *J = ctx;
+    const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv, nkb = (Tk + BK - 1) / BK;
+    T *kt = nbi_alloc(sizeof(T) * (size_t)(2 * BK * (d + dv) + 2 * BQ * BK));
+    if (!kt) return -1;
+    T *vt = kt + BK * d, *p = vt + BK * dv, *ds = p + BQ * BK, *ak = ds + BQ * BK, *av = ak + BK * d;
+    const T *q = J->q, *g = J->g;
+    for (int64_t it = lo; it < hi; it++) {
+        const int64_t b = it / nkb, j0 = (it % nkb) * BK, nk = Tk - j0 < BK ? Tk - j0 : BK;
+        for (int64_t x = 0; x < nk * d; x++) ak[x] = 0;
+        for (int64_t x = 0; x < nk * dv; x++) av[x] = 0;
+        FN(transpose)(kt, (const T *)J->k + b * Tk * d, j0, nk, d);
+        FN(transpose)(vt, (const T *)J->v + b * Tk * dv, j0, nk, dv);
+        int64_t i = J->causal ? j0 - (Tk - Tq) : 0; /* the first query that sees key j0 */
+        for (i = i < 0 ? 0 : i; i < Tq; i += BQ) {
+            const int nc = Tq - i < BQ ? (int)(Tq - i) : BQ;
+            const T *qr[BQ], *gr[BQ];
+            for (int r = 0; r < nc; r++) qr[r] = q + (b * Tq + i + r) * d, gr[r] = g + (b * Tq + i + r) * dv;
+            for (int r0 = 0; r0 < nc; r0 += RB)
+                FN(probs)(J, p + r0 * BK, ds + r0 * BK, kt, vt, b, i + r0, nc - r0 < RB ? nc - r0 : RB, j0, nk);
+            FN(outer)(av, p, gr, nc, nk, dv);
+            FN(outer)(ak, ds, qr, nc, nk, d);
+        }
+        T *dk = (T *)J->dk + (b * Tk + j0) * d, *dvv = (T *)J->dvv + (b * Tk + j0) * dv;
+        for (int64_t x = 0; x < nk * d; x++) dk[x] = (T)(J->scale * (double)ak[x]);
+        for (int64_t x = 0; x < nk * dv; x++) dvv[x] = av[x];
+    }
+    nbi_dealloc(kt);
+    return 0;
+}
+
+#undef FN
+#undef CAT
+#undef CAT_

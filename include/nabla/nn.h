@@ -196,6 +196,13 @@ NB_API nb_optim *nb_adam(int n, nb_tensor *const *params, double lr, double beta
 /* AdamW as torch.optim.AdamW: the weight decay is decoupled, p -= lr wd p before the Adam step. */
 NB_API nb_optim *nb_adamw(int n, nb_tensor *const *params, double lr, double beta1, double beta2, double eps,
                           double weight_decay);
+/* AdamW with a weight decay for each parameter, decay[i] for params[i] (each
+   finite and >= 0), as torch.optim.AdamW with parameter groups that differ
+   only in weight_decay: the usual transformer recipe decays the matrices and
+   not the biases, norms and embeddings (nb_gpt_adamw builds that for a GPT).
+   The decay values are copied. */
+NB_API nb_optim *nb_adamw_decay(int n, nb_tensor *const *params, double lr, double beta1, double beta2, double eps,
+                                const double *decay);
 /* Apply one update from the parameters' gradients (a parameter without one is
    skipped). If any gradient holds a NaN or an infinity, nothing changes and the
    call fails with an error naming the parameter. The step count grows only

@@ -245,6 +245,10 @@ typedef struct {
     const char *name; /* into the header, not NUL-terminated */
     size_t nlen;
     nb_dtype dt;
+    int esize;       /* bytes per element */
+    const char *tag; /* the file's dtype, into the header (length tlen) */
+    size_t tlen;
+    bool other;      /* a dtype nabla does not read (F16, BOOL, ...): fine unless the entry is asked for */
     int rank;
     int64_t shape[NB_MAX_RANK];
     int64_t begin, end;
@@ -329,10 +333,22 @@ static int parse_entry(const char *fn, cursor *c, entry *en, int64_t data_len) {
             const char *d;
             size_t dl;
             if (!str(c, &d, &dl, false)) return fail(fn, "corrupt dtype for tensor '%s'", QUOTE(key, kl));
-            if (is(d, dl, "F32")) en->dt = NB_F32;
-            else if (is(d, dl, "F64")) en->dt = NB_F64;
-            else if (is(d, dl, "I64")) en->dt = NB_I64;
-            else return fail(fn, "tensor '%s' has a dtype nabla does not read", QUOTE(key, kl));
+            /* the format's other dtypes are accepted (their sizes check the offsets), so a file whose unused
+               tensors are F16 or BOOL (a causal-mask buffer) still loads the ones asked for */
+            static const struct {
+                const char *tag;
+                int size;
+            } others[] = {{"F16", 2}, {"BF16", 2}, {"I8", 1}, {"U8", 1}, {"BOOL", 1}, {"I16", 2}, {"U16", 2},
+                          {"I32", 4}, {"U32", 4}, {"U64", 8}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+            en->tag = d, en->tlen = dl;
+            if (is(d, dl, "F32")) en->dt = NB_F32, en->esize = 4;
+            else if (is(d, dl, "F64")) en->dt = NB_F64, en->esize = 8;
+            else if (is(d, dl, "I64")) en->dt = NB_I64, en->esize = 8;
+            else {
+                for (size_t o = 0; o < sizeof others / sizeof *others && !en->other; o++)
+                    if (is(d, dl, others[o].tag)) en->other = true, en->esize = others[o].size;
+                if (!en->other) return fail(fn, "tensor '%s' has a dtype nabla does not read", QUOTE(key, kl));
+            }
             has_dt = true;
         } else if (is(f, fl, "shape")) {
             if (!int_list(c, en->shape, NB_MAX_RANK, &en->rank))
@@ -357,7 +373,7 @@ static int parse_entry(const char *fn, cursor *c, entry *en, int64_t data_len) {
             return fail(fn, "shape of tensor '%s' is too large", QUOTE(key, kl));
         count *= en->shape[i];
     }
-    if (en->end < en->begin || en->end > data_len || en->end - en->begin != count * (int64_t)dsize(en->dt))
+    if (en->end < en->begin || en->end > data_len || en->end - en->begin != count * (int64_t)en->esize)
         return fail(fn, "offsets of tensor '%s' do not fit the file (truncated or corrupt; %lld data bytes)",
                     QUOTE(key, kl), (long long)data_len);
     return 0;
@@ -544,12 +560,13 @@ static int load_named(const char *fn, const char *path, int n, nb_tensor *const 
             break;
         }
         entry *en = which[i];
-        bool ok = ts[i] && nb_is_contiguous(ts[i]) && nb_dtype_of(ts[i]) == en->dt && nb_rank(ts[i]) == en->rank;
+        bool ok = ts[i] && !en->other && nb_is_contiguous(ts[i]) && nb_dtype_of(ts[i]) == en->dt &&
+                  nb_rank(ts[i]) == en->rank;
         for (int d = 0; ok && d < en->rank; d++) ok = nb_shape(ts[i])[d] == en->shape[d];
         if (!ok) {
             char a[128], b[128];
-            rc = fail(fn, "tensor '%s' in the file is %s %s, the model's is %s %s", QUOTE(en->name, en->nlen),
-                      dtype_tag(en->dt), nb_shape_str(en->rank, en->shape, a, sizeof a),
+            rc = fail(fn, "tensor '%s' in the file is %.*s %s, the model's is %s %s", QUOTE(en->name, en->nlen),
+                      (int)en->tlen, en->tag, nb_shape_str(en->rank, en->shape, a, sizeof a),
                       ts[i] ? dtype_tag(nb_dtype_of(ts[i])) : "NULL",
                       ts[i] ? nb_shape_str(nb_rank(ts[i]), nb_shape(ts[i]), b, sizeof b) : "");
         }

@@ -28,6 +28,7 @@ struct nb_optim {
     nb_tensor **params;
     nb_tensor **m, **v; /* momentum buffer / first moment; second moment */
     double lr, beta1, beta2, eps, wd;
+    double *wds; /* per-parameter weight decay (nb_adamw_decay), or NULL: wd for all */
     bool nesterov;
     int64_t steps;
 };
@@ -148,6 +149,23 @@ nb_optim *nb_adam(int n, nb_tensor *const *p, double lr, double b1, double b2, d
 nb_optim *nb_adamw(int n, nb_tensor *const *p, double lr, double b1, double b2, double eps, double wd) {
     return adam("nb_adamw", OPT_ADAMW, n, p, lr, b1, b2, eps, wd);
 }
+nb_optim *nb_adamw_decay(int n, nb_tensor *const *p, double lr, double b1, double b2, double eps,
+                         const double *decay) {
+    const char *fn = "nb_adamw_decay";
+    if (n > 0 && p && !decay) return nb_fail(fn, "the weight decay array is NULL");
+    for (int i = 0; n > 0 && p && i < n; i++)
+        if (!(decay[i] >= 0) || decay[i] == INFINITY)
+            return nb_failf(fn, "weight decay %g of parameter %d must be finite and >= 0", decay[i], i);
+    nb_optim *o = adam(fn, OPT_ADAMW, n, p, lr, b1, b2, eps, 0.0);
+    if (!o) return NULL;
+    o->wds = nb_alloc(fn, sizeof *o->wds * (size_t)n);
+    if (!o->wds) {
+        nb_optim_free(o);
+        return NULL;
+    }
+    memcpy(o->wds, decay, sizeof *o->wds * (size_t)n);
+    return o;
+}
 
 /* The gradient g of parameter i can be used by an update: float, contiguous, of the parameter's shape and dtype. */
 static bool grad_ok(const char *fn, int i, nb_tensor *p, nb_tensor *g) {
@@ -188,7 +206,8 @@ int nb_optim_step(nb_optim *o) {
         nb_tensor *p = o->params[i], *g = nb_grad(p);
         if (!g) continue;
         rc = o->kind == OPT_SGD ? nb_sgd_update_(p, g, o->m[i], o->lr, o->beta1, o->wd, o->nesterov, t == 1)
-                                : nb_adam_update_(p, g, o->m[i], o->v[i], o->lr, o->beta1, o->beta2, o->eps, o->wd,
+                                : nb_adam_update_(p, g, o->m[i], o->v[i], o->lr, o->beta1, o->beta2, o->eps,
+                                                  o->wds ? o->wds[i] : o->wd,
                                                   o->kind == OPT_ADAMW, t);
     }
     nb_set_grad_enabled(was);
@@ -221,6 +240,7 @@ void nb_optim_free(nb_optim *o) {
     nb_dealloc(o->params);
     nb_dealloc(o->m);
     nb_dealloc(o->v);
+    nb_dealloc(o->wds);
     nb_dealloc(o);
 }
 

@@ -1,0 +1,268 @@
+/*
+ * gpt.c - a GPT-2 model (nabla/gpt.h) as a tree of modules of the open
+ * module class, built only on the public API.
+ *
+ *     GPT                  wte, wpe (Embedding), h (Sequential of Block), ln_f (LayerNorm)
+ *     Block                ln_1, attn (CausalSelfAttention), ln_2, mlp (MLP)
+ *     CausalSelfAttention  c_attn, c_proj (Conv1D)
+ *     MLP                  c_fc, c_proj (Conv1D)
+ *
+ * A Conv1D keeps GPT-2's (in, out) weight and runs as nb_dense over a
+ * transposed view of it: nb_dense reads the weight through its strides, so
+ * no copy is made and the values are those of nb_matmul(x, W) + b. The head
+ * is nb_dense(x, wte) with no parameter of its own. Every module shares the
+ * root's state (the configuration and the dropout rng); only the root frees
+ * it.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../include/nabla/gpt.h"
+
+typedef struct {
+    nb_gpt_config cfg;
+    nb_rng *rng;
+} gpt_state;
+
+static gpt_state *st(nb_module *m) { return nb_module_state(m); }
+
+static nb_tensor *drop(nb_module *m, nb_tensor *x) {
+    gpt_state *s = st(m);
+    if (!x || s->cfg.dropout == 0) return x;
+    return nb_dropout(x, s->cfg.dropout, nb_module_training(m), s->rng);
+}
+
+/* ---------------------------------------------------------------- layers */
+
+static nb_tensor *fwd_conv1d(nb_module *m, nb_tensor *x) {
+    nb_tensor *w = nb_module_param(m, "weight"), *b = nb_module_param(m, "bias");
+    return nb_dense(x, nb_transpose(w, 0, 1), b, NB_ACT_NONE);
+}
+static const nb_module_class conv1d_class = {.kind = "Conv1D", .forward = fwd_conv1d};
+
+static nb_tensor *fwd_embedding(nb_module *m, nb_tensor *ids) {
+    nb_tensor *table = nb_module_param(m, "weight");
+    int64_t n = nb_numel(ids), r = nb_rank(ids), shape[NB_MAX_RANK];
+    if (r >= NB_MAX_RANK) return nb_fail("nb_forward", "Embedding: ids have too high a rank");
+    memcpy(shape, nb_shape(ids), sizeof(int64_t) * (size_t)r);
+    shape[r] = nb_shape(table)[1];
+    return nb_reshape(nb_index_select(table, 0, nb_reshape(ids, 1, &n)), (int)r + 1, shape);
+}
+static const nb_module_class embedding_class = {.kind = "Embedding", .forward = fwd_embedding};
+
+/* x (B, T, C) -> (B, T, C): causal self-attention over `heads` heads, then the output projection. */
+static nb_tensor *fwd_attn(nb_module *m, nb_tensor *x) {
+    const nb_gpt_config *c = &st(m)->cfg;
+    int64_t B = nb_shape(x)[0], T = nb_shape(x)[1], C = c->dim, NH = c->heads, hs = C / NH;
+    nb_tensor *qkv = nb_forward(nb_module_child(m, "c_attn"), x); /* (B, T, 3C): q, k, v */
+    if (!qkv) return NULL;
+    qkv = nb_permute(nb_reshape(qkv, 5, (int64_t[]){B, T, 3, NH, hs}), (int[]){2, 0, 3, 1, 4}); /* (3,B,NH,T,hs) */
+    nb_tensor *part[3] = {NULL, NULL, NULL};
+    if (!qkv || nb_split(qkv, 0, 3, (int64_t[]){1, 1, 1}, part) != 0) return NULL;
+    nb_tensor *y = nb_attention(nb_squeeze(part[0], 0), nb_squeeze(part[1], 0), nb_squeeze(part[2], 0), NULL, true,
+                                1.0 / sqrt((double)hs)); /* (B, NH, T, hs) */
+    y = nb_reshape(nb_contiguous(nb_permute(y, (int[]){0, 2, 1, 3})), 3, (int64_t[]){B, T, C});
+    if (!y) return NULL;
+    return drop(m, nb_forward(nb_module_child(m, "c_proj"), y));
+}
+static const nb_module_class attn_class = {.kind = "CausalSelfAttention", .forward = fwd_attn};
+
+static nb_tensor *fwd_mlp(nb_module *m, nb_tensor *x) {
+    nb_tensor *h = nb_gelu_tanh(nb_forward(nb_module_child(m, "c_fc"), x));
+    if (!h) return NULL;
+    return drop(m, nb_forward(nb_module_child(m, "c_proj"), h));
+}
+static const nb_module_class mlp_class = {.kind = "MLP", .forward = fwd_mlp};
+
+static nb_tensor *fwd_block(nb_module *m, nb_tensor *x) {
+    nb_tensor *a = nb_forward(nb_module_child(m, "attn"), nb_forward(nb_module_child(m, "ln_1"), x));
+    if (!a) return NULL;
+    x = nb_add(x, a);
+    nb_tensor *f = x ? nb_forward(nb_module_child(m, "mlp"), nb_forward(nb_module_child(m, "ln_2"), x)) : NULL;
+    return f ? nb_add(x, f) : NULL;
+}
+static const nb_module_class block_class = {.kind = "Block", .forward = fwd_block};
+
+/* ------------------------------------------------------------------ root */
+
+static nb_tensor *fwd_gpt(nb_module *m, nb_tensor *tokens) {
+    const char *fn = "nb_forward";
+    const nb_gpt_config *c = &st(m)->cfg;
+    if (nb_dtype_of(tokens) != NB_I64 || nb_rank(tokens) != 2) {
+        char s[128];
+        return nb_failf(fn, "GPT: tokens must be a (B, T) NB_I64 tensor, not %s %s",
+                        nb_dtype_of(tokens) == NB_I64 ? "i64" : nb_dtype_of(tokens) == NB_F32 ? "f32" : "f64",
+                        nb_shape_str(nb_rank(tokens), nb_shape(tokens), s, sizeof s));
+    }
+    int64_t B = nb_shape(tokens)[0], T = nb_shape(tokens)[1];
+    if (B < 1 || T < 1 || T > c->ctx)
+        return nb_failf(fn, "GPT: tokens are (%lld, %lld); need B >= 1 and 1 <= T <= ctx %lld", (long long)B,
+                        (long long)T, (long long)c->ctx);
+    nb_tensor *ids = nb_contiguous(tokens);
+    const int64_t *d = ids ? nb_data(ids) : NULL;
+    if (!d) return ids ? nb_fail(fn, "GPT: cannot read the tokens (not in host memory)") : NULL;
+    for (int64_t i = 0; i < B * T; i++)
+        if (d[i] < 0 || d[i] >= c->vocab)
+            return nb_failf(fn, "GPT: token %lld at (%lld, %lld) is outside [0, vocab %lld)", (long long)d[i],
+                            (long long)(i / T), (long long)(i % T), (long long)c->vocab);
+    nb_tensor *wte = nb_module_param(m, "wte.weight"), *wpe = nb_module_param(m, "wpe.weight");
+    nb_tensor *x = nb_add(nb_forward(nb_module_child(m, "wte"), ids), nb_slice(wpe, 0, 0, T)); /* (B,T,C) + (T,C) */
+    x = drop(m, x);
+    if (!x) return NULL;
+    x = nb_forward(nb_module_child(m, "ln_f"), nb_forward(nb_module_child(m, "h"), x));
+    return x ? nb_dense(x, wte, NULL, NB_ACT_NONE) : NULL; /* tied head: x wte^T */
+}
+static const nb_module_class gpt_class = {.kind = "GPT", .forward = fwd_gpt, .free_state = nb_dealloc};
+
+/* -------------------------------------------------------------- building */
+
+/* Register t (NULL: a failed creation, its error kept) and drop the caller's handle. */
+static int add(nb_module *m, const char *name, nb_tensor *t) {
+    if (!t) return -1;
+    int rc = nb_module_add_param(m, name, t);
+    nb_free(t);
+    return rc;
+}
+
+static nb_tensor *normal(nb_dtype dt, int64_t rows, int64_t cols, double sd, nb_rng *rng) {
+    nb_tensor *t = nb_randn(dt, 2, (int64_t[]){rows, cols}, rng);
+    if (!t) return NULL;
+    void *p = nb_data(t);
+    for (int64_t i = 0, n = rows * cols; i < n; i++)
+        if (dt == NB_F32) ((float *)p)[i] = (float)(((float *)p)[i] * sd);
+        else ((double *)p)[i] *= sd;
+    return t;
+}
+
+/* A child made by make (NULL: its error kept), added to m as name; 0 or -1. */
+static int child(nb_module *m, const char *name, nb_module *k) {
+    if (!k) return -1;
+    if (nb_module_add_child(m, name, k) != 0) {
+        nb_module_free(k);
+        return -1;
+    }
+    return 0;
+}
+
+static nb_module *conv1d(gpt_state *s, int64_t in, int64_t out, double sd, nb_dtype dt) {
+    nb_module *m = nb_module_new(&conv1d_class, s);
+    if (m && (add(m, "weight", normal(dt, in, out, sd, s->rng)) != 0 ||
+              add(m, "bias", nb_full(dt, 1, (int64_t[]){out}, 0.0)) != 0)) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static nb_module *pair(const nb_module_class *cls, gpt_state *s, const char *n1, nb_module *a, const char *n2,
+                       nb_module *b) {
+    nb_module *m = a && b ? nb_module_new(cls, s) : NULL;
+    if (!m) {
+        nb_module_free(a), nb_module_free(b);
+        return NULL;
+    }
+    if (child(m, n1, a) != 0) {
+        nb_module_free(b);
+        nb_module_free(m);
+        return NULL;
+    }
+    if (child(m, n2, b) != 0) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static nb_module *block(gpt_state *s, nb_dtype dt) {
+    int64_t C = s->cfg.dim;
+    double sd = 0.02, sdr = 0.02 / sqrt(2.0 * (double)s->cfg.layers);
+    nb_module *m = nb_module_new(&block_class, s);
+    if (!m) return NULL;
+    if (child(m, "ln_1", nb_layer_norm_layer(C, 1e-5, dt)) != 0 ||
+        child(m, "attn", pair(&attn_class, s, "c_attn", conv1d(s, C, 3 * C, sd, dt), "c_proj",
+                              conv1d(s, C, C, sdr, dt))) != 0 ||
+        child(m, "ln_2", nb_layer_norm_layer(C, 1e-5, dt)) != 0 ||
+        child(m, "mlp", pair(&mlp_class, s, "c_fc", conv1d(s, C, 4 * C, sd, dt), "c_proj",
+                             conv1d(s, 4 * C, C, sdr, dt))) != 0) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static nb_module *embedding(gpt_state *s, int64_t n, int64_t d, nb_dtype dt) {
+    nb_module *m = nb_module_new(&embedding_class, s);
+    if (m && add(m, "weight", normal(dt, n, d, 0.02, s->rng)) != 0) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+nb_module *nb_gpt(const nb_gpt_config *cfg, nb_dtype dt, nb_rng *rng) {
+    const char *fn = "nb_gpt";
+    if (!cfg || !rng) return nb_fail(fn, "cfg or rng is NULL");
+    const nb_gpt_config *c = cfg;
+    if (c->vocab <= 0 || c->ctx <= 0 || c->layers <= 0 || c->heads <= 0 || c->dim <= 0 || c->dim % c->heads != 0)
+        return nb_failf(fn, "sizes vocab %lld, ctx %lld, layers %lld, heads %lld, dim %lld: each must be positive "
+                            "and dim a multiple of heads",
+                        (long long)c->vocab, (long long)c->ctx, (long long)c->layers, (long long)c->heads,
+                        (long long)c->dim);
+    if (c->layers > 100000 || c->dim > ((int64_t)1 << 40) / 4 || c->vocab > ((int64_t)1 << 40) ||
+        c->ctx > ((int64_t)1 << 40))
+        return nb_failf(fn, "sizes vocab %lld, ctx %lld, layers %lld, dim %lld are too large", (long long)c->vocab,
+                        (long long)c->ctx, (long long)c->layers, (long long)c->dim);
+    if (!(c->dropout >= 0 && c->dropout < 1)) return nb_failf(fn, "dropout %g is not in [0, 1)", c->dropout);
+    if (dt != NB_F32 && dt != NB_F64) return nb_failf(fn, "dtype %d is not NB_F32 or NB_F64", (int)dt);
+    gpt_state *s = nb_alloc(fn, sizeof *s);
+    if (!s) return NULL;
+    *s = (gpt_state){*c, rng};
+    nb_module *m = nb_module_new(&gpt_class, s);
+    if (!m) {
+        nb_dealloc(s);
+        return NULL;
+    }
+    nb_module **blocks = nb_alloc_zeroed(fn, (size_t)c->layers, sizeof *blocks);
+    int rc = blocks ? 0 : -1;
+    if (rc == 0) rc = child(m, "wte", embedding(s, c->vocab, c->dim, dt));
+    if (rc == 0) rc = child(m, "wpe", embedding(s, c->ctx, c->dim, dt));
+    for (int64_t i = 0; rc == 0 && i < c->layers; i++)
+        if (!(blocks[i] = block(s, dt))) {
+            for (int64_t j = 0; j < i; j++) nb_module_free(blocks[j]);
+            rc = -1;
+        }
+    if (rc == 0) rc = child(m, "h", nb_sequential((int)c->layers, blocks)); /* frees the blocks on failure */
+    if (rc == 0) rc = child(m, "ln_f", nb_layer_norm_layer(c->dim, 1e-5, dt));
+    nb_dealloc(blocks);
+    if (rc != 0) {
+        nb_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+const nb_gpt_config *nb_gpt_config_of(const nb_module *gpt) {
+    return nb_module_class_of(gpt) == &gpt_class ? &((gpt_state *)nb_module_state(gpt))->cfg : NULL;
+}
+
+nb_optim *nb_gpt_adamw(nb_module *gpt, double lr, double beta1, double beta2, double eps, double wd) {
+    const char *fn = "nb_gpt_adamw";
+    if (!nb_gpt_config_of(gpt)) return nb_fail(fn, "the module is not a GPT (nb_gpt)");
+    int n = nb_module_params(gpt, NULL, NULL, 0);
+    if (n <= 0) return NULL;
+    nb_tensor **ps = nb_alloc(fn, sizeof *ps * (size_t)n);
+    const char **names = nb_alloc(fn, sizeof *names * (size_t)n);
+    double *decay = nb_alloc(fn, sizeof *decay * (size_t)n);
+    nb_optim *o = NULL;
+    if (ps && names && decay) {
+        nb_module_params(gpt, ps, names, n);
+        for (int i = 0; i < n; i++) /* the 2-D weights but the embeddings */
+            decay[i] = nb_rank(ps[i]) == 2 && strncmp(names[i], "wte.", 4) != 0 && strncmp(names[i], "wpe.", 4) != 0
+                           ? wd
+                           : 0.0;
+        o = nb_adamw_decay(n, ps, lr, beta1, beta2, eps, decay);
+    }
+    nb_dealloc(ps), nb_dealloc(names), nb_dealloc(decay);
+    return o;
+}

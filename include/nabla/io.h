@@ -38,7 +38,9 @@ NB_API int nb_load_safetensors(const char *path, int n, nb_tensor *const *ts, co
    safetensors file cannot hold two names for one storage). Loading takes each
    tensor from its first path, or else from another path it is registered
    under, so a file holding any one of a tied group's names, or all of them,
-   loads; names in the file that the module does not have are ignored. */
+   loads; names in the file that the module does not have are ignored, of
+   whatever dtype (a GPT-2 file's BOOL or F16 buffers). Reading a tensor the
+   file holds in a dtype other than F32, F64 or I64 is an error naming it. */
 NB_API int nb_module_save(nb_module *m, const char *path);
 NB_API int nb_module_load(nb_module *m, const char *path);
 

@@ -383,6 +383,53 @@ static void test_save_roundtrip(void) {
     nb_module_free(b);
 }
 
+/* Building, loading, one training step and freeing, with the at-th allocation failing: an error, and no
+   memory left behind, at every point. */
+static int build_load_step(void) {
+    nb_rng rng;
+    nb_rng_seed(&rng, 2);
+    nb_gpt_config cfg = tiny;
+    cfg.dropout = 0.1;
+    nb_module *g = nb_gpt(&cfg, NB_F32, &rng);
+    int rc = g ? nb_module_load(g, data_path("gpt_tiny_f32.safetensors")) : -1;
+    nb_optim *o = rc == 0 ? nb_gpt_adamw(g, 1e-3, 0.9, 0.999, 1e-8, 0.1) : NULL;
+    if (rc == 0 && !o) rc = -1;
+    if (rc == 0) {
+        nb_scope_begin();
+        nb_tensor *tok = nb_reshape(nb_arange(NB_I64, 0, 10, 1), 2, (int64_t[]){2, 5});
+        nb_tensor *l = nb_cross_entropy(nb_reshape(nb_forward(g, tok), 2, (int64_t[]){10, VOCAB}),
+                                        nb_arange(NB_I64, 5, 15, 1));
+        rc = l && nb_backward(l, NULL, 0) == 0 && nb_optim_step(o) == 0 ? 0 : -1;
+        nb_scope_end();
+    }
+    nb_optim_free(o);
+    nb_module_free(g);
+    return rc;
+}
+
+static void test_oom(void) {
+    nb_set_cache_limit(0); /* every allocation reaches the hook */
+    int64_t mem0 = nb_memory_in_use();
+    int ok = 0;
+    long at;
+    for (at = 1; at < 20000 && !ok; at++) {
+        nb_clear_error();
+        th_inject(at);
+        int rc = build_load_step();
+        th_stop_injecting();
+        if (rc == 0) {
+            ok = 1;
+            break;
+        }
+        const char *msg = nb_last_error();
+        CHECK(msg && *msg);
+        CHECK(nb_memory_in_use() == mem0);
+    }
+    CHECK(ok && at > 100);
+    nb_clear_error();
+    nb_set_cache_limit(256 << 20);
+}
+
 int main(void) {
     RUN(test_names_and_init);
     RUN(test_reference_f64);
@@ -393,5 +440,6 @@ int main(void) {
     RUN(test_forward_errors);
     RUN(test_load_errors);
     RUN(test_save_roundtrip);
+    if (!getenv("SKIP_OOM")) RUN(test_oom);
     return th_finish();
 }

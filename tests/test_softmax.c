@@ -176,6 +176,15 @@ static void test_cross_entropy_ex_values(void) {
         o.reduction = NB_REDUCE_NONE;
         nb_tensor *e = nb_cross_entropy_ex(x0, t0, &o);
         CHECK(e && nb_rank(e) == 2 && nb_numel(e) == 0);
+        /* a -inf logit under smoothing: +inf loss, a finite gradient (PyTorch's values) */
+        nb_tensor *xi = nb_from_f64(d, 2, (int64_t[]){2, 3}, (double[]){-INFINITY, 0, 1, 0.5, 1, 2});
+        nb_set_requires_grad(xi, true);
+        nb_ce_options so = {-100, NB_REDUCE_MEAN, 0.1};
+        nb_tensor *Li = nb_cross_entropy_ex(xi, nb_from_f64(NB_I64, 1, (int64_t[]){2}, (double[]){1, 2}), &so);
+        CHECK(Li && nb_item(Li) == INFINITY);
+        CHECK(nb_backward(Li, NULL, 0) == 0);
+        const double e1 = exp(1.0), want[3] = {-0.1 / 6, 0.5 * (1 / (1 + e1) - 0.9 - 0.1 / 3), 0.5 * (e1 / (1 + e1) - 0.1 / 3)};
+        for (int k = 0; k < 3; k++) CHECK_CLOSE(nb_get(nb_grad(xi), (int64_t[]){0, k}), want[k], 1e-7, 0);
     }
     nb_scope_end();
 }

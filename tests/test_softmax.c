@@ -189,6 +189,37 @@ static void test_cross_entropy_ex_values(void) {
     nb_scope_end();
 }
 
+/* nb_cross_entropy_ex under failing allocations, each reduction, forward and fused backward: an error and no
+   gradient, or the gradient of the run that succeeds. */
+static void test_cross_entropy_ex_alloc_failures(void) {
+    nb_set_cache_limit(0);
+    for (int red = 0; red < 3; red++) {
+        int succeeded = 0;
+        for (long fail_at = 1; fail_at < 400 && !succeeded; fail_at++) {
+            th_inject(fail_at);
+            nb_clear_error();
+            nb_scope_begin();
+            nb_tensor *x = nb_full(NB_F32, 3, (int64_t[]){2, 3, 5}, 0.5);
+            nb_tensor *t = nb_from_f64(NB_I64, 2, (int64_t[]){2, 3}, (double[]){0, -100, 4, 1, 2, 3});
+            nb_ce_options o = {-100, (nb_reduction)red, 0.1};
+            if (x) nb_set_requires_grad(x, true);
+            nb_tensor *L = nb_sum(nb_cross_entropy_ex(x, t, &o));
+            if (L && nb_backward(L, NULL, 0) == 0 && nb_grad(x)) {
+                succeeded = 1;
+                CHECK(nb_get(nb_grad(x), (int64_t[]){0, 1, 2}) == 0);
+                CHECK_CLOSE(nb_get(nb_grad(x), (int64_t[]){0, 0, 0}), (red == 0 ? 0.2 : 1) * (0.2 - 0.9 - 0.02), 1e-7, 0);
+            } else {
+                CHECK(nb_last_error() != NULL);
+            }
+            nb_scope_end();
+            nb_set_allocator(NULL, NULL, NULL);
+        }
+        CHECK(succeeded);
+    }
+    nb_set_cache_limit((int64_t)256 << 20);
+    nb_clear_error();
+}
+
 static void test_cross_entropy_closed_form(void) {
     nb_scope_begin();
     nb_tensor *x = th_rand(NB_F64, 2, (int64_t[]){3, 4}, -2, 2);
@@ -404,6 +435,7 @@ int main(void) {
     RUN(test_gradcheck_losses);
     RUN(test_gradcheck_cross_entropy_ex);
     RUN(test_cross_entropy_ex_values);
+    RUN(test_cross_entropy_ex_alloc_failures);
     RUN(test_cross_entropy_closed_form);
     RUN(test_cross_entropy_fused_backward);
     RUN(test_stability);

@@ -176,6 +176,13 @@ static void test_cross_entropy_ex_values(void) {
         o.reduction = NB_REDUCE_NONE;
         nb_tensor *e = nb_cross_entropy_ex(x0, t0, &o);
         CHECK(e && nb_rank(e) == 2 && nb_numel(e) == 0);
+        nb_set_requires_grad(x0, true);
+        for (int red = 0; red < 3; red++) {
+            nb_tensor *g0 = NULL;
+            o.reduction = (nb_reduction)red;
+            CHECK(nb_gradients(nb_sum(nb_cross_entropy_ex(x0, t0, &o)), NULL, 1, &x0, 0, &g0) == 0);
+            CHECK(g0 && nb_numel(g0) == 0 && nb_rank(g0) == 3);
+        }
         /* a -inf logit under smoothing: +inf loss, a finite gradient (PyTorch's values) */
         nb_tensor *xi = nb_from_f64(d, 2, (int64_t[]){2, 3}, (double[]){-INFINITY, 0, 1, 0.5, 1, 2});
         nb_set_requires_grad(xi, true);

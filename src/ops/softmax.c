@@ -11,6 +11,13 @@
  *                        log_softmax  dX = G - softmax(X) sum(G)
  *                        nll_loss     dX = -G onehot(t) / N
  *                        cross_entropy dX = G (softmax(X) - onehot(t)) / N
+ *
+ * nb_cross_entropy_ex (PyTorch's ignore_index, reduction and label smoothing,
+ * class axis last) views logits (..., C) as (N, C) and records the same op with
+ * its options on the node (ip[0] reduction, ip[1] = 1, lp[0] ignore_index,
+ * lp[1] the rows not ignored, p[0] eps); the kernels take them as an
+ * nbi_ce_opts: dX = w_i (softmax(X) - (1 - eps) onehot(t) - eps / C), 0 at
+ * ignored rows, with w_i = G / valid, G or G_i for mean, sum and none.
  */
 #include <math.h>
 #include <stdio.h>

@@ -12,6 +12,10 @@
  * against the reference set (src/backend/ref/: exact in double, rounded once)
  * is stated at the kernel and in docs/OPS.md ("f32 accuracy").
  *
+ * The cross-entropy kernels take nb_cross_entropy_ex's options (nbi_ce_opts:
+ * ignored rows, label smoothing, per-row terms and weights) in the same one
+ * pass per row; without them (NULL) they run the plain mean's code unchanged.
+ *
  * Every row is computed alone, by the same operations whatever the cut, so
  * the bits do not depend on the thread count; sums within a row run over a
  * fixed number of lanes (L32, L64) fixed by the C code, not by the

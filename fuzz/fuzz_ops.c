@@ -229,7 +229,12 @@ static nb_tensor *step(prog *p, int *status) {
         return NULL;
     }
     default: /* losses of nabla/nn.h */
-        switch (fz_pick(b, 5)) {
+        switch (fz_pick(b, 6)) {
+        case 5: {
+            nb_ce_options o = {fz_range(b, -1, 4) - 100 * (fz_u8(b) & 1), (nb_reduction)fz_pick(b, 4),
+                               fz_range(b, -1, 5) / 4.0};
+            return nb_cross_entropy_ex(a, c, fz_u8(b) & 1 ? &o : NULL);
+        }
         case 0: return nb_mse_loss(a, c);
         case 1: return nb_l1_loss(a, c);
         case 2: return nb_bce_loss(a, c);

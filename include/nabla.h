@@ -485,6 +485,24 @@ NB_API nb_tensor *nb_log_softmax(nb_tensor *a, int axis);
    fused: its gradient is (softmax(logits) - onehot(targets)) / N. A target
    outside [0, C) is an error naming the first bad index. */
 NB_API nb_tensor *nb_cross_entropy(nb_tensor *logits, nb_tensor *targets);
+/* Cross-entropy with PyTorch 1.13's F.cross_entropy semantics (class indices, no class weights) over logits of
+   any shape with the class axis LAST: logits (..., C) against NB_I64 targets (...) of the leading shape, e.g.
+   a transformer's (B, T, C) against (B, T). PyTorch's F.cross_entropy takes the class axis second, (N, C, d1,
+   ...) against (N, d1, ...): move it last (nb_permute) to pass such logits here; for (N, C) and (C) the two
+   layouts are the same. opt NULL: the defaults {ignore_index -100, NB_REDUCE_MEAN, label_smoothing 0}.
+   A target equal to ignore_index contributes 0 and is left out of the mean's denominator (the mean over the
+   targets not ignored; NaN when every target is ignored, as PyTorch); any other target outside [0, C) is an
+   error naming it and its position. NB_REDUCE_NONE gives the per-position losses (the targets' shape, 0 where
+   ignored), NB_REDUCE_SUM their sum. label_smoothing eps in [0, 1]: each term is (1 - eps) (-log p[t]) +
+   eps mean_k (-log p[k]). Fused as nb_cross_entropy: one pass per row forward and one backward, whatever the
+   options; the recorded backward (NB_CREATE_GRAPH) is differentiable again. */
+typedef enum { NB_REDUCE_MEAN, NB_REDUCE_SUM, NB_REDUCE_NONE } nb_reduction;
+typedef struct {
+    int64_t ignore_index;
+    nb_reduction reduction;
+    double label_smoothing;
+} nb_ce_options;
+NB_API nb_tensor *nb_cross_entropy_ex(nb_tensor *logits, nb_tensor *targets, const nb_ce_options *opt);
 /* Mean negative log-likelihood: -mean_i logp[i, targets[i]] for log-probabilities (N,C). */
 NB_API nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets);
 

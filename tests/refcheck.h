@@ -122,6 +122,16 @@ static inline nb_tensor *rd_apply_op(const rd_case *c, const char *op, nb_tensor
         nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){np}, c->params);
         return IS("nll_loss") ? nb_nll_loss(x[0], t) : nb_cross_entropy(x[0], t);
     }
+    /* nb_cross_entropy_ex: params reduction ignore_index label_smoothing, then the targets (x's leading shape) */
+    if (IS("cross_entropy_ex")) {
+        const nb_tensor *x0 = x[0];
+        int64_t n = 1;
+        for (int d = 0; x0 && d + 1 < nb_rank(x0); d++) n *= nb_shape(x0)[d];
+        NEED(1, 3 + (int)n);
+        nb_tensor *t = nb_from_f64(NB_I64, nb_rank(x0) - 1, nb_shape(x0), c->params + 3);
+        nb_ce_options o = {la[1], (nb_reduction)ia[0], c->params[2]};
+        return nb_cross_entropy_ex(x[0], t, &o);
+    }
     /* Attention: params causal scale kind; kind 1: input 3 is an additive mask, 2: a 0/1 keep mask, as i64. */
     if (IS("attention")) {
         if (np != 3 || c->ninputs != (ia[2] ? 4 : 3)) { NEED(ia[2] ? 4 : 3, 3); return NULL; }

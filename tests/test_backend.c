@@ -178,14 +178,33 @@ static void test_f32_rows_against_reference(void) {
         CHECK(beyond(a, b, N * C, lg ? 3 : 5) == 0);
     }
     /* cross-entropy and its gradient, with the statistics and without */
-    CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, t, 1, N, C, ms[0]) == 0);
-    CHECK(ref->cross_entropy(NB_F32, &loss[1], x, t, 1, N, C, ms[1]) == 0);
+    CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, t, 1, N, C, ms[0], NULL) == 0);
+    CHECK(ref->cross_entropy(NB_F32, &loss[1], x, t, 1, N, C, ms[1], NULL) == 0);
     CHECK(fabs(loss[0] - loss[1]) <= 0x1p-22 * fabs(loss[1]));
-    CHECK(cpu->cross_entropy_grad(NB_F32, a, x, t, 1, N, C, 1.0 / N, ms[0]) == 0);
-    CHECK(ref->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, ms[1]) == 0);
+    CHECK(cpu->cross_entropy_grad(NB_F32, a, x, t, 1, N, C, 1.0 / N, ms[0], NULL) == 0);
+    CHECK(ref->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, ms[1], NULL) == 0);
     CHECK(beyond(a, b, N * C, 5) == 0);
-    CHECK(cpu->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, NULL) == 0);
+    CHECK(cpu->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, NULL, NULL) == 0);
     CHECK(memcmp(a, b, sizeof(float) * N * C) == 0);
+    /* with options: every third row ignored, smoothing, per-row weights and terms */
+    {
+        int64_t *ti = malloc(sizeof(int64_t) * N);
+        double *w = malloc(sizeof(double) * N), *rw[2] = {malloc(sizeof(double) * N), malloc(sizeof(double) * N)};
+        for (int64_t i = 0; i < N; i++) ti[i] = i % 3 == 1 ? -100 : t[i], w[i] = th_uniform(-1, 1);
+        nbi_ce_opts o[2] = {{-100, 0.25, rw[0], w}, {-100, 0.25, rw[1], w}};
+        CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, ti, 1, N, C, ms[0], &o[0]) == 0);
+        CHECK(ref->cross_entropy(NB_F32, &loss[1], x, ti, 1, N, C, ms[1], &o[1]) == 0);
+        CHECK(fabs(loss[0] - loss[1]) <= 0x1p-20 * fabs(loss[1]));
+        CHECK(rw[0][1] == 0 && rw[1][1] == 0);
+        for (int64_t i = 0; i < N; i++) CHECK(fabs(rw[0][i] - rw[1][i]) <= 0x1p-20 * (fabs(rw[1][i]) + 1));
+        CHECK(cpu->cross_entropy_grad(NB_F32, a, x, ti, 1, N, C, 0, ms[0], &o[0]) == 0);
+        CHECK(ref->cross_entropy_grad(NB_F32, b, x, ti, 1, N, C, 0, ms[1], &o[1]) == 0);
+        for (int64_t i = 0; i < N * C; i++) CHECK(fabs(a[i] - b[i]) <= 0x1p-21 * (fabs(w[i / C]) + fabs(b[i])));
+        CHECK(a[C] == 0 && a[2 * C - 1] == 0);
+        CHECK(cpu->cross_entropy_grad(NB_F32, b, x, ti, 1, N, C, 0, NULL, &o[0]) == 0);
+        CHECK(memcmp(a, b, sizeof(float) * N * C) == 0);
+        free(ti), free(w), free(rw[0]), free(rw[1]);
+    }
     /* layer norm: the reference's bits but rarely 1 ulp; dgamma and dbeta its bits given the same statistics */
     CHECK(cpu->layer_norm(NB_F32, a, x, gm, bt, N, D, 1e-5, mean[0], rstd[0]) == 0);
     CHECK(ref->layer_norm(NB_F32, b, x, gm, bt, N, D, 1e-5, mean[1], rstd[1]) == 0);

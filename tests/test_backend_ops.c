@@ -229,6 +229,19 @@ static int f_cross_entropy(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     out[1] = nb_cross_entropy(tr(x[1]), idx1(17, tgt17));
     return 2;
 }
+/* nb_cross_entropy_ex: (B, T, C) with targets ignored (every fifth), smoothing, each reduction */
+static int f_cross_entropy_ex(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt;
+    double tv[17];
+    for (int i = 0; i < 17; i++) tv[i] = i % 5 == 2 ? -100 : tgt17[i];
+    nb_tensor *t = nb_reshape(idx1(17, tv), 2, SH(1, 17));
+    nb_tensor *x3 = nb_reshape(x[0], 3, SH(1, 17, 33));
+    nb_ce_options mean = {-100, NB_REDUCE_MEAN, 0.1}, sum = {-100, NB_REDUCE_SUM, 0}, none = {-100, NB_REDUCE_NONE, 0.25};
+    out[0] = nb_cross_entropy_ex(x3, t, &mean);
+    out[1] = nb_cross_entropy_ex(x3, t, &sum);
+    out[2] = nb_cross_entropy_ex(x3, t, &none);
+    return 3;
+}
 static int f_nll(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     (void)dt;
     out[0] = nb_nll_loss(nb_log_softmax(x[0], 1), idx1(17, tgt17));
@@ -578,6 +591,7 @@ static const bo_case cases[] = {
     {"log_softmax/big", f_log_softmax, 1, {I2R(300, 257, -8, 8)}, B_NORM(4 * 300), B_NORM(8 * 300), BOTH},
     {"cross_entropy", f_cross_entropy, 2, {I2R(17, 33, -5, 5), I2R(33, 17, -5, 5)}, B_NORM(4 * 17 * 33),
      B_NORM(8 * 33), BOTH},
+    {"cross_entropy_ex", f_cross_entropy_ex, 1, {I2R(17, 33, -5, 5)}, B_NORM(4 * 17 * 33), B_NORM(8 * 33), BOTH},
     {"nll_loss", f_nll, 1, {I2R(17, 33, -5, 5)}, B_NORM(4 * 17 * 33), B_NORM(8 * 33), BOTH},
     {"layer_norm", f_layer_norm, 3, {I2(17, 33), I1(33), I1(33)}, B_NORM(8 * 33), B_NORM(8 * (17 + 33)), BOTH},
     {"layer_norm/plain_3d", f_layer_norm_plain, 1, {I3(3, 5, 130)}, B_NORM(8 * 130), B_NORM(8 * (15 + 130)), BOTH},

@@ -73,6 +73,15 @@ static nb_tensor *f_dense_relu_wt(nb_tensor **x) { return nb_dense(x[0], tr(x[1]
 static const double ce_t[] = {2, 0, 1, 4, 4};
 static nb_tensor *f_ce(nb_tensor **x) { return nb_cross_entropy(x[0], idx(5, ce_t)); }
 static nb_tensor *f_ce_view(nb_tensor **x) { return nb_cross_entropy(tr(x[0]), idx(5, ce_t)); }
+/* nb_cross_entropy_ex: (B, T, C) logits, ignored targets, smoothing, each reduction */
+static const double cex_t[] = {2, -100, 1, 4, 0, -100};
+static nb_tensor *cex(nb_tensor *x, nb_reduction r, double eps) {
+    nb_ce_options o = {-100, r, eps};
+    return nb_cross_entropy_ex(x, nb_reshape(idx(6, cex_t), 2, (int64_t[]){2, 3}), &o);
+}
+static nb_tensor *f_cex_mean(nb_tensor **x) { return cex(x[0], NB_REDUCE_MEAN, 0.2); }
+static nb_tensor *f_cex_sum(nb_tensor **x) { return cex(x[0], NB_REDUCE_SUM, 0); }
+static nb_tensor *f_cex_none(nb_tensor **x) { return cex(x[0], NB_REDUCE_NONE, 0.1); }
 /* attention: the fused backward kernel against softmax and matmuls */
 #define IN4(a, b, c, d) {4, {a, b, c, d}, -2, 2, true}
 #define IN4C(a, b, c, d) {4, {a, b, c, d}, -2, 2, false}
@@ -193,6 +202,9 @@ static const cc_case cases[] = {
     {"dense_sigmoid_nobias", f_dense_sigmoid_nob, 2, {IN2(5, 4), IN2(3, 4)}, false},
     {"cross_entropy", f_ce, 1, {IN2R(5, 5, -3, 3)}, false},
     {"cross_entropy_view", f_ce_view, 1, {IN2R(6, 5, -3, 3)}, false},
+    {"cross_entropy_ex_mean", f_cex_mean, 1, {IN3(2, 3, 5)}, false},
+    {"cross_entropy_ex_sum", f_cex_sum, 1, {IN3(2, 3, 5)}, false},
+    {"cross_entropy_ex_none", f_cex_none, 1, {IN3(2, 3, 5)}, false},
     {"layer_norm", f_ln, 3, {IN2(4, 5), IN1(5), IN1(5)}, false},
     {"layer_norm_3d", f_ln, 3, {IN3(2, 3, 4), IN1(4), IN1(4)}, false},
     {"layer_norm_plain", f_ln_plain, 1, {IN2(4, 5)}, false},

@@ -9,6 +9,7 @@
 typedef struct {
     int kind, axis;
     nb_tensor *targets;
+    nb_ce_options ce; /* kind 4: nb_cross_entropy_ex */
 } spec;
 
 static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
@@ -18,6 +19,7 @@ static nb_tensor *apply(int n, nb_tensor *const *in, void *ud) {
     case 0: return nb_softmax(in[0], s->axis);
     case 1: return nb_log_softmax(in[0], s->axis);
     case 2: return nb_cross_entropy(in[0], s->targets);
+    case 4: return nb_cross_entropy_ex(in[0], s->targets, &s->ce);
     default: return nb_nll_loss(nb_log_softmax(in[0], 1), s->targets);
     }
 }
@@ -36,7 +38,7 @@ static void test_gradcheck_softmax(void) {
     for (int kind = 0; kind < 2; kind++)
         for (int axis = -3; axis < 3; axis++) {
             nb_scope_begin();
-            spec s = {kind, axis, NULL};
+            spec s = {kind, axis, NULL, {0, NB_REDUCE_MEAN, 0}};
             nb_tensor *x = th_rand(NB_F64, 3, (int64_t[]){2, 3, 4}, -2, 2);
             check(&s, x);
             nb_tensor *base = th_rand(NB_F64, 3, (int64_t[]){4, 3, 2}, -2, 2);
@@ -50,7 +52,7 @@ static void test_gradcheck_losses(void) {
     nb_scope_begin();
     nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){5}, (double[]){0, 3, 1, 3, 2});
     for (int kind = 2; kind < 4; kind++) {
-        spec s = {kind, 1, t};
+        spec s = {kind, 1, t, {0, NB_REDUCE_MEAN, 0}};
         check(&s, th_rand(NB_F64, 2, (int64_t[]){5, 4}, -3, 3));
         nb_tensor *base = th_rand(NB_F64, 2, (int64_t[]){4, 5}, -3, 3);
         nb_set_requires_grad(base, true);
@@ -60,6 +62,171 @@ static void test_gradcheck_losses(void) {
 }
 
 /* Seed 004: d CE / d logits = (softmax(logits) - onehot) / N. */
+/* max |a - b| over two tensors of one size (INFINITY when either is NULL). */
+static double maxdiff(nb_tensor *a, nb_tensor *b) {
+    if (!a || !b || nb_numel(a) != nb_numel(b)) return INFINITY;
+    int64_t n = nb_numel(a);
+    double *u = malloc(sizeof(double) * (size_t)(2 * n + 1)), w = 0;
+    nb_read_f64(a, u, n), nb_read_f64(b, u + n, n);
+    for (int64_t i = 0; i < n; i++) w = fmax(w, fabs(u[i] - u[n + i]));
+    free(u);
+    return w;
+}
+
+/* nb_cross_entropy_ex, f64, first and second order: each reduction, ignored targets (the default -100 and one
+   in range), smoothing, 2-D, 3-D and strided logits, a vector. The ignored entries get no gradient. */
+static void test_gradcheck_cross_entropy_ex(void) {
+    nb_scope_begin();
+    nb_tensor *t2 = nb_from_f64(NB_I64, 1, (int64_t[]){5}, (double[]){0, -100, 1, 3, -100});
+    nb_tensor *t2in = nb_from_f64(NB_I64, 1, (int64_t[]){5}, (double[]){0, 2, 1, 3, 2}); /* ignore_index 2 */
+    nb_tensor *t3 = nb_from_f64(NB_I64, 2, (int64_t[]){2, 3}, (double[]){3, -100, 0, 1, 1, 2});
+    nb_tensor *t0 = nb_from_f64(NB_I64, 0, NULL, (double[]){2});
+    const double eps[3] = {0, 0.2, 1};
+    for (int red = 0; red < 3; red++)
+        for (int e = 0; e < 3; e++) {
+            spec s = {4, 0, t2, {-100, (nb_reduction)red, eps[e]}};
+            check(&s, th_rand(NB_F64, 2, (int64_t[]){5, 4}, -3, 3));
+            s.targets = t2in, s.ce.ignore_index = 2;
+            check(&s, th_rand(NB_F64, 2, (int64_t[]){5, 4}, -3, 3));
+            s.targets = t3, s.ce.ignore_index = -100;
+            check(&s, th_rand(NB_F64, 3, (int64_t[]){2, 3, 4}, -3, 3));
+            nb_tensor *base = th_rand(NB_F64, 3, (int64_t[]){4, 3, 2}, -3, 3); /* strided (2, 3, 4) */
+            nb_set_requires_grad(base, true);
+            check(&s, nb_transpose(base, 0, 2));
+            s.targets = t0;
+            check(&s, th_rand(NB_F64, 1, (int64_t[]){4}, -3, 3));
+        }
+    /* the ignored rows' gradient is exactly 0, fused and composite */
+    nb_tensor *x = th_rand(NB_F64, 2, (int64_t[]){5, 4}, -3, 3);
+    nb_set_requires_grad(x, true);
+    nb_ce_options o = {-100, NB_REDUCE_SUM, 0.3};
+    for (int create = 0; create < 2; create++) {
+        nb_tensor *g = NULL;
+        CHECK(nb_gradients(nb_cross_entropy_ex(x, t2, &o), NULL, 1, &x, create ? NB_CREATE_GRAPH : 0, &g) == 0);
+        for (int64_t k = 0; g && k < 4; k++) CHECK(nb_get(g, (int64_t[]){1, k}) == 0 && nb_get(g, (int64_t[]){4, k}) == 0);
+    }
+    nb_scope_end();
+}
+
+/* nb_cross_entropy_ex against hand-computed values and nb_cross_entropy: defaults (opt NULL) equal
+   nb_cross_entropy's bits on (N, C); reduction none has the targets' shape with 0 where ignored, sum is its
+   sum, mean divides by the targets not ignored; every target ignored gives NaN (mean), 0 (sum) and zero
+   gradients; N = 0. */
+static void test_cross_entropy_ex_values(void) {
+    nb_scope_begin();
+    for (int dt = 0; dt < 2; dt++) {
+        nb_dtype d = dt ? NB_F64 : NB_F32;
+        nb_tensor *x = th_rand(d, 2, (int64_t[]){37, 11}, -4, 4);
+        double tv[37];
+        for (int i = 0; i < 37; i++) tv[i] = (double)((i * 5) % 11);
+        nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){37}, tv);
+        nb_set_requires_grad(x, true);
+        nb_tensor *a = nb_cross_entropy(x, t), *b = nb_cross_entropy_ex(x, t, NULL), *ga = NULL, *gb = NULL;
+        CHECK(nb_item(a) == nb_item(b));
+        CHECK(nb_gradients(a, NULL, 1, &x, 0, &ga) == 0 && nb_gradients(b, NULL, 1, &x, 0, &gb) == 0);
+        CHECK(maxdiff(ga, gb) == 0);
+        /* (B, T, C) with ignored positions: none, sum, mean */
+        nb_tensor *x3 = nb_reshape(x, 3, (int64_t[]){1, 37, 11});
+        for (int i = 0; i < 37; i += 4) tv[i] = -100;
+        nb_tensor *t3 = nb_from_f64(NB_I64, 2, (int64_t[]){1, 37}, tv);
+        nb_ce_options o = {-100, NB_REDUCE_NONE, 0.1};
+        nb_tensor *none = nb_cross_entropy_ex(x3, t3, &o);
+        CHECK(none && nb_rank(none) == 2 && nb_shape(none)[0] == 1 && nb_shape(none)[1] == 37);
+        double want_sum = 0, got[37];
+        int valid = 0;
+        nb_read_f64(none, got, 37);
+        for (int i = 0; i < 37; i++) {
+            if (tv[i] == -100) {
+                CHECK(got[i] == 0);
+                continue;
+            }
+            double row[11], m = -INFINITY, se = 0, xs = 0;
+            for (int k = 0; k < 11; k++) row[k] = nb_get(x, (int64_t[]){i, k}), m = fmax(m, row[k]), xs += row[k];
+            for (int k = 0; k < 11; k++) se += exp(row[k] - m);
+            const double ls = m + log(se), want = 0.9 * (ls - row[(int)tv[i]]) + 0.1 * (ls - xs / 11);
+            CHECK_CLOSE(got[i], want, 0, dt ? 1e-14 : 1e-6);
+            want_sum += want, valid++;
+        }
+        o.reduction = NB_REDUCE_SUM;
+        CHECK_CLOSE(nb_item(nb_cross_entropy_ex(x3, t3, &o)), want_sum, 0, dt ? 1e-13 : 1e-5);
+        o.reduction = NB_REDUCE_MEAN;
+        CHECK_CLOSE(nb_item(nb_cross_entropy_ex(x3, t3, &o)), want_sum / valid, 0, dt ? 1e-14 : 1e-6);
+        /* fused against composite under each reduction, with a seed other than 1 */
+        for (int red = 0; red < 3; red++) {
+            o.reduction = (nb_reduction)red;
+            nb_tensor *L = nb_sum(nb_scale(nb_cross_entropy_ex(x3, t3, &o), 3.0)), *f = NULL, *c = NULL;
+            CHECK(nb_gradients(L, NULL, 1, &x, NB_RETAIN_GRAPH, &f) == 0);
+            CHECK(nb_gradients(L, NULL, 1, &x, NB_CREATE_GRAPH, &c) == 0);
+            const double md = maxdiff(f, c);
+            if (getenv("NABLA_TEST_VERBOSE")) fprintf(stderr, "dt %d red %d: %g\n", dt, red, md);
+            CHECK(md <= (dt ? 1e-14 : 1e-6));
+        }
+        /* every target ignored */
+        nb_tensor *all = nb_full(NB_I64, 1, (int64_t[]){37}, -100), *g = NULL;
+        o.reduction = NB_REDUCE_MEAN;
+        nb_tensor *L = nb_cross_entropy_ex(x, all, &o);
+        CHECK(L && isnan(nb_item(L)));
+        CHECK(nb_gradients(L, NULL, 1, &x, 0, &g) == 0);
+        CHECK(g && nb_item(nb_sum(nb_abs(g))) == 0);
+        o.reduction = NB_REDUCE_SUM;
+        CHECK(nb_item(nb_cross_entropy_ex(x, all, &o)) == 0);
+        /* no rows */
+        nb_tensor *x0 = nb_full(d, 3, (int64_t[]){2, 0, 5}, 0), *t0 = nb_full(NB_I64, 2, (int64_t[]){2, 0}, 0);
+        CHECK(isnan(nb_item(nb_cross_entropy_ex(x0, t0, NULL))));
+        o.reduction = NB_REDUCE_NONE;
+        nb_tensor *e = nb_cross_entropy_ex(x0, t0, &o);
+        CHECK(e && nb_rank(e) == 2 && nb_numel(e) == 0);
+        nb_set_requires_grad(x0, true);
+        for (int red = 0; red < 3; red++) {
+            nb_tensor *g0 = NULL;
+            o.reduction = (nb_reduction)red;
+            CHECK(nb_gradients(nb_sum(nb_cross_entropy_ex(x0, t0, &o)), NULL, 1, &x0, 0, &g0) == 0);
+            CHECK(g0 && nb_numel(g0) == 0 && nb_rank(g0) == 3);
+        }
+        /* a -inf logit under smoothing: +inf loss, a finite gradient (PyTorch's values) */
+        nb_tensor *xi = nb_from_f64(d, 2, (int64_t[]){2, 3}, (double[]){-INFINITY, 0, 1, 0.5, 1, 2});
+        nb_set_requires_grad(xi, true);
+        nb_ce_options so = {-100, NB_REDUCE_MEAN, 0.1};
+        nb_tensor *Li = nb_cross_entropy_ex(xi, nb_from_f64(NB_I64, 1, (int64_t[]){2}, (double[]){1, 2}), &so);
+        CHECK(Li && nb_item(Li) == INFINITY);
+        CHECK(nb_backward(Li, NULL, 0) == 0);
+        const double e1 = exp(1.0), want[3] = {-0.1 / 6, 0.5 * (1 / (1 + e1) - 0.9 - 0.1 / 3), 0.5 * (e1 / (1 + e1) - 0.1 / 3)};
+        for (int k = 0; k < 3; k++) CHECK_CLOSE(nb_get(nb_grad(xi), (int64_t[]){0, k}), want[k], 1e-7, 0);
+    }
+    nb_scope_end();
+}
+
+/* nb_cross_entropy_ex under failing allocations, each reduction, forward and fused backward: an error and no
+   gradient, or the gradient of the run that succeeds. */
+static void test_cross_entropy_ex_alloc_failures(void) {
+    nb_set_cache_limit(0);
+    for (int red = 0; red < 3; red++) {
+        int succeeded = 0;
+        for (long fail_at = 1; fail_at < 400 && !succeeded; fail_at++) {
+            th_inject(fail_at);
+            nb_clear_error();
+            nb_scope_begin();
+            nb_tensor *x = nb_full(NB_F32, 3, (int64_t[]){2, 3, 5}, 0.5);
+            nb_tensor *t = nb_from_f64(NB_I64, 2, (int64_t[]){2, 3}, (double[]){0, -100, 4, 1, 2, 3});
+            nb_ce_options o = {-100, (nb_reduction)red, 0.1};
+            if (x) nb_set_requires_grad(x, true);
+            nb_tensor *L = nb_sum(nb_cross_entropy_ex(x, t, &o));
+            if (L && nb_backward(L, NULL, 0) == 0 && nb_grad(x)) {
+                succeeded = 1;
+                CHECK(nb_get(nb_grad(x), (int64_t[]){0, 1, 2}) == 0);
+                CHECK_CLOSE(nb_get(nb_grad(x), (int64_t[]){0, 0, 0}), (red == 0 ? 0.2 : 1) * (0.2 - 0.9 - 0.02), 1e-7, 0);
+            } else {
+                CHECK(nb_last_error() != NULL);
+            }
+            nb_scope_end();
+            nb_set_allocator(NULL, NULL, NULL);
+        }
+        CHECK(succeeded);
+    }
+    nb_set_cache_limit((int64_t)256 << 20);
+    nb_clear_error();
+}
+
 static void test_cross_entropy_closed_form(void) {
     nb_scope_begin();
     nb_tensor *x = th_rand(NB_F64, 2, (int64_t[]){3, 4}, -2, 2);
@@ -113,6 +280,35 @@ static void test_errors(void) {
     CHECK_ERR("must be i64 of shape (3,)");
     CHECK(nb_cross_entropy(nb_full(NB_F64, 1, (int64_t[]){3}, 0), bad) == NULL);
     CHECK_ERR("nb_cross_entropy: input (3,) must have shape (N,C)");
+    /* nb_cross_entropy_ex */
+    nb_tensor *x3 = nb_full(NB_F64, 3, (int64_t[]){2, 3, 4}, 0);
+    nb_tensor *t3 = nb_from_f64(NB_I64, 2, (int64_t[]){2, 3}, (double[]){0, 1, -100, 3, 4, 2});
+    CHECK(nb_cross_entropy_ex(x3, t3, NULL) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex: target 4 at (1, 1) is outside [0, 4) and is not ignore_index -100");
+    nb_ce_options o = {3, NB_REDUCE_MEAN, 0};
+    CHECK(nb_cross_entropy_ex(x3, t3, &o) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex: target -100 at (0, 2) is outside [0, 4) and is not ignore_index 3");
+    CHECK(nb_cross_entropy_ex(x, bad, NULL) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex: target 4 at (1) is outside [0, 4)");
+    CHECK(nb_cross_entropy_ex(x3, bad, NULL) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex: targets (3,) must be i64 with the shape of logits (2,3,4) without its last (class) axis");
+    CHECK(nb_cross_entropy_ex(x3, nb_full(NB_F64, 2, (int64_t[]){2, 3}, 0), NULL) == NULL);
+    CHECK_ERR("must be i64 with the shape of logits");
+    CHECK(nb_cross_entropy_ex(nb_scalar(NB_F64, 1), nb_scalar(NB_I64, 0), NULL) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex: logits () must have a class axis (last)");
+    CHECK(nb_cross_entropy_ex(nb_full(NB_I64, 2, (int64_t[]){3, 4}, 0), bad, NULL) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex:");
+    nb_ce_options bo = {-100, (nb_reduction)7, 0};
+    CHECK(nb_cross_entropy_ex(x3, t3, &bo) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex: reduction 7 is not NB_REDUCE_MEAN, NB_REDUCE_SUM or NB_REDUCE_NONE");
+    const double badeps[3] = {-0.1, 1.5, NAN};
+    for (int i = 0; i < 3; i++) {
+        nb_ce_options eo = {-100, NB_REDUCE_MEAN, badeps[i]};
+        CHECK(nb_cross_entropy_ex(x3, t3, &eo) == NULL);
+        CHECK_ERR("is outside [0, 1]");
+    }
+    CHECK(nb_cross_entropy_ex(NULL, t3, NULL) == NULL);
+    CHECK_ERR("nb_cross_entropy_ex: argument 1 is NULL");
     CHECK(nb_softmax(x, 2) == NULL);
     CHECK_ERR("nb_softmax: axis 2 is out of range for a tensor (3,4) of rank 2");
     CHECK(nb_log_softmax(nb_scalar(NB_F64, 1), 0) == NULL);
@@ -244,6 +440,9 @@ int main(void) {
     th_seed(7);
     RUN(test_gradcheck_softmax);
     RUN(test_gradcheck_losses);
+    RUN(test_gradcheck_cross_entropy_ex);
+    RUN(test_cross_entropy_ex_values);
+    RUN(test_cross_entropy_ex_alloc_failures);
     RUN(test_cross_entropy_closed_form);
     RUN(test_cross_entropy_fused_backward);
     RUN(test_stability);

@@ -108,6 +108,15 @@ typedef struct {
     bool nesterov, first;             /* SGD: Nesterov momentum; the first step (buffer = d) */
 } nbi_update;
 
+/* Options of the cross-entropy kernels (nb_cross_entropy_ex): ignored rows, label smoothing, per-row terms
+   and weights. */
+typedef struct {
+    int64_t ignore;  /* a row whose target equals it has term 0 and gradient row 0; every other target is in [0, C) */
+    double eps;      /* label smoothing, in [0, 1] */
+    double *rows;    /* cross_entropy: each row's term (N), or NULL */
+    const double *w; /* cross_entropy_grad: each row's weight (N) in place of gs, or NULL */
+} nbi_ce_opts;
+
 typedef struct nbi_backend {
     const char *name;  /* "cpu", "reference" */
     nb_device device;
@@ -169,15 +178,20 @@ typedef struct nbi_backend {
     void (*softmax)(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t n, int64_t inner, bool log);
     /* *loss = -sum over rows i of log softmax(x[i])[t[i]] for x (N x C), t (N) i64 in [0, C) at t[i ts],
        summed in row order, and ms (N x 2; NULL: not wanted) = each row's max m (as softmax's) and sum s of
-       exp(x - m), in double (f32 rows: the exps may be f32's, docs/OPS.md). N >= 1. 0, or -1 out of memory. */
+       exp(x - m), in double (f32 rows: the exps may be f32's, docs/OPS.md). N >= 1. With ce (NULL: as just
+       said), see nbi_ce_opts: row i's term is (1 - eps) (log s - (x[i, t_i] - m)) + eps (m + log s -
+       mean_k x[i, k]) (eps 0: the first part alone), 0 where t_i is ce->ignore; *loss is their sum in row
+       order and ce->rows (when not NULL) gets each. 0, or -1 out of memory. */
     int (*cross_entropy)(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                         int64_t C, double *ms);
+                         int64_t C, double *ms, const nbi_ce_opts *ce);
     /* dx (N x C) = gs (exp(x - m) / s - onehot(t[i])) in double, rounded once (f32: within docs/OPS.md's
        bound, the exps f32's): the first-order gradient of
        cross_entropy's mean (gs = g / N), with each row's m and s from ms (N x 2, as cross_entropy wrote it)
-       or, when ms is NULL, recomputed (the same values). 0, or -1 out of memory. */
+       or, when ms is NULL, recomputed (the same values). With ce: row i is w_i (p - (1 - eps) onehot(t_i) -
+       eps / C), w_i = ce->w[i] (or gs when ce->w is NULL), and exactly 0 where t_i is ce->ignore.
+       0, or -1 out of memory. */
     int (*cross_entropy_grad)(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                              int64_t C, double gs, const double *ms);
+                              int64_t C, double gs, const double *ms, const nbi_ce_opts *ce);
     /* y (rows x D) = (x - mean) / sqrt(var + eps) * gamma + beta per row of x (rows x D), var biased;
        gamma, beta (D) or NULL; mean and rstd (rows, doubles) written when not NULL. 0, or -1. */
     int (*layer_norm)(nb_dtype dt, void *y, const void *x, const void *gamma, const void *beta, int64_t rows,

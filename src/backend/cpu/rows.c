@@ -12,6 +12,10 @@
  * against the reference set (src/backend/ref/: exact in double, rounded once)
  * is stated at the kernel and in docs/OPS.md ("f32 accuracy").
  *
+ * The cross-entropy kernels take nb_cross_entropy_ex's options (nbi_ce_opts:
+ * ignored rows, label smoothing, per-row terms and weights) in the same one
+ * pass per row; without them (NULL) they run the plain mean's code unchanged.
+ *
  * Every row is computed alone, by the same operations whatever the cut, so
  * the bits do not depend on the thread count; sums within a row run over a
  * fixed number of lanes (L32, L64) fixed by the C code, not by the
@@ -136,6 +140,30 @@ NBI_CLONES static void f32_logsm(float *y, const float *x, int64_t n, double m, 
     for (int64_t k = 0; k < n; k++) y[k] = (float)(((double)x[k] - m) - ls);
 }
 
+/* y (n) = e c - d, in double, rounded once (y may be e). */
+NBI_CLONES static void f32_scale_sub(float *y, const float *e, int64_t n, double c, double d) {
+    for (int64_t k = 0; k < n; k++) y[k] = (float)((double)e[k] * c - d);
+}
+
+/* The sum of x (n) in double over L32 lanes, then the lanes in order, then the tail. */
+NBI_CLONES static double f32_sum(const float *x, int64_t n) {
+    double acc[L32];
+    for (int l = 0; l < L32; l++) acc[l] = 0;
+    int64_t k = 0;
+    for (; k + L32 <= n; k += L32)
+        for (int l = 0; l < L32; l++) acc[l] += (double)x[k + l];
+    double s = 0;
+    for (int l = 0; l < L32; l++) s += acc[l];
+    for (; k < n; k++) s += (double)x[k];
+    return s;
+}
+
+/* log softmax(x)[t] = lpt of a row negated into its cross-entropy term under ce: (1 - eps) (-lpt) + eps (m + ls -
+   xsum / n); the caller negates again (the loss path sums -terms). */
+static inline double ce_term(double lpt, double m, double ls, double xsum, int64_t n, double eps) {
+    return eps > 0 ? (1.0 - eps) * -lpt + eps * ((m + ls) - xsum / (double)n) : -lpt;
+}
+
 static bool f32_has_nan(const float *x, int64_t n) {
     for (int64_t k = 0; k < n; k++)
         if (x[k] != x[k]) return true;
@@ -172,6 +200,7 @@ typedef struct {
     double *ms;           /* ROWS_CE_LOSS: (N, 2) or NULL */
     const double *msin;   /* ROWS_CE_GRAD: (N, 2) or NULL (recomputed) */
     double gs;
+    const nbi_ce_opts *ce; /* ROWS_CE_LOSS, ROWS_CE_GRAD: ignored rows, smoothing, weights; or NULL */
 } f32_job;
 
 static int f32_part(void *vj, int64_t lo, int64_t hi) {
@@ -196,14 +225,39 @@ static int f32_part(void *vj, int64_t lo, int64_t hi) {
             switch (j->kind) {
             case ROWS_SOFTMAX: f32_scale(er, er, n, 1.0 / s[i]); break;
             case ROWS_LOG_SOFTMAX: f32_logsm(er, xr, n, (double)m[i], log(s[i])); break;
-            case ROWS_CE_LOSS:
-                j->loss[r] = ((double)xr[j->t[r * j->ts]] - (double)m[i]) - log(s[i]);
+            case ROWS_CE_LOSS: {
+                const int64_t ti = j->t[r * j->ts];
                 if (j->ms) j->ms[2 * r] = (double)m[i], j->ms[2 * r + 1] = s[i];
+                if (!j->ce) {
+                    j->loss[r] = ((double)xr[ti] - (double)m[i]) - log(s[i]);
+                    break;
+                }
+                if (ti == j->ce->ignore) {
+                    j->loss[r] = 0;
+                    break;
+                }
+                const double ls = log(s[i]), eps = j->ce->eps;
+                j->loss[r] = -ce_term(((double)xr[ti] - (double)m[i]) - ls, (double)m[i], ls,
+                                      eps > 0 ? f32_sum(xr, n) : 0, n, eps);
                 break;
+            }
             case ROWS_CE_GRAD: {
                 const int64_t ti = j->t[r * j->ts];
-                f32_scale(er, er, n, j->gs / s[i]);
-                er[ti] = (float)(j->gs * (exp((double)xr[ti] - (double)m[i]) / s[i] - 1.0));
+                if (!j->ce) {
+                    f32_scale(er, er, n, j->gs / s[i]);
+                    er[ti] = (float)(j->gs * (exp((double)xr[ti] - (double)m[i]) / s[i] - 1.0));
+                    break;
+                }
+                if (ti == j->ce->ignore) {
+                    memset(er, 0, sizeof(float) * (size_t)n);
+                    break;
+                }
+                const double w = j->ce->w ? j->ce->w[r] : j->gs, eps = j->ce->eps, d = eps / (double)n;
+                if (eps > 0)
+                    f32_scale_sub(er, er, n, w / s[i], w * d);
+                else
+                    f32_scale(er, er, n, w / s[i]);
+                er[ti] = (float)(w * ((exp((double)xr[ti] - (double)m[i]) / s[i] - (1.0 - eps)) - d));
                 break;
             }
             }
@@ -228,6 +282,7 @@ typedef struct {
     double *loss;        /* ROWS_CE_LOSS: (N), log softmax(x)[i, t_i] */
     double *ms;          /* ROWS_CE_LOSS: (N, 2) or NULL, each row's max and sum of exps */
     double gs;           /* ROWS_CE_GRAD: g / N */
+    const nbi_ce_opts *ce; /* ROWS_CE_LOSS, ROWS_CE_GRAD: or NULL */
     double *scratch;     /* parts x block x (n + 2) */
     int64_t N, n, block;
     int parts;
@@ -254,14 +309,35 @@ static int rows_part(void *vj, int64_t lo, int64_t hi) {
                     for (int64_t k = 0; k < n; k++) st(dt, j->out, r0 * n + k, (ld(dt, j->x, r0 * n + k) - m[i]) - ls);
                     break;
                 }
-                case ROWS_CE_LOSS:
-                    j->loss[r0] = (ld(dt, j->x, r0 * n + j->t[r0 * j->ts]) - m[i]) - log(si);
+                case ROWS_CE_LOSS: {
+                    const int64_t ti = j->t[r0 * j->ts];
                     if (j->ms) j->ms[2 * r0] = m[i], j->ms[2 * r0 + 1] = si;
+                    if (j->ce && ti == j->ce->ignore) {
+                        j->loss[r0] = 0;
+                        break;
+                    }
+                    const double ls = log(si), lpt = (ld(dt, j->x, r0 * n + ti) - m[i]) - ls;
+                    if (!j->ce) {
+                        j->loss[r0] = lpt;
+                        break;
+                    }
+                    double xsum = 0;
+                    if (j->ce->eps > 0)
+                        for (int64_t k = 0; k < n; k++) xsum += ld(dt, j->x, r0 * n + k);
+                    j->loss[r0] = -ce_term(lpt, m[i], ls, xsum, n, j->ce->eps);
                     break;
+                }
                 case ROWS_CE_GRAD: {
                     const int64_t ti = j->t[r0 * j->ts];
+                    if (!j->ce) {
+                        for (int64_t k = 0; k < n; k++)
+                            st(dt, j->out, r0 * n + k, j->gs * (er[k] / si - (k == ti ? 1.0 : 0.0)));
+                        break;
+                    }
+                    const bool ign = ti == j->ce->ignore;
+                    const double w = j->ce->w ? j->ce->w[r0] : j->gs, eps = j->ce->eps, d = eps / (double)n;
                     for (int64_t k = 0; k < n; k++)
-                        st(dt, j->out, r0 * n + k, j->gs * (er[k] / si - (k == ti ? 1.0 : 0.0)));
+                        st(dt, j->out, r0 * n + k, ign ? 0.0 : w * ((er[k] / si - (k == ti ? 1.0 - eps : 0.0)) - d));
                     break;
                 }
                 }
@@ -347,27 +423,26 @@ void nbi_cpu_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t
 /* *loss = -sum over rows of log softmax(x (N, C))[i, t_i], in row order whatever the thread count. f32: each row's
    term within 2.0004 u (u = 2^-24) relative of the exact value, so the loss too (the terms share a sign). */
 int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                          int64_t C, double *ms) {
+                          int64_t C, double *ms, const nbi_ce_opts *ce) {
     double *rows = nbi_alloc(sizeof(double) * (size_t)N); /* N doubles fit: x holds N C >= N values */
     if (dt == NB_F32) {
-        f32_job fj = {.kind = ROWS_CE_LOSS, .x = x, .t = t, .ts = ts, .loss = rows, .ms = ms, .n = C};
+        f32_job fj = {.kind = ROWS_CE_LOSS, .x = x, .t = t, .ts = ts, .loss = rows, .ms = ms, .n = C, .ce = ce};
         if (!rows || f32_run(&fj, N)) {
             nbi_dealloc(rows);
             return -1;
         }
-        double acc = 0;
-        for (int64_t i = 0; i < N; i++) acc -= rows[i];
-        nbi_dealloc(rows);
-        *loss = acc;
-        return 0;
-    }
-    rows_job j = {.kind = ROWS_CE_LOSS, .dt = dt, .x = x, .t = t, .ts = ts, .loss = rows, .ms = ms, .N = N, .n = C};
-    if (!rows || !rows_run(&j)) {
-        nbi_dealloc(rows);
-        return -1;
+    } else {
+        rows_job j = {.kind = ROWS_CE_LOSS, .dt = dt, .x = x, .t = t, .ts = ts, .loss = rows, .ms = ms, .ce = ce,
+                      .N = N, .n = C};
+        if (!rows || !rows_run(&j)) {
+            nbi_dealloc(rows);
+            return -1;
+        }
     }
     double acc = 0;
     for (int64_t i = 0; i < N; i++) acc -= rows[i];
+    if (ce && ce->rows)
+        for (int64_t i = 0; i < N; i++) ce->rows[i] = -rows[i];
     nbi_dealloc(rows);
     *loss = acc;
     return 0;
@@ -383,6 +458,7 @@ typedef struct {
     int64_t ts, C;
     double gs;
     const double *ms;
+    const nbi_ce_opts *ce;
 } ce_grad_job;
 
 static int ce_grad_part(void *vj, int64_t lo, int64_t hi) {
@@ -392,12 +468,22 @@ static int ce_grad_part(void *vj, int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; i++) {
         const int64_t ti = j->t[i * j->ts];
         const double m = j->ms[2 * i], s = j->ms[2 * i + 1];
+        if (j->ce && ti == j->ce->ignore) {
+            for (int64_t k = 0; k < C; k++) st(j->dt, j->dx, i * C + k, 0.0);
+            continue;
+        }
+        const double gs = j->ce && j->ce->w ? j->ce->w[i] : j->gs, eps = j->ce ? j->ce->eps : 0,
+                     d = eps / (double)C, on = 1.0 - eps;
         for (int64_t k0 = 0; k0 < C; k0 += 256) { /* exps in blocks, vectorised */
             const int64_t w = C - k0 < 256 ? C - k0 : 256;
             for (int64_t k = 0; k < w; k++) e[k] = ld(j->dt, j->x, i * C + k0 + k) - m;
             nbi_cpu_exp_block(j->dt, e, w);
-            for (int64_t k = 0; k < w; k++)
-                st(j->dt, j->dx, i * C + k0 + k, j->gs * (e[k] / s - (k0 + k == ti ? 1.0 : 0.0)));
+            if (!j->ce)
+                for (int64_t k = 0; k < w; k++)
+                    st(j->dt, j->dx, i * C + k0 + k, gs * (e[k] / s - (k0 + k == ti ? 1.0 : 0.0)));
+            else
+                for (int64_t k = 0; k < w; k++)
+                    st(j->dt, j->dx, i * C + k0 + k, gs * ((e[k] / s - (k0 + k == ti ? on : 0.0)) - d));
         }
     }
     return 0;
@@ -406,17 +492,18 @@ static int ce_grad_part(void *vj, int64_t lo, int64_t hi) {
 /* dx (N, C) = gs (softmax(x) - onehot(t)), each element rounded once; f32 within 4.5 ulp of the exact value (at
    the target, the double formula's own cancellation aside: 2^-50 gs absolute). */
 int nbi_cpu_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                               int64_t C, double gs, const double *ms) {
+                               int64_t C, double gs, const double *ms, const nbi_ce_opts *ce) {
     if (dt == NB_F32) { /* one pass per row with ms; without, the forward's m and s first (the same values) */
-        f32_job fj = {.kind = ROWS_CE_GRAD, .x = x, .t = t, .ts = ts, .out = dx, .msin = ms, .gs = gs, .n = C};
+        f32_job fj = {.kind = ROWS_CE_GRAD, .x = x, .t = t, .ts = ts, .out = dx, .msin = ms, .gs = gs, .n = C, .ce = ce};
         return f32_run(&fj, N);
     }
     if (ms) {
-        ce_grad_job cj = {dt, dx, x, t, ts, C, gs, ms};
+        ce_grad_job cj = {dt, dx, x, t, ts, C, gs, ms, ce};
         nbi_parallel_for(N, (ROW_PART_MIN + C - 1) / C, ce_grad_part, &cj);
         return 0;
     }
-    rows_job j = {.kind = ROWS_CE_GRAD, .dt = dt, .x = x, .t = t, .ts = ts, .out = dx, .gs = gs, .N = N, .n = C};
+    rows_job j = {.kind = ROWS_CE_GRAD, .dt = dt, .x = x, .t = t, .ts = ts, .out = dx, .gs = gs, .ce = ce, .N = N,
+                  .n = C};
     return rows_run(&j) ? 0 : -1;
 }
 

@@ -508,24 +508,39 @@ static void ref_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int6
 }
 
 /* *loss = -sum over rows i of log softmax(x[i])[t[i]] for x (N, C), t (N) at t[i ts]: row i's term is
-   (x[i, t[i]] - m) - log s in double, subtracted from one double in row order */
+   (x[i, t[i]] - m) - log s in double, subtracted from one double in row order. With ce: 0 at ignored rows, and
+   under smoothing eps the term (1 - eps) (log s - (x_t - m)) + eps ((m + log s) - sum_k x_k / C), the sum in
+   element order; ce->rows gets each term. */
 static int ref_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                             int64_t C, double *ms) {
+                             int64_t C, double *ms, const nbi_ce_opts *ce) {
     double total = 0;
     for (int64_t i = 0; i < N; i++) {
         double m, s;
         softmax_stats(dt, x, i * C, C, 1, &m, &s);
-        total -= (load(dt, x, i * C + t[i * ts]) - m) - log(s);
         if (ms) ms[2 * i] = m, ms[2 * i + 1] = s;
+        const int64_t ti = t[i * ts];
+        double term = 0;
+        if (!ce || ti != ce->ignore) {
+            const double ls = log(s);
+            term = -((load(dt, x, i * C + ti) - m) - ls);
+            if (ce && ce->eps > 0) {
+                double xs = 0;
+                for (int64_t k = 0; k < C; k++) xs += load(dt, x, i * C + k);
+                term = (1.0 - ce->eps) * term + ce->eps * ((m + ls) - xs / (double)C);
+            }
+        }
+        if (ce && ce->rows) ce->rows[i] = term;
+        total -= -term;
     }
     *loss = total;
     return 0;
 }
 
 /* dx (N, C) = gs (softmax(x[i]) - onehot(t[i])) for x (N, C), t (N) at t[i ts]: gs (exp(x - m) / s - [k == t])
-   in double, rounded once, with the row's m and s from ms (N, 2) when given, else recomputed */
+   in double, rounded once, with the row's m and s from ms (N, 2) when given, else recomputed. With ce: w_i ((p -
+   (1 - eps) [k == t]) - eps / C), w_i = ce->w[i] or gs, and 0 at ignored rows. */
 static int ref_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                                  int64_t C, double gs, const double *ms) {
+                                  int64_t C, double gs, const double *ms, const nbi_ce_opts *ce) {
     for (int64_t i = 0; i < N; i++) {
         double m, s;
         if (ms)
@@ -533,9 +548,17 @@ static int ref_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const in
         else
             softmax_stats(dt, x, i * C, C, 1, &m, &s);
         const int64_t ti = t[i * ts];
+        if (ce && ti == ce->ignore) {
+            for (int64_t k = 0; k < C; k++) store(dt, dx, i * C + k, 0.0);
+            continue;
+        }
+        const double w = ce && ce->w ? ce->w[i] : gs, eps = ce ? ce->eps : 0, d = eps / (double)C;
         for (int64_t k = 0; k < C; k++) {
             double p = exp(load(dt, x, i * C + k) - m) / s;
-            store(dt, dx, i * C + k, gs * (p - (k == ti ? 1.0 : 0.0)));
+            if (!ce)
+                store(dt, dx, i * C + k, w * (p - (k == ti ? 1.0 : 0.0)));
+            else
+                store(dt, dx, i * C + k, w * ((p - (k == ti ? 1.0 - eps : 0.0)) - d));
         }
     }
     return 0;

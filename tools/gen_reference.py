@@ -60,7 +60,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from refformat import DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
+from refformat import keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
 
 torch.set_default_dtype(torch.float64)
 
@@ -531,26 +531,6 @@ for name, shape in (('layer_norm_2d', (3, 5)), ('layer_norm_3d', (2, 3, 4))):
 # --------------------------------------------------------------------------
 
 
-def sdpa(q, k, v, mask=None, causal=False, scale=0.0, kind=0):
-    if scale == 0:
-        scale = 1.0 / q.shape[-1] ** 0.5
-    s = torch.matmul(q, k.transpose(-2, -1)) * scale
-    if kind == 1:
-        s = s + mask
-    elif kind == 2:
-        s = s.masked_fill(mask == 0, float('-inf'))
-    if causal:
-        tq, tk = q.shape[-2], k.shape[-2]
-        keep = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)
-        s = s.masked_fill(~keep, float('-inf'))
-    return torch.matmul(torch.softmax(s, -1), v)
-
-
-def keep_mask(shape, p=0.3):
-    """0/1 values, every row keeping at least its first key (no row sees no key)."""
-    m = (torch.rand(shape) > p).to(torch.float64)
-    m[..., 0] = 1
-    return m
 
 seed_for('attention_plain')
 case('attention_plain', 'attention', [rnd((2, 4, 5)), rnd((2, 6, 5)), rnd((2, 6, 3))],

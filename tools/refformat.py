@@ -91,3 +91,28 @@ def write(what, script, path, texts):
     for text in texts:
         out.write(text)
         out.write('\n')
+
+
+# Attention's math (torch 1.13 has no F.scaled_dot_product_attention): softmax(q k^T * scale + mask) v, with
+# kind 1 an additive mask, kind 2 a keep (1) / drop (0) mask, causal aligned as nb_attention (query i sees keys
+# j <= i + Tk - Tq); scale 0 means 1 / sqrt(d). Used by gen_reference.py and gen_hvp_reference.py.
+def sdpa(q, k, v, mask=None, causal=False, scale=0.0, kind=0):
+    if scale == 0:
+        scale = 1.0 / q.shape[-1] ** 0.5
+    s = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if kind == 1:
+        s = s + mask
+    elif kind == 2:
+        s = s.masked_fill(mask == 0, float('-inf'))
+    if causal:
+        tq, tk = q.shape[-2], k.shape[-2]
+        keep = torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)
+        s = s.masked_fill(~keep, float('-inf'))
+    return torch.matmul(torch.softmax(s, -1), v)
+
+
+def keep_mask(shape, p=0.3):
+    """0/1 values, every row keeping at least its first key (no row sees no key)."""
+    m = (torch.rand(shape) > p).to(torch.float64)
+    m[..., 0] = 1
+    return m

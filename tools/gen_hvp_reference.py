@@ -59,7 +59,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from refformat import keep_mask, sdpa, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
+from refformat import ce_ex, ce_ex_cases, keep_mask, sdpa, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
 
 torch.set_default_dtype(torch.float64)
 
@@ -312,31 +312,8 @@ for name, n, c in (('cross_entropy_4x3', 4, 3), ('cross_entropy_5x6', 5, 6)):
     seeded('nll_' + name, 'nll_loss', [lambda: torch.log_softmax(rnd((n, c), -3, 3), 1)],
            lambda x, t=targets: F.nll_loss(x, torch.tensor(t)), params=targets)
 
-# nb_cross_entropy_ex: logits (..., C), class axis last (PyTorch's is second: permuted for torch); params
-# reduction (0 mean, 1 sum, 2 none) ignore_index label_smoothing, then the targets.
-REDS = ('mean', 'sum', 'none')
-
-
-def ce_ex(x, t, red, ign, eps):
-    xt = x.movedim(-1, 1) if x.dim() > 2 else x
-    return F.cross_entropy(xt, torch.tensor(t), ignore_index=ign, reduction=REDS[red], label_smoothing=eps)
-
-
-for name, shape, red, ign, eps, ignored in (
-        ('ce_ex_mean_ignore', (6, 5), 0, -100, 0.0, (1, 4)),
-        ('ce_ex_sum_ignore_in_range', (5, 4), 1, 2, 0.0, ()),
-        ('ce_ex_none_3d', (2, 3, 4), 2, -100, 0.0, (2,)),
-        ('ce_ex_mean_3d', (2, 3, 5), 0, -100, 0.0, (0, 5)),
-        ('ce_ex_smooth_mean_3d', (2, 3, 5), 0, -100, 0.2, (3,)),
-        ('ce_ex_smooth_sum', (4, 6), 1, -100, 0.1, ()),
-        ('ce_ex_smooth_none', (3, 4), 2, -1, 0.3, (1,)),
-        ('ce_ex_vector', (5,), 0, -100, 0.25, ())):
-    seed_for(name + ':targets')
-    lead = shape[:-1]
-    flat = [int(v) for v in torch.randint(0, shape[-1], (max(1, int(torch.tensor(lead).prod())) if lead else 1,))]
-    for i in ignored:
-        flat[i] = ign
-    t = torch.tensor(flat).reshape(lead).tolist() if lead else flat[0]
+# nb_cross_entropy_ex (refformat.CE_EX_CASES): params reduction ignore_index label_smoothing, then the targets.
+for name, shape, red, ign, eps, t, flat in ce_ex_cases():
     seeded(name, 'cross_entropy_ex', [lambda s=shape: rnd(s, -3, 3)],
          lambda x, t=t, r=red, g=ign, e=eps: ce_ex(x, t, r, g, e), params=[red, ign, eps] + flat)
 

@@ -16,6 +16,7 @@ import sys
 import zlib
 
 import torch
+import torch.nn.functional as F
 
 DT = torch.float64
 
@@ -116,3 +117,35 @@ def keep_mask(shape, p=0.3):
     m = (torch.rand(shape) > p).to(torch.float64)
     m[..., 0] = 1
     return m
+
+
+# nb_cross_entropy_ex: logits (..., C), class axis last (PyTorch's is second: permuted for torch); the cases'
+# reduction (0 mean, 1 sum, 2 none), ignore_index, label smoothing and positions of ignored targets.
+REDS = ('mean', 'sum', 'none')
+CE_EX_CASES = (
+    ('ce_ex_mean_ignore', (6, 5), 0, -100, 0.0, (1, 4)),
+    ('ce_ex_sum_ignore_in_range', (5, 4), 1, 2, 0.0, ()),
+    ('ce_ex_none_3d', (2, 3, 4), 2, -100, 0.0, (2,)),
+    ('ce_ex_mean_3d', (2, 3, 5), 0, -100, 0.0, (0, 5)),
+    ('ce_ex_smooth_mean_3d', (2, 3, 5), 0, -100, 0.2, (3,)),
+    ('ce_ex_smooth_sum', (4, 6), 1, -100, 0.1, ()),
+    ('ce_ex_smooth_none', (3, 4), 2, -1, 0.3, (1,)),
+    ('ce_ex_vector', (5,), 0, -100, 0.25, ()))
+
+
+def ce_ex(x, t, red, ign, eps):
+    xt = x.movedim(-1, 1) if x.dim() > 2 else x
+    return F.cross_entropy(xt, torch.tensor(t), ignore_index=ign, reduction=REDS[red], label_smoothing=eps)
+
+
+def ce_ex_cases():
+    """Each case with its targets drawn (seeded from its name): name, shape, reduction, ignore_index,
+    smoothing, the targets as nested lists (a number for a vector's), and flat."""
+    for name, shape, red, ign, eps, ignored in CE_EX_CASES:
+        seed_for(name + ':targets')
+        lead = shape[:-1]
+        flat = [int(v) for v in torch.randint(0, shape[-1], (max(1, int(torch.tensor(lead).prod())) if lead else 1,))]
+        for i in ignored:
+            flat[i] = ign
+        t = torch.tensor(flat).reshape(lead).tolist() if lead else flat[0]
+        yield name, shape, red, ign, eps, t, flat

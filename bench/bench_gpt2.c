@@ -22,6 +22,8 @@
  * Usage: bench_gpt2 [--config small|124m] [--threads N] [--steps S] [--warmup W] [--B B] [--T T]
  *                   [--attention math|fused]   (math, the default: matmul, softmax, matmul as the peer;
  *                                                fused: nb_attention)
+ *                   [--gelu math|op]           (math, the default: written out from nb_tanh; op:
+ *                                                nb_gelu_tanh, as the peer's F.gelu(approximate="tanh"))
  *        bench_gpt2 --check     the tiny check model: loss and gradient sums from a deterministic
  *                               initialisation, for bench/peer_torch_gpt2.py --check to compare
  *
@@ -87,6 +89,10 @@ static nb_tensor *param(gpt2 *m, int i, int rank, int64_t d0, int64_t d1, const 
 
 /* --attention fused: nb_attention instead of the explicit matmul, softmax, matmul (the default, as the peer). */
 static bool fused_attention;
+/* --gelu op: nb_gelu_tanh (as the peer's F.gelu(approximate="tanh")) instead of GELU-tanh written out from
+   nb_tanh and arithmetic (the default, until the op's fused backward, one scalar pass in double, is vectorised:
+   it is slower than the written-out chain today). */
+static bool gelu_math = true;
 
 /* Builds the parameters (zeros) and the mask; the caller initialises the values. */
 static int gpt2_build(gpt2 *m, const gpt2_config *cfg, int64_t T)
@@ -207,9 +213,14 @@ static nb_tensor *gpt2_loss(gpt2 *m, nb_tensor *idx, nb_tensor *targets, nb_tens
         /* MLP with GELU (tanh approximation) */
         h = nb_layer_norm(x, w[LN2W], w[LN2B], 1e-5);
         nb_tensor *f = nb_dense(h, w[FCW], w[FCB], NB_ACT_NONE); /* (B,T,4C) */
-        nb_tensor *cube = nb_mul(nb_mul(f, f), f);
-        nb_tensor *t = nb_tanh(nb_scale(nb_add(f, nb_scale(cube, 0.044715)), sqrt(2.0 / PI)));
-        nb_tensor *g = nb_mul(nb_scale(f, 0.5), nb_add_scalar(t, 1.0));
+        nb_tensor *g;
+        if (gelu_math) { /* --gelu math: written out from nb_tanh and arithmetic */
+            nb_tensor *cube = nb_mul(nb_mul(f, f), f);
+            nb_tensor *t = nb_tanh(nb_scale(nb_add(f, nb_scale(cube, 0.044715)), sqrt(2.0 / PI)));
+            g = nb_mul(nb_scale(f, 0.5), nb_add_scalar(t, 1.0));
+        } else { /* the op, as the peer's F.gelu(approximate="tanh") */
+            g = nb_gelu_tanh(f);
+        }
         x = nb_add(x, nb_dense(g, w[FCPW], w[FCPB], NB_ACT_NONE));
     }
     x = nb_layer_norm(x, p[m->n - 2], p[m->n - 1], 1e-5);
@@ -328,9 +339,11 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--T") == 0 && v && atoi(v) > 0) T = atoi(v);
         else if (strcmp(a, "--attention") == 0 && v && (strcmp(v, "fused") == 0 || strcmp(v, "math") == 0))
             fused_attention = strcmp(v, "fused") == 0;
+        else if (strcmp(a, "--gelu") == 0 && v && (strcmp(v, "op") == 0 || strcmp(v, "math") == 0))
+            gelu_math = strcmp(v, "math") == 0;
         else {
             fprintf(stderr, "usage: %s [--config small|124m] [--threads N] [--steps S] [--warmup W] [--B B] [--T T]\n"
-                            "       [--attention math|fused]\n"
+                            "       [--attention math|fused] [--gelu math|op]\n"
                             "       %s --check\n", argv[0], argv[0]);
             return 2;
         }
@@ -365,6 +378,7 @@ int main(int argc, char **argv)
            (long long)cfg->maxT, (long long)cfg->V, (long long)cfg->Vp, (long long)cfg->L, (long long)cfg->NH,
            (long long)cfg->C, (long long)nparams, (long long)B, (long long)T);
     if (fused_attention) printf("# attention fused (nb_attention)\n");
+    if (!gelu_math) printf("# GELU by nb_gelu_tanh\n");
     fflush(stdout);
 
     nb_memory_stats st0 = {0}, st1;

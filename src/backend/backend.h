@@ -205,9 +205,9 @@ typedef struct nbi_backend {
                            const double *rstd);
 
     /* ---- gather / scatter ---- */
-    /* -1 when every value of idx (i64, any strides) is in [-n, n), else the row-major position of the first
-       that is not (its value in *bad). */
-    int64_t (*index_check)(const nbi_arr *idx, int64_t n, int64_t *bad);
+    /* -1 when every value of idx (i64, any strides) is in [lo, hi), else the row-major position of the first
+       that is not (its value in *bad): [-n, n) for indices along an axis of n, [0, C) for class targets. */
+    int64_t (*index_check)(const nbi_arr *idx, int64_t lo, int64_t hi, int64_t *bad);
     /* Move elements between dst and src along axis ax by idx (negative indices count from the end of that
        axis of the indexed operand). index_on_dst false: dst[.., k, ..] = src[.., idx[k], ..] (select; walk
        dst), true: dst[.., idx[k], ..] (+)= src[.., k, ..] (scatter; walk src). elementwise: idx has the walked

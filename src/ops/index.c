@@ -20,7 +20,7 @@ static bool check_idx(const char *fn, const nb_tensor *idx, int64_t n, int ax) {
         return false;
     }
     nbi_arr ia = nbi_arr_of(idx);
-    int64_t v = 0, i = nbi_be(idx)->index_check(&ia, n, &v);
+    int64_t v = 0, i = nbi_be(idx)->index_check(&ia, -n, n, &v);
     if (i >= 0) {
         nbi_err(fn, "index %lld at position %lld is out of range for axis %d of size %lld", (long long)v,
                 (long long)i, ax, (long long)n);

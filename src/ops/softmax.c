@@ -74,14 +74,8 @@ static bool check_targets(const char *fn, const nb_tensor *x, const nb_tensor *t
     }
     int64_t C = x->shape[1], bad = 0;
     nbi_arr ta = nbi_arr_of(t);
-    int64_t i = nbi_be(t)->index_check(&ta, C, &bad);
-    if (i < 0) { /* every target in [-C, C): refuse the negative ones too */
-        int64_t at = 0;
-        for (i = 0; i < t->numel; i++)
-            if ((at = (int64_t)nbi_get_at(t, i * t->strides[0])) < 0) break;
-        if (i == t->numel) return true;
-        bad = at;
-    }
+    int64_t i = nbi_be(t)->index_check(&ta, 0, C, &bad);
+    if (i < 0) return true;
     nbi_err(fn, "target %lld at index %lld is outside [0, %lld)", (long long)bad, (long long)i, (long long)C);
     return false;
 }

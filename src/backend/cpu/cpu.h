@@ -28,16 +28,14 @@ NBI_API int nbi_cpu_relu_mask_colsum(nb_dtype dt, void *r, const void *g, const 
                                      int64_t n);
 NBI_API void nbi_cpu_update(const nbi_update *u, nb_dtype dt, void *p, const void *g, void *m, void *v, int64_t n);
 NBI_API int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n);
-/* Softmax statistics of rows rows of n contiguous f32 or f64 values at x, in double (rows.c uses it for f64 rows
-   only): m[i] = the max of row i (0
-   when every value is -inf, NaN when one is NaN), e[i n + k] = exp(x - m[i]) (rows x n doubles), s[i] = the sum
-   of row i of e in order. f32 rows take a vectorised exp within 1 ulp (in double) of libm's; f64 rows libm's. */
+/* Softmax statistics of rows rows of n contiguous f32 or f64 values at x, in double with libm's exp (rows.c's f64
+   rows; f32 rows have kernels of their own in f32): m[i] = the max of row i (0 when every value is -inf, NaN when
+   one is NaN), e[i n + k] = exp(x - m[i]) (rows x n doubles), s[i] = the sum of row i of e in order. */
 NBI_API void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m,
                                   double *s);
 
-/* v (n) = exp(v) in place: for the rows of f32 tensors the vectorised double exp (within 1 ulp of libm's),
-   for f64 libm's own. */
-NBI_API void nbi_cpu_exp_block(nb_dtype dt, double *v, int64_t n);
+/* v (n) = exp(v) in place, libm's (the f64 rows). */
+NBI_API void nbi_cpu_exp_block(double *v, int64_t n);
 
 /* rows.c: softmax, log-softmax, cross-entropy and layer norm rows, over the thread pool (f32 softmax rows and
    cross-entropy in f32 with the exps of vmath.h; bounds in rows.c and docs/OPS.md) */
@@ -63,7 +61,7 @@ NBI_API int nbi_cpu_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, v
                                    int64_t d, int64_t dv, bool causal, double scale);
 
 /* misc.c: index checks and moves */
-NBI_API int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t n, int64_t *bad);
+NBI_API int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t lo, int64_t hi, int64_t *bad);
 NBI_API void nbi_cpu_index_move(const nbi_arr *dst, const nbi_arr *src, const nbi_arr *idx, int ax, bool elementwise,
                                 bool add, bool index_on_dst);
 

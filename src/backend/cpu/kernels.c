@@ -770,49 +770,8 @@ int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n) {
     return -1;
 }
 
-/* exp in double, within 1 ulp of a correctly rounded exp over its whole range, without branches or calls so
-   that loops of it vectorise: 2^n e^r with n = round(x / ln 2), r = x - n ln 2 in two parts (Cody and Waite),
-   e^r by its Taylor series to r^13 (|r| <= ln 2 / 2, so the first term left out is below 2^-55), and 2^n
-   applied as two factors so that results down to the smallest subnormal round once. Used for f32 softmax
-   rows, whose results round to the same f32 as with libm's exp (none differed over 2e7 random arguments). */
-static inline double exp_vec(double x) {
-    const double xc = x < -746.0 ? -746.0 : x <= 710.0 ? x : 710.0; /* NaN: 710, replaced below */
-    const double t = xc * 1.4426950408889634 + 0x1.8p52, n = t - 0x1.8p52; /* n = round(xc / ln 2) */
-    int64_t ti;
-    memcpy(&ti, &t, sizeof ti);
-    const int64_t ni = ti - (int64_t)0x4338000000000000LL, n1 = ni / 2, n2 = ni - n1;
-    const double r = (xc - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    const int64_t b1 = (n1 + 1023) * ((int64_t)1 << 52), b2 = (n2 + 1023) * ((int64_t)1 << 52);
-    double s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    const double y = p * s1 * s2;
-    return x != x ? x : x > 709.782712893384 ? (double)INFINITY : y;
-}
-
-NBI_CLONES static void exp_block(double *v, int64_t n) {
-    for (int64_t k = 0; k < n; k++) v[k] = exp_vec(v[k]);
-}
-
-void nbi_cpu_exp_block(nb_dtype dt, double *v, int64_t n) {
-    if (dt == NB_F32)
-        exp_block(v, n);
-    else
-        for (int64_t k = 0; k < n; k++) v[k] = exp(v[k]);
+void nbi_cpu_exp_block(double *v, int64_t n) {
+    for (int64_t k = 0; k < n; k++) v[k] = exp(v[k]);
 }
 
 void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, double *e, double *m, double *s) {
@@ -827,10 +786,7 @@ void nbi_cpu_softmax_rows(nb_dtype dt, const void *x, int64_t rows, int64_t n, d
         m[i] = mx == -INFINITY ? 0 : mx;
         for (int64_t k = i * n; k < (i + 1) * n; k++) e[k] = (dt == NB_F32 ? (double)xf[k] : xd[k]) - m[i];
     }
-    if (dt == NB_F32)
-        exp_block(e, rows * n); /* one long loop: vectorised across rows however short they are */
-    else
-        for (int64_t k = 0; k < rows * n; k++) e[k] = exp(e[k]);
+    for (int64_t k = 0; k < rows * n; k++) e[k] = exp(e[k]);
     for (int64_t i = 0; i < rows; i++) {
         double sum = 0;
         for (int64_t k = i * n; k < (i + 1) * n; k++) sum += e[k];

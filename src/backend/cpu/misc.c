@@ -22,10 +22,10 @@ static int64_t offset_of(const nbi_arr *a, int64_t i) {
     return off;
 }
 
-int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t n, int64_t *bad) {
+int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t lo, int64_t hi, int64_t *bad) {
     for (int64_t i = 0; i < idx->numel; i++) {
         int64_t v = *(const int64_t *)(const void *)(idx->data + offset_of(idx, i) * 8);
-        if (v < -n || v >= n) {
+        if (v < lo || v >= hi) {
             *bad = v;
             return i;
         }

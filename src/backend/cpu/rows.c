@@ -477,7 +477,7 @@ static int ce_grad_part(void *vj, int64_t lo, int64_t hi) {
         for (int64_t k0 = 0; k0 < C; k0 += 256) { /* exps in blocks, vectorised */
             const int64_t w = C - k0 < 256 ? C - k0 : 256;
             for (int64_t k = 0; k < w; k++) e[k] = ld(j->dt, j->x, i * C + k0 + k) - m;
-            nbi_cpu_exp_block(j->dt, e, w);
+            nbi_cpu_exp_block(e, w);
             if (!j->ce)
                 for (int64_t k = 0; k < w; k++)
                     st(j->dt, j->dx, i * C + k0 + k, gs * (e[k] / s - (k0 + k == ti ? 1.0 : 0.0)));

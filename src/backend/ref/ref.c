@@ -643,14 +643,14 @@ static int ref_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta,
 
 /* ----------------------------------------------------- gather / scatter ---- */
 
-/* -1 when every value of idx (i64, any shape and strides) is in [-n, n); else the row-major position of the
+/* -1 when every value of idx (i64, any shape and strides) is in [lo, hi); else the row-major position of the
    first that is not, its value in *bad */
-static int64_t ref_index_check(const nbi_arr *idx, int64_t n, int64_t *bad) {
+static int64_t ref_index_check(const nbi_arr *idx, int64_t lo, int64_t hi, int64_t *bad) {
     const int64_t *v = (const int64_t *)(const void *)idx->data;
     int64_t pos[NB_MAX_RANK] = {0};
     for (int64_t e = 0; e < idx->numel; e++) {
         int64_t k = v[offset_in(idx, idx->rank, pos)];
-        if (k < -n || k >= n) {
+        if (k < lo || k >= hi) {
             *bad = k;
             return e;
         }

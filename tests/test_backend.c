@@ -43,6 +43,12 @@ static void test_devices(void) {
     CHECK(same && same->st == x->st);
     CHECK(!nb_to_device(x, (nb_device){NB_DEV_CUDA, 0}));
     CHECK_ERR("nb_to_device: device cuda:0 is not available");
+    CHECK(!nb_to_device(NULL, nb_cpu()));
+    CHECK_ERR("nb_to_device");
+    CHECK(nb_device_of(NULL).type == NB_DEV_CPU);
+    CHECK_ERR("nb_device_of");
+    CHECK(nb_device_str(nb_cpu(), NULL, 0) == NULL);
+    CHECK(nb_backend_name((nb_device){NB_DEV_CUDA, 0}) == NULL);
 
     fake = *nbi_default_be();
     fake.name = "fake";

@@ -119,4 +119,30 @@ static inline void th_inject(long at) {
 }
 static inline void th_stop_injecting(void) { nb_set_allocator(NULL, NULL, NULL); }
 
+/* Runs fn with allocation 1, 2, ... failing in turn, until a run succeeds (or `most` tries): each failed run must
+   record a message and leave nb_memory_in_use() where it was. Returns the try that succeeded, or 0 if none did
+   (the caller checks it, and that it took more than the few tries its work needs). The cache is off meanwhile, so
+   that every allocation reaches the hook, and set back to 256 MiB after. */
+static TH_UNUSED long th_fail_each(int (*fn)(void *arg), void *arg, long most) {
+    nb_set_cache_limit(0);
+    int64_t mem0 = nb_memory_in_use();
+    long ok = 0;
+    for (long at = 1; at < most && !ok; at++) {
+        nb_clear_error();
+        th_inject(at);
+        int rc = fn(arg);
+        th_stop_injecting();
+        if (rc == 0) {
+            ok = at;
+            break;
+        }
+        const char *msg = nb_last_error();
+        CHECK(msg && *msg);
+        CHECK(nb_memory_in_use() == mem0);
+    }
+    nb_clear_error();
+    nb_set_cache_limit((int64_t)256 << 20);
+    return ok;
+}
+
 #endif

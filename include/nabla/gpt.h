@@ -88,6 +88,69 @@ NB_API const nb_gpt_config *nb_gpt_config_of(const nb_module *gpt);
    and wpe. */
 NB_API nb_optim *nb_gpt_adamw(nb_module *gpt, double lr, double beta1, double beta2, double eps, double wd);
 
+/* ------------------------------------------------------------ generation */
+
+/* A key/value cache for decoding with gpt a few tokens at a time: for each
+   block, the keys and values of the positions seen so far, (batch, heads,
+   ctx, dim / heads) each in the model's dtype (2 layers batch ctx dim
+   elements in all). The cache keeps no reference to the model's parameters;
+   use it only with the model it was made for, and free it before the model. */
+typedef struct nb_gpt_cache nb_gpt_cache;
+
+/* A new, empty cache for gpt and `batch` sequences. NULL with an error for a
+   module that is not a GPT or batch < 1. */
+NB_API nb_gpt_cache *nb_gpt_cache_new(nb_module *gpt, int64_t batch);
+/* Positions held (0 for a new or reset cache). */
+NB_API int64_t nb_gpt_cache_len(const nb_gpt_cache *c);
+/* Forget every position (the memory is kept for reuse). */
+NB_API void nb_gpt_cache_reset(nb_gpt_cache *c);
+NB_API void nb_gpt_cache_free(nb_gpt_cache *c);
+
+/* The logits (B, T, vocab) of tokens (B, T) NB_I64 placed at positions
+   len .. len + T - 1 after the len = nb_gpt_cache_len(c) positions already in
+   the cache, whose keys and values it reads instead of recomputing them; the
+   new positions' keys and values are appended. The values are those of
+   nb_forward on the whole sequence (up to rounding: the products are summed
+   in another grouping). Runs in eval mode (no dropout) and records no graph,
+   whatever the grad mode; the result belongs to the current scope. Errors
+   (NULL, nothing changed, the cache included): gpt not the cache's model
+   kind or sizes, B other than the cache's batch, len + T > ctx, ids outside
+   [0, vocab), another dtype or rank. */
+NB_API nb_tensor *nb_gpt_forward_cached(nb_module *gpt, nb_gpt_cache *c, nb_tensor *tokens);
+
+/* Called with each new token and its index among the new ones; a nonzero
+   return stops the generation after that token. */
+typedef int (*nb_token_fn)(int64_t token, int64_t index, void *user);
+
+typedef struct {
+    double temperature; /* logits are divided by it before sampling; 0 takes the most likely token
+                           (the first one on a tie); default 1 */
+    int64_t top_k;      /* sample among the k most likely tokens only (those tied with the k-th
+                           included, as PyTorch's usual top-k filter); 0 (default): all of them */
+    uint64_t seed;      /* the sampler's nb_rng seed; default 0 */
+    bool no_cache;      /* recompute the whole sequence for each token instead of using a KV cache
+                           (slower, same tokens: a check of the cache); default false */
+    nb_token_fn on_token; /* NULL (default) or called after each token */
+    void *user;         /* passed to on_token */
+} nb_gen_options;
+
+/* The defaults above. */
+NB_API nb_gen_options nb_gen_defaults(void);
+
+/* Continues the prompt (n_prompt >= 1 ids in [0, vocab)) by up to `count`
+   tokens sampled from gpt, written to out[0 .. count). Each token is drawn
+   from softmax(logits / temperature) restricted to the top_k most likely ones,
+   by one nb_rng_uniform draw against the cumulative probabilities in double.
+   Generation stops cleanly when the sequence (prompt and new tokens) reaches
+   ctx tokens, or when on_token returns nonzero. Returns the number of tokens
+   written (0 when the prompt already fills ctx), or -1 with an error: a NULL
+   or non-GPT model, prompt or out (when count > 0), n_prompt < 1 or > ctx, an
+   id outside [0, vocab), count < 0, temperature < 0 or not finite, top_k < 0.
+   opt NULL means nb_gen_defaults(). The model is run in eval mode without a
+   graph and left in the mode it was in. */
+NB_API int64_t nb_gpt_generate(nb_module *gpt, const int64_t *prompt, int64_t n_prompt, int64_t count,
+                               const nb_gen_options *opt, int64_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -51,8 +51,11 @@ static nb_tensor *fwd_embedding(nb_module *m, nb_tensor *ids) {
 }
 static const nb_module_class embedding_class = {.kind = "Embedding", .forward = fwd_embedding};
 
-/* x (B, T, C) -> (B, T, C): causal self-attention over `heads` heads, then the output projection. */
-static nb_tensor *fwd_attn(nb_module *m, nb_tensor *x) {
+/* x (B, T, C) -> (B, T, C): causal self-attention over `heads` heads, then the output projection. With a
+   cache (kc, vc: (B, NH, ctx, hs), holding len positions), x holds positions len .. len + T - 1: their keys
+   and values are written into the cache and the queries attend to all len + T positions. */
+static nb_tensor *attn_core(nb_module *m, nb_tensor *x, nb_tensor *kc, nb_tensor *vc, int64_t len) {
+    if (!x) return NULL;
     const nb_gpt_config *c = &st(m)->cfg;
     int64_t B = nb_shape(x)[0], T = nb_shape(x)[1], C = c->dim, NH = c->heads, hs = C / NH;
     nb_tensor *qkv = nb_forward(nb_module_child(m, "c_attn"), x); /* (B, T, 3C): q, k, v */
@@ -60,12 +63,18 @@ static nb_tensor *fwd_attn(nb_module *m, nb_tensor *x) {
     qkv = nb_permute(nb_reshape(qkv, 5, (int64_t[]){B, T, 3, NH, hs}), (int[]){2, 0, 3, 1, 4}); /* (3,B,NH,T,hs) */
     nb_tensor *part[3] = {NULL, NULL, NULL};
     if (!qkv || nb_split(qkv, 0, 3, (int64_t[]){1, 1, 1}, part) != 0) return NULL;
-    nb_tensor *y = nb_attention(nb_squeeze(part[0], 0), nb_squeeze(part[1], 0), nb_squeeze(part[2], 0), NULL, true,
-                                1.0 / sqrt((double)hs)); /* (B, NH, T, hs) */
+    nb_tensor *q = nb_squeeze(part[0], 0), *k = nb_squeeze(part[1], 0), *v = nb_squeeze(part[2], 0);
+    if (kc) { /* append, then attend to the whole cached prefix */
+        if (nb_copy_(nb_slice(kc, 2, len, len + T), k) != 0 || nb_copy_(nb_slice(vc, 2, len, len + T), v) != 0)
+            return NULL;
+        k = nb_slice(kc, 2, 0, len + T), v = nb_slice(vc, 2, 0, len + T);
+    }
+    nb_tensor *y = nb_attention(q, k, v, NULL, true, 1.0 / sqrt((double)hs)); /* (B, NH, T, hs) */
     y = nb_reshape(nb_contiguous(nb_permute(y, (int[]){0, 2, 1, 3})), 3, (int64_t[]){B, T, C});
     if (!y) return NULL;
     return drop(m, nb_forward(nb_module_child(m, "c_proj"), y));
 }
+static nb_tensor *fwd_attn(nb_module *m, nb_tensor *x) { return attn_core(m, x, NULL, NULL, 0); }
 static const nb_module_class attn_class = {.kind = "CausalSelfAttention", .forward = fwd_attn};
 
 static nb_tensor *fwd_mlp(nb_module *m, nb_tensor *x) {
@@ -75,20 +84,21 @@ static nb_tensor *fwd_mlp(nb_module *m, nb_tensor *x) {
 }
 static const nb_module_class mlp_class = {.kind = "MLP", .forward = fwd_mlp};
 
-static nb_tensor *fwd_block(nb_module *m, nb_tensor *x) {
-    nb_tensor *a = nb_forward(nb_module_child(m, "attn"), nb_forward(nb_module_child(m, "ln_1"), x));
+static nb_tensor *block_core(nb_module *m, nb_tensor *x, nb_tensor *kc, nb_tensor *vc, int64_t len) {
+    nb_tensor *a = attn_core(nb_module_child(m, "attn"), nb_forward(nb_module_child(m, "ln_1"), x), kc, vc, len);
     if (!a) return NULL;
     x = nb_add(x, a);
     nb_tensor *f = x ? nb_forward(nb_module_child(m, "mlp"), nb_forward(nb_module_child(m, "ln_2"), x)) : NULL;
     return f ? nb_add(x, f) : NULL;
 }
+static nb_tensor *fwd_block(nb_module *m, nb_tensor *x) { return block_core(m, x, NULL, NULL, 0); }
 static const nb_module_class block_class = {.kind = "Block", .forward = fwd_block};
 
 /* ------------------------------------------------------------------ root */
 
-static nb_tensor *fwd_gpt(nb_module *m, nb_tensor *tokens) {
-    const char *fn = "nb_forward";
-    const nb_gpt_config *c = &st(m)->cfg;
+/* The tokens (B, T) checked (NB_I64, ids in [0, vocab), 1 <= T and pos + T <= ctx) as a contiguous
+   tensor, or NULL with an error of fn. */
+static nb_tensor *check_tokens(const char *fn, const nb_gpt_config *c, nb_tensor *tokens, int64_t pos) {
     if (nb_dtype_of(tokens) != NB_I64 || nb_rank(tokens) != 2) {
         char s[128];
         return nb_failf(fn, "GPT: tokens must be a (B, T) NB_I64 tensor, not %s %s",
@@ -96,9 +106,13 @@ static nb_tensor *fwd_gpt(nb_module *m, nb_tensor *tokens) {
                         nb_shape_str(nb_rank(tokens), nb_shape(tokens), s, sizeof s));
     }
     int64_t B = nb_shape(tokens)[0], T = nb_shape(tokens)[1];
-    if (B < 1 || T < 1 || T > c->ctx)
+    if (B < 1 || T < 1 || T > c->ctx - pos) {
+        if (pos > 0)
+            return nb_failf(fn, "GPT: %lld new tokens after the %lld cached ones exceed ctx %lld", (long long)T,
+                            (long long)pos, (long long)c->ctx);
         return nb_failf(fn, "GPT: tokens are (%lld, %lld); need B >= 1 and 1 <= T <= ctx %lld", (long long)B,
                         (long long)T, (long long)c->ctx);
+    }
     nb_tensor *ids = nb_contiguous(tokens);
     const int64_t *d = ids ? nb_data(ids) : NULL;
     if (!d) return ids ? nb_fail(fn, "GPT: cannot read the tokens (not in host memory)") : NULL;
@@ -106,12 +120,34 @@ static nb_tensor *fwd_gpt(nb_module *m, nb_tensor *tokens) {
         if (d[i] < 0 || d[i] >= c->vocab)
             return nb_failf(fn, "GPT: token %lld at (%lld, %lld) is outside [0, vocab %lld)", (long long)d[i],
                             (long long)(i / T), (long long)(i % T), (long long)c->vocab);
+    return ids;
+}
+
+/* The logits of ids (B, T) at positions pos .. pos + T - 1; with a cache (kc, vc: one per layer). last:
+   only the last position's logits, (B, 1, vocab). */
+static nb_tensor *run_gpt(nb_module *m, nb_tensor *ids, nb_tensor *const *kc, nb_tensor *const *vc, int64_t pos,
+                          bool last) {
+    const nb_gpt_config *c = &st(m)->cfg;
+    int64_t T = nb_shape(ids)[1];
     nb_tensor *wte = nb_module_param(m, "wte.weight"), *wpe = nb_module_param(m, "wpe.weight");
-    nb_tensor *x = nb_add(nb_forward(nb_module_child(m, "wte"), ids), nb_slice(wpe, 0, 0, T)); /* (B,T,C) + (T,C) */
+    nb_tensor *x = nb_add(nb_forward(nb_module_child(m, "wte"), ids), nb_slice(wpe, 0, pos, pos + T)); /* (B,T,C) */
     x = drop(m, x);
     if (!x) return NULL;
-    x = nb_forward(nb_module_child(m, "ln_f"), nb_forward(nb_module_child(m, "h"), x));
+    if (!kc) x = nb_forward(nb_module_child(m, "h"), x);
+    else
+        for (int64_t i = 0; x && i < c->layers; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "h.%lld", (long long)i);
+            x = block_core(nb_module_child(m, name), x, kc[i], vc[i], pos);
+        }
+    if (x && last) x = nb_slice(x, 1, T - 1, T);
+    x = nb_forward(nb_module_child(m, "ln_f"), x);
     return x ? nb_dense(x, wte, NULL, NB_ACT_NONE) : NULL; /* tied head: x wte^T */
+}
+
+static nb_tensor *fwd_gpt(nb_module *m, nb_tensor *tokens) {
+    nb_tensor *ids = check_tokens("nb_forward", &st(m)->cfg, tokens, 0);
+    return ids ? run_gpt(m, ids, NULL, NULL, 0, false) : NULL;
 }
 static const nb_module_class gpt_class = {.kind = "GPT", .forward = fwd_gpt, .free_state = nb_dealloc};
 
@@ -265,4 +301,182 @@ nb_optim *nb_gpt_adamw(nb_module *gpt, double lr, double beta1, double beta2, do
     }
     nb_dealloc(ps), nb_dealloc(names), nb_dealloc(decay);
     return o;
+}
+
+/* ------------------------------------------------------------ generation */
+
+struct nb_gpt_cache {
+    const nb_module *gpt; /* the model it was made for */
+    int64_t batch, len, layers;
+    nb_tensor **k, **v;   /* per layer (batch, heads, ctx, dim / heads), held with nb_retain */
+};
+
+void nb_gpt_cache_free(nb_gpt_cache *c) {
+    if (!c) return;
+    for (int64_t i = 0; i < c->layers; i++) {
+        if (c->k) nb_release(c->k[i]);
+        if (c->v) nb_release(c->v[i]);
+    }
+    nb_dealloc(c->k), nb_dealloc(c->v), nb_dealloc(c);
+}
+
+/* A zero tensor that lives until nb_release, whatever scope is open. */
+static nb_tensor *held(nb_dtype dt, int rank, const int64_t *shape) {
+    nb_tensor *t = nb_new(dt, rank, shape, NULL);
+    if (t && !nb_retain(t)) {
+        nb_free(t);
+        return NULL;
+    }
+    nb_free(t); /* the maker's handle; the hold keeps it */
+    return t;
+}
+
+nb_gpt_cache *nb_gpt_cache_new(nb_module *gpt, int64_t batch) {
+    const char *fn = "nb_gpt_cache_new";
+    const nb_gpt_config *cfg = nb_gpt_config_of(gpt);
+    if (!cfg) return nb_fail(fn, "the module is not a GPT (nb_gpt)");
+    if (batch < 1 || batch > ((int64_t)1 << 32)) return nb_failf(fn, "batch %lld is not in [1, 2^32]", (long long)batch);
+    nb_gpt_cache *c = nb_alloc_zeroed(fn, 1, sizeof *c);
+    if (!c) return NULL;
+    *c = (nb_gpt_cache){gpt, batch, 0, cfg->layers, NULL, NULL};
+    c->k = nb_alloc_zeroed(fn, (size_t)cfg->layers, sizeof *c->k);
+    c->v = nb_alloc_zeroed(fn, (size_t)cfg->layers, sizeof *c->v);
+    nb_dtype dt = nb_dtype_of(nb_module_param(gpt, "wte.weight"));
+    int64_t shape[4] = {batch, cfg->heads, cfg->ctx, cfg->dim / cfg->heads};
+    bool ok = c->k && c->v;
+    for (int64_t i = 0; ok && i < cfg->layers; i++)
+        ok = (c->k[i] = held(dt, 4, shape)) && (c->v[i] = held(dt, 4, shape));
+    if (!ok) {
+        nb_gpt_cache_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+int64_t nb_gpt_cache_len(const nb_gpt_cache *c) { return c ? c->len : 0; }
+void nb_gpt_cache_reset(nb_gpt_cache *c) {
+    if (c) c->len = 0;
+}
+
+/* The cached forward; last: only the last position's logits. The caller's grad mode and the model's
+   training mode are restored. */
+static nb_tensor *forward_cached(const char *fn, nb_module *gpt, nb_gpt_cache *c, nb_tensor *tokens, bool last) {
+    const nb_gpt_config *cfg = nb_gpt_config_of(gpt);
+    if (!cfg || !c) return nb_fail(fn, !c ? "the cache is NULL" : "the module is not a GPT (nb_gpt)");
+    if (c->gpt != gpt) return nb_fail(fn, "the cache was made for another model");
+    nb_tensor *ids = check_tokens(fn, cfg, tokens, c->len);
+    if (!ids) return NULL;
+    if (nb_shape(ids)[0] != c->batch)
+        return nb_failf(fn, "tokens have batch %lld, the cache %lld", (long long)nb_shape(ids)[0],
+                        (long long)c->batch);
+    bool grad = nb_grad_enabled(), training = nb_module_training(gpt);
+    nb_set_grad_enabled(false);
+    nb_module_train(gpt, false);
+    nb_tensor *y = run_gpt(gpt, ids, c->k, c->v, c->len, last);
+    nb_module_train(gpt, training);
+    nb_set_grad_enabled(grad);
+    if (y) c->len += nb_shape(ids)[1]; /* on failure the keys written past len are ignored */
+    return y;
+}
+
+nb_tensor *nb_gpt_forward_cached(nb_module *gpt, nb_gpt_cache *c, nb_tensor *tokens) {
+    return forward_cached("nb_gpt_forward_cached", gpt, c, tokens, false);
+}
+
+nb_gen_options nb_gen_defaults(void) { return (nb_gen_options){.temperature = 1.0}; }
+
+/* A token drawn from logits (n values of dtype dt) as nb_gpt_generate describes; p is n doubles of scratch. */
+static int64_t sample(const void *logits, nb_dtype dt, int64_t n, const nb_gen_options *o, double *p, nb_rng *rng) {
+    for (int64_t i = 0; i < n; i++) p[i] = dt == NB_F32 ? (double)((const float *)logits)[i] : ((const double *)logits)[i];
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (p[i] > p[best] || (p[i] == p[i] && p[best] != p[best])) best = i;
+    if (o->temperature == 0) return best;
+    double kth = -INFINITY; /* the k-th largest logit: those below it are dropped */
+    if (o->top_k > 0 && o->top_k < n) {
+        /* k rounds of "the largest value below the previous one, counting ties" */
+        int64_t seen = 0;
+        double prev = INFINITY;
+        while (seen < o->top_k) {
+            double m = -INFINITY;
+            int64_t cnt = 0;
+            for (int64_t i = 0; i < n; i++)
+                if (p[i] < prev && p[i] > m) m = p[i], cnt = 1;
+                else if (p[i] == m) cnt++;
+            if (cnt == 0) break;
+            kth = m, prev = m, seen += cnt;
+        }
+    }
+    double mx = p[best], sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = p[i] >= kth ? exp((p[i] - mx) / o->temperature) : 0.0;
+        sum += p[i];
+    }
+    double u = nb_rng_uniform(rng) * sum, acc = 0;
+    int64_t last = best;
+    for (int64_t i = 0; i < n; i++) {
+        if (p[i] == 0) continue;
+        acc += p[i];
+        last = i;
+        if (u < acc) return i;
+    }
+    return last; /* u * sum rounded up to the total */
+}
+
+int64_t nb_gpt_generate(nb_module *gpt, const int64_t *prompt, int64_t n_prompt, int64_t count,
+                        const nb_gen_options *opt, int64_t *out) {
+    const char *fn = "nb_gpt_generate";
+    const nb_gpt_config *cfg = nb_gpt_config_of(gpt);
+    nb_gen_options o = opt ? *opt : nb_gen_defaults();
+    if (!cfg) return nb_fail(fn, "the module is not a GPT (nb_gpt)"), -1;
+    if (!prompt || (count > 0 && !out)) return nb_fail(fn, "prompt or out is NULL"), -1;
+    if (n_prompt < 1 || n_prompt > cfg->ctx)
+        return nb_failf(fn, "the prompt has %lld tokens; need 1 to ctx %lld", (long long)n_prompt,
+                        (long long)cfg->ctx), -1;
+    if (count < 0) return nb_failf(fn, "count %lld is negative", (long long)count), -1;
+    if (!(o.temperature >= 0 && isfinite(o.temperature)) || o.top_k < 0)
+        return nb_failf(fn, "temperature %g and top_k %lld: need a finite temperature >= 0 and top_k >= 0",
+                        o.temperature, (long long)o.top_k), -1;
+    for (int64_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= cfg->vocab)
+            return nb_failf(fn, "prompt token %lld at %lld is outside [0, vocab %lld)", (long long)prompt[i],
+                            (long long)i, (long long)cfg->vocab), -1;
+    int64_t room = cfg->ctx - n_prompt, want = count < room ? count : room;
+    if (want == 0) return 0;
+    nb_rng rng;
+    nb_rng_seed(&rng, o.seed);
+    double *p = nb_alloc(fn, sizeof(double) * (size_t)cfg->vocab);
+    int64_t *seq = nb_alloc(fn, sizeof(int64_t) * (size_t)cfg->ctx);
+    nb_gpt_cache *c = !o.no_cache && p && seq ? nb_gpt_cache_new(gpt, 1) : NULL;
+    int64_t made = -1;
+    if (p && seq && (c || o.no_cache)) {
+        memcpy(seq, prompt, sizeof(int64_t) * (size_t)n_prompt);
+        bool grad = nb_grad_enabled(), training = nb_module_training(gpt);
+        nb_set_grad_enabled(false);
+        nb_module_train(gpt, false);
+        int64_t len = n_prompt, fed = 0; /* seq[0 .. len) known; seq[0 .. fed) in the cache */
+        made = 0;
+        while (made < want) {
+            nb_scope_begin();
+            nb_tensor *ids = nb_new(NB_I64, 2, (int64_t[]){1, len - fed}, seq + fed), *logits;
+            if (o.no_cache) logits = ids ? run_gpt(gpt, ids, NULL, NULL, 0, true) : NULL;
+            else logits = ids ? forward_cached(fn, gpt, c, ids, true) : NULL;
+            const void *row = logits ? nb_data(logits) : NULL;
+            int64_t tok = row ? sample(row, nb_dtype_of(logits), cfg->vocab, &o, p, &rng) : -1;
+            nb_scope_end();
+            if (tok < 0) {
+                made = -1;
+                break;
+            }
+            fed = o.no_cache ? 0 : len;
+            seq[len++] = out[made] = tok;
+            made++;
+            if (o.on_token && o.on_token(tok, made - 1, o.user) != 0) break;
+        }
+        nb_module_train(gpt, training);
+        nb_set_grad_enabled(grad);
+    }
+    nb_gpt_cache_free(c);
+    nb_dealloc(p), nb_dealloc(seq);
+    return made;
 }

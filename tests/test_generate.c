@@ -171,6 +171,32 @@ static void test_same_tokens_greedy_f64(void) { check_same_tokens(NB_F64, 0, 0);
 static void test_same_tokens_sampled_f64(void) { check_same_tokens(NB_F64, 0.9, 0); }
 static void test_same_tokens_top_k_f32(void) { check_same_tokens(NB_F32, 1.3, 5); }
 
+/* Sliding past ctx: the same tokens with and without the cache, as many as asked. */
+static void test_slide(void) {
+    nb_module *g = model(NB_F64);
+    CHECK(g != NULL);
+    if (!g) return;
+    nb_gen_options o = nb_gen_defaults();
+    o.slide = true, o.seed = 9, o.top_k = 10;
+    int64_t a[40], b[40], full[CTX];
+    CHECK(nb_gpt_generate(g, prompt, 4, 40, &o, a) == 40);
+    o.no_cache = true;
+    CHECK(nb_gpt_generate(g, prompt, 4, 40, &o, b) == 40);
+    for (int i = 0; i < 40; i++) CHECK(a[i] == b[i]);
+    for (int i = 0; i < CTX; i++) full[i] = (7 * i) % VOCAB;
+    CHECK(nb_gpt_generate(g, full, CTX, 3, &o, a) == 3); /* a full prompt slides at once */
+    /* after a slide the model sees the newer half: greedy from the full prompt equals greedy from its
+       last ctx / 2 tokens followed by that first token */
+    o = nb_gen_defaults(), o.temperature = 0, o.slide = true;
+    int64_t g1[2], g2[1], half[CTX / 2 + 1];
+    CHECK(nb_gpt_generate(g, full, CTX, 2, &o, g1) == 2);
+    memcpy(half, full + CTX / 2, sizeof(int64_t) * (CTX / 2));
+    half[CTX / 2] = g1[0];
+    CHECK(nb_gpt_generate(g, half, CTX / 2 + 1, 1, &o, g2) == 1);
+    CHECK(g2[0] == g1[1]);
+    nb_module_free(g);
+}
+
 /* The logits of the last position of seq[0 .. n) by nb_forward, into out (VOCAB doubles). */
 static int last_logits(nb_module *g, const int64_t *seq, int64_t n, double *out) {
     nb_scope_begin();
@@ -332,6 +358,7 @@ int main(void) {
     RUN(test_same_tokens_greedy_f64);
     RUN(test_same_tokens_sampled_f64);
     RUN(test_same_tokens_top_k_f32);
+    RUN(test_slide);
     RUN(test_greedy_is_argmax);
     RUN(test_sampling_distribution);
     RUN(test_callback_and_ctx);

@@ -1,7 +1,8 @@
 /*
  * nabla/data.h - data sets: IDX files (MNIST, Fashion-MNIST), CSV with a
  * label column (integer or string labels), a seeded train/test split,
- * per-feature standardisation, and a shuffling mini-batch iterator.
+ * per-feature standardisation, a shuffling mini-batch iterator; byte-level
+ * text with a split by position and random windows for language models.
  */
 #ifndef NABLA_DATA_H
 #define NABLA_DATA_H
@@ -136,6 +137,39 @@ NB_API nb_batcher *nb_batcher_new(const nb_dataset *ds, int64_t batch, bool shuf
    an epoch (the next call starts a new one). The last batch may be smaller. */
 NB_API bool nb_batcher_next(nb_batcher *b, nb_tensor **x, nb_tensor **y);
 NB_API void nb_batcher_free(nb_batcher *b);
+
+/* ------------------------------------------------------------------ text */
+
+/* Text as byte-level tokens: each byte is one token in [0, 256) (a
+   vocabulary of 256 needs no tokenizer and covers any file, UTF-8 included:
+   a character outside ASCII is several tokens). bytes is one block owned by
+   the text (nb_text_free). */
+typedef struct {
+    uint8_t *bytes;
+    int64_t n;
+} nb_text;
+
+/* Read a whole file as text (gunzipped when it ends in .gz and nabla was
+   built with zlib). An empty file is fine here (n = 0); the batcher needs more.
+   Returns 0, or nonzero with an error naming the file (*out unchanged). */
+NB_API int nb_load_text(const char *path, nb_text *out);
+/* A copy of len bytes of buf (buf may be NULL when len is 0). */
+NB_API int nb_text_from_mem(const void *buf, size_t len, nb_text *out);
+/* Free the bytes and zero t (a zeroed t is fine). */
+NB_API void nb_text_free(nb_text *t);
+/* Split by position, without shuffling (neighbouring windows overlap, so a
+   random split would leak the validation text into training): the last
+   round(val_frac n) bytes go to *val, the others to *train, each a copy.
+   val_frac in [0, 1]; train and val distinct from t and each other. Returns
+   0, or nonzero with an error and *train, *val unchanged. */
+NB_API int nb_text_split(const nb_text *t, double val_frac, nb_text *train, nb_text *val);
+/* A batch of `batch` random windows of T + 1 consecutive tokens: window b
+   starts at s_b = floor(nb_rng_uniform(rng) (n - T)) (one draw per window, in
+   order), *x (batch, T) holds tokens s_b .. s_b + T - 1 and *y (batch, T)
+   the next token of each, s_b + 1 .. s_b + T, both NB_I64 in the current
+   scope. Needs n >= T + 1, batch >= 1, T >= 1. Returns 0, or nonzero with an
+   error naming the sizes (nothing made, rng not advanced). */
+NB_API int nb_text_batch(const nb_text *t, int64_t batch, int64_t T, nb_rng *rng, nb_tensor **x, nb_tensor **y);
 
 #ifdef __cplusplus
 }

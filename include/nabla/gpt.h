@@ -130,6 +130,9 @@ typedef struct {
     uint64_t seed;      /* the sampler's nb_rng seed; default 0 */
     bool no_cache;      /* recompute the whole sequence for each token instead of using a KV cache
                            (slower, same tokens: a check of the cache); default false */
+    bool slide;         /* when the sequence fills ctx, drop the older half of the context and go on
+                           from the newer half (its keys and values recomputed) instead of stopping;
+                           default false */
     nb_token_fn on_token; /* NULL (default) or called after each token */
     void *user;         /* passed to on_token */
 } nb_gen_options;
@@ -142,8 +145,10 @@ NB_API nb_gen_options nb_gen_defaults(void);
    from softmax(logits / temperature) restricted to the top_k most likely ones,
    by one nb_rng_uniform draw against the cumulative probabilities in double.
    Generation stops cleanly when the sequence (prompt and new tokens) reaches
-   ctx tokens, or when on_token returns nonzero. Returns the number of tokens
-   written (0 when the prompt already fills ctx), or -1 with an error: a NULL
+   ctx tokens (unless slide is set: the model then keeps the last ctx / 2
+   tokens and continues from them), or when on_token returns nonzero. Returns the number
+   of tokens written (0 when the prompt already fills ctx and slide is not
+   set), or -1 with an error: a NULL
    or non-GPT model, prompt or out (when count > 0), n_prompt < 1 or > ctx, an
    id outside [0, vocab), count < 0, temperature < 0 or not finite, top_k < 0.
    opt NULL means nb_gen_defaults(). The model is run in eval mode without a

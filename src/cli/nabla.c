@@ -3,11 +3,14 @@
  * checkpoint, run the gradient checks.
  *
  *   nabla train [options]     train on the embedded digits (default), Fashion-MNIST, IDX files or a CSV
+ *   nabla train --model gpt --text FILE   train a GPT on the bytes of a text
+ *   nabla generate CHECKPOINT --prompt TEXT   continue a text with such a GPT
  *   nabla eval CHECKPOINT     evaluate a checkpoint written by train (its options are read from the file)
  *   nabla gradcheck           check every op's gradient and print a table
  *   nabla --version           the program's name and version
  *
- * Every failure is a one-line message and exit status 1. train and eval live in train.c.
+ * Every failure is a one-line message and exit status 1. train and eval live in train.c, the GPT's
+ * train and generate in gpt.c.
  */
 #include <stdio.h>
 #include <string.h>
@@ -119,8 +122,10 @@ static int cmd_gradcheck(int argc, char **argv) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: nabla COMMAND [options]\n"
-               "  train       train a classifier MLP (nabla train --help)\n"
+               "  train       train a classifier MLP (nabla train --help), or with --model gpt a GPT on\n"
+               "              the bytes of a text (nabla train --model gpt --help)\n"
                "  eval        evaluate a checkpoint written by train (nabla eval --help)\n"
+               "  generate    continue a text with a GPT trained by train --model gpt (nabla generate --help)\n"
                "  gradcheck   check the ops' gradients against finite differences (nabla gradcheck --help)\n"
                "  --version   the program's version\n"
                "  --help      this text\n");
@@ -137,6 +142,7 @@ static int dispatch(int argc, char **argv) {
     }
     if (strcmp(argv[1], "train") == 0) return cmd_train(argc - 2, argv + 2);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 2, argv + 2);
+    if (strcmp(argv[1], "generate") == 0) return cmd_generate(argc - 2, argv + 2);
     if (strcmp(argv[1], "gradcheck") == 0) return cmd_gradcheck(argc - 2, argv + 2);
     return cli_die("unknown command (see nabla --help)", argv[1]);
 }

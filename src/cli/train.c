@@ -100,67 +100,14 @@ static void run_free(run *r) {
     memset(r, 0, sizeof *r);
 }
 
-int cli_die(const char *what, const char *detail) {
-    fprintf(stderr, "nabla: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-    return 1;
-}
 
-/* A library failure: its recorded message (or a generic one where it recorded none). */
-static int die_lib(const char *what) {
-    const char *m = nb_last_error();
-    if (!m) return cli_die(what, "out of memory (no message recorded)");
-    /* the library names its function ("nb_load_csv_opts: ...") or "nabla: ": the program says "nabla: " once and
-       names what it was doing instead */
-    size_t k = strspn(m, "abcdefghijklmnopqrstuvwxyz0123456789_");
-    if (k > 0 && m[k] == ':' && m[k + 1] == ' ' && (strncmp(m, "nb_", 3) == 0 || strncmp(m, "nabla:", 6) == 0))
-        m += k + 2;
-    return cli_die(what, m);
-}
 
-static int die_errno(const char *what, const char *path) {
-    fprintf(stderr, "nabla: %s '%s': %s\n", what, path, strerror(errno));
-    return 1;
-}
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------- numbers --- */
 
-/* The whole of s as an integer in [lo, hi] (no overflow, no trailing text). */
-static bool to_int(const char *s, int64_t lo, int64_t hi, int64_t *out) {
-    char *e;
-    errno = 0;
-    long long x = strtoll(s, &e, 10);
-    if (e == s || *e || errno == ERANGE || x < lo || x > hi) return false;
-    *out = x;
-    return true;
-}
 
-static bool to_u64(const char *s, uint64_t *out) {
-    char *e;
-    while (*s == ' ') s++;
-    if (*s == '-') return false; /* strtoull would wrap it */
-    errno = 0;
-    unsigned long long x = strtoull(s, &e, 10);
-    if (e == s || *e || errno == ERANGE) return false;
-    *out = x;
-    return true;
-}
 
-/* A finite number in (lo, hi] when lo_open, else [lo, hi) (the two ranges the options need). */
-static bool to_real(const char *s, double lo, double hi, bool lo_open, double *out) {
-    char *e;
-    errno = 0;
-    double x = strtod(s, &e);
-    if (e == s || *e || errno == ERANGE || !isfinite(x)) return false;
-    if (lo_open ? !(x > lo && x <= hi) : !(x >= lo && x < hi)) return false;
-    *out = x;
-    return true;
-}
 
 /* "128,64": 1 to MAX_LAYERS sizes in [1, MAX_HIDDEN]; returns the count or -1. */
 static int to_list(const char *s, int64_t *v) {
@@ -178,10 +125,6 @@ static int to_list(const char *s, int64_t *v) {
     }
 }
 
-static int bad_option(const char *opt, const char *v, const char *want) {
-    fprintf(stderr, "nabla: bad %s '%s': want %s\n", opt, v, want);
-    return 1;
-}
 
 static bool set_str(char *dst, size_t cap, const char *s) {
     if (strlen(s) >= cap) return false;
@@ -194,6 +137,8 @@ static bool set_str(char *dst, size_t cap, const char *s) {
 static void usage_train(FILE *f) {
     fprintf(f,
             "usage: nabla train [options]      (--opt value or --opt=value)\n"
+            "  --model mlp|gpt     mlp (default): a classifier, the options below; gpt: a language model on\n"
+            "                      a text (see nabla train --model gpt --help)\n"
             "  --data digits|fashion-mnist|DIR  data set (default digits, embedded; DIR holds train-/t10k-\n"
             "                                   images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz])\n"
             "  --csv FILE          a CSV whose last column is the label: a seeded shuffled 80/20 split,\n"
@@ -242,7 +187,7 @@ static bool known_activation(const char *s) {
 }
 
 static bool known_option(const char *s) {
-    static const char *const names[] = {"--data", "--csv", "--out", "--resume", "--activation", "--optimizer",
+    static const char *const names[] = {"--model", "--data", "--csv", "--out", "--resume", "--activation", "--optimizer",
                                         "--schedule", "--hidden", "--dropout", "--lr", "--epochs", "--batch",
                                         "--seed", "--threads"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -256,6 +201,7 @@ static bool known_optimizer(const char *s) { return !strcmp(s, "adam") || !strcm
    unknown option. */
 static int set_option(options *o, const char *opt, const char *v) {
     int64_t n;
+    if (!strcmp(opt, "--model")) return 0; /* mlp: checked by cmd_train */
     if (!strcmp(opt, "--data")) {
         if (!*v || !set_str(o->data, sizeof o->data, v)) return bad_option(opt, v, "digits, fashion-mnist or a folder");
         o->data_given = true;
@@ -303,22 +249,6 @@ static int set_option(options *o, const char *opt, const char *v) {
     return 0;
 }
 
-/* Splits argv[*i] into an option name and its value ("--opt=value" or "--opt value"). Returns 0, or 1
-   after printing why not. name receives the option without "=value". */
-static int next_option(int argc, char **argv, int *i, char *name, size_t cap, const char **value) {
-    const char *a = argv[*i], *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
-    size_t len = eq ? (size_t)(eq - a) : strlen(a);
-    if (strncmp(a, "--", 2) != 0 || len >= cap) {
-        fprintf(stderr, "nabla: unexpected argument '%s' (options start with --)\n", a);
-        return 1;
-    }
-    memcpy(name, a, len);
-    name[len] = 0;
-    if (eq) *value = eq + 1;
-    else if (*i + 1 < argc) *value = argv[++*i];
-    else *value = NULL;
-    return 0;
-}
 
 /* ---------------------------------------------------------- model.args --- */
 
@@ -772,26 +702,6 @@ static int evaluate(nb_module *m, const nb_dataset *ds, double *loss, double *ac
 
 /* ---------------------------------------------------------------- files --- */
 
-/* mkdir -p dir, then a check that files can be made in it; prints the cause on failure. */
-static int make_out_dir(const char *dir) {
-    char p[PATH_CAP];
-    if (!set_str(p, sizeof p, dir)) return cli_die("output folder name too long", dir);
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s) continue;
-        char c = *s;
-        *s = 0;
-        struct stat st;
-        if (mkdir(p, 0777) != 0 && (errno != EEXIST || stat(p, &st) != 0 || !S_ISDIR(st.st_mode))) {
-            if (errno == EEXIST) errno = ENOTDIR;
-            return die_errno("cannot create the output folder", dir);
-        }
-        *s = c;
-        if (!c) break;
-        while (s[1] == '/') s++;
-    }
-    if (access(dir, W_OK | X_OK) != 0) return die_errno("cannot write into the output folder", dir);
-    return 0;
-}
 
 static void join(char *buf, size_t cap, const char *dir, const char *name) { snprintf(buf, cap, "%s/%s", dir, name); }
 
@@ -958,7 +868,19 @@ static int resume(run *r, int64_t epochs) {
     return 0;
 }
 
+/* The value of --model in argv (NULL when absent). */
+static const char *model_kind(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--model")) return i + 1 < argc ? argv[i + 1] : "";
+        if (!strncmp(argv[i], "--model=", 8)) return argv[i] + 8;
+    }
+    return NULL;
+}
+
 int cmd_train(int argc, char **argv) {
+    const char *kind = model_kind(argc, argv);
+    if (kind && !strcmp(kind, "gpt")) return cmd_train_gpt(argc, argv);
+    if (kind && strcmp(kind, "mlp")) return bad_option("--model", kind, "mlp (default) or gpt");
     run r;
     memset(&r, 0, sizeof r);
     defaults(&r.o);

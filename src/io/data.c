@@ -254,7 +254,7 @@ static int read_all(const char *fn, const char *path, bool idx, unsigned char **
     }
     src_close(&src);
     if (rc == 0 && !idx && *capped)
-        rc = fail(fn, "'%s' decompresses to more than %zu MiB, the limit for a gzipped CSV file", path,
+        rc = fail(fn, "'%s' decompresses to more than %zu MiB, the limit for a gzipped CSV or text file", path,
                   CSV_GZ_LIMIT >> 20);
     if (rc != 0) {
         nbi_dealloc(b);
@@ -1167,4 +1167,76 @@ void nb_batcher_free(nb_batcher *b) {
     if (!b) return;
     nbi_dealloc(b->perm);
     nbi_dealloc(b);
+}
+
+/* ----------------------------------------------------------------- text --- */
+
+int nb_load_text(const char *path, nb_text *out) {
+    const char *fn = "nb_load_text";
+    if (!path || !out) return fail(fn, "path and out must not be NULL");
+    unsigned char *b = NULL;
+    size_t n = 0;
+    bool capped = false;
+    if (read_all(fn, path, false, &b, &n, &capped) != 0) return -1;
+    if (!b && !(b = nbi_alloc(1))) return fail(fn, "out of memory reading '%s'", path);
+    *out = (nb_text){b, (int64_t)n};
+    return 0;
+}
+
+int nb_text_from_mem(const void *buf, size_t len, nb_text *out) {
+    const char *fn = "nb_text_from_mem";
+    if (!out || (!buf && len > 0)) return fail(fn, "buf (with len %zu) and out must not be NULL", len);
+    if (len > (size_t)INT64_MAX - 1) return fail(fn, "%zu bytes are too many", len);
+    uint8_t *b = nbi_alloc(len ? len : 1);
+    if (!b) return fail(fn, "out of memory copying %zu bytes", len);
+    if (len) memcpy(b, buf, len);
+    *out = (nb_text){b, (int64_t)len};
+    return 0;
+}
+
+void nb_text_free(nb_text *t) {
+    if (!t) return;
+    nbi_dealloc(t->bytes);
+    *t = (nb_text){NULL, 0};
+}
+
+int nb_text_split(const nb_text *t, double val_frac, nb_text *train, nb_text *val) {
+    const char *fn = "nb_text_split";
+    if (!t || !train || !val || (!t->bytes && t->n > 0) || t->n < 0)
+        return fail(fn, "need a text and two outputs (not NULL)");
+    if (train == val || train == t || val == t) return fail(fn, "train and val must be distinct from t and each other");
+    if (!(val_frac >= 0 && val_frac <= 1)) return fail(fn, "val_frac %g is not in [0, 1]", val_frac);
+    int64_t nv = (int64_t)floor(val_frac * (double)t->n + 0.5), nt = t->n - nv;
+    nb_text a, b;
+    if (nb_text_from_mem(t->bytes, (size_t)nt, &a) != 0) return -1;
+    if (nb_text_from_mem(t->bytes + nt, (size_t)nv, &b) != 0) {
+        nb_text_free(&a);
+        return -1;
+    }
+    *train = a, *val = b;
+    return 0;
+}
+
+int nb_text_batch(const nb_text *t, int64_t batch, int64_t T, nb_rng *rng, nb_tensor **x, nb_tensor **y) {
+    const char *fn = "nb_text_batch";
+    if (!t || !rng || !x || !y || (!t->bytes && t->n > 0)) return fail(fn, "t, rng, x and y must not be NULL");
+    if (batch < 1 || T < 1 || batch > ((int64_t)1 << 40) / T)
+        return fail(fn, "batch %lld and T %lld: need batch >= 1 and T >= 1 (and batch T < 2^40)", (long long)batch,
+                    (long long)T);
+    if (t->n < T + 1)
+        return fail(fn, "the text has %lld tokens; windows of T + 1 = %lld need at least that many", (long long)t->n,
+                    (long long)(T + 1));
+    int64_t shape[2] = {batch, T};
+    nb_tensor *a = nb_new(NB_I64, 2, shape, NULL), *b = a ? nb_new(NB_I64, 2, shape, NULL) : NULL;
+    if (!b) {
+        nb_free(a);
+        return -1;
+    }
+    int64_t *xa = nb_data(a), *ya = nb_data(b);
+    for (int64_t i = 0; i < batch; i++) {
+        int64_t s = (int64_t)(nb_rng_uniform(rng) * (double)(t->n - T));
+        for (int64_t j = 0; j < T; j++) xa[i * T + j] = t->bytes[s + j], ya[i * T + j] = t->bytes[s + j + 1];
+    }
+    *x = a, *y = b;
+    return 0;
 }

@@ -441,12 +441,12 @@ int64_t nb_gpt_generate(nb_module *gpt, const int64_t *prompt, int64_t n_prompt,
         if (prompt[i] < 0 || prompt[i] >= cfg->vocab)
             return nb_failf(fn, "prompt token %lld at %lld is outside [0, vocab %lld)", (long long)prompt[i],
                             (long long)i, (long long)cfg->vocab), -1;
-    int64_t room = cfg->ctx - n_prompt, want = count < room ? count : room;
+    int64_t room = cfg->ctx - n_prompt, want = o.slide || count < room ? count : room;
     if (want == 0) return 0;
     nb_rng rng;
     nb_rng_seed(&rng, o.seed);
     double *p = nb_alloc(fn, sizeof(double) * (size_t)cfg->vocab);
-    int64_t *seq = nb_alloc(fn, sizeof(int64_t) * (size_t)cfg->ctx);
+    int64_t *seq = nb_alloc(fn, sizeof(int64_t) * (size_t)cfg->ctx); /* the tokens the model sees */
     nb_gpt_cache *c = !o.no_cache && p && seq ? nb_gpt_cache_new(gpt, 1) : NULL;
     int64_t made = -1;
     if (p && seq && (c || o.no_cache)) {
@@ -469,6 +469,12 @@ int64_t nb_gpt_generate(nb_module *gpt, const int64_t *prompt, int64_t n_prompt,
                 break;
             }
             fed = o.no_cache ? 0 : len;
+            if (len == cfg->ctx) { /* slide: keep the newer half, whose keys and values are recomputed */
+                int64_t keep = cfg->ctx / 2;
+                memmove(seq, seq + len - keep, sizeof(int64_t) * (size_t)keep);
+                len = keep, fed = 0;
+                nb_gpt_cache_reset(c);
+            }
             seq[len++] = out[made] = tok;
             made++;
             if (o.on_token && o.on_token(tok, made - 1, o.user) != 0) break;

@@ -3,29 +3,7 @@
 # missing data and unwritable folders give a one-line error naming the cause and exit status 1.
 # Under the sanitizer build (make test sets detect_leaks=1) a leak or a sanitizer report changes the exit
 # status and adds lines, so every "fails with one line" check also checks that path frees everything.
-set -u
-nabla=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-here=$(cd "$(dirname "$0")" && pwd)
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $1"; }
-# fails NAME PATTERN ARGS...: exit status 1, exactly one line "nabla: ..." matching PATTERN (grep -E)
-fails() {
-  name=$1 pat=$2
-  shift 2
-  "$nabla" "$@" >"$out/err" 2>&1
-  rc=$?
-  if [ $rc -eq 1 ] && [ "$(wc -l <"$out/err")" -eq 1 ] && grep -q '^nabla: ' "$out/err" && grep -Eq -- "$pat" "$out/err"; then
-    ok "$name"
-  else
-    bad "$name fails with one line matching \"$pat\" (got status $rc):"
-    sed 's/^/    /' "$out/err" | head -5
-  fi
-}
-field() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p"; } # the number after a word on a log line
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 "$nabla" train --epochs 3 --out "$out" >"$out/log" 2>&1
 check "train exits 0" "[ $? -eq 0 ]"

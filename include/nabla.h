@@ -525,6 +525,23 @@ NB_API nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
    (..., Tq, Tk) matrix. */
 NB_API nb_tensor *nb_attention(nb_tensor *q, nb_tensor *k, nb_tensor *v, nb_tensor *mask, bool causal, double scale);
 
+/* Convolution and pooling options; 0 means the default (stride 1, padding 0, dilation 1, groups 1). */
+typedef struct { int stride[2], padding[2], dilation[2], groups; } nb_conv2d_opts; /* 0 = default: 1, 0, 1, 1 */
+/* x (N,C,H,W), w (O, C/groups, kH, kW), b (O) or NULL: PyTorch's conv2d (a cross-correlation, zero padding).
+   Result (N,O,H',W'), H' = (H + 2 padding - dilation (kH - 1) - 1) / stride + 1 (W' likewise). x, w and b share
+   one float dtype; views are fine. Errors name the shapes: ranks other than 4, channels not divisible by
+   groups, a weight whose C/groups disagrees with x, a (dilated) kernel larger than the padded input, a
+   negative stride, padding, dilation or groups, a bias not of shape (O). Gradients of every order (docs/OPS.md):
+   the input gradient is nb_conv2d_input, the weight gradient nb_conv2d_weight. */
+NB_API nb_tensor *nb_conv2d(nb_tensor *x, nb_tensor *w, nb_tensor *b, nb_conv2d_opts o);
+/* torch.nn.grad.conv2d_input: the gradient with respect to x (of shape x_shape) of conv2d(x, w, o) for the output
+   gradient g (N,O,H',W'), i.e. the transposed convolution of g with w; H' and W' must be those conv2d gives for
+   x_shape (input positions no output reads get 0). Differentiable in w and g. */
+NB_API nb_tensor *nb_conv2d_input(const int64_t x_shape[4], nb_tensor *w, nb_tensor *g, nb_conv2d_opts o);
+/* torch.nn.grad.conv2d_weight: the gradient with respect to w (of shape w_shape) of conv2d(x, w, o) for the
+   output gradient g. Differentiable in x and g. */
+NB_API nb_tensor *nb_conv2d_weight(nb_tensor *x, const int64_t w_shape[4], nb_tensor *g, nb_conv2d_opts o);
+
 /* Custom ops, like torch.autograd.Function. forward computes the result from
    the inputs (grad mode is off inside it) and may save tensors for backward
    with nb_ctx_save; backward receives the gradient of the result and writes

@@ -138,6 +138,22 @@ static inline nb_tensor *rd_apply_op(const rd_case *c, const char *op, nb_tensor
         nb_tensor *m = ia[2] == 2 ? nb_to(x[3], NB_I64) : ia[2] ? x[3] : NULL;
         return nb_attention(x[0], x[1], x[2], m, ia[0] != 0, c->params[1]);
     }
+    /* Convolution: params stride (2) padding (2) dilation (2) groups, then for the gradient ops the shape of
+       the input (conv2d_input) or of the weight (conv2d_weight). */
+    if (IS("conv2d") || IS("conv2d_input") || IS("conv2d_weight")) {
+        int want = IS("conv2d") ? 7 : 11;
+        if (np != want) { NEED(c->ninputs, want); return NULL; }
+        nb_conv2d_opts o = {{ia[0], ia[1]}, {ia[2], ia[3]}, {ia[4], ia[5]}, ia[6]};
+        int64_t s[4] = {IS("conv2d") ? 0 : la[7], IS("conv2d") ? 0 : la[8], IS("conv2d") ? 0 : la[9],
+                        IS("conv2d") ? 0 : la[10]};
+        if (IS("conv2d")) {
+            if (c->ninputs == 2) { NEED(2, 7); return nb_conv2d(x[0], x[1], NULL, o); }
+            NEED(3, 7);
+            return nb_conv2d(x[0], x[1], x[2], o);
+        }
+        NEED(2, 11);
+        return IS("conv2d_input") ? nb_conv2d_input(s, x[1], x[0], o) : nb_conv2d_weight(x[0], s, x[1], o);
+    }
     /* Linear algebra. */
     if (IS("inverse")) { NEED(1, 0); return nb_inverse(x[0]); }
     if (IS("det")) { NEED(1, 0); return nb_det(x[0]); }

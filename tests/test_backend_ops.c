@@ -274,6 +274,27 @@ static int f_attention_keep(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     out[1] = nb_attention(x[0], x[1], x[2], m2, true, 0);
     return 2;
 }
+/* ---- convolution ------------------------------------------------------------------------------------- */
+static int f_conv2d(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt; /* groups 2, stride (1, 2), padding 1, with bias */
+    out[0] = nb_conv2d(x[0], x[1], x[2], (nb_conv2d_opts){{1, 2}, {1, 1}, {1, 1}, 2});
+    return 1;
+}
+static int f_conv2d_big(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt; /* 33 images: the weight gradient's blocks of 8, across the two threads */
+    out[0] = nb_conv2d(x[0], x[1], x[2], (nb_conv2d_opts){{1, 1}, {1, 1}, {1, 1}, 1});
+    return 1;
+}
+static int f_conv2d_views(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt; /* a transposed view as input; a pointwise kernel; a dilated one; the gradient ops as ops */
+    nb_tensor *xt = nb_transpose(x[0], 2, 3);
+    out[0] = nb_conv2d(xt, x[1], NULL, (nb_conv2d_opts){0});
+    out[1] = nb_conv2d(xt, x[2], NULL, (nb_conv2d_opts){{2, 1}, {0, 2}, {2, 1}, 0});
+    nb_tensor *g = out[1] ? nb_tanh(out[1]) : NULL;
+    out[2] = nb_conv2d_input(nb_shape(xt), x[2], g, (nb_conv2d_opts){{2, 1}, {0, 2}, {2, 1}, 0});
+    out[3] = nb_conv2d_weight(xt, nb_shape(x[2]), g, (nb_conv2d_opts){{2, 1}, {0, 2}, {2, 1}, 0});
+    return 4;
+}
 static int f_layer_norm(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     (void)dt;
     out[0] = nb_layer_norm(x[0], x[1], x[2], 1e-5);
@@ -608,6 +629,14 @@ static const bo_case cases[] = {
      B_NORM(4 * (8 + 70 + 40)), BOTH},
     {"attention/big", f_attention, 3, {I3(4, 100, 32), I3(4, 130, 32), I3(4, 130, 32)}, B_NORM(4 * (32 + 130)),
      B_NORM(4 * (32 + 130 + 100)), BOTH},
+    /* convolution: f32 sums of C/G kH kW terms (forward), O/G kH kW (input gradient) and N H' W' (weight
+       gradient) in f32 */
+    {"conv2d", f_conv2d, 3, {I4(5, 6, 13, 11), I4(8, 3, 3, 3), I1(8)}, B_NORM(2 * 27), B_NORM(2 * 5 * 13 * 6),
+     BOTH},
+    {"conv2d/big", f_conv2d_big, 3, {I4(33, 8, 12, 10), I4(16, 8, 3, 3), I1(16)}, B_NORM(2 * 72),
+     B_NORM(2 * 33 * 120), BOTH},
+    {"conv2d/views_grad_ops", f_conv2d_views, 3, {I4(3, 4, 9, 7), I4(5, 4, 1, 1), I4(6, 4, 2, 3)}, B_NORM(4 * 3 * 63),
+     B_NORM(8 * 3 * 63), BOTH},
     /* products: NORM(2k) with k the inner length (f32 gemm accumulates in f32) */
     {"matmul", f_matmul, 2, {I2(17, 33), I2(33, 7)}, B_NORM(2 * 33), B_NORM(2 * 17), BOTH},
     {"matmul/vectors", f_matmul_vec, 2, {I1(33), I2(33, 7)}, B_NORM(2 * 33), B_NORM(2 * 33), BOTH},

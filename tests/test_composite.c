@@ -4,7 +4,8 @@
  * Some ops have two first-order rules: a fused kernel taken when the backward
  * records nothing (tanh, sigmoid and relu through nbi_fused_grad; dense with
  * each activation, and its ReLU pass that also sums the bias gradient;
- * cross_entropy; layer_norm; attention), and the rule written with differentiable ops
+ * cross_entropy; layer_norm; attention; conv2d and its gradient ops, whose one rule is made of those ops and
+ * runs recorded or not), and the rule written with differentiable ops
  * that NB_CREATE_GRAPH takes and that every second derivative differentiates.
  * The gradient checks of first order only see the fused rule and those of
  * second order differentiate whatever the composite one computes, so a wrong
@@ -91,6 +92,15 @@ static nb_tensor *f_attn_mask(nb_tensor **x) { return nb_attention(x[0], x[1], x
 static nb_tensor *f_attn_keep(nb_tensor **x) { /* an i64 mask: keep where x[3] > -1.5 */
     nb_tensor *m = nb_to(nb_gt(x[3], nb_scalar(NB_F64, -1.5)), NB_I64);
     return nb_attention(x[0], nb_transpose(x[1], 0, 1), x[2], m, false, 0);
+}
+/* convolution: one rule (its gradient ops), recorded or not */
+#define CONV_OPTS ((nb_conv2d_opts){{2, 1}, {1, 0}, {1, 2}, 2})
+static nb_tensor *f_conv(nb_tensor **x) { return nb_conv2d(x[0], x[1], x[2], CONV_OPTS); }
+static nb_tensor *f_conv_input(nb_tensor **x) {
+    return nb_conv2d_input((int64_t[]){2, 4, 7, 6}, x[1], x[0], CONV_OPTS); /* g (2,6,4,4), w (6,2,3,2) */
+}
+static nb_tensor *f_conv_weight(nb_tensor **x) {
+    return nb_conv2d_weight(x[0], (int64_t[]){6, 2, 3, 2}, x[1], CONV_OPTS); /* x (2,4,7,6), g (2,6,4,4) */
 }
 static nb_tensor *f_ln(nb_tensor **x) { return nb_layer_norm(x[0], x[1], x[2], 1e-5); }
 static nb_tensor *f_ln_plain(nb_tensor **x) { return nb_layer_norm(x[0], NULL, NULL, 1e-5); }
@@ -222,6 +232,9 @@ static const cc_case cases[] = {
     {"attention_causal_kv", f_attn_causal, 3, {IN3(2, 3, 4), IN3(2, 7, 4), IN3(2, 7, 5)}, false},
     {"attention_mask_bcast", f_attn_mask, 4, {IN4(2, 2, 5, 3), IN3(2, 5, 3), IN2(5, 4), IN2(5, 5)}, false},
     {"attention_keep_const_v", f_attn_keep, 4, {IN3(2, 4, 3), IN3(5, 2, 3), IN3C(2, 5, 2), IN2C(4, 5)}, false},
+    {"conv2d", f_conv, 3, {IN4(2, 4, 7, 6), IN4(6, 2, 3, 2), IN1(6)}, false},
+    {"conv2d_input", f_conv_input, 2, {IN4(2, 6, 4, 4), IN4(6, 2, 3, 2)}, false},
+    {"conv2d_weight", f_conv_weight, 2, {IN4(2, 4, 7, 6), IN4(2, 6, 4, 4)}, false},
     /* Every other op. */
     {"add", f_add, 2, {IN2(3, 4), IN1(4)}, false},
     {"sub", f_sub, 2, {IN2(3, 1), IN2(1, 4)}, false},

@@ -59,7 +59,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from refformat import ce_ex, ce_ex_cases, keep_mask, sdpa, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
+from refformat import ce_ex, ce_ex_cases, conv_cases, keep_mask, sdpa, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
 
 torch.set_default_dtype(torch.float64)
 
@@ -434,6 +434,16 @@ def dropout_fn(x, p, seed):
 seeded('dropout', 'dropout', [lambda: rnd((3, 4))], lambda x: dropout_fn(x, 0.4, 1234), params=[0.4, 1234])
 seeded('custom_cube', 'custom_cube', [lambda: rnd((2, 3))], lambda x: x * x * x)
 
+
+
+# --------------------------------------------------------------------------
+# 2-D convolution and its gradient ops (params: stride padding dilation groups,
+# then the input's or the weight's shape: tools/refformat.py, CONV_CASES).
+# --------------------------------------------------------------------------
+
+for name, op, shapes, params, fn in conv_cases():
+    seed_for(name)
+    case(name, op, [rnd(s) for s in shapes], fn, params=params)
 
 # --------------------------------------------------------------------------
 # Non-contiguous operands: op "t0:<op>" runs <op> on the transpose of input 0

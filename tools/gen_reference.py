@@ -60,7 +60,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from refformat import ce_ex, ce_ex_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
+from refformat import ce_ex, ce_ex_cases, conv_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
 
 torch.set_default_dtype(torch.float64)
 
@@ -525,6 +525,16 @@ seed_for('attention_keep_mask_causal')
 case('attention_keep_mask_causal', 'attention',
      [rnd((2, 1, 4, 3)), rnd((2, 3, 6, 3)), rnd((3, 6, 2)), keep_mask((2, 1, 4, 6))],
      lambda q, k, v, m: sdpa(q, k, v, m, causal=True, kind=2), params=[1, 0, 2], rg=[True, True, True, False])
+
+
+# --------------------------------------------------------------------------
+# 2-D convolution and its gradient ops (params: stride padding dilation groups,
+# then the input's or the weight's shape: tools/refformat.py, CONV_CASES).
+# --------------------------------------------------------------------------
+
+for name, op, shapes, params, fn in conv_cases():
+    seed_for(name)
+    case(name, op, [rnd(s) for s in shapes], fn, params=params)
 
 # --------------------------------------------------------------------------
 # more elementwise ops and composites.

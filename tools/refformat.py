@@ -149,3 +149,30 @@ def ce_ex_cases():
             flat[i] = ign
         t = torch.tensor(flat).reshape(lead).tolist() if lead else flat[0]
         yield name, shape, red, ign, eps, t, flat
+
+
+# 2-D convolution and its two gradient ops (nb_conv2d, nb_conv2d_input, nb_conv2d_weight). params: stride (h w),
+# padding (h w), dilation (h w), groups, then for conv2d_input the input's shape and for conv2d_weight the
+# weight's. Each case: name, op, the input shapes, the nabla parameters, and fn(*leaves).
+CONV_CASES = [
+    # name, x shape, w shape, bias, stride, padding, dilation, groups
+    ('conv2d_plain', (2, 3, 5, 6), (4, 3, 3, 3), True, (1, 1), (0, 0), (1, 1), 1),
+    ('conv2d_stride_pad', (2, 2, 7, 5), (3, 2, 3, 2), True, (2, 1), (1, 2), (1, 1), 1),
+    ('conv2d_dilation_groups', (1, 4, 6, 7), (6, 2, 2, 3), False, (1, 2), (2, 1), (2, 1), 2),
+    ('conv2d_depthwise', (2, 3, 5, 4), (3, 1, 3, 3), True, (1, 1), (1, 1), (1, 1), 3),
+    ('conv2d_pointwise', (2, 4, 3, 5), (2, 4, 1, 1), True, (1, 1), (0, 0), (1, 1), 1),
+]
+
+
+def conv_cases():
+    """(name, op, input shapes, params, fn) for each convolution case, then its two gradient ops."""
+    for name, xs, ws, bias, st, pad, dil, g in CONV_CASES:
+        opts = list(st) + list(pad) + list(dil) + [g]
+        kw = dict(stride=st, padding=pad, dilation=dil, groups=g)
+        shapes = [xs, ws] + ([(ws[0],)] if bias else [])
+        yield name, 'conv2d', shapes, opts, lambda *a, kw=kw: F.conv2d(*a, **kw)
+        ys = tuple(F.conv2d(torch.zeros(xs, dtype=torch.float64), torch.zeros(ws, dtype=torch.float64), **kw).shape)
+        yield (name + '_input', 'conv2d_input', [ys, ws], opts + list(xs),
+               lambda gy, w, xs=xs, kw=kw: torch.nn.grad.conv2d_input(xs, w, gy, **kw))
+        yield (name + '_weight', 'conv2d_weight', [xs, ys], opts + list(ws),
+               lambda x, gy, ws=ws, kw=kw: torch.nn.grad.conv2d_weight(x, ws, gy, **kw))

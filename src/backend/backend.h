@@ -49,6 +49,13 @@
 #endif
 #endif
 
+/* The geometry of a 2-D convolution (nb_conv2d): x (N, C, H, W), w (O, C/G, KH, KW), y (N, O, OH, OW) with
+   OH = (H + 2 ph - dh (KH - 1) - 1) / sh + 1 and OW likewise; G groups divide C and O. */
+typedef struct nbi_conv {
+    int64_t N, C, H, W, O, G, KH, KW, OH, OW;
+    int64_t sh, sw, ph, pw, dh, dw; /* stride, padding, dilation */
+} nbi_conv;
+
 /* A strided array as a kernel sees it. shape and strides have rank entries;
    data points at element 0 (the storage pointer plus the view's offset). */
 typedef struct nbi_arr {
@@ -256,9 +263,21 @@ typedef struct nbi_backend {
                           int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d, int64_t dv,
                           bool causal, double scale);
 
+    /* ---- 2-D convolution (f32 or f64 dt, contiguous NCHW operands; nbi_conv geometry below) ---- */
+    /* y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, C/G, KH, KW)) + b (O; NULL: none), PyTorch's conv2d:
+         y[n,o,i,j] = b[o] + sum_{c<C/G, p<KH, q<KW} w[o,c,p,q] x[n, g C/G + c, i sh - ph + p dh, j sw - pw + q dw]
+       with g = o / (O/G) and the x terms outside the image left out (zero padding). The reference sums each
+       output in double and rounds once; a fast set may sum f32 in f32 in another grouping (docs/OPS.md). */
+    int (*conv2d)(nb_dtype dt, void *y, const void *x, const void *w, const void *b, const nbi_conv *cv);
+    /* The gradient of conv2d with respect to x for dy = dL/dy (N, O, OH, OW): dx (N, C, H, W), the transposed
+       convolution dx[n, c', h, w'] = sum over (o, i, j, p, q) with h = i sh - ph + p dh, w' = j sw - pw + q dw of
+       w[o, c, p, q] dy[n, o, i, j]. */
+    int (*conv2d_input)(nb_dtype dt, void *dx, const void *dy, const void *w, const nbi_conv *cv);
+    /* The gradient with respect to w: dw (O, C/G, KH, KW), dw[o,c,p,q] = sum_{n,i,j} dy[n,o,i,j] x[n, g C/G + c, ...];
+       the sum over images is combined in a fixed order whatever the thread count. */
+    int (*conv2d_weight)(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv);
+
     /* ---- room for the next ops (NULL until written; nbi_has_kernel reports it) ---- */
-    void (*conv2d)(void);
-    void (*conv2d_grad)(void);
     void (*pool2d)(void);
     void (*pool2d_grad)(void);
 } nbi_backend;

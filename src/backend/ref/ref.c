@@ -781,6 +781,76 @@ void nbi_ref_normal(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, d
     }
 }
 
+/* -------------------------------------------------------------- conv2d ---- */
+
+/* The index into x (N, C, H, W) of output (n, i, j)'s tap (p, q) in input channel ci, or -1 in the padding. */
+static int64_t conv_tap(const nbi_conv *cv, int64_t n, int64_t ci, int64_t i, int64_t j, int64_t p, int64_t q) {
+    int64_t h = i * cv->sh - cv->ph + p * cv->dh, w = j * cv->sw - cv->pw + q * cv->dw;
+    if (h < 0 || h >= cv->H || w < 0 || w >= cv->W) return -1;
+    return ((n * cv->C + ci) * cv->H + h) * cv->W + w;
+}
+
+/* The definition, one output at a time: the sum in double, rounded once. */
+static int ref_conv2d(nb_dtype dt, void *y, const void *x, const void *w, const void *b, const nbi_conv *cv) {
+    int64_t Cg = cv->C / cv->G, Og = cv->O / cv->G;
+    for (int64_t n = 0; n < cv->N; n++)
+        for (int64_t o = 0; o < cv->O; o++)
+            for (int64_t i = 0; i < cv->OH; i++)
+                for (int64_t j = 0; j < cv->OW; j++) {
+                    double acc = b ? load(dt, b, o) : 0.0;
+                    for (int64_t c = 0; c < Cg; c++)
+                        for (int64_t p = 0; p < cv->KH; p++)
+                            for (int64_t q = 0; q < cv->KW; q++) {
+                                int64_t at = conv_tap(cv, n, o / Og * Cg + c, i, j, p, q);
+                                if (at >= 0) acc += load(dt, w, ((o * Cg + c) * cv->KH + p) * cv->KW + q) * load(dt, x, at);
+                            }
+                    store(dt, y, ((n * cv->O + o) * cv->OH + i) * cv->OW + j, acc);
+                }
+    return 0;
+}
+
+/* dx in double, scattering each dy term to the taps it came from in (n, o, i, j, c, p, q) order, rounded once. */
+static int ref_conv2d_input(nb_dtype dt, void *dx, const void *dy, const void *w, const nbi_conv *cv) {
+    int64_t Cg = cv->C / cv->G, Og = cv->O / cv->G, nx = cv->N * cv->C * cv->H * cv->W;
+    double *acc = nbi_alloc(sizeof(double) * (size_t)(nx ? nx : 1));
+    if (!acc) return -1;
+    for (int64_t e = 0; e < nx; e++) acc[e] = 0;
+    for (int64_t n = 0; n < cv->N; n++)
+        for (int64_t o = 0; o < cv->O; o++)
+            for (int64_t i = 0; i < cv->OH; i++)
+                for (int64_t j = 0; j < cv->OW; j++) {
+                    double g = load(dt, dy, ((n * cv->O + o) * cv->OH + i) * cv->OW + j);
+                    for (int64_t c = 0; c < Cg; c++)
+                        for (int64_t p = 0; p < cv->KH; p++)
+                            for (int64_t q = 0; q < cv->KW; q++) {
+                                int64_t at = conv_tap(cv, n, o / Og * Cg + c, i, j, p, q);
+                                if (at >= 0) acc[at] += g * load(dt, w, ((o * Cg + c) * cv->KH + p) * cv->KW + q);
+                            }
+                }
+    for (int64_t e = 0; e < nx; e++) store(dt, dx, e, acc[e]);
+    nbi_dealloc(acc);
+    return 0;
+}
+
+/* dw one weight at a time: the sum over (n, i, j) in double, rounded once. */
+static int ref_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv) {
+    int64_t Cg = cv->C / cv->G, Og = cv->O / cv->G;
+    for (int64_t o = 0; o < cv->O; o++)
+        for (int64_t c = 0; c < Cg; c++)
+            for (int64_t p = 0; p < cv->KH; p++)
+                for (int64_t q = 0; q < cv->KW; q++) {
+                    double acc = 0;
+                    for (int64_t n = 0; n < cv->N; n++)
+                        for (int64_t i = 0; i < cv->OH; i++)
+                            for (int64_t j = 0; j < cv->OW; j++) {
+                                int64_t at = conv_tap(cv, n, o / Og * Cg + c, i, j, p, q);
+                                if (at >= 0) acc += load(dt, dy, ((n * cv->O + o) * cv->OH + i) * cv->OW + j) * load(dt, x, at);
+                            }
+                    store(dt, dw, ((o * Cg + c) * cv->KH + p) * cv->KW + q, acc);
+                }
+    return 0;
+}
+
 /* ------------------------------------------------------------ attention ---- */
 
 /* Row i of batch-head b: s (Tk) = scale q.k + mask, in double, with vis[j] whether causal lets query i see key
@@ -901,6 +971,9 @@ static const nbi_backend reference = {
     .normal = nbi_ref_normal,
     .attention = ref_attention,
     .attention_grad = ref_attention_grad,
+    .conv2d = ref_conv2d,
+    .conv2d_input = ref_conv2d_input,
+    .conv2d_weight = ref_conv2d_weight,
     /* conv2d, pool2d and their gradients: not written yet (NULL) */
 };
 

@@ -1,0 +1,201 @@
+/*
+ * conv.c - 2-D convolution for the CPU set: im2col onto the packed GEMM (gemm.c), split over images.
+ *
+ * For image n and group g (Cg = C/G input and Og = O/G output channels, CK = Cg KH KW, S = OH OW):
+ *   col (CK, S)        col[(c KH + p) KW + q, i OW + j] = x[n, g Cg + c, i sh - ph + p dh, j sw - pw + q dw]
+ *                      (0 in the padding)
+ *   forward            y[n, g Og : (g+1) Og] (Og, S) = w_g (Og, CK) col + b
+ *   input gradient     colg (CK, S) = w_g^T dy[n, g]; dx[n] += col2im(colg)
+ *   weight gradient    dw_g (Og, CK) += dy[n, g] (Og, S) col^T
+ * A 1x1 kernel with stride 1 and no padding needs no col: x[n, g] is it. Images are split across the
+ * worker pool, each part with its own col buffer and GEMMs on its own thread; with one image the GEMM
+ * itself is split. The weight gradient sums images in blocks of a size fixed by N alone, each block in
+ * image order into its own buffer, then the blocks in order: the same bits for any thread count.
+ */
+#include <string.h>
+
+#include "../backend.h"
+#include "cpu.h"
+#include "gemm.h"
+#include "threads.h"
+
+static bool pointwise(const nbi_conv *cv) {
+    return cv->KH == 1 && cv->KW == 1 && cv->sh == 1 && cv->sw == 1 && cv->ph == 0 && cv->pw == 0;
+}
+
+#define CONV_KERNELS(T, S, GEMM)                                                                                   \
+    /* col (CK, OH OW) from the Cg channels of one image starting at x (Cg, H, W). */                             \
+    static void im2col_##S(const nbi_conv *cv, int64_t Cg, const T *x, T *col) {                                  \
+        int64_t OHW = cv->OH * cv->OW;                                                                            \
+        for (int64_t c = 0; c < Cg; c++)                                                                          \
+            for (int64_t p = 0; p < cv->KH; p++)                                                                  \
+                for (int64_t q = 0; q < cv->KW; q++) {                                                            \
+                    T *row = col + ((c * cv->KH + p) * cv->KW + q) * OHW;                                         \
+                    for (int64_t i = 0; i < cv->OH; i++) {                                                        \
+                        int64_t h = i * cv->sh - cv->ph + p * cv->dh;                                             \
+                        T *r = row + i * cv->OW;                                                                  \
+                        if (h < 0 || h >= cv->H) {                                                                \
+                            memset(r, 0, sizeof(T) * (size_t)cv->OW);                                             \
+                            continue;                                                                             \
+                        }                                                                                         \
+                        const T *xr = x + (c * cv->H + h) * cv->W;                                                \
+                        for (int64_t j = 0; j < cv->OW; j++) {                                                    \
+                            int64_t w = j * cv->sw - cv->pw + q * cv->dw;                                         \
+                            r[j] = w >= 0 && w < cv->W ? xr[w] : (T)0;                                            \
+                        }                                                                                         \
+                    }                                                                                             \
+                }                                                                                                 \
+    }                                                                                                             \
+                                                                                                                  \
+    /* dx (Cg, H, W) += the taps of colg (CK, OH OW), in (c, p, q, i, j) order. */                                \
+    static void col2im_##S(const nbi_conv *cv, int64_t Cg, const T *col, T *dx) {                                \
+        int64_t OHW = cv->OH * cv->OW;                                                                            \
+        for (int64_t c = 0; c < Cg; c++)                                                                          \
+            for (int64_t p = 0; p < cv->KH; p++)                                                                  \
+                for (int64_t q = 0; q < cv->KW; q++) {                                                            \
+                    const T *row = col + ((c * cv->KH + p) * cv->KW + q) * OHW;                                   \
+                    for (int64_t i = 0; i < cv->OH; i++) {                                                        \
+                        int64_t h = i * cv->sh - cv->ph + p * cv->dh;                                             \
+                        if (h < 0 || h >= cv->H) continue;                                                        \
+                        T *xr = dx + (c * cv->H + h) * cv->W;                                                     \
+                        const T *r = row + i * cv->OW;                                                            \
+                        for (int64_t j = 0; j < cv->OW; j++) {                                                    \
+                            int64_t w = j * cv->sw - cv->pw + q * cv->dw;                                         \
+                            if (w >= 0 && w < cv->W) xr[w] += r[j];                                               \
+                        }                                                                                         \
+                    }                                                                                             \
+                }                                                                                                 \
+    }                                                                                                             \
+                                                                                                                  \
+    typedef struct {                                                                                              \
+        const nbi_conv *cv;                                                                                       \
+        T *out;                                                                                                   \
+        const T *a, *b, *bias;                                                                                    \
+        T *part;  /* weight gradient: one (O, CK) buffer per block */                                             \
+        int64_t block;                                                                                            \
+    } job_##S;                                                                                                    \
+                                                                                                                  \
+    /* Forward for images [lo, hi): a = x, b = w. */                                                              \
+    static int fwd_##S(void *ctx, int64_t lo, int64_t hi) {                                                       \
+        const job_##S *jb = ctx;                                                                                  \
+        const nbi_conv *cv = jb->cv;                                                                              \
+        int64_t Cg = cv->C / cv->G, Og = cv->O / cv->G, CK = Cg * cv->KH * cv->KW, OHW = cv->OH * cv->OW;         \
+        bool pw = pointwise(cv);                                                                                  \
+        T *col = pw ? NULL : nbi_alloc(sizeof(T) * (size_t)(CK * OHW));                                           \
+        if (!pw && !col) return -1;                                                                               \
+        int rc = 0;                                                                                               \
+        for (int64_t n = lo; n < hi && rc == 0; n++)                                                              \
+            for (int64_t g = 0; g < cv->G && rc == 0; g++) {                                                      \
+                const T *xg = jb->a + (n * cv->C + g * Cg) * cv->H * cv->W;                                       \
+                T *yg = jb->out + (n * cv->O + g * Og) * OHW;                                                     \
+                if (!pw) im2col_##S(cv, Cg, xg, col);                                                             \
+                rc = GEMM(Og, OHW, CK, jb->b + g * Og * CK, CK, 1, pw ? xg : col, OHW, 1, yg, OHW, false);        \
+                for (int64_t o = 0; jb->bias && o < Og; o++)                                                      \
+                    for (int64_t s = 0; s < OHW; s++) yg[o * OHW + s] += jb->bias[g * Og + o];                    \
+            }                                                                                                     \
+        nbi_dealloc(col);                                                                                         \
+        return rc;                                                                                                \
+    }                                                                                                             \
+                                                                                                                  \
+    /* Input gradient for images [lo, hi): a = dy, b = w. */                                                      \
+    static int bwx_##S(void *ctx, int64_t lo, int64_t hi) {                                                       \
+        const job_##S *jb = ctx;                                                                                  \
+        const nbi_conv *cv = jb->cv;                                                                              \
+        int64_t Cg = cv->C / cv->G, Og = cv->O / cv->G, CK = Cg * cv->KH * cv->KW, OHW = cv->OH * cv->OW;         \
+        int64_t HW = cv->H * cv->W;                                                                               \
+        bool pw = pointwise(cv);                                                                                  \
+        T *col = pw ? NULL : nbi_alloc(sizeof(T) * (size_t)(CK * OHW));                                           \
+        if (!pw && !col) return -1;                                                                               \
+        int rc = 0;                                                                                               \
+        for (int64_t n = lo; n < hi && rc == 0; n++) {                                                            \
+            T *dxn = jb->out + n * cv->C * HW;                                                                    \
+            if (!pw) memset(dxn, 0, sizeof(T) * (size_t)(cv->C * HW));                                            \
+            for (int64_t g = 0; g < cv->G && rc == 0; g++) {                                                      \
+                const T *dyg = jb->a + (n * cv->O + g * Og) * OHW;                                                \
+                rc = GEMM(CK, OHW, Og, jb->b + g * Og * CK, 1, CK, dyg, OHW, 1, pw ? dxn + g * Cg * HW : col,     \
+                          OHW, false);                                                                            \
+                if (rc == 0 && !pw) col2im_##S(cv, Cg, col, dxn + g * Cg * HW);                                   \
+            }                                                                                                     \
+        }                                                                                                         \
+        nbi_dealloc(col);                                                                                         \
+        return rc;                                                                                                \
+    }                                                                                                             \
+                                                                                                                  \
+    /* Weight gradient of the blocks [lo, hi) of jb->block images each: a = x, b = dy; block k into part k. */   \
+    static int bww_##S(void *ctx, int64_t lo, int64_t hi) {                                                       \
+        const job_##S *jb = ctx;                                                                                  \
+        const nbi_conv *cv = jb->cv;                                                                              \
+        int64_t Cg = cv->C / cv->G, Og = cv->O / cv->G, CK = Cg * cv->KH * cv->KW, OHW = cv->OH * cv->OW;         \
+        bool pw = pointwise(cv);                                                                                  \
+        T *col = pw ? NULL : nbi_alloc(sizeof(T) * (size_t)(CK * OHW));                                           \
+        if (!pw && !col) return -1;                                                                               \
+        int rc = 0;                                                                                               \
+        for (int64_t k = lo; k < hi && rc == 0; k++) {                                                            \
+            T *acc = jb->part + k * cv->O * CK;                                                                   \
+            int64_t n1 = (k + 1) * jb->block < cv->N ? (k + 1) * jb->block : cv->N;                               \
+            for (int64_t n = k * jb->block; n < n1 && rc == 0; n++)                                               \
+                for (int64_t g = 0; g < cv->G && rc == 0; g++) {                                                  \
+                    const T *xg = jb->a + (n * cv->C + g * Cg) * cv->H * cv->W;                                   \
+                    if (!pw) im2col_##S(cv, Cg, xg, col);                                                         \
+                    rc = GEMM(Og, CK, OHW, jb->b + (n * cv->O + g * Og) * OHW, OHW, 1, pw ? xg : col, 1, OHW,      \
+                              acc + g * Og * CK, CK, n > k * jb->block);                                          \
+                }                                                                                                 \
+        }                                                                                                         \
+        nbi_dealloc(col);                                                                                         \
+        return rc;                                                                                                \
+    }
+
+CONV_KERNELS(float, f32, nbi_gemm_f32)
+CONV_KERNELS(double, f64, nbi_gemm_f64)
+
+int nbi_cpu_conv2d(nb_dtype dt, void *y, const void *x, const void *w, const void *b, const nbi_conv *cv) {
+    if (dt == NB_F32) {
+        job_f32 jb = {cv, y, x, w, b, NULL, 0};
+        return nbi_parallel_for(cv->N, 1, fwd_f32, &jb);
+    }
+    job_f64 jb = {cv, y, x, w, b, NULL, 0};
+    return nbi_parallel_for(cv->N, 1, fwd_f64, &jb);
+}
+
+int nbi_cpu_conv2d_input(nb_dtype dt, void *dx, const void *dy, const void *w, const nbi_conv *cv) {
+    if (dt == NB_F32) {
+        job_f32 jb = {cv, dx, dy, w, NULL, NULL, 0};
+        return nbi_parallel_for(cv->N, 1, bwx_f32, &jb);
+    }
+    job_f64 jb = {cv, dx, dy, w, NULL, NULL, 0};
+    return nbi_parallel_for(cv->N, 1, bwx_f64, &jb);
+}
+
+/* Blocks of images for the weight gradient: at least 8 images each and at most 64 blocks (a function of N
+   only, so the summation order does not depend on the thread count). */
+static int64_t image_block(int64_t N) {
+    int64_t b = (N + 63) / 64;
+    return b < 8 ? 8 : b;
+}
+
+int nbi_cpu_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv) {
+    int64_t CK = cv->C / cv->G * cv->KH * cv->KW, nw = cv->O * CK, blk = image_block(cv->N);
+    int64_t nb = (cv->N + blk - 1) / blk;
+    size_t es = dt == NB_F32 ? sizeof(float) : sizeof(double);
+    if (nb == 0) { /* no images: zeros */
+        memset(dw, 0, es * (size_t)nw);
+        return 0;
+    }
+    void *part = nb == 1 ? dw : nbi_alloc(es * (size_t)(nb * nw));
+    if (!part) return -1;
+    int rc;
+    if (dt == NB_F32) {
+        job_f32 jb = {cv, NULL, x, dy, NULL, part, blk};
+        rc = nbi_parallel_for(nb, 1, bww_f32, &jb);
+        for (int64_t k = 1; rc == 0 && k < nb; k++)
+            for (int64_t e = 0; e < nw; e++) ((float *)part)[e] += ((float *)part)[k * nw + e];
+    } else {
+        job_f64 jb = {cv, NULL, x, dy, NULL, part, blk};
+        rc = nbi_parallel_for(nb, 1, bww_f64, &jb);
+        for (int64_t k = 1; rc == 0 && k < nb; k++)
+            for (int64_t e = 0; e < nw; e++) ((double *)part)[e] += ((double *)part)[k * nw + e];
+    }
+    if (rc == 0 && part != dw) memcpy(dw, part, es * (size_t)nw);
+    if (part != dw) nbi_dealloc(part);
+    return rc;
+}

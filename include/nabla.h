@@ -541,6 +541,22 @@ NB_API nb_tensor *nb_conv2d_input(const int64_t x_shape[4], nb_tensor *w, nb_ten
 /* torch.nn.grad.conv2d_weight: the gradient with respect to w (of shape w_shape) of conv2d(x, w, o) for the
    output gradient g. Differentiable in x and g. */
 NB_API nb_tensor *nb_conv2d_weight(nb_tensor *x, const int64_t w_shape[4], nb_tensor *g, nb_conv2d_opts o);
+/* Pooling windows kernel (kH,kW); o.stride 0 means the kernel size; o.groups unused. x (N,C,H,W) float;
+   padding at most half the (dilated) kernel, as PyTorch requires; result (N,C,H',W') with H' as for nb_conv2d
+   (no ceil mode). max_pool2d: the padding is never picked (as -inf); ties go to the first maximum of the
+   window in row order and a NaN wins, as PyTorch; the gradient goes to the picked position. avg_pool2d: the
+   sum over the window divided by kH kW, padding counted (PyTorch's default count_include_pad); no dilation. */
+NB_API nb_tensor *nb_max_pool2d(nb_tensor *x, const int kernel[2], nb_conv2d_opts o);
+NB_API nb_tensor *nb_avg_pool2d(nb_tensor *x, const int kernel[2], nb_conv2d_opts o);
+/* max_pool2d that also gives the picked positions (return_indices=True): *indices (N,C,H',W') NB_I64, each the
+   flat position h W + w in its (H, W) plane, a new tensor of the current scope (NULL: not wanted). */
+NB_API nb_tensor *nb_max_pool2d_with_indices(nb_tensor *x, const int kernel[2], nb_conv2d_opts o,
+                                             nb_tensor **indices);
+/* Global average pooling (adaptive_avg_pool2d(x, 1)): x (N,C,H,W) -> (N,C,1,1), the mean of each plane. */
+NB_API nb_tensor *nb_global_avg_pool2d(nb_tensor *x);
+/* torch.flatten(x, start, end): axes start..end (negative counts from the end) merged into one; a view when
+   x's layout allows it. A rank-0 x gives (1). */
+NB_API nb_tensor *nb_flatten(nb_tensor *x, int start, int end);
 
 /* Custom ops, like torch.autograd.Function. forward computes the result from
    the inputs (grad mode is off inside it) and may save tensors for backward

@@ -154,6 +154,12 @@ static inline nb_tensor *rd_apply_op(const rd_case *c, const char *op, nb_tensor
         NEED(2, 11);
         return IS("conv2d_input") ? nb_conv2d_input(s, x[1], x[0], o) : nb_conv2d_weight(x[0], s, x[1], o);
     }
+    /* Pooling: params kernel (2) stride (2) padding (2) dilation (2). */
+    if (IS("max_pool2d") || IS("avg_pool2d")) {
+        NEED(1, 8);
+        nb_conv2d_opts o = {{ia[2], ia[3]}, {ia[4], ia[5]}, {ia[6], ia[7]}, 0};
+        return IS("max_pool2d") ? nb_max_pool2d(x[0], ia, o) : nb_avg_pool2d(x[0], ia, o);
+    }
     /* Linear algebra. */
     if (IS("inverse")) { NEED(1, 0); return nb_inverse(x[0]); }
     if (IS("det")) { NEED(1, 0); return nb_det(x[0]); }

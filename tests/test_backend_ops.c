@@ -295,6 +295,14 @@ static int f_conv2d_views(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     out[3] = nb_conv2d_weight(xt, nb_shape(x[2]), g, (nb_conv2d_opts){{2, 1}, {0, 2}, {2, 1}, 0});
     return 4;
 }
+static int f_pool(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt; /* max (its index kernel, then gather) with padding and dilation on a view; average (a conv) */
+    nb_tensor *xt = nb_transpose(x[0], 2, 3);
+    out[0] = nb_max_pool2d(xt, (int[]){3, 2}, (nb_conv2d_opts){{2, 1}, {1, 1}, {1, 2}, 0});
+    out[1] = nb_avg_pool2d(x[0], (int[]){2, 3}, (nb_conv2d_opts){{0, 0}, {1, 1}, {0, 0}, 0});
+    out[2] = nb_global_avg_pool2d(x[0]);
+    return 3;
+}
 static int f_layer_norm(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     (void)dt;
     out[0] = nb_layer_norm(x[0], x[1], x[2], 1e-5);
@@ -637,6 +645,7 @@ static const bo_case cases[] = {
      B_NORM(2 * 33 * 120), BOTH},
     {"conv2d/views_grad_ops", f_conv2d_views, 3, {I4(3, 4, 9, 7), I4(5, 4, 1, 1), I4(6, 4, 2, 3)}, B_NORM(4 * 3 * 63),
      B_NORM(8 * 3 * 63), BOTH},
+    {"pool2d", f_pool, 1, {I4(7, 5, 13, 11)}, B_NORM(4 * 143), B_NORM(8 * 143), BOTH},
     /* products: NORM(2k) with k the inner length (f32 gemm accumulates in f32) */
     {"matmul", f_matmul, 2, {I2(17, 33), I2(33, 7)}, B_NORM(2 * 33), B_NORM(2 * 17), BOTH},
     {"matmul/vectors", f_matmul_vec, 2, {I1(33), I2(33, 7)}, B_NORM(2 * 33), B_NORM(2 * 33), BOTH},

@@ -60,7 +60,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from refformat import ce_ex, ce_ex_cases, conv_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
+from refformat import ce_ex, ce_ex_cases, conv_cases, pool_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
 
 torch.set_default_dtype(torch.float64)
 
@@ -535,6 +535,10 @@ case('attention_keep_mask_causal', 'attention',
 for name, op, shapes, params, fn in conv_cases():
     seed_for(name)
     case(name, op, [rnd(s) for s in shapes], fn, params=params)
+
+# 2-D pooling (params: kernel stride padding dilation: tools/refformat.py, POOL_CASES).
+for name, op, x, params, fn in pool_cases():
+    case(name, op, [x], fn, params=params)
 
 # --------------------------------------------------------------------------
 # more elementwise ops and composites.

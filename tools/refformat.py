@@ -176,3 +176,30 @@ def conv_cases():
                lambda gy, w, xs=xs, kw=kw: torch.nn.grad.conv2d_input(xs, w, gy, **kw))
         yield (name + '_weight', 'conv2d_weight', [xs, ys], opts + list(ws),
                lambda x, gy, ws=ws, kw=kw: torch.nn.grad.conv2d_weight(x, ws, gy, **kw))
+
+
+# 2-D pooling (nb_max_pool2d, nb_avg_pool2d). params: kernel (h w), stride (h w; 0: the kernel), padding (h w),
+# dilation (h w; max only). 'ties': integer inputs in {0, 1, 2}, so that windows hold tied maxima (PyTorch sends
+# the gradient to the first one).
+POOL_CASES = [
+    # name, op, x shape, kernel, stride, padding, dilation, ties
+    ('max_pool2d_2x2', 'max_pool2d', (2, 3, 6, 5), (2, 2), (0, 0), (0, 0), (1, 1), False),
+    ('max_pool2d_3x2_pad', 'max_pool2d', (2, 2, 7, 6), (3, 2), (2, 1), (1, 1), (1, 1), False),
+    ('max_pool2d_dilation', 'max_pool2d', (1, 2, 7, 8), (2, 3), (1, 2), (1, 1), (2, 1), False),
+    ('max_pool2d_ties', 'max_pool2d', (2, 2, 6, 6), (3, 3), (1, 1), (1, 1), (1, 1), True),
+    ('avg_pool2d_2x2', 'avg_pool2d', (2, 3, 6, 5), (2, 2), (0, 0), (0, 0), (1, 1), False),
+    ('avg_pool2d_3x3_pad', 'avg_pool2d', (2, 2, 7, 6), (3, 3), (2, 1), (1, 1), (1, 1), False),
+]
+
+
+def pool_cases():
+    """(name, op, x, params, fn) for each pooling case, the input drawn after seeding from the name."""
+    for name, op, xs, k, st, pad, dil, ties in POOL_CASES:
+        seed_for(name)
+        x = torch.randint(0, 3, xs).to(torch.float64) if ties else rnd(xs)
+        stride = tuple(s if s else kk for s, kk in zip(st, k))
+        if op == 'max_pool2d':
+            fn = lambda a, k=k, stride=stride, pad=pad, dil=dil: F.max_pool2d(a, k, stride, pad, dil)
+        else:
+            fn = lambda a, k=k, stride=stride, pad=pad: F.avg_pool2d(a, k, stride, pad)
+        yield name, op, x, list(k) + list(st) + list(pad) + list(dil), fn

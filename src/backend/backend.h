@@ -277,9 +277,11 @@ typedef struct nbi_backend {
        the sum over images is combined in a fixed order whatever the thread count. */
     int (*conv2d_weight)(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv);
 
-    /* ---- room for the next ops (NULL until written; nbi_has_kernel reports it) ---- */
-    void (*pool2d)(void);
-    void (*pool2d_grad)(void);
+    /* ---- 2-D max pooling (f32 or f64 dt, contiguous x (N, C, H, W); nbi_conv geometry with O and G unused) ---- */
+    /* idx (N, C, OH, OW) = the position h W + w in its (H, W) plane of the largest x of each window (taps in the
+       padding left out), PyTorch's rule: scanning the window row by row, a value replaces the current one
+       when it is greater or NaN (so the first of tied maxima, the last NaN). Exact on every set. */
+    void (*max_pool2d_index)(nb_dtype dt, int64_t *idx, const void *x, const nbi_conv *cv);
 } nbi_backend;
 
 /* The kernel sets. */

@@ -58,6 +58,7 @@ static const nbi_backend cpu_backend = {
     .conv2d = nbi_cpu_conv2d,
     .conv2d_input = nbi_cpu_conv2d_input,
     .conv2d_weight = nbi_cpu_conv2d_weight,
+    .max_pool2d_index = nbi_cpu_max_pool2d_index,
     .index_check = nbi_cpu_index_check,
     .index_move = nbi_cpu_index_move,
     .update = nbi_cpu_update,

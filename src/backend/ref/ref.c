@@ -851,6 +851,24 @@ static int ref_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *d
     return 0;
 }
 
+/* Each window scanned row by row: a value replaces the current one when it is greater or NaN. */
+static void ref_max_pool2d_index(nb_dtype dt, int64_t *idx, const void *x, const nbi_conv *cv) {
+    for (int64_t pl = 0; pl < cv->N * cv->C; pl++)
+        for (int64_t i = 0; i < cv->OH; i++)
+            for (int64_t j = 0; j < cv->OW; j++) {
+                double best = 0;
+                int64_t at = -1;
+                for (int64_t p = 0; p < cv->KH; p++)
+                    for (int64_t q = 0; q < cv->KW; q++) {
+                        int64_t h = i * cv->sh - cv->ph + p * cv->dh, w = j * cv->sw - cv->pw + q * cv->dw;
+                        if (h < 0 || h >= cv->H || w < 0 || w >= cv->W) continue;
+                        double v = load(dt, x, (pl * cv->H + h) * cv->W + w);
+                        if (at < 0 || v > best || v != v) best = v, at = h * cv->W + w;
+                    }
+                idx[(pl * cv->OH + i) * cv->OW + j] = at;
+            }
+}
+
 /* ------------------------------------------------------------ attention ---- */
 
 /* Row i of batch-head b: s (Tk) = scale q.k + mask, in double, with vis[j] whether causal lets query i see key
@@ -974,6 +992,7 @@ static const nbi_backend reference = {
     .conv2d = ref_conv2d,
     .conv2d_input = ref_conv2d_input,
     .conv2d_weight = ref_conv2d_weight,
+    .max_pool2d_index = ref_max_pool2d_index,
     /* conv2d, pool2d and their gradients: not written yet (NULL) */
 };
 

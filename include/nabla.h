@@ -510,6 +510,22 @@ NB_API nb_tensor *nb_nll_loss(nb_tensor *logp, nb_tensor *targets);
    + beta with the biased variance; gamma and beta have shape (D,) and may be
    NULL (no scale / no shift). */
 NB_API nb_tensor *nb_layer_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, double eps);
+/* Batch norm over all axes but 1 ((N,C) or (N,C,H,W)); training uses and updates the running
+   statistics (momentum as PyTorch's, unbiased running variance); eval uses them.
+   PyTorch's F.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps): x is
+   (N,C), (N,C,L) or (N,C,H,W) and float; gamma, beta, running_mean and running_var are (C,) of x's
+   dtype or NULL (the running pair both or neither). With training, or without running statistics
+   (PyTorch's function raises there; this is nn.BatchNorm with track_running_stats=False in eval),
+   each channel is normalised by the mean and biased variance of its n = N (L or H W) values:
+   y = (x - mean) / sqrt(var + eps) gamma + beta; training with running statistics then sets, in place
+   and outside the graph, running_mean = (1 - momentum) running_mean + momentum mean and running_var =
+   (1 - momentum) running_var + momentum var n / (n - 1) (an empty batch changes nothing). Eval with
+   running statistics uses them instead (no gradient reaches them). Errors (nothing changed): other
+   ranks, shapes other than (C,), mixed dtypes, one running tensor without the other, momentum outside
+   [0, 1], eps not finite and > 0, n = 1 where batch statistics are used. A composite: gradients of
+   every order in x, gamma and beta. */
+NB_API nb_tensor *nb_batch_norm(nb_tensor *x, nb_tensor *gamma, nb_tensor *beta, nb_tensor *running_mean,
+                                nb_tensor *running_var, bool training, double momentum, double eps);
 
 /* Scaled dot-product attention: softmax(q k^T * scale + mask) v over the last two axes.
    q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv); leading axes broadcast; mask NULL or

@@ -160,6 +160,15 @@ static inline nb_tensor *rd_apply_op(const rd_case *c, const char *op, nb_tensor
         nb_conv2d_opts o = {{ia[2], ia[3]}, {ia[4], ia[5]}, {ia[6], ia[7]}, 0};
         return IS("max_pool2d") ? nb_max_pool2d(x[0], ia, o) : nb_avg_pool2d(x[0], ia, o);
     }
+    /* Batch norm: params training momentum eps has_gamma has_beta has_running; inputs x [gamma] [beta]
+       [running_mean running_var] (a training call updates the last two in place; y does not depend on them). */
+    if (IS("batch_norm")) {
+        bool hg = np == 6 && ia[3] != 0, hb = np == 6 && ia[4] != 0, hr = np == 6 && ia[5] != 0;
+        NEED(1 + hg + hb + 2 * hr, 6);
+        int k = 1;
+        nb_tensor *g = hg ? x[k++] : NULL, *b = hb ? x[k++] : NULL, *rm = hr ? x[k++] : NULL, *rv = hr ? x[k] : NULL;
+        return nb_batch_norm(x[0], g, b, rm, rv, ia[0] != 0, c->params[1], c->params[2]);
+    }
     /* Linear algebra. */
     if (IS("inverse")) { NEED(1, 0); return nb_inverse(x[0]); }
     if (IS("det")) { NEED(1, 0); return nb_det(x[0]); }

@@ -102,6 +102,11 @@ static nb_tensor *f_conv_input(nb_tensor **x) {
 static nb_tensor *f_conv_weight(nb_tensor **x) {
     return nb_conv2d_weight(x[0], (int64_t[]){6, 2, 3, 2}, x[1], CONV_OPTS); /* x (2,4,7,6), g (2,6,4,4) */
 }
+/* batch norm: a composite of mean_axes, sub, mul, pow (no rule of its own) */
+static nb_tensor *f_bn(nb_tensor **x) { return nb_batch_norm(x[0], x[1], x[2], NULL, NULL, true, 0.1, 1e-5); }
+static nb_tensor *f_bn_eval(nb_tensor **x) { /* x (4,3) seen as (3,4); running statistics constant */
+    return nb_batch_norm(nb_transpose(x[0], 0, 1), x[1], NULL, x[2], nb_exp(x[3]), false, 0.1, 1e-5);
+}
 static nb_tensor *f_ln(nb_tensor **x) { return nb_layer_norm(x[0], x[1], x[2], 1e-5); }
 static nb_tensor *f_ln_plain(nb_tensor **x) { return nb_layer_norm(x[0], NULL, NULL, 1e-5); }
 static nb_tensor *f_ln_gamma(nb_tensor **x) { return nb_layer_norm(x[0], x[1], NULL, 1e-5); }
@@ -224,6 +229,8 @@ static const cc_case cases[] = {
     /* The fused layer-norm kernel needs contiguous x and seed: these two take the composite rule both ways. */
     {"layer_norm_seed_view", f_ln, 3, {IN2(5, 5), IN1(5), IN1(5)}, true},
     {"layer_norm_input_view", f_ln_view, 3, {IN2(4, 5), IN1(4), IN1(4)}, false},
+    {"batch_norm", f_bn, 3, {IN4(3, 4, 2, 3), IN1(4), IN1(4)}, false},
+    {"batch_norm_eval_view", f_bn_eval, 4, {IN2(4, 3), IN1(4), IN1C(4), IN1C(4)}, false},
     /* transformer ops */
     {"gelu_tanh", f_gelu_tanh, 1, {IN2R(3, 4, -4, 4)}, false},
     {"gelu_tanh_tails", f_gelu_tanh, 1, {IN2R(4, 5, -12, 12)}, true},

@@ -49,6 +49,9 @@ Parameters per op (all others take none):
     dense         act                 (0 none, 1 relu, 2 tanh, 3 sigmoid; inputs x, w and maybe b)
     attention     causal scale kind   (inputs q, k, v and, kind 1, an additive mask; kind 2, a 0/1
                                        keep mask without grad, nabla's i64 mask)
+    batch_norm    training momentum eps has_gamma has_beta has_running
+                                      (inputs x [gamma] [beta] [running_mean running_var], the running
+                                       pair without grad and as given before a training call updates it)
 
 where: inputs are cond (0/1, no grad), a, b. gt / lt / eq: no input requires
 grad (the output is 0/1 as float64 and carries no graph), so there are no
@@ -60,7 +63,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from refformat import ce_ex, ce_ex_cases, conv_cases, pool_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
+from refformat import batch_norm_cases, ce_ex, ce_ex_cases, conv_cases, pool_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
 
 torch.set_default_dtype(torch.float64)
 
@@ -539,6 +542,15 @@ for name, op, shapes, params, fn in conv_cases():
 # 2-D pooling (params: kernel stride padding dilation: tools/refformat.py, POOL_CASES).
 for name, op, x, params, fn in pool_cases():
     case(name, op, [x], fn, params=params)
+
+# --------------------------------------------------------------------------
+# batch normalisation (params: training momentum eps has_gamma has_beta has_running;
+# tools/refformat.py, BATCH_NORM_CASES).
+# --------------------------------------------------------------------------
+
+for name, op, gens, params, fn, rg in batch_norm_cases():
+    seed_for(name)
+    case(name, op, [g() for g in gens], fn, params=params, rg=rg)
 
 # --------------------------------------------------------------------------
 # more elementwise ops and composites.

@@ -203,3 +203,46 @@ def pool_cases():
         else:
             fn = lambda a, k=k, stride=stride, pad=pad: F.avg_pool2d(a, k, stride, pad)
         yield name, op, x, list(k) + list(st) + list(pad) + list(dil), fn
+
+# Batch normalisation (nb_batch_norm, F.batch_norm). params: training momentum eps has_gamma has_beta
+# has_running; inputs x [gamma] [beta] [running_mean running_var] (the running pair without grad). Each case's
+# running statistics are cloned before the call, so the file keeps the values nabla is given (training updates
+# them in place: tests/test_batch_norm.c checks the update against tools/gen_batch_norm_stats.py). Training 0
+# without running statistics uses the batch's statistics as training does (PyTorch raises there; nn.BatchNorm
+# with track_running_stats=False calls it with training=True): its values are PyTorch's training ones.
+BATCH_NORM_CASES = [
+    # name, x shape, training, momentum, eps, gamma, beta, running
+    ('batch_norm_train_2d', (5, 3), 1, 0.1, 1e-5, True, True, False),
+    ('batch_norm_train_4d_running', (3, 2, 3, 5), 1, 0.1, 1e-5, True, True, True),
+    ('batch_norm_train_3d_plain', (2, 4, 5), 1, 0.3, 1e-3, False, False, True),
+    ('batch_norm_train_c1_gamma', (4, 1, 3, 2), 1, 0.1, 1e-5, True, False, False),
+    ('batch_norm_train_batch1_beta', (1, 3, 2, 3), 1, 0.1, 1e-5, False, True, False),
+    ('batch_norm_eval_4d', (2, 3, 4, 3), 0, 0.1, 1e-3, True, True, True),
+    ('batch_norm_eval_2d_plain', (4, 3), 0, 0.1, 1e-5, False, False, True),
+    ('batch_norm_eval_no_stats', (4, 3, 2), 0, 0.1, 1e-5, True, True, False),
+]
+
+
+def batch_norm_cases():
+    """(name, op, gens, params, fn, rg) for each batch norm case; gens draw the inputs (call them after
+    seed_for(name)), fn(*leaves) is PyTorch's result."""
+    for name, xs, tr, mom, eps, hg, hb, hr in BATCH_NORM_CASES:
+        c = (xs[1],)
+        gens = [lambda xs=xs: rnd(xs)]
+        gens += [lambda c=c: rnd_away(c)] if hg else []
+        gens += [lambda c=c: rnd(c)] if hb else []
+        gens += [lambda c=c: rnd(c, -1.0, 1.0), lambda c=c: rnd(c, 0.25, 2.0)] if hr else []
+        rg = [True] * (1 + hg + hb) + [False] * (2 * hr)
+
+        def fn(x, *rest, tr=tr, mom=mom, eps=eps, hg=hg, hb=hb, hr=hr):
+            gamma = rest[0] if hg else None
+            beta = rest[hg] if hb else None
+            if beta is not None and gamma is None:
+                # PyTorch 1.13's double backward of F.batch_norm fails with a beta and no gamma: a constant
+                # gamma of ones instead (the same values, x times 1 being exact).
+                gamma = torch.ones(x.shape[1], dtype=DT)
+            rm = rest[hg + hb].clone() if hr else None
+            rv = rest[hg + hb + 1].clone() if hr else None
+            return F.batch_norm(x, rm, rv, gamma, beta, bool(tr) or not hr, mom, eps)
+
+        yield name, 'batch_norm', gens, [tr, mom, eps, int(hg), int(hb), int(hr)], fn, rg

@@ -12,8 +12,9 @@
 # ones: with --rounds 2, nabla, peer, peer, nabla), each run under `flock /tmp/bench.lock`, and
 # prints their output, then a markdown table: the validation loss of each and their relative
 # difference, the training time of each (the steps only, evaluation excluded; the median over the
-# rounds) and nabla/peer, then nabla's sample. The extra options go to both programs (the training
-# options of `nabla train --model gpt --help`: --steps, --ctx, --lr, ...).
+# rounds) and nabla/peer (with R > 1 also each round's times and ratio), then nabla's sample. The
+# extra options go to both programs (the training options of `nabla train --model gpt --help`:
+# --steps, --ctx, --lr, ...).
 # It prints figures; it does not fail on time or loss. Exit status: 2 on bad usage or a missing
 # BUILD_DIR/nabla, 1 when a run fails, else 0.
 set -u
@@ -115,7 +116,15 @@ echo "| train time, s (steps only) | ${nt:--} | ${pt:--} | $q |"
 if num "$nt" && num "$pt"; then
     echo "| tokens/s | $(awk -v n="$TOKENS" -v t="$nt" 'BEGIN { printf "%.0f", n / t }') | $(awk -v n="$TOKENS" -v t="$pt" 'BEGIN { printf "%.0f", n / t }') | |"
 fi
-((ROUNDS > 1)) && echo && echo "train times per run: nabla ${nabla_times[*]}; PyTorch ${peer_times[*]}"
+if ((ROUNDS > 1)); then
+    ratios=()
+    for ((r = 0; r < ROUNDS; r++)); do
+        num "${nabla_times[r]:-}" && num "${peer_times[r]:-}" &&
+            ratios+=("$(awk -v a="${nabla_times[r]}" -v b="${peer_times[r]}" 'BEGIN { printf "%.2f", a / b }')")
+    done
+    echo
+    echo "train times by round, s: nabla ${nabla_times[*]}; PyTorch ${peer_times[*]}; nabla/PyTorch ${ratios[*]}"
+fi
 echo
 echo "nabla's sample:"
 echo '```'

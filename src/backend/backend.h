@@ -89,8 +89,9 @@ static inline bool nbi_geom_contig(int rank, const int64_t *shape, const int64_t
 typedef enum {
     NBI_B_ADD, NBI_B_SUB, NBI_B_MUL, NBI_B_DIV, NBI_B_POW, NBI_B_GT, NBI_B_LT, NBI_B_EQ, NBI_B_COPY2,
     NBI_B_TANH_GRAD, NBI_B_SIGMOID_GRAD, NBI_B_RELU_GRAD,
-    /* transformer ops: G gelu_tanh'(X) (a = G, b = X), computed in double by src/backend/gelu_tanh.h's
-       nbi_gelu_tanh_grad_d and rounded once: the same bits in every kernel set */
+    /* transformer ops: G gelu_tanh'(X) (a = G, b = X); the reference computes it in double by
+       src/backend/gelu_tanh.h's nbi_gelu_tanh_grad_d and rounds once (f64: the same bits in every set); a fast
+       set may take e^(-2u) from an f32 exp for f32 (within a few ulp) */
     NBI_B_GELU_TANH_GRAD
 } nbi_binop;
 /* Elementwise unary ops; c is the op's parameter (SCALE, ADDC, POWC, LEAKY). */

@@ -33,16 +33,6 @@ struct nb_optim {
     int64_t steps;
 };
 
-static double load(nb_tensor *t, void *d, int64_t i) {
-    return nb_dtype_of(t) == NB_F32 ? ((float *)d)[i] : ((double *)d)[i];
-}
-static void store(nb_tensor *t, void *d, int64_t i, double v) {
-    if (nb_dtype_of(t) == NB_F32)
-        ((float *)d)[i] = (float)v;
-    else
-        ((double *)d)[i] = v;
-}
-
 typedef struct {
     const nb_tensor *t;
     int i;
@@ -244,25 +234,42 @@ void nb_optim_free(nb_optim *o) {
     nb_dealloc(o);
 }
 
+/* The sum of squares of n values, in double with 8 partial sums (combined in a fixed order). */
+static double sum_sq(nb_dtype dt, const void *d, int64_t n) {
+    double acc[8] = {0};
+    int64_t k = 0;
+    if (dt == NB_F32) {
+        const float *p = d;
+        for (; k + 8 <= n; k += 8)
+            for (int j = 0; j < 8; j++) acc[j] += (double)p[k + j] * p[k + j];
+        for (; k < n; k++) acc[0] += (double)p[k] * p[k];
+    } else {
+        const double *p = d;
+        for (; k + 8 <= n; k += 8)
+            for (int j = 0; j < 8; j++) acc[j] += p[k + j] * p[k + j];
+        for (; k < n; k++) acc[0] += p[k] * p[k];
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 double nb_clip_grad_norm(int n, nb_tensor *const *params, double max_norm) {
     if (n <= 0 || !params || !(max_norm > 0)) return nb_fail("nb_clip_grad_norm", "need parameters and max_norm > 0"), -1;
     double ss = 0;
     for (int i = 0; i < n; i++) {
         nb_tensor *g = params[i] ? nb_grad(params[i]) : NULL;
-        if (!g) continue;
-        void *gd = nb_data(g);
-        for (int64_t k = 0; gd && k < nb_numel(g); k++) {
-            double v = load(g, gd, k);
-            ss += v * v;
-        }
+        void *gd = g ? nb_data(g) : NULL;
+        if (gd) ss += sum_sq(nb_dtype_of(g), gd, nb_numel(g));
     }
     double norm = sqrt(ss), scale = max_norm / (norm + 1e-6);
     if (scale < 1)
         for (int i = 0; i < n; i++) {
             nb_tensor *g = params[i] ? nb_grad(params[i]) : NULL;
-            if (!g) continue;
-            void *gd = nb_data(g);
-            for (int64_t k = 0; gd && k < nb_numel(g); k++) store(g, gd, k, load(g, gd, k) * scale);
+            void *gd = g ? nb_data(g) : NULL;
+            int64_t m = g ? nb_numel(g) : 0;
+            if (gd && nb_dtype_of(g) == NB_F32)
+                for (int64_t k = 0; k < m; k++) ((float *)gd)[k] = (float)((double)((float *)gd)[k] * scale);
+            else if (gd)
+                for (int64_t k = 0; k < m; k++) ((double *)gd)[k] *= scale;
         }
     return norm;
 }

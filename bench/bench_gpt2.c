@@ -24,6 +24,9 @@
  *                                                fused: nb_attention)
  *                   [--gelu math|op]           (math, the default: written out from nb_tanh; op:
  *                                                nb_gelu_tanh, as the peer's F.gelu(approximate="tanh"))
+ *                   [--model ops|nb_gpt]       (ops, the default: the model above written from ops; nb_gpt:
+ *                                                the library's GPT (nabla/gpt.h) of the same sizes, with
+ *                                                nb_attention and nb_gelu_tanh, AdamW over its parameters)
  *        bench_gpt2 --check     the tiny check model: loss and gradient sums from a deterministic
  *                               initialisation, for bench/peer_torch_gpt2.py --check to compare
  *
@@ -46,6 +49,7 @@
 #include <string.h>
 
 #include "nabla.h"
+#include "nabla/gpt.h"
 #include "nabla/nn.h"
 #include "timing.h"
 
@@ -228,13 +232,19 @@ static nb_tensor *gpt2_loss(gpt2 *m, nb_tensor *idx, nb_tensor *targets, nb_tens
     return nb_cross_entropy(logits, targets);
 }
 
+/* --model nb_gpt: the library's model (NULL: the model written from ops). */
+static nb_module *lib_gpt;
+
 /* One training step in its own scope; the loss goes to *loss. */
 static int gpt2_step(gpt2 *m, nb_tensor *idx, nb_tensor *targets, nb_tensor *pos, int64_t B, int64_t T,
                      double *loss)
 {
     nb_scope_begin();
     nb_optim_zero_grad(m->opt);
-    nb_tensor *l = gpt2_loss(m, idx, targets, pos, B, T);
+    nb_tensor *l = lib_gpt ? nb_cross_entropy(nb_reshape(nb_forward(lib_gpt, nb_reshape(idx, 2, (int64_t[]){B, T})),
+                                                         2, (int64_t[]){B * T, m->cfg.Vp}),
+                                              targets)
+                           : gpt2_loss(m, idx, targets, pos, B, T);
     int rc = l && nb_backward(l, NULL, 0) == 0 && nb_optim_step(m->opt) == 0 ? 0 : -1;
     if (rc == 0) *loss = nb_item(l);
     nb_scope_end();
@@ -327,6 +337,7 @@ int main(int argc, char **argv)
     const gpt2_config *cfg = &CONFIGS[0];
     int threads = 1, steps = 10, warmup = 3;
     int64_t B = 4, T = 64;
+    bool use_lib = false;
     for (int i = 1; i < argc; i += 2) { /* every option but --check takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--check") == 0) return run_check();
@@ -341,9 +352,11 @@ int main(int argc, char **argv)
             fused_attention = strcmp(v, "fused") == 0;
         else if (strcmp(a, "--gelu") == 0 && v && (strcmp(v, "op") == 0 || strcmp(v, "math") == 0))
             gelu_math = strcmp(v, "math") == 0;
+        else if (strcmp(a, "--model") == 0 && v && (strcmp(v, "ops") == 0 || strcmp(v, "nb_gpt") == 0))
+            use_lib = strcmp(v, "nb_gpt") == 0;
         else {
             fprintf(stderr, "usage: %s [--config small|124m] [--threads N] [--steps S] [--warmup W] [--B B] [--T T]\n"
-                            "       [--attention math|fused] [--gelu math|op]\n"
+                            "       [--attention math|fused] [--gelu math|op] [--model ops|nb_gpt]\n"
                             "       %s --check\n", argv[0], argv[0]);
             return 2;
         }
@@ -366,12 +379,23 @@ int main(int argc, char **argv)
     nb_tensor **idx = calloc((size_t)n, sizeof *idx), **tgt = calloc((size_t)n, sizeof *tgt);
     nb_tensor *pos = nb_new(NB_I64, 1, (int64_t[]){T}, NULL);
     double *ms = malloc(sizeof(double) * (size_t)steps);
-    if (!idx || !tgt || !ms || !pos || gpt2_build(&m, cfg, T) != 0 || make_tokens(idx, tgt, n, B, T, cfg->V, false) != 0)
-        return fail("setup");
-    for (int64_t t = 0; t < T; t++) ((int64_t *)nb_data(pos))[t] = t;
-    init_normal(&m, 0);
+    if (!idx || !tgt || !ms || !pos || make_tokens(idx, tgt, n, B, T, cfg->V, false) != 0) return fail("setup");
     int64_t nparams = 0;
-    for (int i = 0; i < m.n; i++) nparams += nb_numel(m.p[i]);
+    nb_rng rng;
+    nb_rng_seed(&rng, 1);
+    if (use_lib) { /* the library's GPT: its own initialisation, AdamW as the peer's */
+        m.cfg = *cfg;
+        nb_gpt_config gc = {cfg->Vp, cfg->maxT, cfg->L, cfg->NH, cfg->C, 0.0};
+        if (!(lib_gpt = nb_gpt(&gc, NB_F32, &rng)) || !(m.opt = nb_gpt_adamw(lib_gpt, 1e-4, 0.9, 0.999, 1e-8, 0.0)))
+            return fail("nb_gpt");
+        nparams = nb_module_num_params(lib_gpt);
+        printf("# model: nb_gpt (nabla/gpt.h)\n");
+    } else {
+        if (gpt2_build(&m, cfg, T) != 0) return fail("setup");
+        init_normal(&m, 0);
+        for (int i = 0; i < m.n; i++) nparams += nb_numel(m.p[i]);
+    }
+    for (int64_t t = 0; t < T; t++) ((int64_t *)nb_data(pos))[t] = t;
     printf("# nabla %d.%d.%d threads=%d config=%s maxT=%lld V=%lld Vp=%lld L=%lld NH=%lld C=%lld params=%lld B=%lld "
            "T=%lld\n",
            NABLA_VERSION_MAJOR, NABLA_VERSION_MINOR, NABLA_VERSION_PATCH, nb_num_threads(), cfg->name,
@@ -419,7 +443,11 @@ int main(int argc, char **argv)
            "timed_system_allocs=%lld cpu_per_wall=%.2f\n",
            cfg->name, threads, med, lo, hi, peak, st1.peak / 1048576.0, timed_allocs, cpu_per_wall);
 
-    gpt2_free(&m);
+    if (lib_gpt) {
+        nb_optim_free(m.opt);
+        nb_module_free(lib_gpt);
+    } else
+        gpt2_free(&m);
     for (int s = 0; s < n; s++) {
         nb_free(idx[s]);
         nb_free(tgt[s]);

@@ -17,7 +17,7 @@
 # GPT-2 124M shape (bench_generate, 200 tokens after a 16-token prompt, top-k 40 sampling) against
 # peer_torch_generate.py (nn.Linear as Hugging Face's loop, "torch_best") and its --matvec variant
 # (one-row products by torch.addmv, "torch_matvec"), 1 and 2 threads, in 3 rounds (1 with --quick)
-# that alternate the three, nabla first in odd rounds and last in even ones (about six minutes).
+# that alternate the three, nabla first in odd rounds and last in even ones (about ten minutes).
 # Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
 # markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
 # machine's peak FLOP rate where the figure is a FLOP rate or a time of known FLOPs.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# run.sh BUILD_DIR [--quick] [--gpt2-124m]
+# run.sh BUILD_DIR [--quick] [--gpt2-124m] [--generate]
 #
 # nabla against its peers on this machine, every figure measured in this run:
 #   nabla     BUILD_DIR/bench_gemm --table --budget S --only N T, BUILD_DIR/bench_core --table, --mlp T,
-#             BUILD_DIR/bench_gpt2 --config C --threads T
+#             BUILD_DIR/bench_gpt2 --config C --threads T, with --generate BUILD_DIR/bench_generate
 #   OpenBLAS  bench/peer_openblas.c (cblas_sgemm), compiled into a temporary directory
 #   PyTorch   bench/peer_torch.py and bench/peer_torch_gpt2.py with /usr/bin/python3, one process
 #             per configuration
@@ -13,7 +13,11 @@
 # alternate nabla (bench_gpt2) and PyTorch (peer_torch_gpt2.py --tuned), nabla first in odd rounds
 # and second in even ones, so that a change in a shared machine's speed falls on both; the table
 # shows each median round. --gpt2-124m adds one round of the GPT-2 124M shape at 2 threads (about
-# two minutes, most of it building the models).
+# two minutes, most of it building the models). --generate adds text generation with a KV cache at the
+# GPT-2 124M shape (bench_generate, 200 tokens after a 16-token prompt, top-k 40 sampling) against
+# peer_torch_generate.py (nn.Linear as Hugging Face's loop, "torch_best") and its --matvec variant
+# (one-row products by torch.addmv, "torch_matvec"), 1 and 2 threads, in 3 rounds (1 with --quick)
+# that alternate the three, nabla first in odd rounds and last in even ones (about ten minutes).
 # Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
 # markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
 # machine's peak FLOP rate where the figure is a FLOP rate or a time of known FLOPs.
@@ -27,6 +31,8 @@
 #   PyTorch GPT-2 step    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=T
 #                             OMP_NUM_THREADS=T peer_torch_gpt2.py --threads T --tuned (its own
 #                             OMP_WAIT_POLICY=PASSIVE and mallopt settings)
+#   PyTorch generation    the same environment, peer_torch_generate.py --threads T [--matvec] (always
+#                             tuned as --tuned above)
 # The tiny-op and peak-memory figures of PyTorch use the "best" environment at 1 thread.
 #
 # Exit status: 2 when bench_gemm, bench_core or bench_gpt2 is missing from BUILD_DIR (the peers and
@@ -40,7 +46,7 @@
 set -u
 
 usage() {
-    echo "usage: $0 BUILD_DIR [--quick] [--gpt2-124m]" >&2
+    echo "usage: $0 BUILD_DIR [--quick] [--gpt2-124m] [--generate]" >&2
     exit 2
 }
 [ $# -ge 1 ] || usage
@@ -48,10 +54,12 @@ BUILD_DIR=$1
 shift
 QUICK=()
 GPT2_124M=0
+GENERATE=0
 for arg in "$@"; do
     case $arg in
     --quick) QUICK=(--quick) ;;
     --gpt2-124m) GPT2_124M=1 ;;
+    --generate) GENERATE=1 ;;
     *) usage ;;
     esac
 done
@@ -75,14 +83,15 @@ best_env() { # best_env T: the "best" PyTorch environment for T threads
 }
 
 # run_round R CMD...: as run_peer, for round R of the alternating rounds: its mlp_step_ms,
-# gemm_gflops and gpt2_step_ms lines are kept as mlp_round_ms, gemm_round_gflops and gpt2_round_ms,
-# whose median over the rounds the table shows as mlp_step_ms, gemm_gflops and gpt2_step_ms.
+# gemm_gflops, gpt2_step_ms and gen_tokens_per_s lines are kept as mlp_round_ms, gemm_round_gflops,
+# gpt2_round_ms and gen_round_tokens_per_s, whose median over the rounds the table shows as
+# mlp_step_ms, gemm_gflops, gpt2_step_ms and gen_tokens_per_s.
 # Returns CMD's status.
 run_round() {
     local r=$1
     shift
     echo "# round $r, run as: $*"
-    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ mlp_core_step_ms / mlp_core_round_ms /; s/ gemm_gflops / gemm_round_gflops /; s/ gpt2_step_ms / gpt2_round_ms /' |
+    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ mlp_core_step_ms / mlp_core_round_ms /; s/ gemm_gflops / gemm_round_gflops /; s/ gpt2_step_ms / gpt2_round_ms /; s/ gen_tokens_per_s / gen_round_tokens_per_s /' |
         tee -a "$RAW"
     local s=${PIPESTATUS[0]}
     [ "$s" -eq 0 ] || echo "# exited with status $s: $*" | tee -a "$RAW"
@@ -226,6 +235,36 @@ if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
         gpt2_nabla 1 124m 2
         gpt2_peer 1 124m 2
     fi
+
+    # Generation with a KV cache (bench_generate.c, peer_torch_generate.py): the 124M shape at 1 and 2
+    # threads, nabla and the two peers in alternating rounds, each run one timed generation after an
+    # untimed one.
+    if [ "$GENERATE" -eq 1 ]; then
+        if [ ${#QUICK[@]} -gt 0 ]; then GENROUNDS=1; else GENROUNDS=3; fi
+        gen_nabla() { # gen_nabla R T
+            if [ ! -x "$BUILD_DIR/bench_generate" ]; then
+                echo "# missing: $BUILD_DIR/bench_generate; its nabla cells stay '-'"
+                return 0
+            fi
+            run_round "$1" "$BUILD_DIR/bench_generate" --config 124m --threads "$2" --rounds 1 | grep -v '^round '
+            local s=${PIPESTATUS[0]}
+            [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+        }
+        gen_peer() { # gen_peer R T LABEL [--matvec]
+            run_round "$1" "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS="$2" OMP_NUM_THREADS="$2" "$PY" \
+                "$HERE/peer_torch_generate.py" --config 124m --threads "$2" --rounds 1 --label "$3" "${@:4}" |
+                grep -v '^round '
+        }
+        for r in $(seq 1 $GENROUNDS); do
+            for t in 1 2; do
+                if [ $((r % 2)) -eq 1 ]; then
+                    gen_nabla "$r" $t; gen_peer "$r" $t torch_best; gen_peer "$r" $t torch_matvec --matvec
+                else
+                    gen_peer "$r" $t torch_matvec --matvec; gen_peer "$r" $t torch_best; gen_nabla "$r" $t
+                fi
+            done
+        done
+    fi
     best_env 1
     run_peer "${BEST_ENV[@]}" "${TORCH[@]}" tiny --threads 1 --label torch --tune-blas "${QUICK[@]}"
     run_peer "${BEST_ENV[@]}" "${TORCH[@]}" mem --threads 1 --label torch --tune-blas "${QUICK[@]}"
@@ -249,9 +288,10 @@ awk '
         v[$1, key] = $NF + 0
         if ($2 == "gpt2_timed_allocs" && (($1, key) in v) && vmax[$1, key] > $NF + 0) v[$1, key] = vmax[$1, key]
         if ($2 == "gpt2_timed_allocs") vmax[$1, key] = v[$1, key]
-        if ($2 == "mlp_round_ms" || $2 == "mlp_core_round_ms" || $2 == "gemm_round_gflops" || $2 == "gpt2_round_ms") {
+        if ($2 == "mlp_round_ms" || $2 == "mlp_core_round_ms" || $2 == "gemm_round_gflops" || $2 == "gpt2_round_ms" ||
+            $2 == "gen_round_tokens_per_s") {
             rk = ($2 == "mlp_round_ms") ? "mlp_step_ms" : ($2 == "mlp_core_round_ms") ? "mlp_core_step_ms" : \
-                 ($2 == "gpt2_round_ms") ? "gpt2_step_ms" : "gemm_gflops"
+                 ($2 == "gpt2_round_ms") ? "gpt2_step_ms" : ($2 == "gen_round_tokens_per_s") ? "gen_tokens_per_s" : "gemm_gflops"
             for (i = 3; i < NF; i++) rk = rk " " $i
             rv[$1, rk, ++rn[$1, rk]] = $NF + 0
         }
@@ -290,7 +330,8 @@ awk '
             for (i = 1; i <= n; i++) sv[i] = rv[p[1], p[2], i]
             for (i = 2; i <= n; i++) for (j = i; j > 1 && sv[j - 1] > sv[j]; j--) { x = sv[j]; sv[j] = sv[j - 1]; sv[j - 1] = x }
             v[p[1], p[2]] = (n % 2) ? sv[(n + 1) / 2] : (sv[n / 2] + sv[n / 2 + 1]) / 2
-            if (p[2] ~ /^mlp/) nrounds = n; else if (p[2] ~ /^gpt2/) g2rounds[p[2]] = n; else grounds = n
+            if (p[2] ~ /^mlp/) nrounds = n; else if (p[2] ~ /^gpt2/) g2rounds[p[2]] = n
+            else if (p[2] ~ /^gen_/) genrounds = n; else grounds = n
         }
         clock = has("nabla", "clock_ghz") ? v["nabla", "clock_ghz"] : 0
         # FLOPs of one MLP step: forward matmuls, weight gradients (same count), input
@@ -372,6 +413,17 @@ awk '
             row(sprintf("GPT-2 %s step, blocks from the system allocator in the timed steps (most of any round), %d thread%s", c, t, plural(t)),
                 sprintf("%d", v["nabla", key]), "-", "-", "0: " (v["nabla", key] == 0 ? "met" : "not met"), "-", "-")
         }
+        g = "gen"
+        for (t = 1; t <= 2; t++) {
+            key = "gen_tokens_per_s 124m " t
+            if (!has("nabla", key) && !has("torch_best", key)) continue
+            r = ratio("nabla", "torch_best", key)
+            peer = fmt("%.2f", "torch_best", key)
+            if (has("torch_matvec", key)) peer = peer sprintf(" (addmv %.2f, nabla / that %.2f)", v["torch_matvec", key], \
+                has("nabla", key) && v["torch_matvec", key] > 0 ? v["nabla", key] / v["torch_matvec", key] : 0)
+            row(sprintf("GPT-2 124M generation, KV cache, 200 tokens after 16, top-k 40, %d thread%s, tokens/s (peer: PyTorch)", t, plural(t)),
+                fmt("%.2f", "nabla", key), peer, rfmt("%.2f", r), check(r, 1.25, 1, t " thread" plural(t)), "-", "-")
+        }
         g = "tiny"; key = "tiny_op_us"; r = ratio("nabla", "torch", key)
         row("tiny ops: 1,000 scalar f32 mul/add/tanh, fwd + bwd, us per op, 1 thread (peer: PyTorch)",
             fmt("%.4f", "nabla", key), fmt("%.3f", "torch", key), rfmt("%.3f", r), check(r, 0.05, 0, "tiny ops"), "-", "-")
@@ -401,7 +453,9 @@ awk '
             print "its FLOPs for nabla / peak: the matrix products only, 3 x the forward ones (attention over the full T x T);"
             print "peak memory: VmHWM - VmRSS as for the MLP, from the last round: the whole process, model and AdamW state included."
         }
-        print "nabla / peer: GEMM higher is better; time and memory lower is better. PyTorch \"out of box\": the"
+        if (genrounds > 0)
+            printf "Generation: the median of %d round%s alternating nabla and PyTorch (nn.Linear as Hugging Face, and torch.addmv), each one generation.\n", genrounds, plural(genrounds)
+        print "nabla / peer: GEMM and tokens/s higher is better; time and memory lower is better. PyTorch \"out of box\": the"
         print "machine environment with only torch.set_num_threads; the ratio and target use the best environment."
         print "Peak memory: VmHWM - VmRSS after resetting VmHWM (clear_refs 5) just before building the model and data."
         print ""
@@ -416,6 +470,7 @@ awk '
         if ("gpt2_allocs" in fail) printf "- %s: not met (%s)\n", t, substr(fail["gpt2_allocs"], 3)
         else if ("gpt2_allocs" in count) printf "- %s: met (0 blocks in every round)\n", t
         else printf "- %s: - (no verdict; a figure is missing)\n", t
+        if (("gen") in count) verdict("gen", "GPT-2 124M generation tokens/s >= 1.25x PyTorch (nn.Linear loop), 1 and 2 threads")
         verdict("tiny", "tiny ops <= 1/20 of PyTorch time per op")
         verdict("mem", "MLP peak memory <= PyTorch")
     }

@@ -302,12 +302,14 @@ done:
 /* The same product on 1..4 threads: bit-identical, and equal to the oracle within rounding. */
 static void test_threads(void)
 {
-    /* the last two are narrow: on one thread they run as C^T = B^T A^T (AVX-512 f32), split as they are */
-    static const int64_t shapes[][3] = {{300, 200, 150}, {1000, 20, 500}, {37, 999, 64},
-                                        {513, 257, 129}, {20000, 10, 256}, {9000, 13, 900}};
+    /* {20000, 10, 256}, {9000, 13, 900} are narrow: on one thread they run as C^T = B^T A^T (AVX-512 f32),
+       split as they are; the last three are matrix-vector products (direct loops) */
+    static const int64_t shapes[][3] = {{300, 200, 150}, {1000, 20, 500}, {37, 999, 64},  {513, 257, 129},
+                                        {20000, 10, 256}, {9000, 13, 900}, {1, 5003, 700}, {5003, 1, 700},
+                                        {1, 2563, 1000}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
         const int64_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
-        for (int trans = 0; trans < 2; ++trans) {
+        for (int trans = 0; trans < 3; ++trans) {
             float *a = malloc(sizeof(float) * (size_t)(m * k)), *b = malloc(sizeof(float) * (size_t)(k * n));
             float *c1 = malloc(sizeof(float) * (size_t)(m * n)), *ct = malloc(sizeof(float) * (size_t)(m * n));
             double *d1 = malloc(sizeof(double) * (size_t)(m * n)), *dt = malloc(sizeof(double) * (size_t)(m * n));
@@ -320,24 +322,25 @@ static void test_threads(void)
                 ad[i] = a[i] = (float)((i * 7919 % 2003) - 1001) / 1001.0f;
             for (int64_t i = 0; i < k * n; ++i)
                 bd[i] = b[i] = (float)((i * 104729 % 1999) - 999) / 999.0f;
-            /* trans: A read as its transpose (A stored k x m) */
-            const int64_t rsa = trans ? 1 : k, csa = trans ? m : 1;
+            /* trans 1: A read as its transpose (A stored k x m); 2: B read as its transpose (B stored n x k) */
+            const int64_t rsa = trans == 1 ? 1 : k, csa = trans == 1 ? m : 1;
+            const int64_t rsb = trans == 2 ? 1 : n, csb = trans == 2 ? k : 1;
             nb_set_num_threads(1);
-            int ok = nbi_gemm_f32(m, n, k, a, rsa, csa, b, n, 1, c1, n, false) == 0;
-            ok &= nbi_gemm_f64(m, n, k, ad, rsa, csa, bd, n, 1, d1, n, false) == 0;
+            int ok = nbi_gemm_f32(m, n, k, a, rsa, csa, b, rsb, csb, c1, n, false) == 0;
+            ok &= nbi_gemm_f64(m, n, k, ad, rsa, csa, bd, rsb, csb, d1, n, false) == 0;
             for (int t = 2; t <= 4; ++t) {
                 nb_set_num_threads(t);
-                ok &= nbi_gemm_f32(m, n, k, a, rsa, csa, b, n, 1, ct, n, false) == 0;
-                ok &= nbi_gemm_f64(m, n, k, ad, rsa, csa, bd, n, 1, dt, n, false) == 0;
+                ok &= nbi_gemm_f32(m, n, k, a, rsa, csa, b, rsb, csb, ct, n, false) == 0;
+                ok &= nbi_gemm_f64(m, n, k, ad, rsa, csa, bd, rsb, csb, dt, n, false) == 0;
                 ok &= memcmp(c1, ct, sizeof(float) * (size_t)(m * n)) == 0;
                 ok &= memcmp(d1, dt, sizeof(double) * (size_t)(m * n)) == 0;
             }
-            nbi_gemm_f64_ref(m, n, k, ad, rsa, csa, bd, n, 1, dt, n, false);
+            nbi_gemm_f64_ref(m, n, k, ad, rsa, csa, bd, rsb, csb, dt, n, false);
             for (int64_t i = 0; i < m * n; ++i)
                 ok &= fabs(d1[i] - dt[i]) <= 1e-12 * (double)k;
             char what[96];
             snprintf(what, sizeof what, "threads: %lldx%lldx%lld%s bit-identical on 1-4 threads", (long long)m,
-                     (long long)n, (long long)k, trans ? " (A transposed)" : "");
+                     (long long)n, (long long)k, trans == 1 ? " (A transposed)" : trans == 2 ? " (B transposed)" : "");
             check(ok, what);
         next:
             free(a), free(b), free(c1), free(ct), free(d1), free(dt), free(ad), free(bd);

@@ -385,6 +385,8 @@ nb_tensor *nb_gpt_forward_cached(nb_module *gpt, nb_gpt_cache *c, nb_tensor *tok
 
 nb_gen_options nb_gen_defaults(void) { return (nb_gen_options){.temperature = 1.0}; }
 
+#define TOPK_BUF 256 /* top_k up to this: the k-th largest logit in one pass */
+
 /* A token drawn from logits (n values of dtype dt) as nb_gpt_generate describes; p is n doubles of scratch. */
 static int64_t sample(const void *logits, nb_dtype dt, int64_t n, const nb_gen_options *o, double *p, nb_rng *rng) {
     for (int64_t i = 0; i < n; i++) p[i] = dt == NB_F32 ? (double)((const float *)logits)[i] : ((const double *)logits)[i];
@@ -392,8 +394,21 @@ static int64_t sample(const void *logits, nb_dtype dt, int64_t n, const nb_gen_o
     for (int64_t i = 1; i < n; i++)
         if (p[i] > p[best] || (p[i] == p[i] && p[best] != p[best])) best = i;
     if (o->temperature == 0) return best;
-    double kth = -INFINITY; /* the k-th largest logit: those below it are dropped */
-    if (o->top_k > 0 && o->top_k < n) {
+    double kth = -INFINITY; /* the k-th largest logit (ties counted): those below it are dropped */
+    if (o->top_k > 0 && o->top_k < n && o->top_k <= TOPK_BUF) {
+        /* one pass keeping the k largest values seen, in descending order; NaN and +inf are not counted, as
+           in the rounds below (whose first round looks below +inf) */
+        double top[TOPK_BUF];
+        int64_t have = 0, k = o->top_k;
+        for (int64_t i = 0; i < n; i++) {
+            const double x = p[i];
+            if (!(x < INFINITY) || (have == k && !(x > top[k - 1]))) continue;
+            int64_t j = have < k ? have++ : k - 1;
+            for (; j > 0 && top[j - 1] < x; j--) top[j] = top[j - 1];
+            top[j] = x;
+        }
+        if (have > 0) kth = top[have - 1];
+    } else if (o->top_k > 0 && o->top_k < n) {
         /* k rounds of "the largest value below the previous one, counting ties" */
         int64_t seen = 0;
         double prev = INFINITY;

@@ -178,7 +178,12 @@ int nbi_bw_dense(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     for (int i = 0; i + 1 < x->rank; i++) m *= x->shape[i];
     if (x->requires_grad && !(gin[0] = nb_matmul(gp, w))) return -1;
     nb_tensor *g2 = nb_reshape(gp, 2, (int64_t[]){m, nout});
-    if (w->requires_grad && !(gin[1] = nb_matmul(nb_transpose(g2, 0, 1), nb_reshape(x, 2, (int64_t[]){m, in}))))
+    nb_tensor *x2 = w->requires_grad ? nb_reshape(x, 2, (int64_t[]){m, in}) : NULL;
+    if (w->requires_grad && w->strides[0] == 1 && w->strides[1] == nout && nout > 1) {
+        /* w is the transpose of a contiguous (in, nout) weight (GPT-2's Conv1D): the gradient in that layout,
+           x^T g, so that the transpose's backward hands the weight a contiguous gradient (no strided copy) */
+        if (!(gin[1] = nb_transpose(nb_matmul(nb_transpose(x2, 0, 1), g2), 0, 1))) return -1;
+    } else if (w->requires_grad && !(gin[1] = nb_matmul(nb_transpose(g2, 0, 1), x2)))
         return -1;
     if (b && b->requires_grad && !(gin[2] = db ? db : nb_sum_axes(g2, 1, (int[]){0}, false))) return -1;
     return 0;

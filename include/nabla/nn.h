@@ -127,6 +127,22 @@ NB_API nb_module *nb_dropout_layer(double p, nb_rng *rng);
 NB_API nb_module *nb_layer_norm_layer(int64_t d, double eps, nb_dtype dt);
 /* A (n, d) table, N(0, 1) initialised; forward takes NB_I64 ids of any shape. */
 NB_API nb_module *nb_embedding(int64_t n, int64_t d, nb_dtype dt, nb_rng *rng);
+/* Convolutional layers, PyTorch's names and defaults. Conv2d: weight (out, in / groups, kh, kw) and bias
+   (out) drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in / groups kh kw (PyTorch's default
+   initialisation); forward is nb_conv2d with o. */
+NB_API nb_module *nb_conv2d_layer(int64_t in, int64_t out, int kh, int kw, nb_conv2d_opts o, bool bias, nb_dtype dt,
+                                  nb_rng *rng);
+/* MaxPool2d and AvgPool2d over kh x kw windows with o (stride 0: the kernel); GlobalAvgPool2d (N,C,H,W) ->
+   (N,C,1,1); Flatten (N, ...) -> (N, rest), as torch.nn.Flatten. No parameters. */
+NB_API nb_module *nb_max_pool2d_layer(int kh, int kw, nb_conv2d_opts o);
+NB_API nb_module *nb_avg_pool2d_layer(int kh, int kw, nb_conv2d_opts o);
+NB_API nb_module *nb_global_avg_pool2d_layer(void);
+NB_API nb_module *nb_flatten_layer(void);
+/* BatchNorm2d (also takes (N,C)): weight 1 and bias 0 (C); buffers running_mean 0, running_var 1 (C) and
+   num_batches_tracked (an NB_I64 scalar), PyTorch's names. In training mode nb_batch_norm with the batch's
+   statistics updates the running ones (momentum as PyTorch's, 0.1 there) and counts the batch; in eval mode
+   it normalises with the running ones. */
+NB_API nb_module *nb_batch_norm2d_layer(int64_t c, double eps, double momentum, nb_dtype dt);
 /* f(X) + X around inner (owned); a shape mismatch is an error at forward. */
 NB_API nb_module *nb_residual(nb_module *inner);
 /* The n modules applied in order (owned; NULL entries make it fail and free the rest). */

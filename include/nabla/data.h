@@ -130,6 +130,18 @@ NB_API int nb_dataset_feature_stats(const nb_dataset *ds, nb_tensor **mean, nb_t
    unchanged. */
 NB_API int nb_dataset_standardize(nb_dataset *ds, const nb_tensor *mean, const nb_tensor *std);
 
+/* View the features of ds as images: x (N, D) becomes (N, c, h, w), c h w = D (IDX images: nb_load_idx
+   then nb_dataset_to_images(ds, 1, 28, 28)). ds->d is unchanged; the batcher then gives (B, c, h, w).
+   Returns 0, or nonzero with an error naming the sizes (ds unchanged). */
+NB_API int nb_dataset_to_images(nb_dataset *ds, int64_t c, int64_t h, int64_t w);
+/* Data augmentation for images x (B, C, H, W): each image shifted by (dy, dx), both uniform in [-pad, pad]
+   (torchvision's RandomCrop(H, padding = pad): the image padded with zeros by pad on every side, then an
+   H x W window taken), then, when flip, mirrored left to right with probability 1/2. Per image, in order:
+   dy = nb_rng_next % (2 pad + 1) - pad, dx likewise, then (flip only) one nb_rng_uniform < 0.5. A new
+   tensor of x's dtype in the current scope, never recorded (x is data). NULL with an error for another
+   rank, pad < 0 or NULL rng. */
+NB_API nb_tensor *nb_random_crop_flip(nb_tensor *x, int pad, bool flip, nb_rng *rng);
+
 /* Mini-batches of a data set, reshuffled each epoch from rng when shuffle is set. */
 typedef struct nb_batcher nb_batcher;
 NB_API nb_batcher *nb_batcher_new(const nb_dataset *ds, int64_t batch, bool shuffle, nb_rng *rng);

@@ -64,6 +64,8 @@ typedef struct {
     uint64_t seed;
     int cosine; /* -1: the default for the data */
     bool data_given;
+    bool cnn;     /* --model cnn: the convolutional network (build) instead of the MLP */
+    int augment;  /* --augment: 1 random crops (padding 2) and flips of the training images; -1: the default */
 } options;
 
 typedef struct {
@@ -137,8 +139,12 @@ static bool set_str(char *dst, size_t cap, const char *s) {
 static void usage_train(FILE *f) {
     fprintf(f,
             "usage: nabla train [options]      (--opt value or --opt=value)\n"
-            "  --model mlp|gpt     mlp (default): a classifier, the options below; gpt: a language model on\n"
-            "                      a text (see nabla train --model gpt --help)\n"
+            "  --model mlp|cnn|gpt mlp (default): a classifier MLP; cnn: a convolutional classifier of square\n"
+            "                      images (two conv 3x3 + batch norm + activation + 2x2 max pool blocks of 32\n"
+            "                      and 64 channels, a hidden layer of --hidden (default 128) and the output);\n"
+            "                      gpt: a language model on a text (see nabla train --model gpt --help)\n"
+            "  --augment on|off    cnn: random crops (padding 2) and horizontal flips of the training images\n"
+            "                      (default off)\n"
             "  --data digits|fashion-mnist|DIR  data set (default digits, embedded; DIR holds train-/t10k-\n"
             "                                   images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz])\n"
             "  --csv FILE          a CSV whose last column is the label: a seeded shuffled 80/20 split,\n"
@@ -179,6 +185,7 @@ static void defaults(options *o) {
     o->out = NULL;
     o->seed = 1;
     o->cosine = -1;
+    o->augment = -1;
 }
 
 static bool known_activation(const char *s) {
@@ -187,7 +194,7 @@ static bool known_activation(const char *s) {
 }
 
 static bool known_option(const char *s) {
-    static const char *const names[] = {"--model", "--data", "--csv", "--out", "--resume", "--activation", "--optimizer",
+    static const char *const names[] = {"--model", "--augment", "--data", "--csv", "--out", "--resume", "--activation", "--optimizer",
                                         "--schedule", "--hidden", "--dropout", "--lr", "--epochs", "--batch",
                                         "--seed", "--threads"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -201,7 +208,16 @@ static bool known_optimizer(const char *s) { return !strcmp(s, "adam") || !strcm
    unknown option. */
 static int set_option(options *o, const char *opt, const char *v) {
     int64_t n;
-    if (!strcmp(opt, "--model")) return 0; /* mlp: checked by cmd_train */
+    if (!strcmp(opt, "--model")) { /* gpt was dispatched by cmd_train */
+        if (strcmp(v, "mlp") && strcmp(v, "cnn")) return bad_option(opt, v, "mlp (default), cnn or gpt");
+        o->cnn = !strcmp(v, "cnn");
+        return 0;
+    }
+    if (!strcmp(opt, "--augment")) {
+        if (strcmp(v, "on") && strcmp(v, "off")) return bad_option(opt, v, "on or off");
+        o->augment = !strcmp(v, "on");
+        return 0;
+    }
     if (!strcmp(opt, "--data")) {
         if (!*v || !set_str(o->data, sizeof o->data, v)) return bad_option(opt, v, "digits, fashion-mnist or a folder");
         o->data_given = true;
@@ -330,6 +346,7 @@ static int write_args(FILE *f, const run *r) {
     put_escaped(f, o->csv[0] ? "-" : o->data);
     fputs("\ncsv ", f);
     put_escaped(f, o->csv[0] ? o->csv : "-");
+    fprintf(f, "\nmodel %s\naugment %d", o->cnn ? "cnn" : "mlp", o->augment > 0);
     fprintf(f, "\nactivation %s\ndropout %.17g\nseed %" PRIu64 "\nhidden", o->activation, o->dropout, o->seed);
     for (int i = 0; i < o->nhidden; i++) fprintf(f, "%c%" PRId64, i ? ',' : ' ', o->hidden[i]);
     fprintf(f, "\noptimizer %s\nlr %.17g\nbatch %" PRId64 "\nschedule %s\nepochs %" PRId64 "\ndone %" PRId64
@@ -390,6 +407,8 @@ static int read_args(const char *path, run *r, int need) {
             got |= data ? A_DATA : A_CSV;
             free(u);
         }
+        else if (!strcmp(k, "model")) bad = strcmp(v, "mlp") && strcmp(v, "cnn"), o->cnn = !strcmp(v, "cnn");
+        else if (!strcmp(k, "augment")) bad = strcmp(v, "0") && strcmp(v, "1"), o->augment = !strcmp(v, "1");
         else if (!strcmp(k, "activation")) bad = !known_activation(v) || !set_str(o->activation, sizeof o->activation, v), got |= A_ACT;
         else if (!strcmp(k, "dropout")) bad = !to_real(v, 0, 1, false, &o->dropout), got |= A_DROP;
         else if (!strcmp(k, "seed")) bad = !to_u64(v, &o->seed), got |= A_SEED;
@@ -622,8 +641,42 @@ static nb_module *activation(const char *name) {
 }
 
 /* The MLP, its parameters listed in r->params with their names; NULL with the library's error. */
+/* --model cnn: two blocks of conv 3x3 (padding 1), batch norm, the activation and a 2x2 max pool (32 then 64
+   channels), then a hidden linear layer (--hidden, default 128) with dropout (--dropout) and the output layer.
+   The images are square, side s (the features' count is s^2): the flattened size is 64 (s/4)^2. */
+static int build_cnn(run *r) {
+    const options *o = &r->o;
+    nb_module *mods[16];
+    int n = 0;
+    int64_t s = nb_shape(r->tr.x)[2], side = s / 4, hidden = o->nhidden ? o->hidden[0] : 128;
+    nb_conv2d_opts pad1 = {{1, 1}, {1, 1}, {1, 1}, 1}, none = {{0, 0}, {0, 0}, {0, 0}, 0};
+    nb_clear_error();
+    if (side < 1) return nb_failf("nabla", "images of %" PRId64 "x%" PRId64 " are too small for two 2x2 poolings", s, s), -1;
+    for (int b = 0; b < 2; b++) {
+        int64_t cin = b ? 32 : 1, cout = b ? 64 : 32;
+        if (!(mods[n++] = nb_conv2d_layer(cin, cout, 3, 3, pad1, true, NB_F32, &r->rng))) goto fail;
+        if (!(mods[n++] = nb_batch_norm2d_layer(cout, 1e-5, 0.1, NB_F32))) goto fail;
+        if (!(mods[n++] = activation(o->activation))) goto fail;
+        if (!(mods[n++] = nb_max_pool2d_layer(2, 2, none))) goto fail;
+    }
+    if (!(mods[n++] = nb_flatten_layer())) goto fail;
+    nb_init init = strcmp(o->activation, "relu") == 0 ? NB_INIT_KAIMING : NB_INIT_XAVIER;
+    if (!(mods[n++] = nb_linear(64 * side * side, hidden, true, init, NB_F32, &r->rng))) goto fail;
+    if (!(mods[n++] = activation(o->activation))) goto fail;
+    if (o->dropout > 0 && !(mods[n++] = nb_dropout_layer(o->dropout, &r->rng))) goto fail;
+    if (!(mods[n++] = nb_linear(hidden, r->classes, true, NB_INIT_XAVIER, NB_F32, &r->rng))) goto fail;
+    r->net = nb_sequential(n, mods);
+    if (!r->net) return -1;
+    r->np = nb_module_params(r->net, r->params, r->pnames, MAX_PARAMS);
+    return r->np > 0 && r->np <= MAX_PARAMS ? 0 : -1;
+fail:
+    for (int i = 0; i < n - 1; i++) nb_module_free(mods[i]);
+    return -1;
+}
+
 static int build(run *r) {
     const options *o = &r->o;
+    if (o->cnn) return build_cnn(r);
     nb_module *mods[3 * MAX_LAYERS + 1];
     int n = 0;
     int64_t prev = r->tr.d;
@@ -650,6 +703,17 @@ fail:
 /* Loads the data (have_stats as for load_data), then builds the model from the seed; nonzero after a message. */
 static int load_and_build(run *r, bool have_stats) {
     if (load_data(r, have_stats) != 0) return die_lib("cannot load the data");
+    if (r->o.cnn) { /* square images of one channel */
+        int64_t s = (int64_t)floor(sqrt((double)r->tr.d) + 0.5);
+        if (s * s != r->tr.d) {
+            fprintf(stderr, "nabla: --model cnn needs square images; the data has %" PRId64 " features per sample\n",
+                    r->tr.d);
+            return 1;
+        }
+        nb_clear_error();
+        if (nb_dataset_to_images(&r->tr, 1, s, s) != 0 || nb_dataset_to_images(&r->te, 1, s, s) != 0)
+            return die_lib("cannot load the data");
+    }
     nb_rng_seed(&r->rng, r->o.seed);
     if (build(r) != 0) return die_lib("cannot build the model");
     return 0;
@@ -808,6 +872,7 @@ static int train_epoch(run *r, bool tty) {
         if (o->cosine) /* cosine decay from --lr to 0 over the run */
             nb_optim_set_lr(r->opt, nb_lr_cosine(o->lr, nb_optim_steps(r->opt), 0, steps_total, 0));
         nb_optim_zero_grad(r->opt);
+        if (o->cnn && o->augment > 0) x = nb_random_crop_flip(x, 2, true, &r->rng); /* NULL: the forward fails with it */
         nb_tensor *logits = nb_forward(r->net, x);
         nb_tensor *loss = nb_cross_entropy(logits, y);
         if (!loss || nb_backward(loss, NULL, 0) != 0 || nb_optim_step(r->opt) != 0) {
@@ -880,7 +945,7 @@ static const char *model_kind(int argc, char **argv) {
 int cmd_train(int argc, char **argv) {
     const char *kind = model_kind(argc, argv);
     if (kind && !strcmp(kind, "gpt")) return cmd_train_gpt(argc, argv);
-    if (kind && strcmp(kind, "mlp")) return bad_option("--model", kind, "mlp (default) or gpt");
+    if (kind && strcmp(kind, "mlp") && strcmp(kind, "cnn")) return bad_option("--model", kind, "mlp (default), cnn or gpt");
     run r;
     memset(&r, 0, sizeof r);
     defaults(&r.o);

@@ -1169,6 +1169,64 @@ void nb_batcher_free(nb_batcher *b) {
     nbi_dealloc(b);
 }
 
+/* --------------------------------------------------------------- images --- */
+
+int nb_dataset_to_images(nb_dataset *ds, int64_t c, int64_t h, int64_t w) {
+    const char *fn = "nb_dataset_to_images";
+    if (!ds || !ds->x) return fail(fn, "the data set is NULL or empty");
+    if (c < 1 || h < 1 || w < 1 || c > ds->d || h > ds->d || w > ds->d || c * h * w != ds->d)
+        return fail(fn, "images of %lld x %lld x %lld do not hold the %lld features of a sample", (long long)c,
+                    (long long)h, (long long)w, (long long)ds->d);
+    nb_tensor *x = nb_reshape(ds->x, 4, (int64_t[]){ds->n, c, h, w});
+    if (!x) return -1;
+    if (x != ds->x) {
+        to_top(x);
+        nb_free(ds->x);
+        ds->x = x;
+    }
+    return 0;
+}
+
+nb_tensor *nb_random_crop_flip(nb_tensor *x, int pad, bool flip, nb_rng *rng) {
+    const char *fn = "nb_random_crop_flip";
+    if (!x || !rng) return nb_fail(fn, "x and rng must not be NULL");
+    if (nb_rank(x) != 4 || nb_dtype_of(x) == NB_I64) {
+        char sh[128];
+        return nb_failf(fn, "x must be float images (B, C, H, W), not %s", nb_shape_str(nb_rank(x), nb_shape(x), sh, sizeof sh));
+    }
+    if (pad < 0 || pad > (1 << 20)) return nb_failf(fn, "pad %d must be in [0, 2^20]", pad);
+    const int64_t *s = nb_shape(x);
+    int64_t B = s[0], C = s[1], H = s[2], W = s[3];
+    bool was = nb_grad_enabled();
+    nb_set_grad_enabled(false);
+    nb_tensor *src = nb_contiguous(x), *out = src ? nb_new(nb_dtype_of(x), 4, s, NULL) : NULL;
+    nb_set_grad_enabled(was);
+    if (!out) {
+        if (src != x) nb_free(src);
+        return NULL;
+    }
+    bool f32 = nb_dtype_of(x) == NB_F32;
+    const char *a = nb_data(src);
+    char *o = nb_data(out);
+    size_t es = f32 ? 4 : 8;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t dy = pad ? (int64_t)(nb_rng_next(rng) % (uint64_t)(2 * pad + 1)) - pad : 0;
+        int64_t dx = pad ? (int64_t)(nb_rng_next(rng) % (uint64_t)(2 * pad + 1)) - pad : 0;
+        bool mirror = flip && nb_rng_uniform(rng) < 0.5;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t i = 0; i < H; i++)
+                for (int64_t j = 0; j < W; j++) {
+                    /* output (i, j) of the crop is input (i + dy, j' + dx), j' the mirrored column */
+                    int64_t jj = mirror ? W - 1 - j : j, si = i + dy, sj = jj + dx;
+                    char *dst = o + (size_t)(((b * C + c) * H + i) * W + j) * es;
+                    if (si < 0 || si >= H || sj < 0 || sj >= W) memset(dst, 0, es);
+                    else memcpy(dst, a + (size_t)(((b * C + c) * H + si) * W + sj) * es, es);
+                }
+    }
+    if (src != x) nb_free(src);
+    return out;
+}
+
 /* ----------------------------------------------------------------- text --- */
 
 int nb_load_text(const char *path, nb_text *out) {

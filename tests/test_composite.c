@@ -95,6 +95,10 @@ static nb_tensor *f_attn_keep(nb_tensor **x) { /* an i64 mask: keep where x[3] >
 }
 /* convolution: one rule (its gradient ops), recorded or not */
 #define CONV_OPTS ((nb_conv2d_opts){{2, 1}, {1, 0}, {1, 2}, 2})
+/* max pooling: the scatter kernel against a recorded scatter_add (inputs far from ties: a random draw) */
+static nb_tensor *f_max_pool(nb_tensor **x) {
+    return nb_max_pool2d(x[0], (int[]){3, 2}, (nb_conv2d_opts){{2, 1}, {1, 1}, {1, 2}, 0});
+}
 static nb_tensor *f_conv(nb_tensor **x) { return nb_conv2d(x[0], x[1], x[2], CONV_OPTS); }
 static nb_tensor *f_conv_input(nb_tensor **x) {
     return nb_conv2d_input((int64_t[]){2, 4, 7, 6}, x[1], x[0], CONV_OPTS); /* g (2,6,4,4), w (6,2,3,2) */
@@ -239,6 +243,7 @@ static const cc_case cases[] = {
     {"attention_causal_kv", f_attn_causal, 3, {IN3(2, 3, 4), IN3(2, 7, 4), IN3(2, 7, 5)}, false},
     {"attention_mask_bcast", f_attn_mask, 4, {IN4(2, 2, 5, 3), IN3(2, 5, 3), IN2(5, 4), IN2(5, 5)}, false},
     {"attention_keep_const_v", f_attn_keep, 4, {IN3(2, 4, 3), IN3(5, 2, 3), IN3C(2, 5, 2), IN2C(4, 5)}, false},
+    {"max_pool2d", f_max_pool, 1, {IN4(2, 3, 7, 6)}, false},
     {"conv2d", f_conv, 3, {IN4(2, 4, 7, 6), IN4(6, 2, 3, 2), IN1(6)}, false},
     {"conv2d_input", f_conv_input, 2, {IN4(2, 6, 4, 4), IN4(6, 2, 3, 2)}, false},
     {"conv2d_weight", f_conv_weight, 2, {IN4(2, 4, 7, 6), IN4(2, 6, 4, 4)}, false},

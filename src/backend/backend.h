@@ -279,10 +279,13 @@ typedef struct nbi_backend {
     int (*conv2d_weight)(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv);
 
     /* ---- 2-D max pooling (f32 or f64 dt, contiguous x (N, C, H, W); nbi_conv geometry with O and G unused) ---- */
-    /* idx (N, C, OH, OW) = the position h W + w in its (H, W) plane of the largest x of each window (taps in the
-       padding left out), PyTorch's rule: scanning the window row by row, a value replaces the current one
-       when it is greater or NaN (so the first of tied maxima, the last NaN). Exact on every set. */
-    void (*max_pool2d_index)(nb_dtype dt, int64_t *idx, const void *x, const nbi_conv *cv);
+    /* y (N, C, OH, OW) the largest x of each window and idx (N, C, OH, OW) its position h W + w in its (H, W)
+       plane (taps in the padding left out), PyTorch's rule: scanning the window row by row, a value replaces the
+       current one when it is greater or NaN (so the first of tied maxima, the last NaN). Exact on every set. */
+    void (*max_pool2d)(nb_dtype dt, void *y, int64_t *idx, const void *x, const nbi_conv *cv);
+    /* dx (N, C, H, W) = 0, then dx[n, c, idx[n, c, i, j]] += g[n, c, i, j] over (i, j) in order (each plane
+       summed in that order whatever the thread count). */
+    void (*max_pool2d_grad)(nb_dtype dt, void *dx, const void *g, const int64_t *idx, const nbi_conv *cv);
 } nbi_backend;
 
 /* The kernel sets. */

@@ -213,6 +213,9 @@ NBI_API bool nbi_axis(int axis, int rank, int *out);
 NBI_API bool nbi_axis_arg(const char *fn, int axis, const nb_tensor *t, int *out);
 /* t itself when contiguous, else an unrecorded contiguous copy (a kernel's input). */
 NBI_API nb_tensor *nbi_contiguous_input(const char *fn, nb_tensor *t);
+/* A zero tensor of the given shape with g added at idx along axis ax (the gradient of gather: a recorded
+   scatter_add when g needs grad); src/ops/index.c. */
+NBI_API nb_tensor *nbi_scatter_add(nb_tensor *g, nb_tensor *idx, int ax, int rank, const int64_t *shape);
 /* Strides of t as seen from a broadcast shape of rank `rank` (0 where broadcast). */
 NBI_API void nbi_bstrides(const nb_tensor *t, int rank, const int64_t *shape, int64_t *strides);
 

@@ -90,6 +90,10 @@ static nb_tensor *scatter(nbi_op op, nb_tensor *g, nb_tensor *idx, int ax, int r
     return out;
 }
 
+nb_tensor *nbi_scatter_add(nb_tensor *g, nb_tensor *idx, int ax, int rank, const int64_t *shape) {
+    return scatter(NBI_OP_SCATTER_ADD, g, idx, ax, rank, shape);
+}
+
 int nbi_bw_index_select(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *a = out->node.in[0];
     return (gin[0] = scatter(NBI_OP_INDEX_ADD, g, out->node.in[1], out->node.ip[0], a->rank, a->shape)) ? 0 : -1;

@@ -1,10 +1,11 @@
 /*
  * pool.c - 2-D pooling (PyTorch's max_pool2d, avg_pool2d, adaptive average pooling to 1x1) and flatten.
  *
- * None is an op of its own; each is made of recorded ops, so gradients of every order come with them:
- *   max_pool2d  the backend's max_pool2d_index kernel picks each window's position (PyTorch's tie rule),
- *               then y = gather(x, idx) over each (H, W) plane: the gather node keeps the argmax, and its
- *               gradient scatters back to those positions (to the first of tied maxima, as PyTorch)
+ *   max_pool2d  an op: the backend's max_pool2d kernel gives each window's maximum and its position
+ *               (PyTorch's tie rule), the node saves the positions, the gradient is scattered back to them
+ *               (the max_pool2d_grad kernel, or, for higher orders, a recorded scatter_add over each plane:
+ *               the gradient of a gather, differentiable again)
+ * The others are made of recorded ops, so gradients of every order come with them:
  *   avg_pool2d  a depthwise convolution with the constant kernel 1 / (kH kW) (count_include_pad, as PyTorch's
  *               default: the padding counts in the divisor)
  *   global_avg_pool2d  the mean over H and W, keeping them as size 1
@@ -47,33 +48,78 @@ static bool pool_geometry(const char *fn, const nb_tensor *x, const int kernel[2
     return true;
 }
 
+/* Node parameters: kernel, stride, padding, dilation (as resolved). */
+static void put_pool(nb_tensor *out, const nbi_conv *cv) {
+    int32_t *ip = out->node.ip;
+    ip[0] = (int32_t)cv->KH, ip[1] = (int32_t)cv->KW, ip[2] = (int32_t)cv->sh, ip[3] = (int32_t)cv->sw;
+    ip[4] = (int32_t)cv->ph, ip[5] = (int32_t)cv->pw, ip[6] = (int32_t)cv->dh, ip[7] = (int32_t)cv->dw;
+}
+
 nb_tensor *nb_max_pool2d_with_indices(nb_tensor *x, const int kernel[2], nb_conv2d_opts o, nb_tensor **indices) {
     const char *fn = "nb_max_pool2d";
     if (!nbi_check_float(fn, x, 1)) return NULL;
     nbi_conv cv;
     if (!pool_geometry(fn, x, kernel, o, &cv)) return NULL;
+    const int64_t v[] = {cv.KH, cv.KW, cv.sh, cv.sw, cv.ph, cv.pw, cv.dh, cv.dw};
+    for (int i = 0; i < 8; i++)
+        if (v[i] > INT32_MAX) return nbi_err(fn, "a kernel size or option of %lld is too large", (long long)v[i]);
     const nbi_backend *be = nbi_be(x);
-    if (!nbi_has_kernel(be, max_pool2d_index)) return nbi_no_kernel(fn, x, "max_pool2d_index");
-    int64_t N = cv.N, C = cv.C, S = cv.OH * cv.OW;
+    if (!nbi_has_kernel(be, max_pool2d)) return nbi_no_kernel(fn, x, "max_pool2d");
+    int64_t shape[4] = {cv.N, cv.C, cv.OH, cv.OW};
     nb_tensor *cx = nbi_contiguous_input(fn, x);
-    nb_tensor *idx = cx ? nbi_empty_like_be(fn, x, NB_I64, 3, (int64_t[]){N, C, S}) : NULL;
-    if (idx) {
-        nbi_arr ia = nbi_arr_of(idx), xa = nbi_arr_of(cx);
-        if (N * C * S > 0) be->max_pool2d_index(x->dtype, (int64_t *)(void *)ia.data, xa.data, &cv);
+    nb_tensor *idx = cx ? nbi_empty_like_be(fn, x, NB_I64, 4, shape) : NULL;
+    nb_tensor *y = idx ? nbi_empty_like_be(fn, x, x->dtype, 4, shape) : NULL;
+    if (y && cv.N * cv.C * cv.OH * cv.OW > 0) {
+        nbi_arr ya = nbi_arr_of(y), ia = nbi_arr_of(idx), xa = nbi_arr_of(cx);
+        be->max_pool2d(x->dtype, ya.data, (int64_t *)(void *)ia.data, xa.data, &cv);
     }
     if (cx && cx != x) nb_free(cx);
-    if (!idx) return NULL;
-    nb_tensor *flat = nb_reshape(x, 3, (int64_t[]){N, C, cv.H * cv.W});
-    nb_tensor *g = flat ? nb_gather(flat, 2, idx) : NULL;
-    nb_tensor *y = g ? nb_reshape(g, 4, (int64_t[]){N, C, cv.OH, cv.OW}) : NULL;
-    if (flat && flat != x) nb_free(flat);
-    if (g && g != y) nb_free(g);
-    if (y && indices && !(*indices = nb_reshape(idx, 4, (int64_t[]){N, C, cv.OH, cv.OW}))) {
-        nb_free(y);
-        y = NULL;
+    if (!y) {
+        nb_free(idx);
+        return NULL;
     }
-    nb_free(idx); /* the gather node holds its own reference */
+    if (nbi_needs_grad(1, &x)) {
+        if (!(y = nbi_record(y, NBI_OP_MAX_POOL2D, 1, &x, 0u, false))) {
+            nb_free(idx);
+            return NULL;
+        }
+        put_pool(y, &cv);
+        if (nbi_save(y, 1, &idx) != 0) {
+            nb_free(y), nb_free(idx);
+            return NULL;
+        }
+    }
+    if (indices) *indices = idx; /* the caller's handle (the node holds its own) */
+    else nb_free(idx);
     return y;
+}
+
+/* dx: the gradient scattered to the picked positions; the fused kernel, or, when a graph of the gradient is
+   being built, a recorded scatter_add over each flattened plane (the gradient of gather), differentiable again. */
+int nbi_bw_max_pool2d(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    const char *fn = "max_pool2d backward";
+    nb_tensor *x = out->node.in[0], *idx = nbi_saved(fn, out, 0);
+    if (!idx) return -1;
+    const int32_t *ip = out->node.ip;
+    nbi_conv cv = {.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3], .O = x->shape[1], .G = 1,
+                   .KH = ip[0], .KW = ip[1], .OH = out->shape[2], .OW = out->shape[3], .sh = ip[2], .sw = ip[3],
+                   .ph = ip[4], .pw = ip[5], .dh = ip[6], .dw = ip[7]};
+    const nbi_backend *be = nbi_be(x);
+    if (nb_grad_enabled() || !nbi_has_kernel(be, max_pool2d_grad) || g->dtype != x->dtype) {
+        int64_t S = cv.OH * cv.OW, sh3[3] = {cv.N, cv.C, S}, xs3[3] = {cv.N, cv.C, cv.H * cv.W};
+        nb_tensor *g3 = nb_reshape(g, 3, sh3), *i3 = g3 ? nb_reshape(idx, 3, sh3) : NULL;
+        nb_tensor *d3 = i3 ? nbi_scatter_add(g3, i3, 2, 3, xs3) : NULL;
+        gin[0] = d3 ? nb_reshape(d3, 4, x->shape) : NULL;
+        return gin[0] ? 0 : -1;
+    }
+    nb_tensor *cg = nbi_contiguous_input(fn, g);
+    nb_tensor *dx = cg ? nbi_empty_like_be(fn, x, x->dtype, 4, x->shape) : NULL;
+    if (dx) {
+        nbi_arr da = nbi_arr_of(dx), ga = nbi_arr_of(cg), ia = nbi_arr_of(idx);
+        if (cv.N * cv.C > 0) be->max_pool2d_grad(x->dtype, da.data, ga.data, (const int64_t *)(void *)ia.data, &cv);
+    }
+    if (cg && cg != g) nb_free(cg);
+    return (gin[0] = dx) ? 0 : -1;
 }
 
 nb_tensor *nb_max_pool2d(nb_tensor *x, const int kernel[2], nb_conv2d_opts o) {

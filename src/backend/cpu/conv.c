@@ -11,9 +11,6 @@
  * worker pool, each part with its own col buffer and GEMMs on its own thread; with one image the GEMM
  * itself is split. The weight gradient sums images in blocks of a size fixed by N alone, each block in
  * image order into its own buffer, then the blocks in order: the same bits for any thread count.
- *
- * Max pooling's index kernel is here too: planes split across the pool, each window scanned as the
- * reference scans it (the result is exact, so the same on every set).
  */
 #include <string.h>
 
@@ -203,50 +200,3 @@ int nbi_cpu_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *dy, 
     return rc;
 }
 
-/* ------------------------------------------------------------ max pooling -- */
-
-typedef struct {
-    const nbi_conv *cv;
-    int64_t *idx;
-    const void *x;
-    nb_dtype dt;
-} pool_job;
-
-#define POOL_PLANES(T)                                                                                             \
-    for (int64_t pl = lo; pl < hi; pl++) {                                                                         \
-        const T *xp = (const T *)jb->x + pl * cv->H * cv->W;                                                       \
-        int64_t *ip = jb->idx + pl * cv->OH * cv->OW;                                                              \
-        for (int64_t i = 0; i < cv->OH; i++)                                                                       \
-            for (int64_t j = 0; j < cv->OW; j++) {                                                                 \
-                T best = 0;                                                                                        \
-                int64_t at = -1;                                                                                   \
-                for (int64_t p = 0; p < cv->KH; p++) {                                                             \
-                    int64_t h = i * cv->sh - cv->ph + p * cv->dh;                                                  \
-                    if (h < 0 || h >= cv->H) continue;                                                             \
-                    for (int64_t q = 0; q < cv->KW; q++) {                                                         \
-                        int64_t w = j * cv->sw - cv->pw + q * cv->dw;                                              \
-                        if (w < 0 || w >= cv->W) continue;                                                         \
-                        T v = xp[h * cv->W + w];                                                                   \
-                        if (at < 0 || v > best || v != v) best = v, at = h * cv->W + w;                            \
-                    }                                                                                              \
-                }                                                                                                  \
-                ip[i * cv->OW + j] = at;                                                                           \
-            }                                                                                                      \
-    }
-
-static int pool_planes(void *ctx, int64_t lo, int64_t hi) {
-    const pool_job *jb = ctx;
-    const nbi_conv *cv = jb->cv;
-    if (jb->dt == NB_F32) {
-        POOL_PLANES(float)
-    } else {
-        POOL_PLANES(double)
-    }
-    return 0;
-}
-
-void nbi_cpu_max_pool2d_index(nb_dtype dt, int64_t *idx, const void *x, const nbi_conv *cv) {
-    pool_job jb = {cv, idx, x, dt};
-    int64_t per = cv->OH * cv->OW * cv->KH * cv->KW; /* work per plane */
-    (void)nbi_parallel_for(cv->N * cv->C, per >= 4096 ? 1 : 4096 / (per ? per : 1), pool_planes, &jb);
-}

@@ -52,11 +52,13 @@ NBI_API int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *d
                                     const double *rstd);
 
 /* attention.c: scaled dot-product attention, flash-style, over the thread pool (backend.h's contract) */
-/* conv.c: 2-D convolution (im2col on the packed GEMM) and max pooling's window index */
+/* conv.c: 2-D convolution (im2col on the packed GEMM) */
 NBI_API int nbi_cpu_conv2d(nb_dtype dt, void *y, const void *x, const void *w, const void *b, const nbi_conv *cv);
 NBI_API int nbi_cpu_conv2d_input(nb_dtype dt, void *dx, const void *dy, const void *w, const nbi_conv *cv);
 NBI_API int nbi_cpu_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv);
-NBI_API void nbi_cpu_max_pool2d_index(nb_dtype dt, int64_t *idx, const void *x, const nbi_conv *cv);
+/* pool.c: max pooling */
+NBI_API void nbi_cpu_max_pool2d(nb_dtype dt, void *y, int64_t *idx, const void *x, const nbi_conv *cv);
+NBI_API void nbi_cpu_max_pool2d_grad(nb_dtype dt, void *dx, const void *g, const int64_t *idx, const nbi_conv *cv);
 NBI_API int nbi_cpu_attention(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
                               const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk,
                               int64_t d, int64_t dv, bool causal, double scale);

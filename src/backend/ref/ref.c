@@ -852,7 +852,7 @@ static int ref_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *d
 }
 
 /* Each window scanned row by row: a value replaces the current one when it is greater or NaN. */
-static void ref_max_pool2d_index(nb_dtype dt, int64_t *idx, const void *x, const nbi_conv *cv) {
+static void ref_max_pool2d(nb_dtype dt, void *y, int64_t *idx, const void *x, const nbi_conv *cv) {
     for (int64_t pl = 0; pl < cv->N * cv->C; pl++)
         for (int64_t i = 0; i < cv->OH; i++)
             for (int64_t j = 0; j < cv->OW; j++) {
@@ -866,7 +866,18 @@ static void ref_max_pool2d_index(nb_dtype dt, int64_t *idx, const void *x, const
                         if (at < 0 || v > best || v != v) best = v, at = h * cv->W + w;
                     }
                 idx[(pl * cv->OH + i) * cv->OW + j] = at;
+                store(dt, y, (pl * cv->OH + i) * cv->OW + j, best);
             }
+}
+
+static void ref_max_pool2d_grad(nb_dtype dt, void *dx, const void *g, const int64_t *idx, const nbi_conv *cv) {
+    int64_t HW = cv->H * cv->W, S = cv->OH * cv->OW;
+    for (int64_t e = 0; e < cv->N * cv->C * HW; e++) store(dt, dx, e, 0.0);
+    for (int64_t pl = 0; pl < cv->N * cv->C; pl++)
+        for (int64_t s = 0; s < S; s++) {
+            int64_t at = pl * HW + idx[pl * S + s];
+            store(dt, dx, at, load(dt, dx, at) + load(dt, g, pl * S + s));
+        }
 }
 
 /* ------------------------------------------------------------ attention ---- */
@@ -992,7 +1003,8 @@ static const nbi_backend reference = {
     .conv2d = ref_conv2d,
     .conv2d_input = ref_conv2d_input,
     .conv2d_weight = ref_conv2d_weight,
-    .max_pool2d_index = ref_max_pool2d_index,
+    .max_pool2d = ref_max_pool2d,
+    .max_pool2d_grad = ref_max_pool2d_grad,
     /* conv2d, pool2d and their gradients: not written yet (NULL) */
 };
 

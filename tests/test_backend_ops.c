@@ -303,6 +303,12 @@ static int f_pool(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     out[2] = nb_global_avg_pool2d(x[0]);
     return 3;
 }
+static int f_batch_norm(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
+    (void)dt; /* (N, C, H, W) with gamma and beta; (N, C) of a transposed view without them */
+    out[0] = nb_batch_norm(x[0], x[1], x[2], NULL, NULL, true, 0.1, 1e-5);
+    out[1] = nb_batch_norm(nb_transpose(x[3], 0, 1), NULL, NULL, NULL, NULL, true, 0.1, 1e-5);
+    return 2;
+}
 static int f_layer_norm(nb_tensor **x, nb_tensor **out, nb_dtype dt) {
     (void)dt;
     out[0] = nb_layer_norm(x[0], x[1], x[2], 1e-5);
@@ -639,6 +645,7 @@ static const bo_case cases[] = {
      B_NORM(4 * (32 + 130 + 100)), BOTH},
     /* convolution: f32 sums of C/G kH kW terms (forward), O/G kH kW (input gradient) and N H' W' (weight
        gradient) in f32 */
+    {"batch_norm", f_batch_norm, 4, {I4(7, 5, 6, 9), I1(5), I1(5), I2(33, 17)}, B_NORM(8), B_NORM(8 * 7 * 54), BOTH},
     {"conv2d", f_conv2d, 3, {I4(5, 6, 13, 11), I4(8, 3, 3, 3), I1(8)}, B_NORM(2 * 27), B_NORM(2 * 5 * 13 * 6),
      BOTH},
     {"conv2d/big", f_conv2d_big, 3, {I4(33, 8, 12, 10), I4(16, 8, 3, 3), I1(16)}, B_NORM(2 * 72),

@@ -278,6 +278,18 @@ typedef struct nbi_backend {
        the sum over images is combined in a fixed order whatever the thread count. */
     int (*conv2d_weight)(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv);
 
+    /* ---- batch normalisation with the batch's statistics (f32 or f64 dt; x contiguous (N, C, S)) ---- */
+    /* For each channel c, over its M = N S values: mean[c], var[c] (biased) and rstd[c] = 1 / sqrt(var + eps) in
+       double (the values summed in (n, s) order), then y = (x - mean) rstd gamma[c] + beta[c] (gamma, beta NULL:
+       1 and 0), rounded once. 0, or -1 out of memory. */
+    int (*batch_norm)(nb_dtype dt, void *y, double *mean, double *rstd, double *var, const void *x, const void *gamma,
+                      const void *beta, int64_t N, int64_t C, int64_t S, double eps);
+    /* The first-order gradient from g (N, C, S), with xh = (x - mean) rstd, per channel in double:
+         dbeta = sum g,  dgamma = sum g xh,  dx = gamma rstd (g - dbeta / M - xh dgamma / M)
+       (gamma NULL: 1; dx, dgamma or dbeta NULL: not wanted). 0, or -1 out of memory. */
+    int (*batch_norm_grad)(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
+                           const void *gamma, const double *mean, const double *rstd, int64_t N, int64_t C, int64_t S);
+
     /* ---- 2-D max pooling (f32 or f64 dt, contiguous x (N, C, H, W); nbi_conv geometry with O and G unused) ---- */
     /* y (N, C, OH, OW) the largest x of each window and idx (N, C, OH, OW) its position h W + w in its (H, W)
        plane (taps in the padding left out), PyTorch's rule: scanning the window row by row, a value replaces the

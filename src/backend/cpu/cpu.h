@@ -52,6 +52,12 @@ NBI_API int nbi_cpu_layer_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *d
                                     const double *rstd);
 
 /* attention.c: scaled dot-product attention, flash-style, over the thread pool (backend.h's contract) */
+/* batchnorm.c: batch normalisation with the batch's statistics */
+NBI_API int nbi_cpu_batch_norm(nb_dtype dt, void *y, double *mean, double *rstd, double *var, const void *x,
+                               const void *gamma, const void *beta, int64_t N, int64_t C, int64_t S, double eps);
+NBI_API int nbi_cpu_batch_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
+                                    const void *gamma, const double *mean, const double *rstd, int64_t N, int64_t C,
+                                    int64_t S);
 /* conv.c: 2-D convolution (im2col on the packed GEMM) */
 NBI_API int nbi_cpu_conv2d(nb_dtype dt, void *y, const void *x, const void *w, const void *b, const nbi_conv *cv);
 NBI_API int nbi_cpu_conv2d_input(nb_dtype dt, void *dx, const void *dy, const void *w, const nbi_conv *cv);

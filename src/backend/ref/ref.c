@@ -781,6 +781,58 @@ void nbi_ref_normal(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, d
     }
 }
 
+/* ----------------------------------------------------------- batch norm ---- */
+
+static int ref_batch_norm(nb_dtype dt, void *y, double *mean, double *rstd, double *var, const void *x,
+                          const void *gamma, const void *beta, int64_t N, int64_t C, int64_t S, double eps) {
+    double M = (double)(N * S);
+    for (int64_t c = 0; c < C; c++) {
+        double sum = 0, sq = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) sum += load(dt, x, (n * C + c) * S + s);
+        double mu = sum / M;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) {
+                double d = load(dt, x, (n * C + c) * S + s) - mu;
+                sq += d * d;
+            }
+        double v = sq / M, r = 1.0 / sqrt(v + eps), gm = gamma ? load(dt, gamma, c) : 1.0;
+        double bt = beta ? load(dt, beta, c) : 0.0;
+        mean[c] = mu, var[c] = v, rstd[c] = r;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t at = (n * C + c) * S + s;
+                store(dt, y, at, (load(dt, x, at) - mu) * r * gm + bt);
+            }
+    }
+    return 0;
+}
+
+static int ref_batch_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *dbeta, const void *g, const void *x,
+                               const void *gamma, const double *mean, const double *rstd, int64_t N, int64_t C,
+                               int64_t S) {
+    double M = (double)(N * S);
+    for (int64_t c = 0; c < C; c++) {
+        double sg = 0, sgx = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t at = (n * C + c) * S + s;
+                double gv = load(dt, g, at);
+                sg += gv, sgx += gv * (load(dt, x, at) - mean[c]) * rstd[c];
+            }
+        if (dbeta) store(dt, dbeta, c, sg);
+        if (dgamma) store(dt, dgamma, c, sgx);
+        double k = (gamma ? load(dt, gamma, c) : 1.0) * rstd[c];
+        for (int64_t n = 0; dx && n < N; n++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t at = (n * C + c) * S + s;
+                double xh = (load(dt, x, at) - mean[c]) * rstd[c];
+                store(dt, dx, at, k * (load(dt, g, at) - sg / M - xh * sgx / M));
+            }
+    }
+    return 0;
+}
+
 /* -------------------------------------------------------------- conv2d ---- */
 
 /* The index into x (N, C, H, W) of output (n, i, j)'s tap (p, q) in input channel ci, or -1 in the padding. */
@@ -1000,6 +1052,8 @@ static const nbi_backend reference = {
     .normal = nbi_ref_normal,
     .attention = ref_attention,
     .attention_grad = ref_attention_grad,
+    .batch_norm = ref_batch_norm,
+    .batch_norm_grad = ref_batch_norm_grad,
     .conv2d = ref_conv2d,
     .conv2d_input = ref_conv2d_input,
     .conv2d_weight = ref_conv2d_weight,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run.sh BUILD_DIR [--quick] [--gpt2-124m] [--generate]
+# run.sh BUILD_DIR [--quick] [--gpt2-124m] [--generate] [--cnn]
 #
 # nabla against its peers on this machine, every figure measured in this run:
 #   nabla     BUILD_DIR/bench_gemm --table --budget S --only N T, BUILD_DIR/bench_core --table, --mlp T,
@@ -18,6 +18,10 @@
 # peer_torch_generate.py (nn.Linear as Hugging Face's loop, "torch_best") and its --matvec variant
 # (one-row products by torch.addmv, "torch_matvec"), 1 and 2 threads, in 3 rounds (1 with --quick)
 # that alternate the three, nabla first in odd rounds and last in even ones (about ten minutes).
+# --cnn adds the default CNN (bench_cnn --step: Conv-BN-ReLU-MaxPool twice, Linear 3136-128, Dropout,
+# Linear 128-10, Adam, batch 128; bench_cnn --conv: conv2d forward + backward alone at its two layers'
+# shapes) against peer_torch_cnn.py in the best environment, 1 and 2 threads, in 3 rounds (1 with
+# --quick) that alternate nabla and PyTorch (about two minutes).
 # Prints every raw line ("who key [arg...] value"; '#' lines are comments), then one
 # markdown table: nabla, the peer, nabla/peer, the target, and the fraction of the
 # machine's peak FLOP rate where the figure is a FLOP rate or a time of known FLOPs.
@@ -46,7 +50,7 @@
 set -u
 
 usage() {
-    echo "usage: $0 BUILD_DIR [--quick] [--gpt2-124m] [--generate]" >&2
+    echo "usage: $0 BUILD_DIR [--quick] [--gpt2-124m] [--generate] [--cnn]" >&2
     exit 2
 }
 [ $# -ge 1 ] || usage
@@ -55,11 +59,13 @@ shift
 QUICK=()
 GPT2_124M=0
 GENERATE=0
+CNN=0
 for arg in "$@"; do
     case $arg in
     --quick) QUICK=(--quick) ;;
     --gpt2-124m) GPT2_124M=1 ;;
     --generate) GENERATE=1 ;;
+    --cnn) CNN=1 ;;
     *) usage ;;
     esac
 done
@@ -84,14 +90,14 @@ best_env() { # best_env T: the "best" PyTorch environment for T threads
 
 # run_round R CMD...: as run_peer, for round R of the alternating rounds: its mlp_step_ms,
 # gemm_gflops, gpt2_step_ms and gen_tokens_per_s lines are kept as mlp_round_ms, gemm_round_gflops,
-# gpt2_round_ms and gen_round_tokens_per_s, whose median over the rounds the table shows as
-# mlp_step_ms, gemm_gflops, gpt2_step_ms and gen_tokens_per_s.
+# gpt2_round_ms, gen_round_tokens_per_s, cnn_round_ms and conv_round_ms, whose median over the rounds the
+# table shows as mlp_step_ms, gemm_gflops, gpt2_step_ms, gen_tokens_per_s, cnn_step_ms and conv_ms.
 # Returns CMD's status.
 run_round() {
     local r=$1
     shift
     echo "# round $r, run as: $*"
-    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ mlp_core_step_ms / mlp_core_round_ms /; s/ gemm_gflops / gemm_round_gflops /; s/ gpt2_step_ms / gpt2_round_ms /; s/ gen_tokens_per_s / gen_round_tokens_per_s /' |
+    "$@" | sed 's/ mlp_step_ms / mlp_round_ms /; s/ mlp_core_step_ms / mlp_core_round_ms /; s/ gemm_gflops / gemm_round_gflops /; s/ gpt2_step_ms / gpt2_round_ms /; s/ gen_tokens_per_s / gen_round_tokens_per_s /; s/ cnn_step_ms / cnn_round_ms /; s/ conv_ms / conv_round_ms /' |
         tee -a "$RAW"
     local s=${PIPESTATUS[0]}
     [ "$s" -eq 0 ] || echo "# exited with status $s: $*" | tee -a "$RAW"
@@ -265,6 +271,38 @@ if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
             done
         done
     fi
+
+    # The default CNN (bench_cnn.c, peer_torch_cnn.py, best environment): the training step and the
+    # convolutions alone at 1 and 2 threads, in alternating rounds, with --cnn.
+    if [ "$CNN" -eq 1 ]; then
+        if [ ${#QUICK[@]} -gt 0 ]; then CNNROUNDS=1 CNNSTEPS=(--steps 5 --warmup 2); else CNNROUNDS=3 CNNSTEPS=(--steps 20 --warmup 3); fi
+        cnn_nabla() { # cnn_nabla R T
+            if [ ! -x "$BUILD_DIR/bench_cnn" ]; then
+                echo "# missing: $BUILD_DIR/bench_cnn; its nabla cells stay '-'"
+                return 0
+            fi
+            local mode s
+            for mode in --step --conv; do
+                run_round "$1" "$BUILD_DIR/bench_cnn" $mode --threads "$2" "${CNNSTEPS[@]}" | grep -v '^step '
+                s=${PIPESTATUS[0]}
+                [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+            done
+        }
+        cnn_peer() { # cnn_peer R T
+            local mode
+            best_env "$2"
+            for mode in --step --conv; do
+                run_round "$1" "${BEST_ENV[@]}" "$PY" "$HERE/peer_torch_cnn.py" $mode --threads "$2" --label torch_best \
+                    --tune-blas "${CNNSTEPS[@]}" | grep -v '^step '
+            done
+        }
+        for r in $(seq 1 $CNNROUNDS); do
+            for t in 1 2; do
+                if [ $((r % 2)) -eq 1 ]; then cnn_nabla "$r" $t; cnn_peer "$r" $t
+                else cnn_peer "$r" $t; cnn_nabla "$r" $t; fi
+            done
+        done
+    fi
     best_env 1
     run_peer "${BEST_ENV[@]}" "${TORCH[@]}" tiny --threads 1 --label torch --tune-blas "${QUICK[@]}"
     run_peer "${BEST_ENV[@]}" "${TORCH[@]}" mem --threads 1 --label torch --tune-blas "${QUICK[@]}"
@@ -289,9 +327,10 @@ awk '
         if ($2 == "gpt2_timed_allocs" && (($1, key) in v) && vmax[$1, key] > $NF + 0) v[$1, key] = vmax[$1, key]
         if ($2 == "gpt2_timed_allocs") vmax[$1, key] = v[$1, key]
         if ($2 == "mlp_round_ms" || $2 == "mlp_core_round_ms" || $2 == "gemm_round_gflops" || $2 == "gpt2_round_ms" ||
-            $2 == "gen_round_tokens_per_s") {
+            $2 == "gen_round_tokens_per_s" || $2 == "cnn_round_ms" || $2 == "conv_round_ms") {
             rk = ($2 == "mlp_round_ms") ? "mlp_step_ms" : ($2 == "mlp_core_round_ms") ? "mlp_core_step_ms" : \
-                 ($2 == "gpt2_round_ms") ? "gpt2_step_ms" : ($2 == "gen_round_tokens_per_s") ? "gen_tokens_per_s" : "gemm_gflops"
+                 ($2 == "gpt2_round_ms") ? "gpt2_step_ms" : ($2 == "gen_round_tokens_per_s") ? "gen_tokens_per_s" : \
+                 ($2 == "cnn_round_ms") ? "cnn_step_ms" : ($2 == "conv_round_ms") ? "conv_ms" : "gemm_gflops"
             for (i = 3; i < NF; i++) rk = rk " " $i
             rv[$1, rk, ++rn[$1, rk]] = $NF + 0
         }
@@ -331,7 +370,7 @@ awk '
             for (i = 2; i <= n; i++) for (j = i; j > 1 && sv[j - 1] > sv[j]; j--) { x = sv[j]; sv[j] = sv[j - 1]; sv[j - 1] = x }
             v[p[1], p[2]] = (n % 2) ? sv[(n + 1) / 2] : (sv[n / 2] + sv[n / 2 + 1]) / 2
             if (p[2] ~ /^mlp/) nrounds = n; else if (p[2] ~ /^gpt2/) g2rounds[p[2]] = n
-            else if (p[2] ~ /^gen_/) genrounds = n; else grounds = n
+            else if (p[2] ~ /^gen_/) genrounds = n; else if (p[2] ~ /^(cnn|conv)_/) cnnrounds = n; else grounds = n
         }
         clock = has("nabla", "clock_ghz") ? v["nabla", "clock_ghz"] : 0
         # FLOPs of one MLP step: forward matmuls, weight gradients (same count), input
@@ -424,6 +463,28 @@ awk '
             row(sprintf("GPT-2 124M generation, KV cache, 200 tokens after 16, top-k 40, %d thread%s, tokens/s (peer: PyTorch)", t, plural(t)),
                 fmt("%.2f", "nabla", key), peer, rfmt("%.2f", r), check(r, 1.25, 1, t " thread" plural(t)), "-", "-")
         }
+        for (t = 1; t <= 2; t++) {
+            key = "cnn_step_ms " t
+            if (!has("nabla", key) && !has("torch_best", key)) continue
+            g = "cnn"; r = ratio("nabla", "torch_best", key)
+            row(sprintf("CNN (2x Conv-BN-ReLU-MaxPool, Linear 3136-128-10) step, Adam, batch 128, %d thread%s, ms (peer: PyTorch)", t, plural(t)),
+                fmt("%.2f", "nabla", key), fmt("%.2f", "torch_best", key), rfmt("%.2f", r), check(r, 0.8, 0, t " thread" plural(t)), "-", "-")
+        }
+        split("conv1 conv2", cl, " "); cname["conv1"] = "1->32, 28x28"; cname["conv2"] = "32->64, 14x14"
+        for (li = 1; li <= 2; li++) for (t = 1; t <= 2; t++) {
+            key = "conv_ms " cl[li] " " t
+            if (!has("nabla", key) && !has("torch_best", key)) continue
+            g = "cnn_conv"; r = ratio("nabla", "torch_best", key)
+            row(sprintf("conv2d fwd + bwd (input, weight, bias) %s (%s, 3x3 pad 1, N 128), %d thread%s, ms (peer: PyTorch)", cl[li], cname[cl[li]], t, plural(t)),
+                fmt("%.2f", "nabla", key), fmt("%.2f", "torch_best", key), rfmt("%.2f", r), check(r, 0.8, 0, cl[li] " at " t " thread" plural(t)), "-", "-")
+        }
+        for (t = 1; t <= 2; t++) {
+            key = "cnn_peak_mib " t
+            if (!has("nabla", key) && !has("torch_best", key)) continue
+            g = "cnn_mem"; r = ratio("nabla", "torch_best", key)
+            row(sprintf("CNN step peak memory, %d thread%s, MiB above baseline (peer: PyTorch)", t, plural(t)),
+                fmt("%.1f", "nabla", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r), check(r, 1, 0, t " thread" plural(t)), "-", "-")
+        }
         g = "tiny"; key = "tiny_op_us"; r = ratio("nabla", "torch", key)
         row("tiny ops: 1,000 scalar f32 mul/add/tanh, fwd + bwd, us per op, 1 thread (peer: PyTorch)",
             fmt("%.4f", "nabla", key), fmt("%.3f", "torch", key), rfmt("%.3f", r), check(r, 0.05, 0, "tiny ops"), "-", "-")
@@ -453,6 +514,8 @@ awk '
             print "its FLOPs for nabla / peak: the matrix products only, 3 x the forward ones (attention over the full T x T);"
             print "peak memory: VmHWM - VmRSS as for the MLP, from the last round: the whole process, model and AdamW state included."
         }
+        if (cnnrounds > 0)
+            printf "CNN: the median of %d round%s alternating nabla and PyTorch (best environment), each round the median of its steps; peak memory from the last round.\n", cnnrounds, plural(cnnrounds)
         if (genrounds > 0)
             printf "Generation: the median of %d round%s alternating nabla and PyTorch (nn.Linear as Hugging Face, and torch.addmv), each one generation.\n", genrounds, plural(genrounds)
         print "nabla / peer: GEMM and tokens/s higher is better; time and memory lower is better. PyTorch \"out of box\": the"
@@ -471,6 +534,9 @@ awk '
         else if ("gpt2_allocs" in count) printf "- %s: met (0 blocks in every round)\n", t
         else printf "- %s: - (no verdict; a figure is missing)\n", t
         if (("gen") in count) verdict("gen", "GPT-2 124M generation tokens/s >= 1.25x PyTorch (nn.Linear loop), 1 and 2 threads")
+        if (("cnn") in count) verdict("cnn", "CNN training step <= 0.8x PyTorch (best environment), 1 and 2 threads")
+        if (("cnn_conv") in count) verdict("cnn_conv", "conv2d fwd + bwd at the layer shapes of the CNN <= 0.8x PyTorch, 1 and 2 threads")
+        if (("cnn_mem") in count) verdict("cnn_mem", "CNN step peak memory <= PyTorch")
         verdict("tiny", "tiny ops <= 1/20 of PyTorch time per op")
         verdict("mem", "MLP peak memory <= PyTorch")
     }

@@ -23,6 +23,15 @@ static bool pointwise(const nbi_conv *cv) {
     return cv->KH == 1 && cv->KW == 1 && cv->sh == 1 && cv->sw == 1 && cv->ph == 0 && cv->pw == 0;
 }
 
+/* The output columns [*j0, *j1) whose input column j sw + off lies inside [0, W); the others read padding. */
+static void col_span(const nbi_conv *cv, int64_t off, int64_t *j0, int64_t *j1) {
+    int64_t lo = off < 0 ? (-off + cv->sw - 1) / cv->sw : 0;           /* the first j with j sw + off >= 0 */
+    int64_t hi = cv->W - off > 0 ? (cv->W - off - 1) / cv->sw + 1 : 0; /* one past the last with j sw + off < W */
+    *j0 = lo < cv->OW ? lo : cv->OW;
+    *j1 = hi < cv->OW ? hi : cv->OW;
+    if (*j1 < *j0) *j1 = *j0;
+}
+
 #define CONV_KERNELS(T, S, GEMM)                                                                                   \
     /* col (CK, OH OW) from the Cg channels of one image starting at x (Cg, H, W). */                             \
     static void im2col_##S(const nbi_conv *cv, int64_t Cg, const T *x, T *col) {                                  \
@@ -31,6 +40,8 @@ static bool pointwise(const nbi_conv *cv) {
             for (int64_t p = 0; p < cv->KH; p++)                                                                  \
                 for (int64_t q = 0; q < cv->KW; q++) {                                                            \
                     T *row = col + ((c * cv->KH + p) * cv->KW + q) * OHW;                                         \
+                    int64_t off = q * cv->dw - cv->pw, j0, j1;                                                    \
+                    col_span(cv, off, &j0, &j1);                                                                  \
                     for (int64_t i = 0; i < cv->OH; i++) {                                                        \
                         int64_t h = i * cv->sh - cv->ph + p * cv->dh;                                             \
                         T *r = row + i * cv->OW;                                                                  \
@@ -39,10 +50,12 @@ static bool pointwise(const nbi_conv *cv) {
                             continue;                                                                             \
                         }                                                                                         \
                         const T *xr = x + (c * cv->H + h) * cv->W;                                                \
-                        for (int64_t j = 0; j < cv->OW; j++) {                                                    \
-                            int64_t w = j * cv->sw - cv->pw + q * cv->dw;                                         \
-                            r[j] = w >= 0 && w < cv->W ? xr[w] : (T)0;                                            \
-                        }                                                                                         \
+                        for (int64_t j = 0; j < j0; j++) r[j] = 0;                                                \
+                        if (cv->sw == 1)                                                                          \
+                            memcpy(r + j0, xr + j0 + off, sizeof(T) * (size_t)(j1 - j0));                         \
+                        else                                                                                      \
+                            for (int64_t j = j0; j < j1; j++) r[j] = xr[j * cv->sw + off];                        \
+                        for (int64_t j = j1; j < cv->OW; j++) r[j] = 0;                                           \
                     }                                                                                             \
                 }                                                                                                 \
     }                                                                                                             \
@@ -54,15 +67,17 @@ static bool pointwise(const nbi_conv *cv) {
             for (int64_t p = 0; p < cv->KH; p++)                                                                  \
                 for (int64_t q = 0; q < cv->KW; q++) {                                                            \
                     const T *row = col + ((c * cv->KH + p) * cv->KW + q) * OHW;                                   \
+                    int64_t off = q * cv->dw - cv->pw, j0, j1;                                                    \
+                    col_span(cv, off, &j0, &j1);                                                                  \
                     for (int64_t i = 0; i < cv->OH; i++) {                                                        \
                         int64_t h = i * cv->sh - cv->ph + p * cv->dh;                                             \
                         if (h < 0 || h >= cv->H) continue;                                                        \
                         T *xr = dx + (c * cv->H + h) * cv->W;                                                     \
                         const T *r = row + i * cv->OW;                                                            \
-                        for (int64_t j = 0; j < cv->OW; j++) {                                                    \
-                            int64_t w = j * cv->sw - cv->pw + q * cv->dw;                                         \
-                            if (w >= 0 && w < cv->W) xr[w] += r[j];                                               \
-                        }                                                                                         \
+                        if (cv->sw == 1)                                                                          \
+                            for (int64_t j = j0; j < j1; j++) xr[j + off] += r[j];                                \
+                        else                                                                                      \
+                            for (int64_t j = j0; j < j1; j++) xr[j * cv->sw + off] += r[j];                      \
                     }                                                                                             \
                 }                                                                                                 \
     }                                                                                                             \

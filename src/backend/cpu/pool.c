@@ -3,8 +3,9 @@
  *
  *   forward   y[pl, i, j] = the window's largest x, idx[pl, i, j] = its position h W + w
  *             (x (N C, H, W), y and idx (N C, OH, OW)); each window scanned row by row as the reference
- *             scans it, a value replacing the current one when greater or NaN. The common 2x2 window with
- *             stride 2 and no padding has a loop of its own; the result is exact either way.
+ *             scans it, a value replacing the current one when greater or NaN. Without padding a row's
+ *             outputs are taken in runs, each tap compared for the whole run with masks instead of branches
+ *             (which random data mispredicts); the result is exact either way.
  *   backward  dx[pl] = 0, then dx[pl, idx[pl, s]] += g[pl, s] for s in order: one plane per part, so
  *             the sums do not depend on the cut.
  */
@@ -30,19 +31,28 @@ typedef struct {
         const T *xp = (const T *)jb->x + pl * cv->H * cv->W;                                                       \
         T *yp = (T *)jb->y + pl * cv->OH * cv->OW;                                                                 \
         int64_t *ip = jb->idx + pl * cv->OH * cv->OW;                                                              \
-        if (fast2) {                                                                                               \
-            for (int64_t i = 0; i < cv->OH; i++) {                                                                 \
-                const T *r0 = xp + 2 * i * cv->W, *r1 = r0 + cv->W;                                                \
-                for (int64_t j = 0; j < cv->OW; j++) {                                                             \
-                    int64_t w = 2 * j, at = 2 * i * cv->W + w;                                                     \
-                    T best = r0[w];                                                                                \
-                    if (r0[w + 1] > best || r0[w + 1] != r0[w + 1]) best = r0[w + 1], at = 2 * i * cv->W + w + 1;   \
-                    if (r1[w] > best || r1[w] != r1[w]) best = r1[w], at = (2 * i + 1) * cv->W + w;                \
-                    if (r1[w + 1] > best || r1[w + 1] != r1[w + 1]) best = r1[w + 1], at = (2 * i + 1) * cv->W + w + 1; \
-                    yp[i * cv->OW + j] = best;                                                                     \
-                    ip[i * cv->OW + j] = at;                                                                       \
+        if (inside) { /* no padding: runs of up to 64 outputs of a row, each tap compared with masks */        \
+            for (int64_t i = 0; i < cv->OH; i++)                                                                   \
+                for (int64_t j0 = 0; j0 < cv->OW; j0 += 64) {                                                      \
+                    int64_t nj = cv->OW - j0 < 64 ? cv->OW - j0 : 64, sw = cv->sw, at[64];                         \
+                    T best[64];                                                                                    \
+                    for (int64_t j = 0; j < nj; j++) {                                                             \
+                        at[j] = i * cv->sh * cv->W + (j0 + j) * sw;                                                \
+                        best[j] = xp[at[j]];                                                                       \
+                    }                                                                                              \
+                    for (int64_t p = 0; p < cv->KH; p++)                                                           \
+                        for (int64_t q = p ? 0 : 1; q < cv->KW; q++) {                                             \
+                            int64_t e0 = (i * cv->sh + p * cv->dh) * cv->W + j0 * sw + q * cv->dw;                 \
+                            for (int64_t j = 0; j < nj; j++) {                                                     \
+                                T v = xp[e0 + j * sw];                                                             \
+                                int64_t take = -(int64_t)((v > best[j]) | (v != v)); /* all ones or 0 */           \
+                                at[j] = (at[j] & ~take) | ((e0 + j * sw) & take);                                  \
+                                best[j] = xp[at[j]];                                                               \
+                            }                                                                                      \
+                        }                                                                                          \
+                    memcpy(ip + i * cv->OW + j0, at, sizeof(int64_t) * (size_t)nj);                                \
+                    memcpy(yp + i * cv->OW + j0, best, sizeof(T) * (size_t)nj);                                    \
                 }                                                                                                  \
-            }                                                                                                      \
             continue;                                                                                              \
         }                                                                                                          \
         for (int64_t i = 0; i < cv->OH; i++)                                                                       \
@@ -67,8 +77,7 @@ typedef struct {
 static int pool_planes(void *ctx, int64_t lo, int64_t hi) {
     const pool_job *jb = ctx;
     const nbi_conv *cv = jb->cv;
-    bool fast2 = cv->KH == 2 && cv->KW == 2 && cv->sh == 2 && cv->sw == 2 && cv->ph == 0 && cv->pw == 0 &&
-                 cv->dh == 1 && cv->dw == 1;
+    bool inside = cv->ph == 0 && cv->pw == 0; /* every window inside the plane */
     if (jb->dt == NB_F32) {
         POOL_PLANES(float)
     } else {

@@ -346,13 +346,13 @@ static int write_args(FILE *f, const run *r) {
     put_escaped(f, o->csv[0] ? "-" : o->data);
     fputs("\ncsv ", f);
     put_escaped(f, o->csv[0] ? o->csv : "-");
-    fprintf(f, "\nmodel %s\naugment %d", o->cnn ? "cnn" : "mlp", o->augment > 0);
     fprintf(f, "\nactivation %s\ndropout %.17g\nseed %" PRIu64 "\nhidden", o->activation, o->dropout, o->seed);
     for (int i = 0; i < o->nhidden; i++) fprintf(f, "%c%" PRId64, i ? ',' : ' ', o->hidden[i]);
     fprintf(f, "\noptimizer %s\nlr %.17g\nbatch %" PRId64 "\nschedule %s\nepochs %" PRId64 "\ndone %" PRId64
                "\nrng %" PRIu64 "\nclasses %" PRId64 "\n",
             o->optimizer, o->lr, o->batch, o->cosine ? "cosine" : "constant", o->epochs, r->done,
             r->rng_next.state, r->classes);
+    fprintf(f, "model %s\naugment %d\n", o->cnn ? "cnn" : "mlp", o->augment > 0);
     for (int64_t i = 0; i < r->nnames; i++) {
         fprintf(f, "class %" PRId64 " ", i);
         put_escaped(f, r->names[i]);

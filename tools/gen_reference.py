@@ -63,7 +63,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from refformat import batch_norm_cases, ce_ex, ce_ex_cases, conv_cases, pool_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
+from refformat import ce_ex, ce_ex_cases, layer_cases, keep_mask, sdpa, DT, T, block, case_head, leaves_for, rnd, rnd_away, seed_for, write
 
 torch.set_default_dtype(torch.float64)
 
@@ -531,26 +531,12 @@ case('attention_keep_mask_causal', 'attention',
 
 
 # --------------------------------------------------------------------------
-# 2-D convolution and its gradient ops (params: stride padding dilation groups,
-# then the input's or the weight's shape: tools/refformat.py, CONV_CASES).
+# layers: 2-D convolution and its gradient ops, pooling, batch norm (their
+# parameters: tools/refformat.py, CONV_CASES, POOL_CASES, BATCH_NORM_CASES).
 # --------------------------------------------------------------------------
 
-for name, op, shapes, params, fn in conv_cases():
-    seed_for(name)
-    case(name, op, [rnd(s) for s in shapes], fn, params=params)
-
-# 2-D pooling (params: kernel stride padding dilation: tools/refformat.py, POOL_CASES).
-for name, op, x, params, fn in pool_cases():
-    case(name, op, [x], fn, params=params)
-
-# --------------------------------------------------------------------------
-# batch normalisation (params: training momentum eps has_gamma has_beta has_running;
-# tools/refformat.py, BATCH_NORM_CASES).
-# --------------------------------------------------------------------------
-
-for name, op, gens, params, fn, rg in batch_norm_cases():
-    seed_for(name)
-    case(name, op, [g() for g in gens], fn, params=params, rg=rg)
+for name, op, inputs, fn, params, rg in layer_cases():
+    case(name, op, inputs, fn, params=params, rg=rg)
 
 # --------------------------------------------------------------------------
 # more elementwise ops and composites.

@@ -246,3 +246,16 @@ def batch_norm_cases():
             return F.batch_norm(x, rm, rv, gamma, beta, bool(tr) or not hr, mom, eps)
 
         yield name, 'batch_norm', gens, [tr, mom, eps, int(hg), int(hb), int(hr)], fn, rg
+
+
+def layer_cases():
+    """The convolution, pooling and batch-norm cases as (name, op, inputs, fn, params, rg), each case's
+    inputs drawn after seeding from its name."""
+    for name, op, shapes, params, fn in conv_cases():
+        seed_for(name)
+        yield name, op, [rnd(s) for s in shapes], fn, params, None
+    for name, op, x, params, fn in pool_cases():
+        yield name, op, [x], fn, params, None
+    for name, op, gens, params, fn, rg in batch_norm_cases():
+        seed_for(name)
+        yield name, op, [g() for g in gens], fn, params, rg

@@ -34,27 +34,9 @@ import time
 MASK64 = (1 << 64) - 1
 
 
-def _early_setup():
-    n = "1"
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            n = sys.argv[i + 1]
-        elif arg.startswith("--threads="):
-            n = arg.split("=", 1)[1]
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", n)
-    os.environ.setdefault("OMP_NUM_THREADS", n)
-    if "--tuned" in sys.argv:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
-        ok = (libc.mallopt(M_MMAP_MAX, 0),
-              libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1),
-              libc.mallopt(M_TOP_PAD, 256 << 20))
-        assert all(ok), ok
+from peer_setup import early_setup  # noqa: E402 (before torch: see peer_setup.py)
 
-
-_early_setup()
+early_setup("--tuned" in sys.argv)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -76,7 +76,8 @@ static void test_devices(void) {
     /* a kernel the backend lacks: the op can say so */
     fake.softmax = NULL;
     CHECK(!nbi_has_kernel(&fake, softmax) && nbi_has_kernel(nbi_default_be(), softmax));
-    CHECK(nbi_has_kernel(nbi_default_be(), attention) && !nbi_has_kernel(nbi_default_be(), conv2d));
+    CHECK(nbi_has_kernel(nbi_default_be(), attention) && nbi_has_kernel(nbi_default_be(), conv2d) &&
+          nbi_has_kernel(nbi_default_be(), max_pool2d) && nbi_has_kernel(nbi_default_be(), batch_norm));
     CHECK(!nbi_no_kernel("nb_softmax", y, "softmax"));
     CHECK_ERR("nb_softmax: backend fake has no kernel 'softmax' (tensor (3,) on cuda:0)");
     nb_scope_end();

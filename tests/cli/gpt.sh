@@ -58,7 +58,7 @@ fails "train --model gpt --lr 0" "--lr '0'" train --model gpt --text "$out/text.
 fails "train --model gpt --val-frac 1" "--val-frac '1'" train --model gpt --text "$out/text.txt" --val-frac 1
 fails "train --model gpt --schedule x" "--schedule 'x'.*cosine or constant" train --model gpt --text "$out/text.txt" --schedule x
 fails "train --model gpt --hidden 8" "unknown option.*--hidden" train --model gpt --text "$out/text.txt" --hidden 8
-fails "train --model bogus" "--model 'bogus'.*mlp \(default\) or gpt" train --model bogus
+fails "train --model bogus" "--model 'bogus'.*mlp \(default\), cnn or gpt" train --model bogus
 fails "generate without a checkpoint" "no checkpoint given" generate --prompt the
 fails "generate without a prompt" "no prompt given" generate "$out/g"
 fails "generate, missing checkpoint" "cannot open the checkpoint '$out/none'" generate "$out/none" --prompt the

@@ -141,7 +141,7 @@ static void usage_train(FILE *f) {
             "usage: nabla train [options]      (--opt value or --opt=value)\n"
             "  --model mlp|cnn|gpt mlp (default): a classifier MLP; cnn: a convolutional classifier of square\n"
             "                      images (two conv 3x3 + batch norm + activation + 2x2 max pool blocks of 32\n"
-            "                      and 64 channels, a hidden layer of --hidden (default 128) and the output);\n"
+            "                      and 64 channels, a hidden layer of --hidden (default 256) and the output);\n"
             "                      gpt: a language model on a text (see nabla train --model gpt --help)\n"
             "  --augment on|off    cnn: random crops (padding 2) and horizontal flips of the training images\n"
             "                      (default off)\n"
@@ -642,13 +642,13 @@ static nb_module *activation(const char *name) {
 
 /* The MLP, its parameters listed in r->params with their names; NULL with the library's error. */
 /* --model cnn: two blocks of conv 3x3 (padding 1), batch norm, the activation and a 2x2 max pool (32 then 64
-   channels), then a hidden linear layer (--hidden, default 128) with dropout (--dropout) and the output layer.
+   channels), then a hidden linear layer (--hidden, default 256: the first of its sizes) with dropout (--dropout) and the output layer.
    The images are square, side s (the features' count is s^2): the flattened size is 64 (s/4)^2. */
 static int build_cnn(run *r) {
     const options *o = &r->o;
     nb_module *mods[16];
     int n = 0;
-    int64_t s = nb_shape(r->tr.x)[2], side = s / 4, hidden = o->nhidden ? o->hidden[0] : 128;
+    int64_t s = nb_shape(r->tr.x)[2], side = s / 4, hidden = o->hidden[0];
     nb_conv2d_opts pad1 = {{1, 1}, {1, 1}, {1, 1}, 1}, none = {{0, 0}, {0, 0}, {0, 0}, 0};
     nb_clear_error();
     if (side < 1) return nb_failf("nabla", "images of %" PRId64 "x%" PRId64 " are too small for two 2x2 poolings", s, s), -1;

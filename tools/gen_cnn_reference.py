@@ -6,7 +6,7 @@ Usage (from the repository root, with PyTorch installed):
 
     /usr/bin/python3 tools/gen_cnn_reference.py tests/data
 
-The network is the one `nabla train --model cnn` builds for 8x8 images (the embedded digits) with 10
+The network is the one `nabla train --model cnn --hidden 128` builds for 8x8 images (the embedded digits) with 10
 classes, as an nn.Sequential, so the parameter and buffer names are nabla's module paths:
 
     0 Conv2d(1, 32, 3, padding=1)  1 BatchNorm2d(32)  2 ReLU  3 MaxPool2d(2)

@@ -209,14 +209,14 @@ static int agree(const char *fn, bool ok, uint64_t sig) {
     return res;
 }
 
-/* dst[j] = (sum over r = 0..p-1 of src[r n + j], in double, in rank order) / p, rounded to dt. */
-static void average(nb_dtype dt, int p, int64_t n, const void *src, void *dst) {
+/* dst[j] = (sum over r = 0..p-1 of src[r stride + j], in double, in rank order) / p, rounded once to dt. */
+static void average(nb_dtype dt, int p, int64_t n, const void *src, int64_t stride, void *dst) {
     if (dt == NB_F32) {
         const float *s = src;
         float *d = dst;
         for (int64_t j = 0; j < n; j++) {
             double acc = 0;
-            for (int r = 0; r < p; r++) acc += (double)s[(int64_t)r * n + j];
+            for (int r = 0; r < p; r++) acc += (double)s[(int64_t)r * stride + j];
             d[j] = (float)(acc / p);
         }
     } else {
@@ -224,7 +224,7 @@ static void average(nb_dtype dt, int p, int64_t n, const void *src, void *dst) {
         double *d = dst;
         for (int64_t j = 0; j < n; j++) {
             double acc = 0;
-            for (int r = 0; r < p; r++) acc += s[(int64_t)r * n + j];
+            for (int r = 0; r < p; r++) acc += s[(int64_t)r * stride + j];
             d[j] = acc / p;
         }
     }
@@ -357,7 +357,7 @@ int nb_dist_allreduce_grads(int n, nb_tensor *const *params) {
             res = -1;
             continue;
         }
-        average(t->dtype, p, k, recv, tdata(t->grad));
+        average(t->dtype, p, k, recv, k, tdata(t->grad));
         t->grad->st->version++;
     }
     nbi_dealloc(has);
@@ -602,14 +602,8 @@ int nb_ddp_backward(nb_ddp *d, nb_tensor *loss) {
         const bucket *b = &d->b[d->pb[i]];
         size_t es = nbi_dsize(b->dtype);
         /* rank r's values of this parameter start at r n + off in recv: gather them into one run per rank */
-        int64_t k = t->numel;
-        char *out = tdata(t->grad);
-        for (int64_t j = 0; j < k; j++) { /* the ranks in order 0..p-1, summed in double, divided, rounded once */
-            double acc = 0;
-            for (int r = 0; r < p; r++)
-                acc += nbi_load(b->dtype, b->recv + ((size_t)r * (size_t)b->n + (size_t)(d->poff[i] + j)) * es);
-            nbi_store(b->dtype, out + (size_t)j * es, acc / p);
-        }
+        /* rank r's values of this parameter start at r n + off in the bucket's receive buffer */
+        average(b->dtype, p, t->numel, b->recv + (size_t)d->poff[i] * es, b->n, tdata(t->grad));
         t->grad->st->version++;
     }
     return 0;

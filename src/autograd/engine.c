@@ -507,7 +507,7 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
         for (size_t i = 0; i < no && rc == 0; i++)
             if (!order[i]->has_node) due[ndue++] = (leaf_due){order[i]->bw_last, i};
         if (rc == 0) {
-            qsort(due, ndue, sizeof(leaf_due), due_cmp);
+            if (ndue) qsort(due, ndue, sizeof(leaf_due), due_cmp);
             rc = fire_due(order, due, ndue, &next_due, (int64_t)no, create);
         }
     }

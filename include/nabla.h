@@ -303,6 +303,27 @@ NB_API nb_tensor *nb_gradient(nb_tensor *out, nb_tensor *wrt, unsigned flags);
    to grads[0..n-1]. Returns 0 or nonzero with an error (grads then NULL). */
 NB_API int nb_gradients(nb_tensor *out, const nb_tensor *seed, int n, nb_tensor *const *wrt, unsigned flags,
                         nb_tensor **grads);
+/* A gradient-ready hook (per thread), for code that wants to act on each leaf's
+   gradient while the rest of the backward pass still runs (nabla/dist.h's
+   nb_ddp starts its all-reduces this way). During nb_backward on this thread
+   (not nb_gradient/nb_gradients), fn(leaf, grad, user) is called once for each
+   leaf that receives a gradient, as soon as that gradient is final: right
+   after the last node that feeds the leaf (its last consumer in the
+   topological order) has run its backward rule, while the nodes nearer the
+   inputs are still to come. grad is the value the leaf's .grad will hold when
+   nb_backward returns (its old .grad plus this pass's contribution), a
+   contiguous tensor of the leaf's shape and dtype owned by the library: read
+   it, do not modify or free it, nor keep it after fn returns. The .grad itself
+   is installed only when the whole pass has succeeded, so a backward that
+   fails after some hooks have fired still changes no .grad (the hook has then
+   seen values that were never installed). fn runs on the thread calling
+   nb_backward, with grad mode off (on under NB_CREATE_GRAPH), and must not
+   call nb_backward itself. Leaves fire in a fixed order for a given graph.
+   fn NULL removes the hook. */
+typedef void (*nb_grad_hook)(nb_tensor *leaf, nb_tensor *grad, void *user);
+NB_API void nb_set_grad_ready_hook(nb_grad_hook fn, void *user);
+/* The hook set on this thread (NULL if none); *user gets its argument when user is not NULL. */
+NB_API nb_grad_hook nb_grad_ready_hook(void **user);
 /* Grad mode of this thread (like torch.no_grad): when off, no op is recorded. */
 NB_API void nb_set_grad_enabled(bool on);
 NB_API bool nb_grad_enabled(void);

@@ -4,6 +4,8 @@
  * every leaf's .grad exactly as it was (the same tensor, the same bits, or
  * still none), releases no graph and leaks nothing, so the same call simply
  * succeeds when retried and gives the gradients of a run that never failed.
+ * The same holds with a gradient-ready hook set, which makes the leaves' new
+ * gradients during the pass (the hook sees the values later installed).
  */
 #include "harness.h"
 
@@ -67,18 +69,40 @@ static void clear(problem *p) {
     for (int i = 0; i < NLEAF; i++) nb_clear_grad(p->leaf[i]); /* under NB_CREATE_GRAPH they refer to the leaves */
 }
 
+/* The gradient-ready hook: what it saw of each leaf in the last pass. */
+static const problem *hook_problem;
+static double hook_val[NLEAF][12];
+static int hook_calls[NLEAF];
+
+static void record_hook(nb_tensor *leaf, nb_tensor *grad, void *user) {
+    (void)user;
+    for (int i = 0; i < NLEAF; i++)
+        if (hook_problem && hook_problem->leaf[i] == leaf) {
+            hook_calls[i]++;
+            nb_read_f64(grad, hook_val[i], 12);
+        }
+}
+
 static void run(unsigned flags) {
     nb_set_cache_limit(0); /* every allocation reaches the hook */
+    memset(hook_calls, 0, sizeof hook_calls);
     snapshot clean, before, after;
     nb_scope_begin();
     problem p;
     build(&p, flags);
+    hook_problem = &p;
+    memset(hook_calls, 0, sizeof hook_calls);
     th_inject(0);
     CHECK(nb_backward(p.loss, NULL, flags) == 0);
     th_stop_injecting();
     long total = th_alloc_count;
     snap(&p, &clean);
     for (int i = 0; i < NLEAF; i++) CHECK(clean.grad[i] != NULL);
+    if (nb_grad_ready_hook(NULL))
+        for (int i = 0; i < NLEAF; i++) {
+            CHECK(hook_calls[i] == 1); /* once per leaf, with the value installed */
+            CHECK(memcmp(hook_val[i], clean.val[i], sizeof(double) * (size_t)clean.n[i]) == 0);
+        }
     clear(&p);
     nb_scope_end();
 
@@ -126,6 +150,13 @@ static void run(unsigned flags) {
 
 static void test_backward_oom(void) { run(0); }
 static void test_backward_oom_create_graph(void) { run(NB_CREATE_GRAPH); }
+static void test_backward_oom_hooked(void) {
+    nb_set_grad_ready_hook(record_hook, NULL);
+    run(0);
+    run(NB_CREATE_GRAPH);
+    nb_set_grad_ready_hook(NULL, NULL);
+    hook_problem = NULL;
+}
 
 /* nb_gradients hands gradients to the caller and touches no .grad, failing or not. */
 static void test_gradients_oom(void) {
@@ -162,6 +193,7 @@ static void test_gradients_oom(void) {
 int main(void) {
     RUN(test_backward_oom);
     RUN(test_backward_oom_create_graph);
+    RUN(test_backward_oom_hooked);
     RUN(test_gradients_oom);
     return th_finish();
 }

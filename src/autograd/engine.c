@@ -25,7 +25,15 @@
  *     drops its inputs ("released"). Every new .grad is made before the first
  *     is installed, so a call that fails (out of memory, say) leaves every
  *     .grad as it was and can simply be retried.
+ *
+ * With a gradient-ready hook set (nb_set_grad_ready_hook), step 3's first pass
+ * is done leaf by leaf during step 2: each leaf's last consumer (the smallest
+ * post-order position among the nodes that take it as input) is found before
+ * the pass, and as soon as the reverse walk has passed that position the
+ * leaf's new gradient is made and handed to the hook. Installing still waits
+ * for the end, so the failure contract above is unchanged.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/internal.h"
@@ -362,6 +370,68 @@ static int step(const char *fn, nb_tensor *t) {
     return rc;
 }
 
+void nb_set_grad_ready_hook(nb_grad_hook fn, void *user) {
+    nbi_thread *th = nbi_tls();
+    th->grad_hook = fn;
+    th->grad_hook_user = fn ? user : NULL;
+}
+
+nb_grad_hook nb_grad_ready_hook(void **user) {
+    nbi_thread *th = nbi_tls();
+    if (user) *user = th->grad_hook_user;
+    return th->grad_hook;
+}
+
+/* A leaf's bw_last once its new gradient was made early: MADE, the acc is the new .grad; MADE_COPY, the acc
+   holds old .grad + contribution, to be copied into the existing .grad (which keeps its identity). */
+enum { BW_MADE = -2, BW_MADE_COPY = -3 };
+
+/* Make leaf t's new gradient (old .grad plus its acc) in its acc; see the two passes in run_backward. Sets
+   *copy when the result is to be copied into t's existing .grad rather than to replace it. */
+static int make_leaf_grad(nb_tensor *t, bool create, bool early, bool *copy) {
+    nb_tensor *g = t->acc;
+    *copy = false;
+    if (!create && t->grad && !t->grad->has_node) {
+        if (!early) return 0; /* summed in place at install */
+        *copy = true;         /* the hook needs the final value now: old + new, the bits of the in-place sum */
+    } else if (!create && !t->grad && !g->user && g->refs == 1 && g->st->refs == 1 && !g->has_node &&
+               nbi_is_contig(g)) {
+        return 0; /* held by nothing else: the gradient takes the buffer instead of a copy */
+    }
+    nb_scope_begin();
+    nb_tensor *ng;
+    if (create) ng = t->grad ? nb_add(t->grad, g) : nb_add_scalar(g, 0.0);
+    else ng = t->grad ? nb_add(t->grad, g) : nb_clone(g); /* grad mode is off: no graph */
+    if (ng) set_acc(t, ng);
+    nb_scope_end();
+    return ng ? 0 : -1;
+}
+
+typedef struct {
+    int64_t last;
+    size_t pos;
+} leaf_due;
+
+static int due_cmp(const void *a, const void *b) { /* latest-firing first: by last, then position, descending */
+    const leaf_due *x = a, *y = b;
+    if (x->last != y->last) return x->last < y->last ? 1 : -1;
+    return x->pos < y->pos ? 1 : x->pos > y->pos ? -1 : 0;
+}
+
+/* Fire the hook for the leaves due at or after position `at` (from *next on); returns 0 or -1. */
+static int fire_due(nb_tensor **order, const leaf_due *due, size_t ndue, size_t *next, int64_t at, bool create) {
+    nbi_thread *th = nbi_tls();
+    for (; *next < ndue && due[*next].last >= at; (*next)++) {
+        nb_tensor *t = order[due[*next].pos];
+        if (!t->acc) continue; /* no contribution reached it: its .grad stays, no hook */
+        bool copy;
+        if (make_leaf_grad(t, create, true, &copy) != 0) return -1;
+        t->bw_last = copy ? BW_MADE_COPY : BW_MADE;
+        th->grad_hook(t, t->acc, th->grad_hook_user);
+    }
+    return 0;
+}
+
 /* Seed as a tensor of root's shape and dtype (a new ones tensor for NULL). */
 static nb_tensor *make_seed(const char *fn, nb_tensor *root, const nb_tensor *seed) {
     if (!seed) {
@@ -412,12 +482,45 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
     else set_acc(root, s);
     nb_scope_end();
 
+    /* The gradient-ready hook: each leaf's last consumer, and the leaves in the order they become final. */
+    bool hooked = rc == 0 && nwrt == 0 && th->grad_hook;
+    leaf_due *due = NULL;
+    size_t ndue = 0, next_due = 0;
+    if (hooked) {
+        for (size_t i = 0; i < no; i++)
+            if (!order[i]->has_node) order[i]->bw_last = (int64_t)no, ndue++;
+        for (size_t i = 0; i < no; i++) {
+            nb_tensor *t = order[i];
+            if (!t->has_node || t->node.released || !t->bw_needed) continue;
+            for (int k = 0; k < t->node.nin; k++) {
+                nb_tensor *c = t->node.in[k];
+                if (c->requires_grad && !c->has_node && c->mark == th->epoch && c->bw_last > (int64_t)i)
+                    c->bw_last = (int64_t)i;
+            }
+        }
+        due = ndue ? nbi_alloc(sizeof(leaf_due) * ndue) : NULL;
+        if (ndue && !due) {
+            nbi_err(fn, "out of memory in backward");
+            rc = -1;
+        }
+        ndue = 0;
+        for (size_t i = 0; i < no && rc == 0; i++)
+            if (!order[i]->has_node) due[ndue++] = (leaf_due){order[i]->bw_last, i};
+        if (rc == 0) {
+            if (ndue) qsort(due, ndue, sizeof(leaf_due), due_cmp);
+            rc = fire_due(order, due, ndue, &next_due, (int64_t)no, create);
+        }
+    }
+
     for (size_t i = no; i-- > 0 && rc == 0;) {
         nb_tensor *t = order[i];
-        if (!t->acc || !t->has_node || t->node.released || !t->bw_needed) continue;
-        rc = step(fn, t);
-        if (!nwrt || wrt_index(t, nwrt, wrt) < 0) set_acc(t, NULL); /* a wanted gradient stays */
+        if (t->acc && t->has_node && !t->node.released && t->bw_needed) {
+            rc = step(fn, t);
+            if (!nwrt || wrt_index(t, nwrt, wrt) < 0) set_acc(t, NULL); /* a wanted gradient stays */
+        }
+        if (hooked && rc == 0) rc = fire_due(order, due, ndue, &next_due, (int64_t)i, create);
     }
+    nbi_dealloc(due);
 
     if (rc == 0 && nwrt == 0) {
         /* Accumulate into the leaves' .grad in two passes, so that a failure changes no .grad: first every new
@@ -425,21 +528,20 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
            when all were made, they are installed, and the contributions to gradients summed in place are
            added (which cannot fail). */
         for (size_t i = 0; i < no && rc == 0; i++) {
-            nb_tensor *t = order[i], *g = t->acc;
-            if (t->has_node || !g || (!create && t->grad && !t->grad->has_node)) continue;
-            if (!create && !t->grad && !g->user && g->refs == 1 && g->st->refs == 1 && !g->has_node && nbi_is_contig(g))
-                continue; /* held by nothing else: the gradient takes the buffer instead of a copy */
-            nb_scope_begin();
-            nb_tensor *ng;
-            if (create) ng = t->grad ? nb_add(t->grad, g) : nb_add_scalar(g, 0.0);
-            else ng = t->grad ? nb_add(t->grad, g) : nb_clone(g); /* grad mode is off: no graph */
-            if (ng) set_acc(t, ng);
-            else rc = -1;
-            nb_scope_end();
+            nb_tensor *t = order[i];
+            if (t->has_node || !t->acc || (hooked && (t->bw_last == BW_MADE || t->bw_last == BW_MADE_COPY)))
+                continue;
+            bool copy;
+            rc = make_leaf_grad(t, create, false, &copy);
         }
         for (size_t i = 0; i < no && rc == 0; i++) {
             nb_tensor *t = order[i], *g = t->acc;
             if (t->has_node || !g) continue;
+            if (hooked && t->bw_last == BW_MADE_COPY) {
+                nbi_k_copy(t->grad, g); /* made early as old + new: the same bits as the sum in place */
+                t->grad->st->version++;
+                continue;
+            }
             if (!create && t->grad && !t->grad->has_node) {
                 nbi_k_binary(NBI_B_ADD, t->grad, t->grad, g);
                 t->grad->st->version++; /* a graph that saved the old value will notice */

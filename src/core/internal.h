@@ -119,6 +119,7 @@ struct nb_tensor {
     int64_t draw_id;    /* index while a graph is being drawn */
     char name[24];      /* optional label for drawings (nb_set_name) */
     bool bw_needed;     /* leads to a tensor whose gradient is wanted */
+    int64_t bw_last;    /* a leaf's last consumer in the backward order, or its state once its hook fired */
     struct nb_tensor *acc;
     nbi_node node;
 };
@@ -157,6 +158,8 @@ typedef struct {
     nb_tensor **scope_first; /* first tensor of each open scope's list */
     int nscopes, cap_scopes;
     int shared_scopes;      /* begun while out of memory: they share the parent's list */
+    nb_grad_hook grad_hook; /* nb_set_grad_ready_hook */
+    void *grad_hook_user;
 } nbi_thread;
 NBI_API nbi_thread *nbi_tls(void);
 

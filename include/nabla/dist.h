@@ -92,6 +92,11 @@ NB_API int nb_dist_barrier(void);
    Collective. */
 NB_API int nb_dist_any_failed(int local_failed);
 
+/* v[0 .. n) summed over the ranks, in rank order (the same bits on every rank), written back into v on
+   every rank: for metrics such as a loss summed over the ranks' shards. Before nb_dist_init, v is left as
+   it is (a single process). 0, or -1 with an error. Collective. */
+NB_API int nb_dist_allreduce_sum(double *v, int n);
+
 /* Rank's part of a global batch of global_batch rows split over size ranks:
    returns the number of rows (those of the lower ranks first, sizes differing
    by at most one: the first global_batch % size ranks get one more) and

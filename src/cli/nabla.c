@@ -8,6 +8,7 @@
  *   nabla eval CHECKPOINT     evaluate a checkpoint written by train (its options are read from the file)
  *   nabla gradcheck           check every op's gradient and print a table
  *   nabla --version           the program's name and version
+ *   mpirun -np N nabla train ...   data-parallel training (nabla/dist.h; the first process prints and writes)
  *
  * Every failure is a one-line message and exit status 1. train and eval live in train.c, the GPT's
  * train and generate in gpt.c.
@@ -15,7 +16,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "nabla.h"
+#include "nabla/dist.h"
 #include "cli.h"
 
 /* ------------------------------------------------------------ gradcheck --- */
@@ -147,8 +151,21 @@ static int dispatch(int argc, char **argv) {
     return cli_die("unknown command (see nabla --help)", argv[1]);
 }
 
+/* Whether an MPI launcher (mpirun, srun) started this process. */
+static bool launched_by_mpi(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("PMI_SIZE");
+}
+
 int main(int argc, char **argv) {
+    bool dist = launched_by_mpi();
+    if (dist && !nb_dist_available())
+        return cli_die("started by an MPI launcher", "this nabla was built without MPI (install libopenmpi-dev and rebuild)");
+    if (dist && nb_dist_init(&argc, &argv) != 0) {
+        const char *m = nb_last_error();
+        return cli_die("cannot start MPI", m ? m : "unknown error");
+    }
     int rc = dispatch(argc, argv);
+    if (dist) nb_dist_finalize();
     /* Everything the library holds goes back before exit, so a leak checker (valgrind) sees nothing held:
        restoring the default allocator stops the worker threads (each frees its buffers), frees this
        thread's matrix-product buffers and empties the block cache. */

@@ -37,6 +37,7 @@
 
 #include "nabla.h"
 #include "nabla/data.h"
+#include "nabla/dist.h"
 #include "nabla/io.h"
 #include "nabla/nn.h"
 #include "cli.h"
@@ -86,9 +87,13 @@ typedef struct {
     int64_t done;        /* epochs completed */
     nb_rng rng;
     nb_rng rng_next;     /* the generator just before the shuffle of epoch done + 1 */
+    int rank, size;      /* under mpirun: this process and the count (else 0 and 1) */
+    nb_ddp *ddp;         /* size > 1: the data-parallel wrapper of net and opt */
+    bool synced;         /* size > 1: the processes agreed that set-up worked */
 } run;
 
 static void run_free(run *r) {
+    nb_ddp_free(r->ddp);
     nb_batcher_free(r->bat);
     nb_optim_free(r->opt);
     nb_module_free(r->net);
@@ -873,14 +878,25 @@ static int train_epoch(run *r, bool tty) {
             nb_optim_set_lr(r->opt, nb_lr_cosine(o->lr, nb_optim_steps(r->opt), 0, steps_total, 0));
         nb_optim_zero_grad(r->opt);
         if (o->cnn && o->augment > 0) x = nb_random_crop_flip(x, 2, true, &r->rng); /* NULL: the forward fails with it */
+        /* under mpirun every process draws the same batch and takes its shard of it; the loss is scaled so
+           that the average over the processes is the batch's mean */
+        int64_t mb = x ? nb_shape(x)[0] : 0, off = 0, m = r->size > 1 ? nb_dist_shard(mb, r->rank, r->size, &off) : mb;
+        if (r->size > 1) x = nb_slice(x, 0, off, off + m), y = nb_slice(y, 0, off, off + m);
         nb_tensor *logits = nb_forward(r->net, x);
-        nb_tensor *loss = nb_cross_entropy(logits, y);
-        if (!loss || nb_backward(loss, NULL, 0) != 0 || nb_optim_step(r->opt) != 0) {
+        nb_tensor *loss = m > 0 ? nb_cross_entropy(logits, y) : nb_scale(nb_sum(logits), 0.0);
+        bool bad;
+        if (r->size > 1) {
+            nb_tensor *ls = loss ? nb_scale(loss, (double)r->size * (double)m / (double)mb) : NULL;
+            bad = nb_dist_any_failed(!ls) != 0 || nb_ddp_backward(r->ddp, ls) != 0 || nb_optim_step(r->opt) != 0;
+        } else {
+            bad = !loss || nb_backward(loss, NULL, 0) != 0 || nb_optim_step(r->opt) != 0;
+        }
+        if (bad) {
             nb_scope_end();
             rc = 1;
             break;
         }
-        int64_t m = nb_shape(x)[0], c = nb_shape(logits)[1];
+        int64_t c = nb_shape(logits)[1];
         const float *lv = nb_data(logits);
         for (int64_t i = 0; i < m; i++) {
             int64_t best = 0;
@@ -888,8 +904,13 @@ static int train_epoch(run *r, bool tty) {
                 if (lv[i * c + k] > lv[i * c + best]) best = k;
             correct += best == (int64_t)nb_get(y, (int64_t[]){i});
         }
-        double lval = nb_item(loss);
+        double lval = m > 0 ? nb_item(loss) : 0.0;
         nb_scope_end();
+        if (r->size > 1 && nb_dist_any_failed(!isfinite(lval)) == 1 && isfinite(lval)) {
+            fprintf(stderr, "nabla: training diverged in another process in epoch %" PRId64 " (try a smaller --lr)\n",
+                    ep + 1);
+            return 1;
+        }
         if (!isfinite(lval)) {
             fprintf(stderr, "%snabla: training diverged: the loss is %g in epoch %" PRId64 " (try a smaller --lr)\n",
                     tty ? "\n" : "", lval, ep + 1);
@@ -901,11 +922,16 @@ static int train_epoch(run *r, bool tty) {
                  (double)done / (now() - t0));
     }
     if (tty) fputc('\n', stderr);
-    if (rc != 0 || done != r->tr.n) return die_lib("training failed");
+    if (rc != 0) return die_lib("training failed");
+    double tot[3] = {sum, (double)done, (double)correct}; /* over every process's shards */
+    if (r->size > 1 && nb_dist_allreduce_sum(tot, 3) != 0) return die_lib("training failed");
+    sum = tot[0], done = (int64_t)tot[1], correct = (int64_t)tot[2];
+    if (done != r->tr.n) return die_lib("training failed");
     double *h = r->hist + 4 * ep;
     h[0] = sum / (double)done;
     h[1] = (double)correct / (double)done;
-    if (evaluate(r->net, &r->te, &h[2], &h[3]) != 0) return die_lib("evaluation failed");
+    h[2] = h[3] = NAN; /* the test figures: the first process's */
+    if (r->rank == 0 && evaluate(r->net, &r->te, &h[2], &h[3]) != 0) return die_lib("evaluation failed");
     printf("epoch %" PRId64 "/%" PRId64 "  loss %.4f  train acc %.4f  test loss %.4f  test acc %.4f  %.0f samples/s\n",
            ep + 1, o->epochs, h[0], h[1], h[2], h[3], (double)done / (now() - t0));
     fflush(stdout);
@@ -948,6 +974,9 @@ int cmd_train(int argc, char **argv) {
     if (kind && strcmp(kind, "mlp") && strcmp(kind, "cnn")) return bad_option("--model", kind, "mlp (default), cnn or gpt");
     run r;
     memset(&r, 0, sizeof r);
+    r.rank = nb_dist_rank() > 0 ? nb_dist_rank() : 0;
+    r.size = nb_dist_size() > 1 ? nb_dist_size() : 1;
+    if (r.rank != 0 && !freopen("/dev/null", "w", stdout)) return cli_die("cannot quiet the output", "stdout");
     defaults(&r.o);
     bool model_opts = false;
     char first_model_opt[64] = "";
@@ -1038,23 +1067,42 @@ int cmd_train(int argc, char **argv) {
         rc = die_lib("cannot make batches");
         goto done;
     }
+    if (r.size > 1) { /* every process set up: the first one's parameters everywhere, then the wrapper */
+        r.synced = true;
+        int other = nb_dist_any_failed(0);
+        if (other != 0) {
+            if (r.rank == 0) fprintf(stderr, "nabla: another process failed to set up (its message above); stopping\n");
+            goto done;
+        }
+        nb_clear_error();
+        if (nb_dist_broadcast_module(r.net) != 0 || !(r.ddp = nb_ddp_new(r.net, r.opt, (size_t)1 << 20))) {
+            rc = die_lib("cannot start data-parallel training");
+            goto done;
+        }
+        if (r.o.batch < r.size) {
+            fprintf(stderr, "nabla: --batch %" PRId64 " is smaller than the %d processes\n", r.o.batch, r.size);
+            goto done;
+        }
+    }
     printf("nabla train: %" PRId64 " training and %" PRId64 " test samples of %" PRId64 " features, %" PRId64
            " classes; %" PRId64 " parameters\n",
            r.tr.n, r.te.n, r.tr.d, r.classes, nb_module_num_params(r.net));
     if (!fresh) printf("resuming '%s' after epoch %" PRId64 "\n", r.o.resume, r.done);
-    bool tty = isatty(2);
+    if (r.size > 1) printf("data-parallel over %d processes: each takes its part of every batch of %" PRId64 "\n", r.size,
+                           r.o.batch);
+    bool tty = isatty(2) && r.rank == 0;
     double t0 = now(), saved = t0;
     while (r.done < r.o.epochs) {
         if (train_epoch(&r, tty) != 0) goto done;
         /* a resumable state at the end, and on the way whenever SAVE_EVERY seconds have passed (each save
            syncs four files to disk, too slow to do after every epoch of a small model) */
-        if (r.done == r.o.epochs || now() - saved >= SAVE_EVERY) {
+        if (r.rank == 0 && (r.done == r.o.epochs || now() - saved >= SAVE_EVERY)) { /* the first process writes */
             if (save_epoch(&r) != 0) goto done;
             saved = now();
         }
     }
     double secs = now() - t0;
-    if (write_curves(&r) != 0 || write_graph(&r) != 0) goto done;
+    if (r.rank == 0 && (write_curves(&r) != 0 || write_graph(&r) != 0)) goto done;
     const char *out = r.o.out;
     printf("trained in %.1f s; wrote %s/model.safetensors (+ model.args, optim.safetensors, history.csv), %s/curves.svg, "
            "%s/graph.dot and %s/graph.mmd\n",
@@ -1062,6 +1110,7 @@ int cmd_train(int argc, char **argv) {
     printf("test accuracy: %.4f\n", r.hist[4 * (r.done - 1) + 3]);
     rc = 0;
 done:
+    if (r.size > 1 && !r.synced) nb_dist_any_failed(1); /* tell the others, waiting to start, to stop */
     run_free(&r);
     return rc;
 }

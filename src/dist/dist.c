@@ -60,6 +60,10 @@ int nb_dist_any_failed(int local_failed) {
     (void)local_failed;
     return no_mpi("nb_dist_any_failed");
 }
+int nb_dist_allreduce_sum(double *v, int n) {
+    (void)v, (void)n;
+    return no_mpi("nb_dist_allreduce_sum");
+}
 nb_ddp *nb_ddp_new(nb_module *m, nb_optim *opt, size_t bucket_bytes) {
     (void)m, (void)opt, (void)bucket_bytes;
     return nbi_err("nb_ddp_new", "nabla was built without MPI");
@@ -165,6 +169,23 @@ int nb_dist_any_failed(int local_failed) {
     if (!g_dist.on) return in;
     int rc = MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, g_dist.comm);
     return rc == MPI_SUCCESS ? out : mpi_fail("nb_dist_any_failed", "MPI_Allreduce", rc);
+}
+
+int nb_dist_allreduce_sum(double *v, int n) {
+    const char *fn = "nb_dist_allreduce_sum";
+    if (n < 0 || (n > 0 && !v)) return nbi_err(fn, "n %d must be >= 0 and v given", n), -1;
+    if (!g_dist.on || n == 0) return 0;
+    double *all = nbi_alloc(sizeof(double) * (size_t)n * (size_t)g_dist.size);
+    if (!all) return nbi_err(fn, "out of memory for %d values from %d ranks", n, g_dist.size), -1;
+    int rc = MPI_Allgather(v, n, MPI_DOUBLE, all, n, MPI_DOUBLE, g_dist.comm);
+    if (rc == MPI_SUCCESS)
+        for (int i = 0; i < n; i++) {
+            double s = 0;
+            for (int r = 0; r < g_dist.size; r++) s += all[(size_t)r * (size_t)n + (size_t)i];
+            v[i] = s;
+        }
+    nbi_dealloc(all);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(fn, "MPI_Allgather", rc);
 }
 
 /* ---------------------------------------------------------------- helpers */

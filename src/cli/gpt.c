@@ -31,6 +31,7 @@
 
 #include "nabla.h"
 #include "nabla/data.h"
+#include "nabla/dist.h"
 #include "nabla/gpt.h"
 #include "nabla/io.h"
 #include "cli.h"
@@ -270,9 +271,13 @@ typedef struct {
     int np;
     double *train_loss, *val_loss; /* per step; val_loss NAN between evaluations */
     nb_rng init_rng, data_rng;
+    int rank, size;  /* under mpirun: this process and the count (else 0 and 1) */
+    nb_ddp *ddp;     /* size > 1: the data-parallel wrapper */
+    bool synced;     /* size > 1: the processes agreed that set-up worked */
 } gpt_run;
 
 static void run_free(gpt_run *r) {
+    nb_ddp_free(r->ddp);
     nb_optim_free(r->opt);
     nb_module_free(r->gpt);
     nb_text_free(&r->all), nb_text_free(&r->tr), nb_text_free(&r->va);
@@ -397,11 +402,27 @@ static int train(gpt_run *r) {
     r->val_loss = malloc(sizeof(double) * (size_t)o->steps);
     if (!r->params || !r->train_loss || !r->val_loss) return cli_die("cannot train", "out of memory");
     nb_module_params(r->gpt, r->params, NULL, r->np);
+    if (r->size > 1) { /* every process set up: the first one's parameters everywhere, then the wrapper */
+        r->synced = true;
+        if (nb_dist_any_failed(0) != 0) {
+            if (r->rank == 0) fprintf(stderr, "nabla: another process failed to set up (its message above); stopping\n");
+            return 1;
+        }
+        if (o->batch < r->size) {
+            fprintf(stderr, "nabla: --batch %" PRId64 " is smaller than the %d processes\n", o->batch, r->size);
+            return 1;
+        }
+        nb_clear_error();
+        if (nb_dist_broadcast_module(r->gpt) != 0 || !(r->ddp = nb_ddp_new(r->gpt, r->opt, (size_t)1 << 20)))
+            return die_lib("cannot start data-parallel training");
+        printf("data-parallel over %d processes: each takes its part of every batch of %" PRId64 " windows\n", r->size,
+               o->batch);
+    }
     printf("nabla train: GPT of %" PRId64 " layers, %" PRId64 " heads, width %" PRId64 ", context %" PRId64
            " (%" PRId64 " parameters) on %" PRId64 " bytes of text (%" PRId64 " for validation)\n",
            o->layers, o->heads, o->dim, o->ctx, nb_module_num_params(r->gpt), r->all.n, r->va.n);
     fflush(stdout);
-    bool tty = isatty(2);
+    bool tty = isatty(2) && r->rank == 0;
     double t0 = now(), since = 0, train_time = 0;
     int64_t since_n = 0, B = o->batch, T = o->ctx;
     for (int64_t s = 0; s < o->steps; s++) {
@@ -411,12 +432,27 @@ static int train(gpt_run *r) {
         nb_optim_zero_grad(r->opt);
         nb_scope_begin();
         nb_tensor *x, *y, *loss = NULL;
-        if (nb_text_batch(&r->tr, B, T, &r->data_rng, &x, &y) == 0)
-            loss = nb_cross_entropy(nb_reshape(nb_forward(r->gpt, x), 2, (int64_t[]){B * T, 256}),
-                                    nb_reshape(y, 1, (int64_t[]){B * T}));
-        int bad = !loss || nb_backward(loss, NULL, 0) != 0 ||
+        /* every process draws the same windows and takes its part of them (the loss scaled so that the
+           average over the processes is the batch's mean) */
+        int64_t off = 0, m = r->size > 1 ? nb_dist_shard(B, r->rank, r->size, &off) : B;
+        if (nb_text_batch(&r->tr, B, T, &r->data_rng, &x, &y) == 0) {
+            if (r->size > 1) x = nb_slice(x, 0, off, off + m), y = nb_slice(y, 0, off, off + m);
+            loss = nb_cross_entropy(nb_reshape(nb_forward(r->gpt, x), 2, (int64_t[]){m * T, 256}),
+                                    nb_reshape(y, 1, (int64_t[]){m * T}));
+        }
+        int bad;
+        double l = NAN;
+        if (r->size > 1) {
+            nb_tensor *ls = loss ? nb_scale(loss, (double)r->size * (double)m / (double)B) : NULL;
+            bad = nb_dist_any_failed(!ls) != 0 || nb_ddp_backward(r->ddp, ls) != 0 ||
                   (o->clip > 0 && nb_clip_grad_norm(r->np, r->params, o->clip) < 0) || nb_optim_step(r->opt) != 0;
-        double l = bad ? NAN : nb_item(loss);
+            if (!bad) l = nb_item(loss) * (double)m / (double)B; /* this shard's part of the batch's mean */
+            bad = bad || nb_dist_allreduce_sum(&l, 1) != 0;
+        } else {
+            bad = !loss || nb_backward(loss, NULL, 0) != 0 ||
+                  (o->clip > 0 && nb_clip_grad_norm(r->np, r->params, o->clip) < 0) || nb_optim_step(r->opt) != 0;
+            if (!bad) l = nb_item(loss);
+        }
         nb_scope_end();
         if (bad) {
             if (tty) fputc('\n', stderr);
@@ -432,7 +468,7 @@ static int train(gpt_run *r) {
         since += l, since_n++;
         if (tty) progress(s + 1, o->steps, since / (double)since_n, (double)((s + 1) * B * T) / train_time);
         if ((s + 1) % o->eval_every == 0 || s + 1 == o->steps) {
-            if (validation_loss(r, &r->val_loss[s]) != 0) {
+            if (r->rank == 0 && validation_loss(r, &r->val_loss[s]) != 0) { /* the first process's figure */
                 if (tty) fputc('\n', stderr);
                 return die_lib("cannot compute the validation loss");
             }
@@ -444,6 +480,7 @@ static int train(gpt_run *r) {
         }
     }
     double secs = now() - t0;
+    if (r->rank != 0) return 0; /* the first process writes */
     char path[CLI_PATH_CAP + 64];
     snprintf(path, sizeof path, "%s/model.safetensors", o->out);
     if (nb_module_save(r->gpt, path) != 0) return die_lib("cannot save the checkpoint");
@@ -487,7 +524,11 @@ int cmd_train_gpt(int argc, char **argv) {
         if (rc) return rc;
     }
     if (!r.o.text) return cli_die("no text to train on", "give --text FILE or --text DIR");
+    r.rank = nb_dist_rank() > 0 ? nb_dist_rank() : 0;
+    r.size = nb_dist_size() > 1 ? nb_dist_size() : 1;
+    if (r.rank != 0 && !freopen("/dev/null", "w", stdout)) return cli_die("cannot quiet the output", "stdout");
     int rc = train(&r);
+    if (r.size > 1 && !r.synced) nb_dist_any_failed(1); /* tell the others, waiting to start, to stop */
     run_free(&r);
     return rc;
 }

@@ -19,6 +19,16 @@ check "2 processes agree with 1 (loss $l1 / $l2, accuracy $a1 / $a2)" "awk 'BEGI
 check "eval of the data-parallel checkpoint gives its accuracy" "[ $? -eq 0 ] && grep -q \"^test accuracy: $a2\" '$out/ev'"
 run2 "$nabla" train --resume "$out/d2" --epochs 5 >"$out/logr" 2>&1
 check "mpirun resumes from the checkpoint" "[ $? -eq 0 ] && grep -q '^epoch 5/5' '$out/logr' && [ \$(wc -l <'$out/d2/history.csv') -eq 6 ]"
+# the GPT on a small text: the same losses as one process
+awk 'BEGIN { for (i = 0; i < 300; i++) printf "the %s fox number %d jumps over the lazy dog.\n", (i % 3 ? "quick" : "brown"), i % 17 }' >"$out/text.txt"
+tiny="--model gpt --text $out/text.txt --ctx 16 --layers 1 --heads 2 --dim 16 --batch 8 --steps 30 --eval-every 15 --eval-batches 2 --sample-tokens 0"
+run2 "$nabla" train $tiny --out "$out/g2" >"$out/glog2" 2>&1
+check "mpirun -np 2 nabla train --model gpt exits 0, one process printing" "[ $? -eq 0 ] && [ \$(grep -c '^validation loss: ' '$out/glog2') -eq 1 ] && [ -s '$out/g2/model.safetensors' ]"
+"$nabla" train $tiny --out "$out/g1" >"$out/glog1" 2>&1
+v1=$(grep '^validation loss: ' "$out/glog1" | field 'loss:')
+v2=$(grep '^validation loss: ' "$out/glog2" | field 'loss:')
+check "the GPT on 2 processes agrees with 1 (validation loss $v1 / $v2)" "awk 'BEGIN { d = $v1 - $v2; exit !(d < 1e-3 && d > -1e-3) }'"
+
 start=$(date +%s)
 timeout 120 mpirun -np 1 --oversubscribe "$nabla" train --out "$out/f0" : -np 1 "$nabla" train --csv "$out/none.csv" --out "$out/f1" >"$out/logf" 2>&1
 rc=$?

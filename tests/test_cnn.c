@@ -192,6 +192,10 @@ static void test_images(void) {
     CHECK_ERR("nb_random_crop_flip: x must be float images (B, C, H, W), not (2,6)");
     CHECK(nb_random_crop_flip(ds.x, -1, true, &rng) == NULL);
     CHECK_ERR("pad -1");
+    CHECK(nb_random_crop_flip(ds.x, 1, true, NULL) == NULL);
+    CHECK_ERR("nb_random_crop_flip: x and rng must not be NULL");
+    CHECK(nb_dataset_to_images(NULL, 1, 2, 3) != 0);
+    CHECK_ERR("nb_dataset_to_images: the data set is NULL or empty");
     nb_scope_end();
     nb_dataset_free(&ds);
 }

@@ -135,6 +135,9 @@ static void test_without_mpi(void) {
     CHECK_ERR("nb_dist_broadcast_module: nabla was built without MPI");
     CHECK(nb_dist_allreduce_grads(0, NULL) != 0);
     CHECK_ERR("nb_dist_allreduce_grads: nabla was built without MPI");
+    double one = 1;
+    CHECK(nb_dist_allreduce_sum(&one, 1) != 0 && one == 1);
+    CHECK_ERR("nb_dist_allreduce_sum: nabla was built without MPI");
     nb_module *m = mlp(1);
     nb_tensor *ps[4];
     nb_module_params(m, ps, NULL, 4);
@@ -169,6 +172,10 @@ static void test_single_process(void) {
     CHECK(nb_dist_rank() == 0 && nb_dist_size() == 1);
     CHECK(nb_dist_barrier() == 0);
     CHECK(nb_dist_any_failed(0) == 0 && nb_dist_any_failed(1) == 1);
+    double v[2] = {1.5, -2};
+    CHECK(nb_dist_allreduce_sum(v, 2) == 0 && v[0] == 1.5 && v[1] == -2); /* one rank: the values themselves */
+    CHECK(nb_dist_allreduce_sum(NULL, 2) != 0);
+    CHECK_ERR("nb_dist_allreduce_sum: n 2 must be >= 0 and v given");
     CHECK(nb_dist_broadcast_module(m) == 0);
 
     /* a bucket of 64 bytes: each parameter one of its own (and fc1's weight larger than that) */

@@ -193,6 +193,17 @@ static void test_ddp_matches_single(void) {
     CHECK(nb_dist_any_failed(fail) == 0);
 }
 
+/* nb_dist_allreduce_sum: every rank gets the sum over the ranks. */
+static void test_allreduce_sum(void) {
+    int rank = nb_dist_rank(), size = nb_dist_size();
+    double v[3] = {rank + 0.5, -rank, 1};
+    CHECK(nb_dist_allreduce_sum(v, 3) == 0);
+    double want0 = 0, want1 = 0;
+    for (int r = 0; r < size; r++) want0 += r + 0.5, want1 -= r;
+    CHECK(v[0] == want0 && v[1] == want1 && v[2] == size);
+    CHECK(nb_dist_allreduce_sum(v, 0) == 0);
+}
+
 static void test_any_failed(void) {
     int rank = nb_dist_rank();
     CHECK(nb_dist_any_failed(0) == 0);
@@ -246,6 +257,7 @@ int main(int argc, char **argv) {
     RUN(test_broadcast);
     RUN(test_allreduce);
     RUN(test_ddp_matches_single);
+    RUN(test_allreduce_sum);
     RUN(test_any_failed);
     CHECK(nb_memory_in_use() == 0);
     CHECK(nb_dist_finalize() == 0);

@@ -645,65 +645,73 @@ static nb_module *activation(const char *name) {
     return nb_leaky_relu_layer(0.01);
 }
 
-/* The MLP, its parameters listed in r->params with their names; NULL with the library's error. */
+/* The n modules made into r->net (in order), its parameters listed in r->params with their names; made: every
+   one of them was made (else the made ones are freed). 0, or -1 with the library's error. */
+static int assemble(run *r, nb_module **mods, int n, bool made) {
+    if (!made) {
+        for (int i = 0; i < n; i++) nb_module_free(mods[i]);
+        return -1;
+    }
+    r->net = nb_sequential(n, mods); /* frees the modules when it fails */
+    if (!r->net) return -1;
+    r->np = nb_module_params(r->net, r->params, r->pnames, MAX_PARAMS);
+    return r->np > 0 && r->np <= MAX_PARAMS ? 0 : -1;
+}
+
+/* Appends a module to mods while every earlier one was made. */
+#define PUT(expr) (ok = ok && (mods[n++] = (expr)) != NULL)
+
 /* --model cnn: two blocks of conv 3x3 (padding 1), batch norm, the activation and a 2x2 max pool (32 then 64
-   channels), then a hidden linear layer (--hidden, default 256: the first of its sizes) with dropout (--dropout) and the output layer.
-   The images are square, side s (the features' count is s^2): the flattened size is 64 (s/4)^2. */
+   channels), then a hidden linear layer (--hidden, default 256: the first of its sizes) with dropout
+   (--dropout) and the output layer. The images are square, side s (the features' count is s^2): the
+   flattened size is 64 (s/4)^2. */
 static int build_cnn(run *r) {
     const options *o = &r->o;
     nb_module *mods[16];
     int n = 0;
+    bool ok = true;
     int64_t s = nb_shape(r->tr.x)[2], side = s / 4, hidden = o->hidden[0];
     nb_conv2d_opts pad1 = {{1, 1}, {1, 1}, {1, 1}, 1}, none = {{0, 0}, {0, 0}, {0, 0}, 0};
     nb_clear_error();
     if (side < 1) return nb_failf("nabla", "images of %" PRId64 "x%" PRId64 " are too small for two 2x2 poolings", s, s), -1;
     for (int b = 0; b < 2; b++) {
         int64_t cin = b ? 32 : 1, cout = b ? 64 : 32;
-        if (!(mods[n++] = nb_conv2d_layer(cin, cout, 3, 3, pad1, true, NB_F32, &r->rng))) goto fail;
-        if (!(mods[n++] = nb_batch_norm2d_layer(cout, 1e-5, 0.1, NB_F32))) goto fail;
-        if (!(mods[n++] = activation(o->activation))) goto fail;
-        if (!(mods[n++] = nb_max_pool2d_layer(2, 2, none))) goto fail;
+        PUT(nb_conv2d_layer(cin, cout, 3, 3, pad1, true, NB_F32, &r->rng));
+        PUT(nb_batch_norm2d_layer(cout, 1e-5, 0.1, NB_F32));
+        PUT(activation(o->activation));
+        PUT(nb_max_pool2d_layer(2, 2, none));
     }
-    if (!(mods[n++] = nb_flatten_layer())) goto fail;
+    PUT(nb_flatten_layer());
     nb_init init = strcmp(o->activation, "relu") == 0 ? NB_INIT_KAIMING : NB_INIT_XAVIER;
-    if (!(mods[n++] = nb_linear(64 * side * side, hidden, true, init, NB_F32, &r->rng))) goto fail;
-    if (!(mods[n++] = activation(o->activation))) goto fail;
-    if (o->dropout > 0 && !(mods[n++] = nb_dropout_layer(o->dropout, &r->rng))) goto fail;
-    if (!(mods[n++] = nb_linear(hidden, r->classes, true, NB_INIT_XAVIER, NB_F32, &r->rng))) goto fail;
-    r->net = nb_sequential(n, mods);
-    if (!r->net) return -1;
-    r->np = nb_module_params(r->net, r->params, r->pnames, MAX_PARAMS);
-    return r->np > 0 && r->np <= MAX_PARAMS ? 0 : -1;
-fail:
-    for (int i = 0; i < n - 1; i++) nb_module_free(mods[i]);
-    return -1;
+    PUT(nb_linear(64 * side * side, hidden, true, init, NB_F32, &r->rng));
+    PUT(activation(o->activation));
+    if (o->dropout > 0) PUT(nb_dropout_layer(o->dropout, &r->rng));
+    PUT(nb_linear(hidden, r->classes, true, NB_INIT_XAVIER, NB_F32, &r->rng));
+    return assemble(r, mods, n, ok);
 }
 
+/* The MLP (or, with --model cnn, build_cnn's network). */
 static int build(run *r) {
     const options *o = &r->o;
     if (o->cnn) return build_cnn(r);
     nb_module *mods[3 * MAX_LAYERS + 1];
     int n = 0;
+    bool ok = true;
     int64_t prev = r->tr.d;
     nb_clear_error();
-    for (int i = 0; i <= o->nhidden; i++) {
+    for (int i = 0; i <= o->nhidden && ok; i++) {
         bool last = i == o->nhidden;
         int64_t width = last ? r->classes : o->hidden[i];
         nb_init init = !last && strcmp(o->activation, "relu") == 0 ? NB_INIT_KAIMING : NB_INIT_XAVIER;
-        if (!(mods[n++] = nb_linear(prev, width, true, init, NB_F32, &r->rng))) goto fail;
+        PUT(nb_linear(prev, width, true, init, NB_F32, &r->rng));
         if (last) break;
-        if (!(mods[n++] = activation(o->activation))) goto fail;
-        if (o->dropout > 0 && !(mods[n++] = nb_dropout_layer(o->dropout, &r->rng))) goto fail;
+        PUT(activation(o->activation));
+        if (o->dropout > 0) PUT(nb_dropout_layer(o->dropout, &r->rng));
         prev = width;
     }
-    r->net = nb_sequential(n, mods); /* frees the modules when it fails */
-    if (!r->net) return -1;
-    r->np = nb_module_params(r->net, r->params, r->pnames, MAX_PARAMS);
-    return r->np > 0 && r->np <= MAX_PARAMS ? 0 : -1;
-fail:
-    for (int i = 0; i < n - 1; i++) nb_module_free(mods[i]);
-    return -1;
+    return assemble(r, mods, n, ok);
 }
+#undef PUT
 
 /* Loads the data (have_stats as for load_data), then builds the model from the seed; nonzero after a message. */
 static int load_and_build(run *r, bool have_stats) {

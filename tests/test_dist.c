@@ -148,6 +148,11 @@ static void test_without_mpi(void) {
     CHECK_ERR("nb_ddp_backward: nabla was built without MPI");
     CHECK(nb_ddp_step(NULL) != 0);
     CHECK_ERR("nb_ddp_step: nabla was built without MPI");
+    nb_ddp_stats st = {.steps = 7};
+    CHECK(nb_ddp_stats_get(NULL, &st, false) != 0 && st.steps == 0);
+    CHECK_ERR("nb_ddp_stats_get: nabla was built without MPI");
+    CHECK(nb_ddp_set_overlap(NULL, false) != 0);
+    CHECK_ERR("nb_ddp_set_overlap: nabla was built without MPI");
     nb_ddp_free(NULL);
     nb_optim_free(o);
     nb_module_free(m);
@@ -202,6 +207,37 @@ static void test_single_process(void) {
     }
     CHECK(nb_ddp_buckets(d, &during) == 4);
     CHECK(during == 4); /* every bucket started from the hook, while backward ran */
+    nb_ddp_stats st;
+    CHECK(nb_ddp_stats_get(d, &st, true) == 0);
+    CHECK(st.steps == 5 && st.buckets == 4 && st.started_during_backward == 4);
+    int64_t bytes = 0;
+    for (int i = 0; i < 4; i++) bytes += nb_numel(ps[i]) * 4;
+    CHECK(st.bytes == bytes);
+    CHECK(st.backward_seconds > 0 && st.wait_seconds >= 0 && st.average_seconds >= 0);
+    CHECK(st.finish_seconds >= st.wait_seconds + st.average_seconds);
+    CHECK(nb_ddp_stats_get(d, &st, false) == 0 && st.steps == 0 && st.backward_seconds == 0); /* reset */
+    /* without overlap: the buckets start after backward, the gradients are the same bits */
+    CHECK(nb_ddp_set_overlap(d, false) == 0);
+    nb_scope_begin();
+    nb_optim_zero_grad(o);
+    nb_optim_zero_grad(ro);
+    CHECK(nb_ddp_backward(d, mlp_loss(m, 6, 200)) == 0);
+    CHECK(nb_backward(mlp_loss(ref, 6, 200), NULL, 0) == 0);
+    {
+        float ga[128] = {0}, gb[128] = {0};
+        read_all(m, true, ga, 128);
+        read_all(ref, true, gb, 128);
+        CHECK(memcmp(ga, gb, sizeof ga) == 0);
+    }
+    nb_scope_end();
+    CHECK(nb_ddp_buckets(d, &during) == 4 && during == 0);
+    CHECK(nb_ddp_stats_get(d, &st, false) == 0 && st.steps == 1 && st.started_during_backward == 0);
+    CHECK(nb_ddp_stats_get(NULL, &st, false) != 0);
+    CHECK_ERR("nb_ddp_stats_get: ddp and s must not be NULL");
+    CHECK(nb_ddp_stats_get(d, NULL, false) != 0);
+    CHECK_ERR("nb_ddp_stats_get: ddp and s must not be NULL");
+    CHECK(nb_ddp_set_overlap(NULL, true) != 0);
+    CHECK_ERR("nb_ddp_set_overlap: ddp is NULL");
     float a[128] = {0}, b[128] = {0};
     read_all(m, false, a, 128);
     read_all(ref, false, b, 128);

@@ -150,6 +150,35 @@ NB_API void nb_ddp_free(nb_ddp *d);
    returned. */
 NB_API int nb_ddp_buckets(const nb_ddp *d, int *started_during_backward);
 
+/* Where the time of nb_ddp_backward goes, summed over the calls since the
+   wrapper was made (or the last reset). Seconds are this rank's wall-clock
+   time (MPI_Wtime). */
+typedef struct {
+    int64_t steps;                /* successful nb_ddp_backward calls counted */
+    int buckets;                  /* buckets in all */
+    int started_during_backward;  /* of them, started before the last backward pass returned */
+    int64_t bytes;                /* gradient bytes this rank sends per call (all buckets) */
+    double backward_seconds;      /* in the backward pass, hooks (copies into buckets, starts) included */
+    double wait_seconds;          /* after the backward pass, starting the buckets not yet started and
+                                     waiting for all the all-gathers: the communication not hidden
+                                     behind backward */
+    double finish_seconds;        /* after the backward pass in all: the waits, the failure-flag
+                                     all-reduce and the averaging into .grad */
+    double average_seconds;       /* of which the averaging of the gathered gradients into .grad */
+} nb_ddp_stats;
+
+/* Copy d's counters into *s; when reset is true, zero them afterwards.
+   0, or -1 with an error (NULL arguments, or built without MPI). */
+NB_API int nb_ddp_stats_get(const nb_ddp *d, nb_ddp_stats *s, bool reset);
+
+/* overlap true (the default) starts each bucket's all-gather from the
+   gradient-ready hook, during backward; false starts them all after the
+   backward pass returns, so wait_seconds then measures the communication
+   alone (for measuring what the overlap hides). The results are the same
+   bits either way. Must be set to the same value on every rank. 0, or -1
+   with an error. */
+NB_API int nb_ddp_set_overlap(nb_ddp *d, bool overlap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,9 @@
  *  - an MLP trained 100 steps with nb_ddp, each rank on its nb_dist_shard of a
  *    global batch B, matches one process trained on the whole batch (run on
  *    rank 0 inside this program) within float rounding, the maximum
- *    difference printed; two such runs give identical bits, on both ranks;
+ *    difference printed; two such runs give identical bits, on both ranks,
+ *    and so does a run without the overlap (nb_ddp_set_overlap); the counters
+ *    of nb_ddp_stats_get add up;
  *  - nb_dist_any_failed and a failing nb_ddp_backward stop both ranks.
  */
 #include "harness.h"
@@ -117,7 +119,7 @@ static void batch(int step, nb_tensor **x, nb_tensor **y) {
 }
 
 /* 100 steps of data-parallel SGD with momentum (this rank's shard of each batch); the parameters into out. */
-static int train_ddp(float *out, int cap, int *buckets, int *during) {
+static int train_ddp(float *out, int cap, int *buckets, int *during, bool overlap) {
     int rank = nb_dist_rank(), size = nb_dist_size();
     nb_module *m = mlp(42 + (uint64_t)rank * 1000, HIDDEN); /* broadcast makes rank 0's start everywhere */
     nb_tensor *ps[16];
@@ -125,6 +127,7 @@ static int train_ddp(float *out, int cap, int *buckets, int *during) {
     nb_optim *o = nb_sgd(np, ps, 0.05, 0.9, 0, false);
     nb_ddp *d = nb_ddp_new(m, o, 256); /* small buckets: several per step */
     CHECK(d != NULL);
+    CHECK(nb_ddp_set_overlap(d, overlap) == 0);
     int64_t off, n = nb_dist_shard(B, rank, size, &off);
     for (int step = 0; step < STEPS && d; step++) {
         nb_scope_begin();
@@ -137,6 +140,10 @@ static int train_ddp(float *out, int cap, int *buckets, int *during) {
         CHECK(nb_dist_any_failed(bad) == 0);
     }
     if (d) *buckets = nb_ddp_buckets(d, during);
+    nb_ddp_stats st;
+    CHECK(nb_ddp_stats_get(d, &st, false) == 0);
+    CHECK(st.steps == STEPS && st.buckets == *buckets && st.started_during_backward == *during);
+    CHECK(st.backward_seconds > 0 && st.finish_seconds >= st.wait_seconds + st.average_seconds);
     int k = params_of(m, out, cap, false);
     nb_ddp_free(d);
     nb_optim_free(o);
@@ -166,12 +173,15 @@ static int train_single(float *out, int cap) {
 }
 
 static void test_ddp_matches_single(void) {
-    static float a[2048], b[2048], ref[2048];
+    static float a[2048], b[2048], c[2048], ref[2048];
     int buckets = 0, during = 0;
-    int na = train_ddp(a, 2048, &buckets, &during);
-    int nb2 = train_ddp(b, 2048, &buckets, &during);
-    CHECK(na > 0 && na == nb2);
+    int nc = train_ddp(c, 2048, &buckets, &during, false);
+    CHECK(buckets > 1 && during == 0); /* without overlap: every bucket after backward */
+    int na = train_ddp(a, 2048, &buckets, &during, true);
+    int nb2 = train_ddp(b, 2048, &buckets, &during, true);
+    CHECK(na > 0 && na == nb2 && na == nc);
     CHECK(memcmp(a, b, sizeof(float) * (size_t)na) == 0); /* two runs: the same bits */
+    CHECK(memcmp(a, c, sizeof(float) * (size_t)na) == 0); /* with and without overlap: the same bits */
     CHECK(same_everywhere(a, na));                        /* every rank: the same bits */
     CHECK(buckets > 1 && during == buckets);
     int fail = 0;

@@ -3,6 +3,7 @@
  * and second order in f64 (stride, padding, dilation, groups incl. depthwise, odd sizes, C = 1, non-square
  * kernels, batch 1, views as input, with and without bias), the forward against a direct loop, the gradient
  * ops against the gradients nb_backward gives, the fast kernels against the reference set, the thread split,
+ * the Winograd kernels of 3x3 stride-1 f32 convolutions against f64,
  * the errors naming the shapes, and every allocation failing. PyTorch's values are checked by
  * test_reference (tools/gen_reference.py, conv2d_*) and test_hvp.
  */
@@ -131,6 +132,62 @@ static void test_forward_and_gradient_ops(void) {
     nb_scope_end();
 }
 
+/* The largest |a - b| over the elements, in units of eps32 max|b| (b the f64 result). */
+static double norm_err(nb_tensor *a, nb_tensor *b) {
+    double worst = 0, big = 0;
+    int64_t n = nb_numel(b);
+    for (int64_t e = 0; e < n; e++) {
+        double u = ((float *)nb_data(a))[e], v = ((double *)nb_data(b))[e];
+        worst = fmax(worst, fabs(u - v)), big = fmax(big, fabs(v));
+    }
+    return worst / (big > 0 ? big : 1) / 1.1920928955078125e-7;
+}
+
+/* f32 3x3 stride-1 convolutions with 8 or more channels each way take the fast set's Winograd kernels
+   (F(2x2, 3x3): odd and even sizes, padding 0, 1 and 2, rows wider than 16 tiles, one image, several chunks
+   and weight-gradient blocks): forward, input and weight gradients against the same in f64 (the im2col
+   path) within the bound of docs/OPS.md (norm 4 k, k the terms of each sum), and the same bits on 1 and 2
+   threads. */
+static void test_winograd(void) {
+    nb_scope_begin();
+    th_seed(29);
+    static const int64_t cases[][6] = {
+        /* N, C, O, H, W, padding */
+        {3, 8, 9, 5, 7, 1}, {37, 9, 16, 14, 14, 1}, {2, 16, 8, 6, 4, 0}, {2, 8, 8, 9, 11, 2}, {1, 12, 10, 33, 40, 1},
+        {5, 8, 12, 2, 3, 1}, {4, 32, 64, 14, 14, 1},
+    };
+    int keep = nb_num_threads();
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const int64_t *c = cases[k];
+        int64_t N = c[0], C = c[1], O = c[2], H = c[3], W = c[4], p = c[5], OH = H + 2 * p - 2, OW = W + 2 * p - 2;
+        nb_conv2d_opts o = OPTS(1, 1, (int)p, (int)p, 1, 1, 1);
+        nb_tensor *x = th_rand(NB_F32, 4, SH(N, C, H, W), -1, 1), *w = th_rand(NB_F32, 4, SH(O, C, 3, 3), -1, 1);
+        nb_tensor *b = th_rand(NB_F32, 1, SH(O), -1, 1), *g = th_rand(NB_F32, 4, SH(N, O, OH, OW), -1, 1);
+        nb_tensor *x64 = nb_to(x, NB_F64), *w64 = nb_to(w, NB_F64), *b64 = nb_to(b, NB_F64), *g64 = nb_to(g, NB_F64);
+        nb_tensor *r[2][3];
+        for (int t = 0; t < 2; t++) {
+            nb_set_num_threads(t + 1);
+            r[t][0] = nb_conv2d(x, w, b, o);
+            r[t][1] = nb_conv2d_input(nb_shape(x), w, g, o);
+            r[t][2] = nb_conv2d_weight(x, nb_shape(w), g, o);
+        }
+        nb_set_num_threads(keep);
+        nb_tensor *ref[3] = {nb_conv2d(x64, w64, b64, o), nb_conv2d_input(nb_shape(x), w64, g64, o),
+                             nb_conv2d_weight(x64, nb_shape(w), g64, o)};
+        double bound[3] = {4.0 * (C * 9 + 1), 4.0 * O * 9, 4.0 * N * OH * OW};
+        for (int j = 0; j < 3; j++) {
+            CHECK(r[0][j] && r[1][j] && ref[j]);
+            if (!r[0][j] || !r[1][j] || !ref[j]) continue;
+            double e = norm_err(r[0][j], ref[j]);
+            if (!(e <= bound[j]))
+                fprintf(stderr, "winograd case %zu kernel %d: error %.3g eps max|ref| > bound %.0f\n", k, j, e, bound[j]);
+            CHECK(e <= bound[j]);
+            CHECK(memcmp(nb_data(r[0][j]), nb_data(r[1][j]), sizeof(float) * (size_t)nb_numel(r[0][j])) == 0);
+        }
+    }
+    nb_scope_end();
+}
+
 /* The same bits on 1, 2 and 3 threads, for each of the three kernels (images split across the pool; the
    weight gradient's blocks of images summed in order). */
 static void test_threads(void) {
@@ -221,6 +278,7 @@ int main(void) {
     RUN(test_gradcheck_gradient_ops);
     RUN(test_forward_and_gradient_ops);
     RUN(test_threads);
+    RUN(test_winograd);
     RUN(test_errors);
     if (!getenv("SKIP_OOM")) RUN(test_oom);
     return th_finish();

@@ -1,5 +1,6 @@
 /*
- * conv.c - 2-D convolution for the CPU set: im2col onto the packed GEMM (gemm.c), split over images.
+ * conv.c - 2-D convolution for the CPU set: im2col onto the packed GEMM (gemm.c), split over images;
+ * f32 3x3 stride-1 convolutions with 8 or more channels in and out go to winograd.c instead.
  *
  * For image n and group g (Cg = C/G input and Og = O/G output channels, CK = Cg KH KW, S = OH OW):
  *   col (CK, S)        col[(c KH + p) KW + q, i OW + j] = x[n, g Cg + c, i sh - ph + p dh, j sw - pw + q dw]
@@ -216,6 +217,7 @@ static int64_t image_chunk(const nbi_conv *cv) {
 }
 
 int nbi_cpu_conv2d(nb_dtype dt, void *y, const void *x, const void *w, const void *b, const nbi_conv *cv) {
+    if (dt == NB_F32 && nbi_cpu_winograd_ok(cv)) return nbi_cpu_winograd_conv2d(y, x, w, b, cv);
     int64_t k = image_chunk(cv), nc = (cv->N + k - 1) / k;
     if (dt == NB_F32) {
         job_f32 jb = {cv, y, x, w, b, NULL, 0, k};
@@ -226,6 +228,7 @@ int nbi_cpu_conv2d(nb_dtype dt, void *y, const void *x, const void *w, const voi
 }
 
 int nbi_cpu_conv2d_input(nb_dtype dt, void *dx, const void *dy, const void *w, const nbi_conv *cv) {
+    if (dt == NB_F32 && nbi_cpu_winograd_ok(cv)) return nbi_cpu_winograd_conv2d_input(dx, dy, w, cv);
     int64_t k = image_chunk(cv), nc = (cv->N + k - 1) / k;
     if (dt == NB_F32) {
         job_f32 jb = {cv, dx, dy, w, NULL, NULL, 0, k};
@@ -243,6 +246,7 @@ static int64_t image_block(int64_t N) {
 }
 
 int nbi_cpu_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv) {
+    if (dt == NB_F32 && nbi_cpu_winograd_ok(cv)) return nbi_cpu_winograd_conv2d_weight(dw, x, dy, cv);
     int64_t CK = cv->C / cv->G * cv->KH * cv->KW, nw = cv->O * CK, blk = image_block(cv->N);
     int64_t nb = (cv->N + blk - 1) / blk;
     size_t es = dt == NB_F32 ? sizeof(float) : sizeof(double);

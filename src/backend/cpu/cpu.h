@@ -62,6 +62,12 @@ NBI_API int nbi_cpu_batch_norm_grad(nb_dtype dt, void *dx, void *dgamma, void *d
 NBI_API int nbi_cpu_conv2d(nb_dtype dt, void *y, const void *x, const void *w, const void *b, const nbi_conv *cv);
 NBI_API int nbi_cpu_conv2d_input(nb_dtype dt, void *dx, const void *dy, const void *w, const nbi_conv *cv);
 NBI_API int nbi_cpu_conv2d_weight(nb_dtype dt, void *dw, const void *x, const void *dy, const nbi_conv *cv);
+/* winograd.c: f32 3x3 stride-1 convolution by F(2x2, 3x3), for the geometries nbi_cpu_winograd_ok accepts
+   (dilation 1, one group, padding <= 2, 8 or more channels in and out); same contracts as the three above */
+NBI_API bool nbi_cpu_winograd_ok(const nbi_conv *cv);
+NBI_API int nbi_cpu_winograd_conv2d(float *y, const float *x, const float *w, const float *b, const nbi_conv *cv);
+NBI_API int nbi_cpu_winograd_conv2d_input(float *dx, const float *dy, const float *w, const nbi_conv *cv);
+NBI_API int nbi_cpu_winograd_conv2d_weight(float *dw, const float *x, const float *dy, const nbi_conv *cv);
 /* pool.c: max pooling */
 NBI_API void nbi_cpu_max_pool2d(nb_dtype dt, void *y, int64_t *idx, const void *x, const nbi_conv *cv);
 NBI_API void nbi_cpu_max_pool2d_grad(nb_dtype dt, void *dx, const void *g, const int64_t *idx, const nbi_conv *cv);

@@ -19,7 +19,7 @@
  * dw = G^T dU G. In exact arithmetic all three equal the direct sums; in f32 the transforms add a few
  * roundings (docs/OPS.md states the bound against the reference set).
  *
- * Work goes a chunk of images at a time (about 192 tiles, a count fixed by the shape), chunks split across
+ * Work goes a chunk of images at a time (128 to 384 tiles, a count fixed by the shape), chunks split across
  * the worker pool, each with its own V and M; the weight gradient sums image blocks of a size fixed by N
  * alone in order, as conv.c does: the same bits for any thread count.
  */
@@ -29,6 +29,7 @@
 #include "cpu.h"
 #include "gemm.h"
 #include "threads.h"
+
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(NBI_NO_CLONES)
 #define NBI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -64,20 +65,19 @@ static void weight_transform(const float *w, int64_t O, int64_t C, float *U) {
 }
 
 /* The geometry of one transform pass: images of C planes H x W, tiles TH x TW of 2x2 outputs, padding.
-   Tiles are numbered on a grid one column wider than the image's, t = (b TH + ti) (TW + 1) + tj with
-   tj <= TW: the column tj = TW is a spare tile (its V is zero, its outputs dropped) that lets every
-   transform run over a whole plane's tiles as one contiguous vector loop. */
+   Tile t = (b TH + ti) TW + tj. */
 typedef struct {
     int64_t C, H, W, TH, TW, ph, pw;
 } tiling;
 
-static int64_t plane_tiles(int64_t TH, int64_t TW) { return TH * (TW + 1); }
+static int64_t plane_tiles(int64_t TH, int64_t TW) { return TH * TW; }
 
-/* Scratch floats the transforms need per worker: four phase planes of (TH + 2) x (TW + 1) (with room for
-   the spare tiles' reads and a split's excess) and two row buffers. */
-static int64_t phase_size(int64_t TH, int64_t TW) { return (TH + 2) * (TW + 1) + 32; }
+/* Scratch floats the transforms need per worker: eight phase planes of (TH + 1) x TW (with room for the
+   excess of the vector stores), the padded plane (2 TH + 2) x (2 TW + 2) (with room for reads past its
+   end), a row buffer. */
+static int64_t phase_size(int64_t TH, int64_t TW) { return (TH + 2) * TW + 48; }
 static int64_t plane_scratch(int64_t TH, int64_t TW) {
-    return 4 * phase_size(TH, TW) + 4 * (TH + 2) * (TW + 1) + 64; /* and the padded plane (or a row buffer) */
+    return 8 * phase_size(TH, TW) + (2 * TH + 2) * (2 * TW + 2) + 4 * TW + 192;
 }
 
 /* The tile loops below run 16 tiles at a time on GCC's and Clang's vector types (one AVX-512 register, or
@@ -122,6 +122,23 @@ NBI_INLINE static void split_even_odd(const float *r, int64_t n, float *ev, floa
     for (; j < n; j++) ev[j] = r[2 * j], od[j] = r[2 * j + 1];
 }
 
+/* From a padded row r: e[j] = r[2 j], o[j] = r[2 j + 1], es[j] = r[2 j + 2], os[j] = r[2 j + 3] for j < n,
+   each written 16 at a time (up to n rounded up to 16: the excess lands on the next row, written after);
+   r is read up to 2 n rounded up to 32, plus 2. */
+NBI_INLINE static void split_four(const float *r, int64_t n, float *e, float *o, float *es, float *os) {
+    int64_t j = 0;
+#if VW
+    for (; j < n; j += 16) {
+        vf16 lo = VLD(r + 2 * j), hi = VLD(r + 2 * j + 16), lo2 = VLD(r + 2 * j + 2), hi2 = VLD(r + 2 * j + 18);
+        VST(e + j, SHUF(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+        VST(o + j, SHUF(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+        VST(es + j, SHUF(lo2, hi2, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+        VST(os + j, SHUF(lo2, hi2, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+    }
+#endif
+    for (; j < n; j++) e[j] = r[2 * j], o[j] = r[2 * j + 1], es[j] = r[2 * j + 2], os[j] = r[2 * j + 3];
+}
+
 /* r[2 j] = ev[j], r[2 j + 1] = od[j] for j < n; r has room for 2 n rounded up to 32, ev and od hold n
    rounded up to 16. */
 NBI_INLINE static void merge_even_odd(const float *ev, const float *od, int64_t n, float *r) {
@@ -143,22 +160,28 @@ static int64_t up16(int64_t n) { return (n + 15) / 16 * 16; }
    a multiple of 4 KiB for many shapes). */
 static int64_t e_stride(int64_t r, int64_t P) { return up16(r * P) + 16; }
 
-/* dst[j] = src[j] for j < n: short rows, inline (a call per row of a small image costs more than the copy). */
-NBI_INLINE static void copy_row(float *dst, const float *src, int64_t n) {
+/* dst[j] = src[j] for j < n, inline (a call per row of a small image costs more than the copy): 16 at a
+   time while src + 16 and dst + 16 stay within src_end and dst_end, then one at a time. The 16-wide copies
+   write past n (up to n rounded up to 16): returns how many floats from dst were written, for the caller
+   to clear or overwrite. */
+NBI_INLINE static int64_t copy_row(float *dst, const float *src, int64_t n, const float *src_end,
+                                   const float *dst_end) {
     int64_t j = 0;
 #if VW
-    for (; j + 16 <= n; j += 16) VST(dst + j, VLD(src + j));
+    for (; j < n && src + j + 16 <= src_end && dst + j + 16 <= dst_end; j += 16) VST(dst + j, VLD(src + j));
 #endif
+    if (j >= n) return j;
     for (; j < n; j++) dst[j] = src[j];
+    return n;
 }
 
-/* The 16 transformed values of tile q from the four phases (see input_transform); v's matrices CP apart. */
+/* The 16 transformed values of tile q from the phase planes (see input_transform); v's matrices CP apart. */
 #define IN_TILE(T, LD, ST)                                                                                          \
     do {                                                                                                            \
-        T d00 = LD(X00 + q), d01 = LD(X01 + q), d02 = LD(X00 + q + 1), d03 = LD(X01 + q + 1);                       \
-        T d10 = LD(X10 + q), d11 = LD(X11 + q), d12 = LD(X10 + q + 1), d13 = LD(X11 + q + 1);                       \
-        T d20 = LD(X00 + q + L), d21 = LD(X01 + q + L), d22 = LD(X00 + q + L + 1), d23 = LD(X01 + q + L + 1);       \
-        T d30 = LD(X10 + q + L), d31 = LD(X11 + q + L), d32 = LD(X10 + q + L + 1), d33 = LD(X11 + q + L + 1);       \
+        T d00 = LD(X00 + q), d01 = LD(X01 + q), d02 = LD(S00 + q), d03 = LD(S01 + q);                               \
+        T d10 = LD(X10 + q), d11 = LD(X11 + q), d12 = LD(S10 + q), d13 = LD(S11 + q);                               \
+        T d20 = LD(X00 + q + L), d21 = LD(X01 + q + L), d22 = LD(S00 + q + L), d23 = LD(S01 + q + L);               \
+        T d30 = LD(X10 + q + L), d31 = LD(X11 + q + L), d32 = LD(S10 + q + L), d33 = LD(S11 + q + L);               \
         /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */                                                        \
         T t00 = d00 - d20, t01 = d01 - d21, t02 = d02 - d22, t03 = d03 - d23;                                       \
         T t10 = d10 + d20, t11 = d11 + d21, t12 = d12 + d22, t13 = d13 + d23;                                       \
@@ -174,7 +197,8 @@ NBI_INLINE static void copy_row(float *dst, const float *src, int64_t n) {
     } while (0)
 
 NBI_INLINE static void in_tiles(int64_t Q, int64_t L, int64_t CP, const float *X00, const float *X01, const float *X10,
-                            const float *X11, float *v) {
+                                const float *X11, const float *S00, const float *S01, const float *S10,
+                                const float *S11, float *v) {
     int64_t q = 0;
 #if VW
     for (; q + VW <= Q; q += VW) IN_TILE(vf16, VLD, VST);
@@ -244,40 +268,38 @@ NBI_INLINE static void grad_tiles(int64_t Q, int64_t S, const float *G00, const 
     for (; q < Q; q++) GRAD_TILE(float, SLD, SST);
 }
 
-/* V[e][c][t] (V + (e C + c) P + t) = (B^T d B)[e] for the m images at x (m, C, H, W). Each plane is split
-   into its four phases X_ab[i][j] = xpad[2 i + a][2 j + b] (xpad: the plane with its zero padding), rows
-   TW + 1 long; then tap (r, s) of tile q = ti (TW + 1) + tj is X_(r&1)(s&1)[q + (r>>1) (TW + 1) + (s>>1)],
-   so each of the 16 outputs is a vector loop over q. tmp: plane_scratch floats. */
+/* V[e][c][t] (V + e sE + c P + t) = (B^T d B)[e] for the m images at x (m, C, H, W). Each plane, padded
+   (pad: rows 2 TH + 2 of 2 TW + 2), is split into eight phase planes of rows TW long,
+     X_ab[i][j] = pad[2 i + a][2 j + b]   and the same one column of tiles on, S_ab[i][j] = X_ab[i][j + 1],
+   so that tap (r, s) of tile q = ti TW + tj is X_(r&1)(s&1)[q + (r>>1) TW] for s < 2 and S_(r&1)(s&1)[...]
+   for s >= 2: each of the 16 outputs is a vector loop over q. tmp: plane_scratch floats. */
 NBI_CLONES static void input_transform(const tiling *tl, const float *x, int64_t m, float *V, int64_t P, int64_t sE,
                                        float *tmp) {
-    int64_t C = tl->C, H = tl->H, W = tl->W, TH = tl->TH, TW = tl->TW, L = TW + 1, Q = TH * L;
-    int64_t ps = phase_size(TH, TW), Wp = 2 * L, R = 2 * (TH + 2); /* a phase plane; the padded plane */
-    int64_t CP = sE;
-    float *pad = tmp + 4 * ps; /* the padded plane: R rows of Wp, then 32 spare floats */
+    int64_t C = tl->C, H = tl->H, W = tl->W, TH = tl->TH, TW = tl->TW, Q = TH * TW;
+    int64_t ps = phase_size(TH, TW), Wp = 2 * TW + 2, R = 2 * TH + 2; /* a phase plane; the padded plane */
+    float *pad = tmp + 8 * ps; /* R rows of Wp, then spare floats for the splits' reads */
     int64_t cl = tl->pw, cr = tl->pw + W < Wp ? tl->pw + W : Wp; /* the image's columns in a padded row */
-    for (int64_t j = 0; j < R * Wp + 32; j++) pad[j] = 0.0f;
+    for (int64_t j = 0; j < R * Wp + 64; j++) pad[j] = 0.0f;
+    const float *xend = x + m * C * H * W;
     for (int64_t b = 0; b < m; b++)
         for (int64_t c = 0; c < C; c++) {
             const float *xp = x + (b * C + c) * H * W;
             /* the whole padded plane first (its columns outside [cl, cr) stay zero), then each row split */
             for (int64_t i2 = 0; i2 < R; i2++) {
                 int64_t h = i2 - tl->ph;
-                if (h >= 0 && h < H) copy_row(pad + i2 * Wp + cl, xp + h * W, cr - cl);
-                else
-                    for (int64_t j = cl; j < cr; j++) pad[i2 * Wp + j] = 0.0f;
+                if (h < 0 || h >= H) continue; /* rows outside the image stay zero */
+                float *pr = pad + i2 * Wp;
+                int64_t w = cl + copy_row(pr + cl, xp + h * W, cr - cl, xend, pad + R * Wp + 64);
+                for (int64_t j = cr; j < w; j++) pr[j] = 0.0f; /* what the copy wrote past the image's columns */
             }
-            /* padded row i2 = 2 i + a into row i of X_a0 (even columns) and X_a1 (odd columns), in order, so each
-               row's split excess is overwritten by the next row */
+            /* padded row i2 = 2 i + a into row i of X_a0, X_a1, S_a0, S_a1 (planes 4 a + 0..3), rows in order */
             for (int64_t i2 = 0; i2 < R; i2++) {
-                int64_t a = i2 & 1, i = i2 >> 1;
-                split_even_odd(pad + i2 * Wp, L, tmp + (2 * a) * ps + i * L, tmp + (2 * a + 1) * ps + i * L);
+                float *dst = tmp + 4 * (i2 & 1) * ps + (i2 >> 1) * TW;
+                split_four(pad + i2 * Wp, TW, dst, dst + ps, dst + 2 * ps, dst + 3 * ps);
             }
-            for (int ab = 0; ab < 4; ab++)
-                for (int64_t j = 0; j < 2; j++) tmp[ab * ps + (TH + 2) * L + j] = 0.0f;
-            float *v = V + c * P + b * Q;
-            in_tiles(Q, L, CP, tmp, tmp + ps, tmp + 2 * ps, tmp + 3 * ps, v);
-            for (int64_t ti = 0; ti < TH; ti++) /* the spare tiles: zero */
-                for (int e = 0; e < 16; e++) v[e * CP + ti * L + TW] = 0.0f;
+            const float *X0 = tmp, *X1 = tmp + 4 * ps; /* a = 0 and a = 1: X_a0, X_a1, S_a0, S_a1 */
+            in_tiles(Q, TW, sE, X0, X0 + ps, X1, X1 + ps, X0 + 2 * ps, X0 + 3 * ps, X1 + 2 * ps, X1 + 3 * ps,
+                     V + c * P + b * Q);
         }
 }
 
@@ -286,8 +308,9 @@ NBI_CLONES static void input_transform(const tiling *tl, const float *x, int64_t
    tmp: plane_scratch floats. */
 NBI_CLONES static void output_transform(const float *M, int64_t O, int64_t P, int64_t S, int64_t TH, int64_t TW,
                                         int64_t OH, int64_t OW, const float *bias, int64_t m, float *y, float *tmp) {
-    int64_t L = TW + 1, Q = TH * L, ps = phase_size(TH, TW);
-    float *Y00 = tmp, *Y01 = tmp + ps, *Y10 = tmp + 2 * ps, *Y11 = tmp + 3 * ps, *row = tmp + 4 * ps;
+    int64_t Q = TH * TW, ps = phase_size(TH, TW);
+    float *Y00 = tmp, *Y01 = tmp + ps, *Y10 = tmp + 2 * ps, *Y11 = tmp + 3 * ps, *row = tmp + 8 * ps;
+    const float *yend = y + m * O * OH * OW;
     for (int64_t b = 0; b < m; b++)
         for (int64_t o = 0; o < O; o++) {
             float bo = bias ? bias[o] : 0.0f, *yp = y + (b * O + o) * OH * OW;
@@ -295,31 +318,31 @@ NBI_CLONES static void output_transform(const float *M, int64_t O, int64_t P, in
             out_tiles(Q, S, mt, bo, Y00, Y01, Y10, Y11);
             for (int64_t ti = 0; ti < TH; ti++)
                 for (int a = 0; a < 2 && 2 * ti + a < OH; a++) {
-                    merge_even_odd((a ? Y10 : Y00) + ti * L, (a ? Y11 : Y01) + ti * L, L, row);
-                    copy_row(yp + (2 * ti + a) * OW, row, OW);
+                    merge_even_odd((a ? Y10 : Y00) + ti * TW, (a ? Y11 : Y01) + ti * TW, TW, row);
+                    copy_row(yp + (2 * ti + a) * OW, row, OW, row + 2 * up16(TW), yend); /* the rest: later rows */
                 }
         }
 }
 
-/* dM[e][o][t] = (A g A^T)[e] for g the 2x2 of dy (m, O, OH, OW) at tile t (zeros outside, and for the spare
-   tiles): dy's four phases G_ab[ti][tj] = dy[2 ti + a][2 tj + b], then vector loops over q. tmp:
-   plane_scratch floats. */
+/* dM[e][o][t] = (A g A^T)[e] for g the 2x2 of dy (m, O, OH, OW) at tile t (zeros outside): each plane
+   copied into a zero-padded one (rows 2 TH of 2 TW), split into its four phases G_ab[ti][tj] =
+   dy[2 ti + a][2 tj + b], then vector loops over q. tmp: plane_scratch floats. */
 NBI_CLONES static void grad_transform(const float *dy, int64_t O, int64_t P, int64_t S, int64_t TH, int64_t TW,
                                       int64_t OH, int64_t OW, int64_t m, float *dM, float *tmp) {
-    int64_t L = TW + 1, Q = TH * L, ps = phase_size(TH, TW);
-    float *G00 = tmp, *G01 = tmp + ps, *G10 = tmp + 2 * ps, *G11 = tmp + 3 * ps, *row = tmp + 4 * ps;
-    for (int64_t j = 0; j < up16(2 * L) + 32; j++) row[j] = 0.0f; /* columns from OW on stay zero */
+    int64_t Q = TH * TW, ps = phase_size(TH, TW), Wp = 2 * TW; /* Wp >= OW */
+    float *G00 = tmp, *G01 = tmp + ps, *G10 = tmp + 2 * ps, *G11 = tmp + 3 * ps, *pad = tmp + 8 * ps;
+    for (int64_t j = 0; j < 2 * TH * Wp + 64; j++) pad[j] = 0.0f; /* rows from OH and columns from OW stay zero */
+    const float *gend = dy + m * O * OH * OW;
     for (int64_t b = 0; b < m; b++)
         for (int64_t o = 0; o < O; o++) {
             const float *gp = dy + (b * O + o) * OH * OW;
-            for (int64_t i = 0; i < 2 * TH; i++) { /* dy's row i into row i/2 of G_a0 and G_a1, a = i & 1 */
-                float *ev = tmp + (2 * (i & 1)) * ps + (i >> 1) * L, *od = ev + ps;
-                if (i < OH) {
-                    copy_row(row, gp + i * OW, OW);
-                    split_even_odd(row, L, ev, od);
-                } else {
-                    for (int64_t j = 0; j < L; j++) ev[j] = 0.0f, od[j] = 0.0f;
-                }
+            for (int64_t i = 0; i < OH; i++) {
+                int64_t w = copy_row(pad + i * Wp, gp + i * OW, OW, gend, pad + 2 * TH * Wp + 64);
+                for (int64_t j = OW; j < w; j++) pad[i * Wp + j] = 0.0f; /* the spill past the row */
+            }
+            for (int64_t i = 0; i < 2 * TH; i++) { /* row i into row i/2 of G_a0 and G_a1, a = i & 1, in order */
+                float *ev = tmp + (2 * (i & 1)) * ps + (i >> 1) * TW;
+                split_even_odd(pad + i * Wp, TW, ev, ev + ps);
             }
             grad_tiles(Q, S, G00, G01, G10, G11, dM + o * P + b * Q);
         }
@@ -357,10 +380,19 @@ static int fwd_chunks(void *ctx, int64_t lo, int64_t hi) {
     return rc;
 }
 
-/* Images per chunk: about 192 tiles (at least one image, at most 32; a function of the shape only). */
+/* Images per chunk: between about 128 and 384 tiles, the count that leaves the least of the GEMM's last
+   32-column panel empty (at least one image, at most 32; a function of the shape only). */
 static int64_t tile_chunk(int64_t tiles_per_image) {
-    int64_t k = (192 + tiles_per_image - 1) / (tiles_per_image > 0 ? tiles_per_image : 1);
-    return k < 1 ? 1 : k > 32 ? 32 : k;
+    int64_t q = tiles_per_image > 0 ? tiles_per_image : 1, lo = (128 + q - 1) / q, hi = (384 + q - 1) / q;
+    if (hi > 32) hi = 32;
+    if (lo > hi) lo = hi;
+    int64_t best = lo;
+    double waste = 2;
+    for (int64_t m = lo; m <= hi; m++) {
+        double w = (double)((m * q + 31) / 32 * 32 - m * q) / (double)(m * q);
+        if (w < waste - 1e-12) waste = w, best = m;
+    }
+    return best;
 }
 
 /* y (N, O, OH, OW) = the 3x3 stride-1 convolution of x (N, C, H, W) with U (the transformed weights). */

@@ -117,6 +117,54 @@ static void test_max_direct(void) {
     nb_scope_end();
 }
 
+/* 2 x 2 windows with stride 2 and no padding take a vector path in the fast f32 set: ties and NaNs, widths
+   that leave a remainder (and rows wider than one vector), odd heights, many planes, 1 and 2 threads, all
+   against a direct scan. */
+static void test_max_2x2(void) {
+    nb_scope_begin();
+    static const int64_t shapes[][4] = {{3, 5, 7, 23}, {2, 3, 9, 38}, {1, 1, 2, 2}, {4, 7, 14, 14}, {2, 2, 28, 28}};
+    int keep = nb_num_threads();
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int64_t *sh = shapes[k];
+        int64_t N = sh[0], C = sh[1], H = sh[2], W = sh[3], OH = H / 2, OW = W / 2;
+        th_seed(40 + (int)k);
+        nb_tensor *r = th_rand(NB_F64, 4, sh, 0, 3);
+        double *rv = nb_data(r);
+        for (int64_t e = 0; e < nb_numel(r); e++) rv[e] = e % 17 == 5 ? NAN : floor(rv[e]); /* ties, NaNs */
+        nb_tensor *x = nb_to(r, NB_F32), *idx[2] = {NULL, NULL}, *y[2];
+        for (int t = 0; t < 2; t++) {
+            nb_set_num_threads(t + 1);
+            y[t] = nb_max_pool2d_with_indices(x, (int[]){2, 2}, (nb_conv2d_opts){0}, &idx[t]);
+        }
+        nb_set_num_threads(keep);
+        CHECK(y[0] && y[1] && idx[0] && idx[1]);
+        if (!y[0] || !y[1] || !idx[0] || !idx[1]) continue;
+        CHECK(memcmp(nb_data(y[0]), nb_data(y[1]), sizeof(float) * (size_t)nb_numel(y[0])) == 0);
+        CHECK(memcmp(nb_data(idx[0]), nb_data(idx[1]), sizeof(int64_t) * (size_t)nb_numel(idx[0])) == 0);
+        bool ok = true;
+        const float *yv = nb_data(y[0]);
+        const int64_t *iv = nb_data(idx[0]);
+        for (int64_t pl = 0; pl < N * C; pl++)
+            for (int64_t i = 0; i < OH; i++)
+                for (int64_t j = 0; j < OW; j++) {
+                    double best = 0;
+                    int64_t at = -1;
+                    for (int p = 0; p < 2; p++)
+                        for (int q = 0; q < 2; q++) {
+                            int64_t e = (2 * i + p) * W + 2 * j + q;
+                            double v = rv[pl * H * W + e];
+                            if (at < 0 || v > best || v != v) best = v, at = e; /* first of ties, last NaN */
+                        }
+                    float got = yv[(pl * OH + i) * OW + j];
+                    ok &= isnan(best) ? isnan(got) : got == (float)best;
+                    ok &= iv[(pl * OH + i) * OW + j] == at;
+                }
+        if (!ok) fprintf(stderr, "max_2x2: shape %zu differs from the direct scan\n", k);
+        CHECK(ok);
+    }
+    nb_scope_end();
+}
+
 static void test_avg_direct(void) {
     nb_scope_begin();
     th_seed(33);
@@ -193,6 +241,7 @@ static void test_oom(void) { CHECK(th_fail_each(pool_at, NULL, 5000) > 5); }
 int main(void) {
     RUN(test_gradcheck);
     RUN(test_max_direct);
+    RUN(test_max_2x2);
     RUN(test_avg_direct);
     RUN(test_errors);
     if (!getenv("SKIP_OOM")) RUN(test_oom);

@@ -1,7 +1,9 @@
 /*
  * batchnorm.c - batch normalisation with the batch's statistics for the CPU set: channels split across the
- * worker pool, each channel's sums in double over its N rows of S values in order (8 partial sums per row,
- * combined in a fixed order), so the bits do not depend on the thread count.
+ * worker pool, each channel's sums in double over its N rows of S values in order (32 partial sums per row,
+ * four vector registers of AVX-512, combined in a fixed order), so the bits do not depend on the thread
+ * count. Compiled for AVX-512, AVX2 and the baseline (function clones picked at run time, no contraction:
+ * every clone rounds alike).
  *
  *   forward   mean, var (biased), rstd = 1 / sqrt(var + eps);  y = (x - mean) rstd gamma + beta
  *   backward  dbeta = sum g, dgamma = sum g xh, dx = gamma rstd (g - dbeta / M - xh dgamma / M)
@@ -12,6 +14,8 @@
 #include "../backend.h"
 #include "cpu.h"
 #include "threads.h"
+#include "vec.h"
+
 
 typedef struct {
     nb_dtype dt;
@@ -22,21 +26,29 @@ typedef struct {
     double eps;
 } bn_job;
 
-/* sum_s a[s] (and sum_s a[s] b[s] when b) in double with 8 partial sums. */
+/* sum_s a[s] - shift, sum_s (a[s] - mu)^2 and sum_s g[s] (x[s] - mu) in double with 32 partial sums
+   (combined pairwise in a fixed order). */
+#define PARTIALS 32
+#define COMBINE(p)                                                                                                 \
+    do {                                                                                                           \
+        for (int w = PARTIALS / 2; w > 0; w /= 2)                                                                  \
+            for (int k = 0; k < w; k++) p[k] += p[k + w];                                                          \
+    } while (0)
 #define SUMS(T)                                                                                                    \
-    static double sum_##T(const T *a, int64_t n, double shift) {                                                   \
-        double p[8] = {0};                                                                                         \
+    static inline double sum_##T(const T *a, int64_t n, double shift) {                                            \
+        double p[PARTIALS] = {0};                                                                                  \
         int64_t s = 0;                                                                                             \
-        for (; s + 8 <= n; s += 8)                                                                                 \
-            for (int k = 0; k < 8; k++) p[k] += (double)a[s + k] - shift;                                          \
+        for (; s + PARTIALS <= n; s += PARTIALS)                                                                   \
+            for (int k = 0; k < PARTIALS; k++) p[k] += (double)a[s + k] - shift;                                   \
         for (; s < n; s++) p[0] += (double)a[s] - shift;                                                           \
-        return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));                                  \
+        COMBINE(p);                                                                                                \
+        return p[0];                                                                                               \
     }                                                                                                              \
-    static double sumsq_##T(const T *a, int64_t n, double mu) {                                                    \
-        double p[8] = {0};                                                                                         \
+    static inline double sumsq_##T(const T *a, int64_t n, double mu) {                                             \
+        double p[PARTIALS] = {0};                                                                                  \
         int64_t s = 0;                                                                                             \
-        for (; s + 8 <= n; s += 8)                                                                                 \
-            for (int k = 0; k < 8; k++) {                                                                          \
+        for (; s + PARTIALS <= n; s += PARTIALS)                                                                   \
+            for (int k = 0; k < PARTIALS; k++) {                                                                   \
                 double d = (double)a[s + k] - mu;                                                                  \
                 p[k] += d * d;                                                                                     \
             }                                                                                                      \
@@ -44,18 +56,20 @@ typedef struct {
             double d = (double)a[s] - mu;                                                                          \
             p[0] += d * d;                                                                                         \
         }                                                                                                          \
-        return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));                                 \
+        COMBINE(p);                                                                                                \
+        return p[0];                                                                                               \
     }                                                                                                              \
-    static double sumgx_##T(const T *g, const T *x, int64_t n, double mu) {                                        \
-        double p[8] = {0};                                                                                         \
+    static inline double sumgx_##T(const T *g, const T *x, int64_t n, double mu) {                                 \
+        double p[PARTIALS] = {0};                                                                                  \
         int64_t s = 0;                                                                                             \
-        for (; s + 8 <= n; s += 8)                                                                                 \
-            for (int k = 0; k < 8; k++) p[k] += (double)g[s + k] * ((double)x[s + k] - mu);                        \
+        for (; s + PARTIALS <= n; s += PARTIALS)                                                                   \
+            for (int k = 0; k < PARTIALS; k++) p[k] += (double)g[s + k] * ((double)x[s + k] - mu);                 \
         for (; s < n; s++) p[0] += (double)g[s] * ((double)x[s] - mu);                                             \
-        return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));                                  \
+        COMBINE(p);                                                                                                \
+        return p[0];                                                                                               \
     }                                                                                                              \
                                                                                                                    \
-    static void fwd_##T(const bn_job *j, int64_t lo, int64_t hi) {                                                 \
+    NBI_CLONES static void fwd_##T(const bn_job *j, int64_t lo, int64_t hi) {                                                 \
         const T *x = j->x, *gm = j->gamma, *bt = j->beta;                                                          \
         T *y = j->y;                                                                                               \
         int64_t N = j->N, C = j->C, S = j->S;                                                                      \
@@ -76,7 +90,7 @@ typedef struct {
         }                                                                                                          \
     }                                                                                                              \
                                                                                                                    \
-    static void bwd_##T(const bn_job *j, int64_t lo, int64_t hi) {                                                 \
+    NBI_CLONES static void bwd_##T(const bn_job *j, int64_t lo, int64_t hi) {                                                 \
         const T *x = j->x, *g = j->g, *gm = j->gamma;                                                              \
         int64_t N = j->N, C = j->C, S = j->S;                                                                      \
         double M = (double)(N * S);                                                                                \

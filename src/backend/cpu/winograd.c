@@ -29,13 +29,9 @@
 #include "cpu.h"
 #include "gemm.h"
 #include "threads.h"
+#include "vec.h"
 
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(NBI_NO_CLONES)
-#define NBI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define NBI_CLONES
-#endif
 
 bool nbi_cpu_winograd_ok(const nbi_conv *cv) {
     return cv->KH == 3 && cv->KW == 3 && cv->sh == 1 && cv->sw == 1 && cv->dh == 1 && cv->dw == 1 && cv->G == 1 &&
@@ -84,29 +80,8 @@ static int64_t plane_scratch(int64_t TH, int64_t TW) {
    its halves and quarters on narrower clones), the last 16 again for a remainder (a tile done twice is
    written twice with the same values), one at a time when there are fewer than 16; both do the same
    operations in the same order, so every tile rounds alike. */
-#if defined(__GNUC__) || defined(__clang__)
-typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
-#define VW 16
-#define VLD(p) (*(const vf16 *)(p))
-#define VST(p, x) (*(vf16 *)(p) = (x))
-#else
-#define VW 0
-#endif
-/* Inlined into each clone of its caller, so that it is compiled for the clone's instruction set. */
-#if defined(__GNUC__) || defined(__clang__)
-#define NBI_INLINE __attribute__((always_inline)) inline
-#else
-#define NBI_INLINE inline
-#endif
 #define SLD(p) (*(p))
 #define SST(p, x) (*(p) = (x))
-
-#if VW && defined(__clang__)
-#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#elif VW
-typedef int vi16 __attribute__((vector_size(64)));
-#define SHUF(a, b, ...) __builtin_shuffle(a, b, (vi16){__VA_ARGS__})
-#endif
 
 /* ev[j] = r[2 j], od[j] = r[2 j + 1] for j < n; r holds 2 n floats rounded up to 32, ev and od room for n
    rounded up to 16 (the excess is scratch). */

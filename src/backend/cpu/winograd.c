@@ -325,21 +325,31 @@ NBI_CLONES static void grad_transform(const float *dy, int64_t O, int64_t P, int
 
 /* ------------------------------------------------------------------ forward (and input gradient) --- */
 
+/* One pass over the images: the forward (x, U, bias into y) or the weight gradient (x, dy into part). */
 typedef struct {
     tiling tl;
-    int64_t N, O, OH, OW, chunk; /* images per chunk */
-    const float *x, *U, *bias;
-    float *y;
-} fwd_job;
+    int64_t N, O, OH, OW, chunk, block; /* images per chunk; weight gradient: images per block */
+    const float *x, *U, *bias, *dy;
+    float *y, *part; /* part: 16 O C per block */
+} wino_job;
+
+/* A worker's scratch for chunks of jb->chunk images: V (16 matrices of C x tiles), M or dM (16 of O x tiles),
+   the transforms' planes. NULL when out of memory. */
+static float *chunk_scratch(const wino_job *jb, float **M, float **tmp) {
+    const tiling *tl = &jb->tl;
+    int64_t Pmax = jb->chunk * plane_tiles(tl->TH, tl->TW);
+    int64_t nV = 16 * e_stride(tl->C, Pmax), nM = 16 * e_stride(jb->O, Pmax);
+    float *V = nbi_alloc(sizeof(float) * (size_t)(nV + nM + plane_scratch(tl->TH, tl->TW)));
+    if (V) *M = V + nV, *tmp = V + nV + nM;
+    return V;
+}
 
 static int fwd_chunks(void *ctx, int64_t lo, int64_t hi) {
-    const fwd_job *jb = ctx;
+    const wino_job *jb = ctx;
     const tiling *tl = &jb->tl;
-    int64_t C = tl->C, O = jb->O, T1 = plane_tiles(tl->TH, tl->TW), Pmax = jb->chunk * T1;
-    int64_t nV = 16 * e_stride(C, Pmax), nM = 16 * e_stride(O, Pmax);
-    float *V = nbi_alloc(sizeof(float) * (size_t)(nV + nM + plane_scratch(tl->TH, tl->TW)));
+    int64_t C = tl->C, O = jb->O, T1 = plane_tiles(tl->TH, tl->TW);
+    float *M, *tmp, *V = chunk_scratch(jb, &M, &tmp);
     if (!V) return -1;
-    float *M = V + nV, *tmp = M + nM;
     int rc = 0;
     for (int64_t k = lo; k < hi && rc == 0; k++) {
         int64_t n0 = k * jb->chunk, m = jb->N - n0 < jb->chunk ? jb->N - n0 : jb->chunk, P = m * T1;
@@ -373,7 +383,7 @@ static int64_t tile_chunk(int64_t tiles_per_image) {
 /* y (N, O, OH, OW) = the 3x3 stride-1 convolution of x (N, C, H, W) with U (the transformed weights). */
 static int winograd_forward(float *y, const float *x, const float *U, const float *b, int64_t N, int64_t C,
                             int64_t H, int64_t W, int64_t O, int64_t OH, int64_t OW, int64_t ph, int64_t pw) {
-    fwd_job jb = {{C, H, W, (OH + 1) / 2, (OW + 1) / 2, ph, pw}, N, O, OH, OW, 0, x, U, b, y};
+    wino_job jb = {{C, H, W, (OH + 1) / 2, (OW + 1) / 2, ph, pw}, N, O, OH, OW, 0, 0, x, U, b, NULL, y, NULL};
     jb.chunk = tile_chunk(plane_tiles(jb.tl.TH, jb.tl.TW));
     return nbi_parallel_for((N + jb.chunk - 1) / jb.chunk, 1, fwd_chunks, &jb);
 }
@@ -403,21 +413,12 @@ int nbi_cpu_winograd_conv2d_input(float *dx, const float *dy, const float *w, co
 
 /* ----------------------------------------------------------------------------- weight gradient --- */
 
-typedef struct {
-    tiling tl;
-    int64_t N, O, OH, OW, chunk, block;
-    const float *x, *dy;
-    float *part; /* 16 O C per block */
-} bww_job;
-
 static int bww_blocks(void *ctx, int64_t lo, int64_t hi) {
-    const bww_job *jb = ctx;
+    const wino_job *jb = ctx;
     const tiling *tl = &jb->tl;
-    int64_t C = tl->C, O = jb->O, T1 = plane_tiles(tl->TH, tl->TW), Pmax = jb->chunk * T1;
-    int64_t nV = 16 * e_stride(C, Pmax), nM = 16 * e_stride(O, Pmax);
-    float *V = nbi_alloc(sizeof(float) * (size_t)(nV + nM + plane_scratch(tl->TH, tl->TW)));
+    int64_t C = tl->C, O = jb->O, T1 = plane_tiles(tl->TH, tl->TW);
+    float *dM, *tmp, *V = chunk_scratch(jb, &dM, &tmp);
     if (!V) return -1;
-    float *dM = V + nV, *tmp = dM + nM;
     int rc = 0;
     for (int64_t k = lo; k < hi && rc == 0; k++) {
         float *acc = jb->part + k * 16 * O * C;
@@ -450,8 +451,8 @@ int nbi_cpu_winograd_conv2d_weight(float *dw, const float *x, const float *dy, c
     }
     float *part = nbi_alloc(sizeof(float) * (size_t)(nb * nw));
     if (!part) return -1;
-    bww_job jb = {{C, cv->H, cv->W, (cv->OH + 1) / 2, (cv->OW + 1) / 2, cv->ph, cv->pw}, cv->N, O, cv->OH, cv->OW, 0,
-                  blk, x, dy, part};
+    wino_job jb = {{C, cv->H, cv->W, (cv->OH + 1) / 2, (cv->OW + 1) / 2, cv->ph, cv->pw}, cv->N, O, cv->OH, cv->OW, 0,
+                   blk, x, NULL, NULL, dy, NULL, part};
     int64_t ck = tile_chunk(plane_tiles(jb.tl.TH, jb.tl.TW));
     jb.chunk = ck < blk ? ck : blk;
     int rc = nbi_parallel_for(nb, 1, bww_blocks, &jb);

@@ -8,7 +8,7 @@
  *   8 Flatten   9 Linear(3136, 128)   10 ReLU   11 Dropout(0.25)   12 Linear(128, 10)
  * BatchNorm eps 1e-5, momentum 0.1; loss nb_cross_entropy; Adam (lr 1e-3, betas 0.9 and 0.999, eps 1e-8).
  *
- * Usage: bench_cnn [--step | --conv] [--threads N] [--steps S] [--warmup W]
+ * Usage: bench_cnn [--step | --conv | --layer conv1|conv2] [--threads N] [--steps S] [--warmup W]
  *   --step (the default)  one training step on a batch of 128 random inputs (N(0, 1)) with random labels,
  *                         a new batch each step, one scope per step: forward, loss, backward, Adam. Prints
  *                         each step, "nabla cnn_step_ms THREADS V" (the median of the timed steps),
@@ -19,6 +19,7 @@
  *                         bias, from a fixed random output gradient) alone at each convolution's shape,
  *                         N 128, 3x3, padding 1: conv1 (1 -> 32, 28x28) and conv2 (32 -> 64, 14x14).
  *                         Prints "nabla conv_ms LAYER THREADS V" (the median) and a RESULT line per layer.
+ *   --layer L             --conv for one layer alone (conv1 or conv2), for profiling.
  * Defaults: --steps 20 --warmup 3. Nothing here asserts on time.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -154,7 +155,7 @@ static int run_step(int threads, int steps, int warmup)
     return 0;
 }
 
-static int run_conv(int threads, int steps, int warmup)
+static int run_conv(int threads, int steps, int warmup, const char *only)
 {
     static const struct {
         const char *name;
@@ -166,6 +167,7 @@ static int run_conv(int threads, int steps, int warmup)
     printf("# nabla %d.%d.%d threads=%d conv2d forward + backward (input, weight, bias), N %d, 3x3, padding 1\n",
            NABLA_VERSION_MAJOR, NABLA_VERSION_MINOR, NABLA_VERSION_PATCH, nb_num_threads(), BATCH);
     for (int li = 0; li < 2; li++) {
+        if (only && strcmp(only, layers[li].name) != 0) continue;
         const int64_t C = layers[li].C, O = layers[li].O, H = layers[li].H;
         nb_rng rng;
         nb_rng_seed(&rng, 7);
@@ -220,18 +222,21 @@ int main(int argc, char **argv)
 {
     int threads = 1, steps = 20, warmup = 3;
     bool conv = false;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--step") == 0) conv = false;
         else if (strcmp(a, "--conv") == 0) conv = true;
+        else if (strcmp(a, "--layer") == 0 && v && (strcmp(v, "conv1") == 0 || strcmp(v, "conv2") == 0))
+            conv = true, only = v, i++;
         else if (strcmp(a, "--threads") == 0 && v && atoi(v) > 0) threads = atoi(v), i++;
         else if (strcmp(a, "--steps") == 0 && v && atoi(v) > 0) steps = atoi(v), i++;
         else if (strcmp(a, "--warmup") == 0 && v && atoi(v) >= 0) warmup = atoi(v), i++;
         else {
-            fprintf(stderr, "usage: %s [--step | --conv] [--threads N] [--steps S] [--warmup W]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--step | --conv | --layer conv1|conv2] [--threads N] [--steps S] [--warmup W]\n", argv[0]);
             return 2;
         }
     }
     if (nb_set_num_threads(threads) != 0) return fail("nb_set_num_threads");
-    return conv ? run_conv(threads, steps, warmup) : run_step(threads, steps, warmup);
+    return conv ? run_conv(threads, steps, warmup, only) : run_step(threads, steps, warmup);
 }

@@ -354,9 +354,11 @@ static void test_threads(void)
 static void test_layouts(int kernel)
 {
     /* On one thread, where every path is taken (a split product skips the transposed x W^T and reads a
-       narrower block of A). The last: row-major A too wide to read in place (a block of it spans over
-       512 KiB), so packed. */
-    static const int64_t shapes[][3] = {{256, 784, 128}, {100, 70, 300}, {128, 256, 784}, {44, 40, 9}, {144, 70, 1000}};
+       narrower block of A). {144, 70, 1000}: row-major A too wide to read in place (a block of it spans over
+       512 KiB), so packed; {50, 1010, 600}: the same for a row-major B, every panel copied, the last of 18
+       columns. */
+    static const int64_t shapes[][3] = {{256, 784, 128}, {100, 70, 300}, {128, 256, 784},
+                                        {44, 40, 9},     {144, 70, 1000}, {50, 1010, 600}};
     const int threads = nb_num_threads();
     nb_set_num_threads(1);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {

@@ -982,7 +982,8 @@ __attribute__((target("avx512f"))) static void pack_a_avx512_d(double *restrict 
         pack_a_d(dst, a + ir * rsa, rsa, csa, mc - ir, kc, MR);
 }
 
-/* f32 B block, NR = 32, B stored by columns (rsb == 1): two 16 x 16 transposes per 16 rows of the panel. */
+/* f32 B block, NR = 32: B stored by columns (rsb == 1), two 16 x 16 transposes per 16 rows of a full panel;
+   B stored by rows (csb == 1), vector copies (a partial panel masked). */
 __attribute__((target("avx512f"))) static void pack_b_avx512_s(float *restrict dst, const float *b, int64_t rsb,
                                                                int64_t csb, int64_t kc, int64_t nc, int NR)
 {
@@ -1005,6 +1006,20 @@ __attribute__((target("avx512f"))) static void pack_b_avx512_s(float *restrict d
                     dst[p * 32 + j] = src[j * csb + p];
             dst += 32 * kc;
         }
+    }
+    if (csb == 1 && NR == 32) { /* B by rows: copies of 32 per row of each panel, the last one masked, zeros after */
+        for (; jr < nc; jr += 32) {
+            const int nr = (int)min_i64(32, nc - jr);
+            const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1),
+                            m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+            const float *src = b + jr;
+            for (int64_t p = 0; p < kc; ++p) {
+                _mm512_storeu_ps(dst + p * 32, _mm512_maskz_loadu_ps(m0, src + p * rsb));
+                _mm512_storeu_ps(dst + p * 32 + 16, _mm512_maskz_loadu_ps(m1, src + p * rsb + 16));
+            }
+            dst += 32 * kc;
+        }
+        return;
     }
     if (jr < nc)
         pack_b_s(dst, b + jr * csb, rsb, csb, kc, nc - jr, NR);

@@ -4,10 +4,15 @@
  * the last layer's gradients before the first layer's); without MPI, the
  * "built without MPI" errors; with MPI, a single process (size 1): broadcast
  * and all-reduce change nothing, nb_ddp gives the bits of a plain backward.
+ * The averaging kernel (rank_mean) of both kernel sets, against its definition.
  * Two processes: tests/dist/dist_mpi.c (ctest dist_mpi).
  */
 #include "harness.h"
 #include "nabla/dist.h"
+
+#include "backend/backend.h"
+
+#include <string.h>
 
 static void test_shard(void) {
     for (int size = 1; size <= 7; size++)
@@ -254,8 +259,48 @@ static void test_single_process(void) {
     nb_module_free(ref);
 }
 
+/* rank_mean of the fast and the reference set: the bits of its definition (the ranks' values summed in double in
+   rank order, divided by p, rounded once), on 1 and 2 threads; n spans several blocks and thread parts, with a
+   tail; the ranks' runs stride apart, with a gap. */
+static void test_rank_mean(void) {
+    const int64_t n = 70013, stride = n + 5;
+    for (int f64 = 0; f64 <= 1; f64++)
+        for (int p = 1; p <= 3; p++) {
+            size_t es = f64 ? sizeof(double) : sizeof(float);
+            char *src = malloc(es * (size_t)(stride * p)), *want = malloc(es * (size_t)n), *got = malloc(es * (size_t)n);
+            CHECK(src && want && got);
+            if (!src || !want || !got) goto next;
+            uint64_t h = 0x9e3779b97f4a7c15ull * (uint64_t)(p + 7 * f64);
+            for (int64_t i = 0; i < stride * p; i++) { /* values of mixed magnitude and sign */
+                h ^= h >> 12, h ^= h << 25, h ^= h >> 27;
+                double v = ((double)(h >> 11) / 9007199254740992.0 - 0.5) * ((i % 7) ? 1.0 : 1e6);
+                if (f64) ((double *)src)[i] = v;
+                else ((float *)src)[i] = (float)v;
+            }
+            for (int64_t j = 0; j < n; j++) {
+                double a = f64 ? ((double *)src)[j] : (double)((float *)src)[j];
+                for (int r = 1; r < p; r++)
+                    a += f64 ? ((double *)src)[r * stride + j] : (double)((float *)src)[r * stride + j];
+                if (f64) ((double *)want)[j] = a / p;
+                else ((float *)want)[j] = (float)(a / p);
+            }
+            const nbi_backend *sets[2] = {nbi_backend_cpu(), nbi_backend_reference()};
+            for (int k = 0; k < 2; k++)
+                for (int threads = 1; threads <= 2; threads++) {
+                    nb_set_num_threads(threads);
+                    memset(got, 0xff, es * (size_t)n);
+                    sets[k]->rank_mean(f64 ? NB_F64 : NB_F32, got, src, stride, n, p);
+                    CHECK(memcmp(got, want, es * (size_t)n) == 0);
+                }
+            nb_set_num_threads(0);
+        next:
+            free(src), free(want), free(got);
+        }
+}
+
 int main(void) {
     RUN(test_shard);
+    RUN(test_rank_mean);
     RUN(test_grad_hook);
     RUN(test_without_mpi);
     RUN(test_single_process);

@@ -78,6 +78,10 @@ int nbi_read_f64(const nb_tensor *t, double *dst, int64_t n) {
     return 0;
 }
 
+void nbi_read_host(const nb_tensor *t, void *dst) {
+    t->st->be->to_host(dst, nbi_arr_of(t).data, (size_t)t->numel * nbi_dsize(t->dtype));
+}
+
 void nbi_write_host(nb_tensor *t, const void *src, bool raw) {
     const nbi_backend *be = t->st->be;
     nbi_arr d = nbi_arr_of(t);
@@ -145,6 +149,10 @@ int nbi_matmul_driver(const nbi_backend *be, const nbi_arr *out, const nbi_arr *
 void nbi_k_fill(nb_tensor *dst, double v) {
     nbi_arr d = nbi_arr_of(dst);
     nbi_be(dst)->fill(&d, v);
+}
+
+void nbi_k_rank_mean(nb_tensor *dst, const void *src, int64_t stride, int p) {
+    nbi_be(dst)->rank_mean(dst->dtype, nbi_arr_of(dst).data, src, stride, dst->numel, p);
 }
 
 void nbi_k_copy(nb_tensor *dst, const nb_tensor *src) {

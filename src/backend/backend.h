@@ -298,6 +298,12 @@ typedef struct nbi_backend {
     /* dx (N, C, H, W) = 0, then dx[n, c, idx[n, c, i, j]] += g[n, c, i, j] over (i, j) in order (each plane
        summed in that order whatever the thread count). */
     void (*max_pool2d_grad)(nb_dtype dt, void *dx, const void *g, const int64_t *idx, const nbi_conv *cv);
+
+    /* ---- data parallelism (nabla/dist.h) ---- */
+    /* dst (n, contiguous, this device's memory) = the mean over p >= 1 ranks of src (host memory: rank r's n
+       values at src + r stride, dtype dt): summed in double in rank order, divided by p, rounded once to dt.
+       Bit-identical in every kernel set, for any thread count. */
+    void (*rank_mean)(nb_dtype dt, void *dst, const void *src, int64_t stride, int64_t n, int p);
 } nbi_backend;
 
 /* The kernel sets. */

@@ -271,10 +271,15 @@ NBI_API void nbi_set_at(nb_tensor *t, int64_t off, double v);
 NBI_API int nbi_read_f64(const nb_tensor *t, double *dst, int64_t n);
 /* Fill t from n host doubles (or from host bytes of t's dtype when raw), row-major; t contiguous. */
 NBI_API void nbi_write_host(nb_tensor *t, const void *src, bool raw);
+/* host dst (t->numel elements of t's dtype) = t's elements, raw; t contiguous. */
+NBI_API void nbi_read_host(const nb_tensor *t, void *dst);
 
 /* Kernel calls on tensors, through out's (dst's) backend: the strided elementwise slots. */
 NBI_API void nbi_k_fill(nb_tensor *dst, double v);
 NBI_API void nbi_k_copy(nb_tensor *dst, const nb_tensor *src);
+/* dst (contiguous) = the mean over p ranks of src (host memory, rank r's dst->numel values at src + r stride,
+   dst's dtype), summed in double in rank order (nabla/dist.h's all-reduce). */
+NBI_API void nbi_k_rank_mean(nb_tensor *dst, const void *src, int64_t stride, int p);
 NBI_API void nbi_k_unary(nbi_unop op, nb_tensor *out, const nb_tensor *a, double c);
 NBI_API void nbi_k_binary(nbi_binop op, nb_tensor *out, const nb_tensor *a, const nb_tensor *b);
 NBI_API void nbi_k_where(nb_tensor *out, const nb_tensor *cond, const nb_tensor *a, const nb_tensor *b);

@@ -239,33 +239,7 @@ static int agree(const char *fn, bool ok, uint64_t sig) {
     return res;
 }
 
-/* dst[j] = (sum over r = 0..p-1 of src[r stride + j], in double, in rank order) / p, rounded once to dt.
-   In blocks of 256 columns, rank by rank, so the loops vectorise. */
-static void average(nb_dtype dt, int p, int64_t n, const void *src, int64_t stride, void *dst) {
-    double acc[256];
-    for (int64_t j0 = 0; j0 < n; j0 += 256) {
-        int64_t m = n - j0 < 256 ? n - j0 : 256;
-        if (dt == NB_F32) {
-            const float *s = (const float *)src + j0;
-            for (int64_t j = 0; j < m; j++) acc[j] = (double)s[j];
-            for (int r = 1; r < p; r++)
-                for (int64_t j = 0; j < m; j++) acc[j] += (double)s[(int64_t)r * stride + j];
-            float *d = (float *)dst + j0;
-            for (int64_t j = 0; j < m; j++) d[j] = (float)(acc[j] / p);
-        } else {
-            const double *s = (const double *)src + j0;
-            for (int64_t j = 0; j < m; j++) acc[j] = s[j];
-            for (int r = 1; r < p; r++)
-                for (int64_t j = 0; j < m; j++) acc[j] += s[(int64_t)r * stride + j];
-            double *d = (double *)dst + j0;
-            for (int64_t j = 0; j < m; j++) d[j] = acc[j] / p;
-        }
-    }
-}
-
 static MPI_Datatype mpi_type(nb_dtype dt) { return dt == NB_F32 ? MPI_FLOAT : MPI_DOUBLE; }
-
-static void *tdata(nb_tensor *t) { return t->st->ptr + t->offset * (int64_t)nbi_dsize(t->dtype); }
 
 /* Give p a zero .grad (it had none). */
 static int zero_grad_for(const char *fn, nb_tensor *p) {
@@ -312,18 +286,34 @@ int nb_dist_broadcast_module(nb_module *m) {
             }
         }
     }
-    if (agree(fn, ok, sig) != 0) return nbi_dealloc(ts), -1;
+    /* Each tensor goes through one host buffer (the tensors may live on a device): read on rank 0, broadcast,
+       written on the others. */
+    char *buf = NULL;
+    if (ok) {
+        int64_t most = 0;
+        for (int i = 0; i < np + nbuf; i++) {
+            int64_t bytes = ts[i]->numel * (int64_t)nbi_dsize(ts[i]->dtype);
+            most = bytes > most ? bytes : most;
+        }
+        buf = nbi_alloc((size_t)(most > 0 ? most : 1));
+        if (!buf) nbi_err(fn, "out of memory"), ok = false;
+    }
+    if (agree(fn, ok, sig) != 0) return nbi_dealloc(buf), nbi_dealloc(ts), -1;
     int res = 0;
     for (int i = 0; i < np + nbuf && res == 0; i++) {
-        char *p = tdata(ts[i]);
         int64_t bytes = ts[i]->numel * (int64_t)nbi_dsize(ts[i]->dtype);
+        if (g_dist.rank == 0) nbi_read_host(ts[i], buf);
         for (int64_t off = 0; off < bytes && res == 0; off += 1 << 30) {
             int chunk = (int)(bytes - off < (1 << 30) ? bytes - off : (1 << 30));
-            int rc = MPI_Bcast(p + off, chunk, MPI_BYTE, 0, g_dist.comm);
+            int rc = MPI_Bcast(buf + off, chunk, MPI_BYTE, 0, g_dist.comm);
             if (rc != MPI_SUCCESS) res = mpi_fail(fn, "MPI_Bcast", rc);
         }
-        ts[i]->st->version++;
+        if (res == 0 && g_dist.rank != 0) {
+            nbi_write_host(ts[i], buf, true);
+            ts[i]->st->version++;
+        }
     }
+    nbi_dealloc(buf);
     nbi_dealloc(ts);
     return res;
 }
@@ -378,7 +368,7 @@ int nb_dist_allreduce_grads(int n, nb_tensor *const *params) {
         int64_t k = t->numel;
         size_t es = nbi_dsize(t->dtype);
         char *send = buf, *recv = buf + (size_t)k * es;
-        if (t->grad) memcpy(send, tdata(t->grad), (size_t)k * es);
+        if (t->grad) nbi_read_host(t->grad, send);
         else memset(send, 0, (size_t)k * es);
         rc = MPI_Allgather(send, (int)k, mpi_type(t->dtype), recv, (int)k, mpi_type(t->dtype), g_dist.comm);
         if (rc != MPI_SUCCESS) {
@@ -390,7 +380,7 @@ int nb_dist_allreduce_grads(int n, nb_tensor *const *params) {
             res = -1;
             continue;
         }
-        average(t->dtype, p, k, recv, k, tdata(t->grad));
+        nbi_k_rank_mean(t->grad, recv, k, p);
         t->grad->st->version++;
     }
     nbi_dealloc(has);
@@ -562,7 +552,7 @@ static void put_param(nb_ddp *d, int i, const nb_tensor *g) {
     bucket *b = &d->b[d->pb[i]];
     size_t es = nbi_dsize(b->dtype);
     char *dst = b->send + (size_t)d->poff[i] * es;
-    if (g) memcpy(dst, tdata((nb_tensor *)g), (size_t)d->params[i]->numel * es);
+    if (g) nbi_read_host(g, dst);
     else memset(dst, 0, (size_t)d->params[i]->numel * es);
     d->pready[i] = true;
     b->ready++;
@@ -643,9 +633,8 @@ int nb_ddp_backward(nb_ddp *d, nb_tensor *loss) {
         if (!nbi_is_contig(t->grad)) return nbi_err(fn, "the gradient of parameter %d is not contiguous", i), -1;
         const bucket *b = &d->b[d->pb[i]];
         size_t es = nbi_dsize(b->dtype);
-        /* rank r's values of this parameter start at r n + off in recv: gather them into one run per rank */
         /* rank r's values of this parameter start at r n + off in the bucket's receive buffer */
-        average(b->dtype, p, t->numel, b->recv + (size_t)d->poff[i] * es, b->n, tdata(t->grad));
+        nbi_k_rank_mean(t->grad, b->recv + (size_t)d->poff[i] * es, b->n, p);
         t->grad->st->version++;
     }
     d->st.steps++;

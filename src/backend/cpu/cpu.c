@@ -66,6 +66,7 @@ static const nbi_backend cpu_backend = {
     .index_move = nbi_cpu_index_move,
     .update = nbi_cpu_update,
     .first_nonfinite = nbi_cpu_first_nonfinite,
+    .rank_mean = nbi_cpu_rank_mean,
     .bernoulli = nbi_ref_bernoulli,
     .uniform = nbi_ref_uniform,
     .normal = nbi_ref_normal,

@@ -28,6 +28,7 @@ NBI_API int nbi_cpu_relu_mask_colsum(nb_dtype dt, void *r, const void *g, const 
                                      int64_t n);
 NBI_API void nbi_cpu_update(const nbi_update *u, nb_dtype dt, void *p, const void *g, void *m, void *v, int64_t n);
 NBI_API int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n);
+NBI_API void nbi_cpu_rank_mean(nb_dtype dt, void *dst, const void *src, int64_t stride, int64_t n, int p);
 /* Softmax statistics of rows rows of n contiguous f32 or f64 values at x, in double with libm's exp (rows.c's f64
    rows; f32 rows have kernels of their own in f32): m[i] = the max of row i (0 when every value is -inf, NaN when
    one is NaN), e[i n + k] = exp(x - m[i]) (rows x n doubles), s[i] = the sum of row i of e in order. */

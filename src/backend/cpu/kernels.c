@@ -798,6 +798,41 @@ int64_t nbi_cpu_first_nonfinite(nb_dtype dt, const void *x, int64_t n) {
     return -1;
 }
 
+/* dst (n) = (sum over r < p of src[r stride + j], in double, in rank order) / p, rounded once: blocks of 256
+   columns, rank by rank, so that the loops vectorise; parts of the columns on the pool. */
+typedef struct {
+    void *dst;
+    const void *src;
+    int64_t stride;
+    int p;
+} rank_mean_job;
+
+#define DEF_RANK_MEAN(T, SFX)                                                              \
+    NBI_CLONES static void rank_mean_cols_##SFX(T *d, const T *s, int64_t stride, int64_t n, int p) { \
+        double acc[256];                                                                   \
+        for (int64_t j0 = 0; j0 < n; j0 += 256) {                                          \
+            const int64_t m = n - j0 < 256 ? n - j0 : 256;                                 \
+            for (int64_t j = 0; j < m; j++) acc[j] = (double)s[j0 + j];                    \
+            for (int r = 1; r < p; r++) {                                                  \
+                const T *sr = s + (int64_t)r * stride + j0;                                \
+                for (int64_t j = 0; j < m; j++) acc[j] += (double)sr[j];                   \
+            }                                                                              \
+            for (int64_t j = 0; j < m; j++) d[j0 + j] = (T)(acc[j] / (double)p);           \
+        }                                                                                  \
+    }                                                                                      \
+    static int rank_mean_part_##SFX(void *vj, int64_t lo, int64_t hi) {                    \
+        const rank_mean_job *j = vj;                                                       \
+        rank_mean_cols_##SFX((T *)j->dst + lo, (const T *)j->src + lo, j->stride, hi - lo, j->p); \
+        return 0;                                                                          \
+    }
+DEF_RANK_MEAN(float, f32)
+DEF_RANK_MEAN(double, f64)
+
+void nbi_cpu_rank_mean(nb_dtype dt, void *dst, const void *src, int64_t stride, int64_t n, int p) {
+    rank_mean_job j = {dst, src, stride, p};
+    nbi_parallel_for(n, PAR_MIN_ELEMS, dt == NB_F32 ? rank_mean_part_f32 : rank_mean_part_f64, &j);
+}
+
 void nbi_cpu_exp_block(double *v, int64_t n) {
     for (int64_t k = 0; k < n; k++) v[k] = exp(v[k]);
 }

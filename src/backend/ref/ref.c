@@ -748,6 +748,15 @@ static void ref_update(const nbi_update *u, nb_dtype dt, void *p, const void *g,
 }
 
 /* -1 when the n values of x (n) are all finite, else the index of the first infinity or NaN */
+/* dst[j] = (src[j] + src[stride + j] + ... + src[(p - 1) stride + j]) / p, in double in rank order, rounded once. */
+static void ref_rank_mean(nb_dtype dt, void *dst, const void *src, int64_t stride, int64_t n, int p) {
+    for (int64_t j = 0; j < n; j++) {
+        double a = load(dt, src, j);
+        for (int r = 1; r < p; r++) a += load(dt, src, (int64_t)r * stride + j);
+        store(dt, dst, j, a / (double)p);
+    }
+}
+
 static int64_t ref_first_nonfinite(nb_dtype dt, const void *x, int64_t n) {
     for (int64_t k = 0; k < n; k++)
         if (!isfinite(load(dt, x, k))) return k;
@@ -1047,6 +1056,7 @@ static const nbi_backend reference = {
     .index_move = ref_index_move,
     .update = ref_update,
     .first_nonfinite = ref_first_nonfinite,
+    .rank_mean = ref_rank_mean,
     .bernoulli = nbi_ref_bernoulli,
     .uniform = nbi_ref_uniform,
     .normal = nbi_ref_normal,

@@ -68,12 +68,26 @@ typedef struct {
 
 static int64_t plane_tiles(int64_t TH, int64_t TW) { return TH * TW; }
 
-/* Scratch floats the transforms need per worker: eight phase planes of (TH + 1) x TW (with room for the
-   excess of the vector stores), the padded plane (2 TH + 2) x (2 TW + 2) (with room for reads past its
-   end), a row buffer. */
+/* The transforms take the planes of a chunk WG at a time and run each step (copy into a padded plane, split
+   into phase planes, the tile loops) on all WG planes before the next step reads them: the steps write and
+   read the same rows at different offsets, and a load that overlaps a store still in the store buffer waits
+   for it. They also prefetch the planes of the next group from memory (the input and dy) or for writing (y),
+   which the hardware does not do soon enough across such short rows. */
+#define WG 4
+
+/* Scratch floats the transforms need per worker: WG sets of eight phase planes of (TH + 1) x TW (with room
+   for the excess of the vector stores), then WG padded planes (2 TH + 2) x (2 TW + 2) (each with room for
+   reads past its end; the output transform's row buffer in their place). */
 static int64_t phase_size(int64_t TH, int64_t TW) { return (TH + 2) * TW + 48; }
-static int64_t plane_scratch(int64_t TH, int64_t TW) {
-    return 8 * phase_size(TH, TW) + (2 * TH + 2) * (2 * TW + 2) + 4 * TW + 192;
+static int64_t pad_size(int64_t TH, int64_t TW) { return (2 * TH + 2) * (2 * TW + 2) + 4 * TW + 192; }
+static int64_t plane_scratch(int64_t TH, int64_t TW) { return WG * (8 * phase_size(TH, TW) + pad_size(TH, TW)); }
+
+/* Prefetches the n floats at p (for writing when w), a line at a time. */
+NBI_INLINE static void prefetch_plane(const float *p, int64_t n, bool w) {
+    for (int64_t j = 0; j < n; j += 16) {
+        if (w) __builtin_prefetch(p + j, 1);
+        else __builtin_prefetch(p + j);
+    }
 }
 
 /* The tile loops below run 16 tiles at a time on GCC's and Clang's vector types (one AVX-512 register, or
@@ -250,32 +264,43 @@ NBI_INLINE static void grad_tiles(int64_t Q, int64_t S, const float *G00, const 
    for s >= 2: each of the 16 outputs is a vector loop over q. tmp: plane_scratch floats. */
 NBI_CLONES static void input_transform(const tiling *tl, const float *x, int64_t m, float *V, int64_t P, int64_t sE,
                                        float *tmp) {
-    int64_t C = tl->C, H = tl->H, W = tl->W, TH = tl->TH, TW = tl->TW, Q = TH * TW;
+    int64_t C = tl->C, H = tl->H, W = tl->W, TH = tl->TH, TW = tl->TW, Q = TH * TW, HW = H * W;
     int64_t ps = phase_size(TH, TW), Wp = 2 * TW + 2, R = 2 * TH + 2; /* a phase plane; the padded plane */
-    float *pad = tmp + 8 * ps; /* R rows of Wp, then spare floats for the splits' reads */
     int64_t cl = tl->pw, cr = tl->pw + W < Wp ? tl->pw + W : Wp; /* the image's columns in a padded row */
-    for (int64_t j = 0; j < R * Wp + 64; j++) pad[j] = 0.0f;
-    const float *xend = x + m * C * H * W;
-    for (int64_t b = 0; b < m; b++)
-        for (int64_t c = 0; c < C; c++) {
-            const float *xp = x + (b * C + c) * H * W;
-            /* the whole padded plane first (its columns outside [cl, cr) stay zero), then each row split */
+    float *pads = tmp + WG * 8 * ps;                                /* WG padded planes, pad_size apart */
+    for (int g = 0; g < WG; g++)
+        for (int64_t j = 0; j < R * Wp + 64; j++) pads[g * pad_size(TH, TW) + j] = 0.0f;
+    const float *xend = x + m * C * HW;
+    for (int64_t k0 = 0; k0 < m * C; k0 += WG) { /* planes k = b C + c, at x + k H W */
+        int gn = m * C - k0 < WG ? (int)(m * C - k0) : WG;
+        /* the whole padded planes first (their columns outside [cl, cr) and rows outside the image stay zero) */
+        for (int g = 0; g < gn; g++) {
+            const float *xp = x + (k0 + g) * HW;
+            float *pad = pads + g * pad_size(TH, TW);
+            if (k0 + g + WG < m * C) prefetch_plane(xp + WG * HW, HW, false);
             for (int64_t i2 = 0; i2 < R; i2++) {
                 int64_t h = i2 - tl->ph;
-                if (h < 0 || h >= H) continue; /* rows outside the image stay zero */
+                if (h < 0 || h >= H) continue;
                 float *pr = pad + i2 * Wp;
                 int64_t w = cl + copy_row(pr + cl, xp + h * W, cr - cl, xend, pad + R * Wp + 64);
                 for (int64_t j = cr; j < w; j++) pr[j] = 0.0f; /* what the copy wrote past the image's columns */
             }
-            /* padded row i2 = 2 i + a into row i of X_a0, X_a1, S_a0, S_a1 (planes 4 a + 0..3), rows in order */
+        }
+        /* padded row i2 = 2 i + a into row i of X_a0, X_a1, S_a0, S_a1 (planes 4 a + 0..3 of set g), in order */
+        for (int g = 0; g < gn; g++) {
+            const float *pad = pads + g * pad_size(TH, TW);
             for (int64_t i2 = 0; i2 < R; i2++) {
-                float *dst = tmp + 4 * (i2 & 1) * ps + (i2 >> 1) * TW;
+                float *dst = tmp + (8 * g + 4 * (i2 & 1)) * ps + (i2 >> 1) * TW;
                 split_four(pad + i2 * Wp, TW, dst, dst + ps, dst + 2 * ps, dst + 3 * ps);
             }
-            const float *X0 = tmp, *X1 = tmp + 4 * ps; /* a = 0 and a = 1: X_a0, X_a1, S_a0, S_a1 */
+        }
+        for (int g = 0; g < gn; g++) {
+            int64_t b = (k0 + g) / C, c = (k0 + g) % C;
+            const float *X0 = tmp + 8 * g * ps, *X1 = X0 + 4 * ps; /* a = 0 and a = 1: X_a0, X_a1, S_a0, S_a1 */
             in_tiles(Q, TW, sE, X0, X0 + ps, X1, X1 + ps, X0 + 2 * ps, X0 + 3 * ps, X1 + 2 * ps, X1 + 3 * ps,
                      V + c * P + b * Q);
         }
+    }
 }
 
 /* y (m, O, OH, OW) = A^T M[.][o][t] A + b[o] from M[e][o][t] (P tiles). The four outputs of every tile of a
@@ -283,20 +308,27 @@ NBI_CLONES static void input_transform(const tiling *tl, const float *x, int64_t
    tmp: plane_scratch floats. */
 NBI_CLONES static void output_transform(const float *M, int64_t O, int64_t P, int64_t S, int64_t TH, int64_t TW,
                                         int64_t OH, int64_t OW, const float *bias, int64_t m, float *y, float *tmp) {
-    int64_t Q = TH * TW, ps = phase_size(TH, TW);
-    float *Y00 = tmp, *Y01 = tmp + ps, *Y10 = tmp + 2 * ps, *Y11 = tmp + 3 * ps, *row = tmp + 8 * ps;
-    const float *yend = y + m * O * OH * OW;
-    for (int64_t b = 0; b < m; b++)
-        for (int64_t o = 0; o < O; o++) {
-            float bo = bias ? bias[o] : 0.0f, *yp = y + (b * O + o) * OH * OW;
-            const float *mt = M + o * P + b * Q;
-            out_tiles(Q, S, mt, bo, Y00, Y01, Y10, Y11);
+    int64_t Q = TH * TW, ps = phase_size(TH, TW), OHW = OH * OW;
+    float *row = tmp + WG * 8 * ps;
+    const float *yend = y + m * O * OHW;
+    for (int64_t k0 = 0; k0 < m * O; k0 += WG) { /* planes k = b O + o, at y + k OH OW */
+        int gn = m * O - k0 < WG ? (int)(m * O - k0) : WG;
+        for (int g = 0; g < gn; g++) { /* the four outputs of every tile into Y_ab (planes 0..3 of set g) */
+            int64_t b = (k0 + g) / O, o = (k0 + g) % O;
+            float *Y = tmp + 8 * g * ps;
+            out_tiles(Q, S, M + o * P + b * Q, bias ? bias[o] : 0.0f, Y, Y + ps, Y + 2 * ps, Y + 3 * ps);
+        }
+        for (int g = 0; g < gn; g++) { /* interleaved into the rows of y */
+            float *yp = y + (k0 + g) * OHW;
+            const float *Y = tmp + 8 * g * ps;
+            if (k0 + g + WG < m * O) prefetch_plane(yp + WG * OHW, OHW, true);
             for (int64_t ti = 0; ti < TH; ti++)
                 for (int a = 0; a < 2 && 2 * ti + a < OH; a++) {
-                    merge_even_odd((a ? Y10 : Y00) + ti * TW, (a ? Y11 : Y01) + ti * TW, TW, row);
+                    merge_even_odd(Y + 2 * a * ps + ti * TW, Y + (2 * a + 1) * ps + ti * TW, TW, row);
                     copy_row(yp + (2 * ti + a) * OW, row, OW, row + 2 * up16(TW), yend); /* the rest: later rows */
                 }
         }
+    }
 }
 
 /* dM[e][o][t] = (A g A^T)[e] for g the 2x2 of dy (m, O, OH, OW) at tile t (zeros outside): each plane
@@ -304,23 +336,35 @@ NBI_CLONES static void output_transform(const float *M, int64_t O, int64_t P, in
    dy[2 ti + a][2 tj + b], then vector loops over q. tmp: plane_scratch floats. */
 NBI_CLONES static void grad_transform(const float *dy, int64_t O, int64_t P, int64_t S, int64_t TH, int64_t TW,
                                       int64_t OH, int64_t OW, int64_t m, float *dM, float *tmp) {
-    int64_t Q = TH * TW, ps = phase_size(TH, TW), Wp = 2 * TW; /* Wp >= OW */
-    float *G00 = tmp, *G01 = tmp + ps, *G10 = tmp + 2 * ps, *G11 = tmp + 3 * ps, *pad = tmp + 8 * ps;
-    for (int64_t j = 0; j < 2 * TH * Wp + 64; j++) pad[j] = 0.0f; /* rows from OH and columns from OW stay zero */
-    const float *gend = dy + m * O * OH * OW;
-    for (int64_t b = 0; b < m; b++)
-        for (int64_t o = 0; o < O; o++) {
-            const float *gp = dy + (b * O + o) * OH * OW;
+    int64_t Q = TH * TW, ps = phase_size(TH, TW), Wp = 2 * TW, OHW = OH * OW; /* Wp >= OW */
+    float *pads = tmp + WG * 8 * ps; /* WG padded planes, pad_size apart */
+    for (int g = 0; g < WG; g++) /* rows from OH and columns from OW stay zero */
+        for (int64_t j = 0; j < 2 * TH * Wp + 64; j++) pads[g * pad_size(TH, TW) + j] = 0.0f;
+    const float *gend = dy + m * O * OHW;
+    for (int64_t k0 = 0; k0 < m * O; k0 += WG) { /* planes k = b O + o, at dy + k OH OW */
+        int gn = m * O - k0 < WG ? (int)(m * O - k0) : WG;
+        for (int g = 0; g < gn; g++) {
+            const float *gp = dy + (k0 + g) * OHW;
+            float *pad = pads + g * pad_size(TH, TW);
+            if (k0 + g + WG < m * O) prefetch_plane(gp + WG * OHW, OHW, false);
             for (int64_t i = 0; i < OH; i++) {
                 int64_t w = copy_row(pad + i * Wp, gp + i * OW, OW, gend, pad + 2 * TH * Wp + 64);
                 for (int64_t j = OW; j < w; j++) pad[i * Wp + j] = 0.0f; /* the spill past the row */
             }
-            for (int64_t i = 0; i < 2 * TH; i++) { /* row i into row i/2 of G_a0 and G_a1, a = i & 1, in order */
-                float *ev = tmp + (2 * (i & 1)) * ps + (i >> 1) * TW;
+        }
+        for (int g = 0; g < gn; g++) { /* row i into row i/2 of G_a0 and G_a1 (planes 2 a, 2 a + 1 of set g) */
+            const float *pad = pads + g * pad_size(TH, TW);
+            for (int64_t i = 0; i < 2 * TH; i++) {
+                float *ev = tmp + (8 * g + 2 * (i & 1)) * ps + (i >> 1) * TW;
                 split_even_odd(pad + i * Wp, TW, ev, ev + ps);
             }
-            grad_tiles(Q, S, G00, G01, G10, G11, dM + o * P + b * Q);
         }
+        for (int g = 0; g < gn; g++) {
+            int64_t b = (k0 + g) / O, o = (k0 + g) % O;
+            const float *G = tmp + 8 * g * ps;
+            grad_tiles(Q, S, G, G + ps, G + 2 * ps, G + 3 * ps, dM + o * P + b * Q);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ forward (and input gradient) --- */

@@ -249,6 +249,34 @@ static void test_default_limit_follows_peak(void) {
     nb_release_cached_memory();
 }
 
+/* A miss takes a cached block of a larger class, up to twice the size asked for, and the block goes back to
+   its own class when freed: a 100000-float tensor freed, then one of 80000 floats (a smaller class) reuses
+   it, then one of 100000 again; one of 40000 floats (under half) does not. Under ASan the bytes past the
+   smaller request stay poisoned. */
+static void test_larger_class_reused(void) {
+    nb_set_cache_limit((int64_t)256 << 20);
+    nb_free(nb_full(NB_F32, 1, (int64_t[]){100000}, 0.0));
+    nb_memory_stats a, b;
+    nb_get_memory_stats(&a);
+    nb_tensor *t = nb_full(NB_F32, 1, (int64_t[]){80000}, 0.0);
+    nb_get_memory_stats(&b);
+    CHECK(t && b.system_allocs == a.system_allocs && b.reuses > a.reuses);
+#ifdef TEST_ASAN
+    if (t) CHECK(__asan_address_is_poisoned((float *)nb_data(t) + 80000));
+#endif
+    nb_free(t);
+    nb_get_memory_stats(&a);
+    t = nb_full(NB_F32, 1, (int64_t[]){100000}, 0.0);
+    nb_get_memory_stats(&b);
+    CHECK(t && b.system_allocs == a.system_allocs && b.reuses > a.reuses);
+    nb_free(t);
+    nb_get_memory_stats(&a);
+    t = nb_full(NB_F32, 1, (int64_t[]){40000}, 0.0);
+    nb_get_memory_stats(&b);
+    CHECK(t && b.system_allocs == a.system_allocs + 1);
+    nb_free(t);
+}
+
 int main(void) {
     RUN(test_default_limit_follows_peak); /* first: the others set limits of their own */
     RUN(test_steady_state_one_thread);
@@ -256,6 +284,7 @@ int main(void) {
     RUN(test_cache_off_same_result);
     RUN(test_limit_zero_reaches_hook);
     RUN(test_poisoned);
+    RUN(test_larger_class_reused);
     RUN(test_other_threads);
     RUN(test_limit_zero_other_thread);
     return th_finish();

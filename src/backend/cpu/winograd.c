@@ -485,10 +485,12 @@ static int bww_blocks(void *ctx, int64_t lo, int64_t hi) {
     return rc;
 }
 
-/* Blocks of images for the weight gradient: at least 8 images each and at most 64 blocks (N alone). */
+/* Blocks of images for the weight gradient: at least 32 images each and at most 64 blocks (N alone). Each
+   block keeps 16 O C floats of partial sums until the end (4 blocks of a batch of 128: 1 MiB for O = 64,
+   C = 32). */
 static int64_t image_block(int64_t N) {
     int64_t b = (N + 63) / 64;
-    return b < 8 ? 8 : b;
+    return b < 32 ? 32 : b;
 }
 
 int nbi_cpu_winograd_conv2d_weight(float *dw, const float *x, const float *dy, const nbi_conv *cv) {

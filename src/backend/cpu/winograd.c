@@ -97,6 +97,26 @@ NBI_INLINE static void prefetch_plane(const float *p, int64_t n, bool w) {
 #define SLD(p) (*(p))
 #define SST(p, x) (*(p) = (x))
 
+/* BODY(T, LD, ST) for every tile q < Q, as said above (BODY reads q). */
+#if VW
+#define TILE_LOOP(Q, BODY)                                                                                          \
+    do {                                                                                                            \
+        int64_t q = 0;                                                                                              \
+        for (; q + VW <= (Q); q += VW) BODY(vf16, VLD, VST);                                                        \
+        if (q < (Q) && (Q) >= VW) { /* the last VW tiles again: the ones done twice get the same values */          \
+            q = (Q) - VW;                                                                                           \
+            BODY(vf16, VLD, VST);                                                                                   \
+            break;                                                                                                  \
+        }                                                                                                           \
+        for (; q < (Q); q++) BODY(float, SLD, SST);                                                                 \
+    } while (0)
+#else
+#define TILE_LOOP(Q, BODY)                                                                                          \
+    do {                                                                                                            \
+        for (int64_t q = 0; q < (Q); q++) BODY(float, SLD, SST);                                                    \
+    } while (0)
+#endif
+
 /* ev[j] = r[2 j], od[j] = r[2 j + 1] for j < n; r holds 2 n floats rounded up to 32, ev and od room for n
    rounded up to 16 (the excess is scratch). */
 NBI_INLINE static void split_even_odd(const float *r, int64_t n, float *ev, float *od) {
@@ -188,16 +208,7 @@ NBI_INLINE static int64_t copy_row(float *dst, const float *src, int64_t n, cons
 NBI_INLINE static void in_tiles(int64_t Q, int64_t L, int64_t CP, const float *X00, const float *X01, const float *X10,
                                 const float *X11, const float *S00, const float *S01, const float *S10,
                                 const float *S11, float *v) {
-    int64_t q = 0;
-#if VW
-    for (; q + VW <= Q; q += VW) IN_TILE(vf16, VLD, VST);
-    if (q < Q && Q >= VW) { /* the last VW tiles again: the ones done twice get the same values */
-        q = Q - VW;
-        IN_TILE(vf16, VLD, VST);
-        return;
-    }
-#endif
-    for (; q < Q; q++) IN_TILE(float, SLD, SST);
+    TILE_LOOP(Q, IN_TILE);
 }
 
 /* The four outputs (plus bo) of tile q from M's 16 rows (S apart) into the output's phases. */
@@ -218,16 +229,7 @@ NBI_INLINE static void in_tiles(int64_t Q, int64_t L, int64_t CP, const float *X
 
 NBI_INLINE static void out_tiles(int64_t Q, int64_t S, const float *mt, float bo, float *Y00, float *Y01, float *Y10,
                              float *Y11) {
-    int64_t q = 0;
-#if VW
-    for (; q + VW <= Q; q += VW) OUT_TILE(vf16, VLD, VST);
-    if (q < Q && Q >= VW) { /* the last VW tiles again: the ones done twice get the same values */
-        q = Q - VW;
-        OUT_TILE(vf16, VLD, VST);
-        return;
-    }
-#endif
-    for (; q < Q; q++) OUT_TILE(float, SLD, SST);
+    TILE_LOOP(Q, OUT_TILE);
 }
 
 /* The 16 values of A g A^T for tile q from dy's four phases; mt's rows S apart. A = [1 0; 1 1; 1 -1; 0 -1]:
@@ -245,16 +247,7 @@ NBI_INLINE static void out_tiles(int64_t Q, int64_t S, const float *mt, float bo
 
 NBI_INLINE static void grad_tiles(int64_t Q, int64_t S, const float *G00, const float *G01, const float *G10,
                               const float *G11, float *mt) {
-    int64_t q = 0;
-#if VW
-    for (; q + VW <= Q; q += VW) GRAD_TILE(vf16, VLD, VST);
-    if (q < Q && Q >= VW) { /* the last VW tiles again: the ones done twice get the same values */
-        q = Q - VW;
-        GRAD_TILE(vf16, VLD, VST);
-        return;
-    }
-#endif
-    for (; q < Q; q++) GRAD_TILE(float, SLD, SST);
+    TILE_LOOP(Q, GRAD_TILE);
 }
 
 /* V[e][c][t] (V + e sE + c P + t) = (B^T d B)[e] for the m images at x (m, C, H, W). Each plane, padded

@@ -25,6 +25,7 @@
 typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float vf8 __attribute__((vector_size(32), aligned(4), may_alias));
 typedef int vi8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int vi16 __attribute__((vector_size(64), aligned(4), may_alias));
 #define VW 16 /* floats per vf16; 0 when the compiler has no vector types */
 #define VLD(p) (*(const vf16 *)(p))
 #define VST(p, x) (*(vf16 *)(p) = (x))

@@ -170,18 +170,19 @@ static int64_t up16(int64_t n) { return (n + 15) / 16 * 16; }
 static int64_t e_stride(int64_t r, int64_t P) { return up16(r * P) + 16; }
 
 /* dst[j] = src[j] for j < n, inline (a call per row of a small image costs more than the copy): 16 at a
-   time while src + 16 and dst + 16 stay within src_end and dst_end, then one at a time. The 16-wide copies
-   write past n (up to n rounded up to 16): returns how many floats from dst were written, for the caller
-   to clear or overwrite. */
-NBI_INLINE static int64_t copy_row(float *dst, const float *src, int64_t n, const float *src_end,
-                                   const float *dst_end) {
+   time while src + 16 and dst + 16 stay within src_end and dst_end, the last 16 with zeros in the lanes from
+   n on (so dst[j] = 0 for n <= j < n rounded up to 16), else one at a time. */
+NBI_INLINE static void copy_row(float *dst, const float *src, int64_t n, const float *src_end, const float *dst_end) {
     int64_t j = 0;
 #if VW
-    for (; j < n && src + j + 16 <= src_end && dst + j + 16 <= dst_end; j += 16) VST(dst + j, VLD(src + j));
+    for (; j + 16 <= n && src + j + 16 <= src_end && dst + j + 16 <= dst_end; j += 16) VST(dst + j, VLD(src + j));
+    if (j < n && src + j + 16 <= src_end && dst + j + 16 <= dst_end) {
+        const vi16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        VST(dst + j, (vf16)((vi16)VLD(src + j) & (lane < (int)(n - j))));
+        return;
+    }
 #endif
-    if (j >= n) return j;
     for (; j < n; j++) dst[j] = src[j];
-    return n;
 }
 
 /* The 16 transformed values of tile q from the phase planes (see input_transform); v's matrices CP apart. */
@@ -275,8 +276,7 @@ NBI_CLONES static void input_transform(const tiling *tl, const float *x, int64_t
                 int64_t h = i2 - tl->ph;
                 if (h < 0 || h >= H) continue;
                 float *pr = pad + i2 * Wp;
-                int64_t w = cl + copy_row(pr + cl, xp + h * W, cr - cl, xend, pad + R * Wp + 64);
-                for (int64_t j = cr; j < w; j++) pr[j] = 0.0f; /* what the copy wrote past the image's columns */
+                copy_row(pr + cl, xp + h * W, cr - cl, xend, pad + R * Wp + 64); /* zeros after: padding */
             }
         }
         /* padded row i2 = 2 i + a into row i of X_a0, X_a1, S_a0, S_a1 (planes 4 a + 0..3 of set g), in order */
@@ -341,8 +341,7 @@ NBI_CLONES static void grad_transform(const float *dy, int64_t O, int64_t P, int
             float *pad = pads + g * pad_size(TH, TW);
             if (k0 + g + WG < m * O) prefetch_plane(gp + WG * OHW, OHW, false);
             for (int64_t i = 0; i < OH; i++) {
-                int64_t w = copy_row(pad + i * Wp, gp + i * OW, OW, gend, pad + 2 * TH * Wp + 64);
-                for (int64_t j = OW; j < w; j++) pad[i * Wp + j] = 0.0f; /* the spill past the row */
+                copy_row(pad + i * Wp, gp + i * OW, OW, gend, pad + 2 * TH * Wp + 64); /* zeros after */
             }
         }
         for (int g = 0; g < gn; g++) { /* row i into row i/2 of G_a0 and G_a1 (planes 2 a, 2 a + 1 of set g) */

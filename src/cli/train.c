@@ -818,7 +818,7 @@ static int write_curves(run *r) {
     char path[PATH_CAP + 64], title[PATH_CAP + 64];
     join(path, sizeof path, r->o.out, "curves.svg");
     const char *data = r->o.csv[0] ? strrchr(r->o.csv, '/') + 1 : r->o.data;
-    snprintf(title, sizeof title, "nabla train: %s, %s", data, r->o.optimizer);
+    snprintf(title, sizeof title, "nabla train: %s, %s, %s", r->o.cnn ? "CNN" : "MLP", data, r->o.optimizer);
     nb_clear_error();
     int rc = nb_svg_chart(path, title, "epoch", 2, panels, 4, s);
     free(v);

@@ -251,6 +251,27 @@ NBI_INLINE static void grad_tiles(int64_t Q, int64_t S, const float *G00, const 
     TILE_LOOP(Q, GRAD_TILE);
 }
 
+/* The padded planes of the input and gradient transforms: WG of them at pads, pad_size apart, each R rows of
+   Wp (room for 64 floats more). clear_pads zeroes them once per call (what no row copy reaches stays zero);
+   pad_planes copies planes k0 .. k0 + gn - 1 of src (nplanes planes of H x W) into them, row h at row h + top
+   and column left, n floats a row with zeros after (copy_row), and prefetches the planes WG further on. */
+static void clear_pads(float *pads, int64_t R, int64_t Wp, int64_t pstride) {
+    for (int g = 0; g < WG; g++)
+        for (int64_t j = 0; j < R * Wp + 64; j++) pads[g * pstride + j] = 0.0f;
+}
+
+NBI_INLINE static void pad_planes(const float *src, int64_t nplanes, int64_t H, int64_t W, int64_t k0, int gn, float *pads,
+                                  int64_t pstride, int64_t R, int64_t Wp, int64_t top, int64_t left, int64_t n) {
+    const float *end = src + nplanes * H * W;
+    for (int g = 0; g < gn; g++) {
+        const float *sp = src + (k0 + g) * H * W;
+        float *pad = pads + g * pstride;
+        if (k0 + g + WG < nplanes) prefetch_plane(sp + WG * H * W, H * W, false);
+        for (int64_t h = 0; h < H && h + top < R; h++)
+            copy_row(pad + (h + top) * Wp + left, sp + h * W, n, end, pad + R * Wp + 64);
+    }
+}
+
 /* V[e][c][t] (V + e sE + c P + t) = (B^T d B)[e] for the m images at x (m, C, H, W). Each plane, padded
    (pad: rows 2 TH + 2 of 2 TW + 2), is split into eight phase planes of rows TW long,
      X_ab[i][j] = pad[2 i + a][2 j + b]   and the same one column of tiles on, S_ab[i][j] = X_ab[i][j + 1],
@@ -258,27 +279,15 @@ NBI_INLINE static void grad_tiles(int64_t Q, int64_t S, const float *G00, const 
    for s >= 2: each of the 16 outputs is a vector loop over q. tmp: plane_scratch floats. */
 NBI_CLONES static void input_transform(const tiling *tl, const float *x, int64_t m, float *V, int64_t P, int64_t sE,
                                        float *tmp) {
-    int64_t C = tl->C, H = tl->H, W = tl->W, TH = tl->TH, TW = tl->TW, Q = TH * TW, HW = H * W;
+    int64_t C = tl->C, H = tl->H, W = tl->W, TH = tl->TH, TW = tl->TW, Q = TH * TW;
     int64_t ps = phase_size(TH, TW), Wp = 2 * TW + 2, R = 2 * TH + 2; /* a phase plane; the padded plane */
     int64_t cl = tl->pw, cr = tl->pw + W < Wp ? tl->pw + W : Wp; /* the image's columns in a padded row */
-    float *pads = tmp + WG * 8 * ps;                                /* WG padded planes, pad_size apart */
-    for (int g = 0; g < WG; g++)
-        for (int64_t j = 0; j < R * Wp + 64; j++) pads[g * pad_size(TH, TW) + j] = 0.0f;
-    const float *xend = x + m * C * HW;
+    float *pads = tmp + WG * 8 * ps; /* WG padded planes */
+    clear_pads(pads, R, Wp, pad_size(TH, TW));
     for (int64_t k0 = 0; k0 < m * C; k0 += WG) { /* planes k = b C + c, at x + k H W */
         int gn = m * C - k0 < WG ? (int)(m * C - k0) : WG;
         /* the whole padded planes first (their columns outside [cl, cr) and rows outside the image stay zero) */
-        for (int g = 0; g < gn; g++) {
-            const float *xp = x + (k0 + g) * HW;
-            float *pad = pads + g * pad_size(TH, TW);
-            if (k0 + g + WG < m * C) prefetch_plane(xp + WG * HW, HW, false);
-            for (int64_t i2 = 0; i2 < R; i2++) {
-                int64_t h = i2 - tl->ph;
-                if (h < 0 || h >= H) continue;
-                float *pr = pad + i2 * Wp;
-                copy_row(pr + cl, xp + h * W, cr - cl, xend, pad + R * Wp + 64); /* zeros after: padding */
-            }
-        }
+        pad_planes(x, m * C, H, W, k0, gn, pads, pad_size(TH, TW), R, Wp, tl->ph, cl, cr - cl);
         /* padded row i2 = 2 i + a into row i of X_a0, X_a1, S_a0, S_a1 (planes 4 a + 0..3 of set g), in order */
         for (int g = 0; g < gn; g++) {
             const float *pad = pads + g * pad_size(TH, TW);
@@ -329,21 +338,12 @@ NBI_CLONES static void output_transform(const float *M, int64_t O, int64_t P, in
    dy[2 ti + a][2 tj + b], then vector loops over q. tmp: plane_scratch floats. */
 NBI_CLONES static void grad_transform(const float *dy, int64_t O, int64_t P, int64_t S, int64_t TH, int64_t TW,
                                       int64_t OH, int64_t OW, int64_t m, float *dM, float *tmp) {
-    int64_t Q = TH * TW, ps = phase_size(TH, TW), Wp = 2 * TW, OHW = OH * OW; /* Wp >= OW */
-    float *pads = tmp + WG * 8 * ps; /* WG padded planes, pad_size apart */
-    for (int g = 0; g < WG; g++) /* rows from OH and columns from OW stay zero */
-        for (int64_t j = 0; j < 2 * TH * Wp + 64; j++) pads[g * pad_size(TH, TW) + j] = 0.0f;
-    const float *gend = dy + m * O * OHW;
+    int64_t Q = TH * TW, ps = phase_size(TH, TW), Wp = 2 * TW; /* Wp >= OW */
+    float *pads = tmp + WG * 8 * ps; /* WG padded planes; rows from OH and columns from OW stay zero */
+    clear_pads(pads, 2 * TH, Wp, pad_size(TH, TW));
     for (int64_t k0 = 0; k0 < m * O; k0 += WG) { /* planes k = b O + o, at dy + k OH OW */
         int gn = m * O - k0 < WG ? (int)(m * O - k0) : WG;
-        for (int g = 0; g < gn; g++) {
-            const float *gp = dy + (k0 + g) * OHW;
-            float *pad = pads + g * pad_size(TH, TW);
-            if (k0 + g + WG < m * O) prefetch_plane(gp + WG * OHW, OHW, false);
-            for (int64_t i = 0; i < OH; i++) {
-                copy_row(pad + i * Wp, gp + i * OW, OW, gend, pad + 2 * TH * Wp + 64); /* zeros after */
-            }
-        }
+        pad_planes(dy, m * O, OH, OW, k0, gn, pads, pad_size(TH, TW), 2 * TH, Wp, 0, 0, OW);
         for (int g = 0; g < gn; g++) { /* row i into row i/2 of G_a0 and G_a1 (planes 2 a, 2 a + 1 of set g) */
             const float *pad = pads + g * pad_size(TH, TW);
             for (int64_t i = 0; i < 2 * TH; i++) {

@@ -263,6 +263,11 @@ static void test_kernel(int kernel)
         for (int acc = 0; acc < 2; ++acc) {
             gcase t = {100, 700, 300, 0, 1, 0, 0, 3, 0, acc};
             run(&t, kernel);
+            /* several k blocks, each added into the transposed tiles of C; and a narrow C the same way */
+            gcase t2 = {100, 700, 900, 0, 1, 0, 0, 3, 0, acc};
+            run(&t2, kernel);
+            gcase nc = {250, 7, 900, 0, 0, 0, 0, 2, 0, acc};
+            run(&nc, kernel);
         }
         nb_set_num_threads(threads);
     }
@@ -356,9 +361,10 @@ static void test_layouts(int kernel)
     /* On one thread, where every path is taken (a split product skips the transposed x W^T and reads a
        narrower block of A). {144, 70, 1000}: row-major A too wide to read in place (a block of it spans over
        512 KiB), so packed; {50, 1010, 600}: the same for a row-major B, every panel copied, the last of 18
-       columns. */
+       columns; {100, 700, 900} (as x W^T) and {250, 7, 900} (narrow) run as C^T = B^T A^T over 3 k blocks. */
     static const int64_t shapes[][3] = {{256, 784, 128}, {100, 70, 300}, {128, 256, 784},
-                                        {44, 40, 9},     {144, 70, 1000}, {50, 1010, 600}};
+                                        {44, 40, 9},     {144, 70, 1000}, {50, 1010, 600},
+                                        {100, 700, 900}, {250, 7, 900}};
     const int threads = nb_num_threads();
     nb_set_num_threads(1);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {

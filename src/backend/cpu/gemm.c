@@ -151,18 +151,7 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         void (*pack_b)(T *dst, const T *b, int64_t rsb, int64_t csb, int64_t kc, int64_t nc, int NR);          \
         ukra_##S##_fn ukr_a; /* NULL: A is always packed */                                                    \
         ukrb_##S##_fn ukr_b; /* NULL: B is always packed (else full panels of row-major B are read in place) */ \
-        /* C (n x m, row stride ldc) = t^T, or += t^T, for t (m x n, row stride ldt); NULL: the portable one */ \
-        void (*tr)(const T *t, int64_t ldt, int64_t m, int64_t n, T *c, int64_t ldc, bool acc);                \
     } cfg_##S;                                                                                                 \
-                                                                                                               \
-    static void tr_##S(const T *t, int64_t ldt, int64_t m, int64_t n, T *c, int64_t ldc, bool acc)            \
-    {                                                                                                          \
-        for (int64_t j0 = 0; j0 < n; j0 += 16) /* 16 x 16 blocks: both sides stay in cache lines */           \
-            for (int64_t i0 = 0; i0 < m; i0 += 16)                                                             \
-                for (int64_t j = j0; j < min_i64(j0 + 16, n); ++j)                                             \
-                    for (int64_t i = i0; i < min_i64(i0 + 16, m); ++i)                                         \
-                        c[j * ldc + i] = acc ? c[j * ldc + i] + t[i * ldt + j] : t[i * ldt + j];               \
-    }                                                                                                          \
                                                                                                                \
     /* Stores the mr x nr top-left of tile t (row stride tn) to C: C = t (beta 0) or C += t (beta 1). */       \
     static void edge_store_##S(const T *t, int tn, T *c, int64_t ldc, int mr, int nr, int beta)              \
@@ -350,8 +339,11 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
     }                                                                                                          \
                                                                                                                \
     /* The blocked driver (see the top of the file). */                                                        \
+    /* ct: C is stored transposed, element (i, j) at c[j ldc + i] (the micro-kernels told by beta's bit 2,  */ \
+    /* which only cfgs with ukr_a and ukr_b take). */                                                          \
     static int packed_##S(const cfg_##S *cf, int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa,         \
-                          int64_t csa, const T *b, int64_t rsb, int64_t csb, T *c, int64_t ldc, bool acc)      \
+                          int64_t csa, const T *b, int64_t rsb, int64_t csb, T *c, int64_t ldc, bool acc,      \
+                          bool ct)                                                                             \
     {                                                                                                          \
         const int MR = cf->mr, NR = cf->nr;                                                                    \
         const int64_t kcb = ceil_div(k, ceil_div(k, cf->kc));                                                  \
@@ -377,7 +369,7 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
             const int64_t nc = min_i64(ncb, n - jc), nfull = direct_b ? nc / NR * NR : 0;                      \
             for (int64_t pc = 0; pc < k; pc += kcb) {                                                          \
                 const int64_t kc = min_i64(kcb, k - pc);                                                       \
-                const int beta = pc > 0 || acc;                                                                \
+                const int beta = (pc > 0 || acc) | (ct ? 2 : 0);                                               \
                 const T *bb = b + pc * rsb + jc * csb;                                                         \
                 if (nfull < nc) /* all of B, or only its last partial panel */                                 \
                     cf->pack_b(bp + nfull * kc, bb + nfull * csb, rsb, csb, kc, nc - nfull, NR);               \
@@ -392,23 +384,25 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
                         const bool in_place = jr < nfull;                                                      \
                         const T *pb = in_place ? bb + jr : bp + jr * kc;                                       \
                         const int64_t bs = in_place ? rsb : NR;                                                \
-                        T *cj = c + ic * ldc + jc + jr;                                                        \
+                        /* a tile's rows step by ldc (ct: by 1), its columns by 1 (ct: by ldc) */              \
+                        const int64_t ri = ct ? 1 : ldc, cj_ = ct ? ldc : 1;                                   \
+                        T *cj = c + ic * ri + (jc + jr) * cj_;                                                 \
                         for (int64_t ir = 0; ir < mc; ir += MR) {                                              \
                             const int mr = (int)min_i64(MR, mc - ir);                                          \
+                            T *ct_ = cj + ir * ri;                                                             \
                             if (big_c) /* fetched for writing while the kernel runs its k loop */              \
-                                for (int i = 0; i < mr; ++i) {                                                 \
-                                    __builtin_prefetch(cj + (ir + i) * ldc, 1, 3);                             \
-                                    __builtin_prefetch(cj + (ir + i) * ldc + nr - 1, 1, 3);                    \
+                                for (int i = 0; i < (ct ? nr : mr); ++i) {                                     \
+                                    __builtin_prefetch(ct_ + i * ldc, 1, 3);                                   \
+                                    __builtin_prefetch(ct_ + i * ldc + (ct ? mr : nr) - 1, 1, 3);              \
                                 }                                                                              \
                             if (direct_a)                                                                      \
-                                cf->ukr_a(kc, ab + ir * rsa, rsa, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);   \
+                                cf->ukr_a(kc, ab + ir * rsa, rsa, pb, bs, ct_, ldc, mr, nr, beta);             \
                             else if (ir < mfull)                                                               \
-                                cf->ukr_b(kc, ab + ir, csa, pb, bs, cj + ir * ldc, ldc, mr, nr, beta);         \
+                                cf->ukr_b(kc, ab + ir, csa, pb, bs, ct_, ldc, mr, nr, beta);                   \
                             else if (cf->ukr_b)                                                                \
-                                cf->ukr_b(kc, ap + (ir - mfull) * kc, MR, pb, bs, cj + ir * ldc, ldc, mr, nr,  \
-                                          beta);                                                               \
+                                cf->ukr_b(kc, ap + (ir - mfull) * kc, MR, pb, bs, ct_, ldc, mr, nr, beta);     \
                             else                                                                               \
-                                cf->ukr(kc, ap + ir * kc, pb, cj + ir * ldc, ldc, mr, nr, beta);               \
+                                cf->ukr(kc, ap + ir * kc, pb, ct_, ldc, mr, nr, beta);                         \
                         }                                                                                      \
                     }                                                                                          \
                 }                                                                                              \
@@ -436,11 +430,11 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         if (j->by_n) {                                                                                         \
             const int64_t j0 = lo * j->unit, j1 = min_i64(hi * j->unit, j->n);                                 \
             return packed_##S(j->cf, j->m, j1 - j0, j->k, j->a, j->rsa, j->csa, j->b + j0 * j->csb, j->rsb,    \
-                              j->csb, j->c + j0, j->ldc, j->acc);                                              \
+                              j->csb, j->c + j0, j->ldc, j->acc, false);                                       \
         }                                                                                                      \
         const int64_t i0 = lo * j->unit, i1 = min_i64(hi * j->unit, j->m);                                     \
         return packed_##S(j->cf, i1 - i0, j->n, j->k, j->a + i0 * j->rsa, j->rsa, j->csa, j->b, j->rsb,        \
-                          j->csb, j->c + i0 * j->ldc, j->ldc, j->acc);                                         \
+                          j->csb, j->c + i0 * j->ldc, j->ldc, j->acc, false);                                  \
     }                                                                                                          \
                                                                                                                \
     static int gemm_##S(const cfg_##S *cf, int64_t m, int64_t n, int64_t k, const T *a, int64_t rsa,           \
@@ -456,26 +450,19 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         if (direct_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc))                                    \
             return 0;                                                                                          \
         const int parts = nbi_parallel_parts(m * n * k, NBI_GEMM_THREAD_WORK);                                 \
-        /* Some products run as C^T = B^T A^T into a buffer, then transposed into C: a narrow C (under half  */ \
-        /* a tile wide, many rows: a classifier's logits), so the tile's long side covers m instead of      */  \
-        /* padding n; and a large B (over 512 KiB, mostly out of L2) stored by columns with A by rows and   */  \
-        /* n > m (a layer's x W^T), so B^T is read in place and the transposing pack covers A, the smaller. */  \
-        /* Every element is the same chain of FMAs, so the same bits; not when C accumulates over several k */  \
-        /* blocks, which would round the partial sums differently. */                                          \
+        /* Some products run as C^T = B^T A^T, the micro-kernels storing each tile transposed into C: a     */ \
+        /* narrow C (under half a tile wide, many rows: a classifier's logits), so the tile's long side     */ \
+        /* covers m instead of padding n; and a large B (over 512 KiB, mostly out of L2) stored by columns  */ \
+        /* with A by rows and n > m (a layer's x W^T), so B^T is read in place and the transposing pack     */ \
+        /* covers A, the smaller. Every element is the same chain of FMAs over the same k blocks, so the    */ \
+        /* same bits. */                                                                                       \
         const bool narrow = 2 * n < cf->nr && m >= 4 * cf->mr;                                                \
         const bool wide_bt = rsb == 1 && csb != 1 && csa == 1 && n > m && m >= 2 * cf->nr &&                   \
                              k * n * (int64_t)sizeof(T) > (512 << 10);                                         \
-        if (parts <= 1 && cf->ukr_a && (narrow || wide_bt) && (!acc || k <= cf->kc)) {                        \
-            T *t = (T *)nbi_alloc(sizeof(T) * (size_t)(m * n));                                                \
-            if (t && packed_##S(cf, n, m, k, b, csb, rsb, a, csa, rsa, t, m, false) == 0) {                    \
-                (cf->tr ? cf->tr : tr_##S)(t, m, n, m, c, ldc, acc);                                           \
-                nbi_dealloc(t);                                                                                \
-                return 0;                                                                                      \
-            }                                                                                                  \
-            nbi_dealloc(t);                                                                                    \
-        }                                                                                                      \
+        if (parts <= 1 && cf->ukr_a && cf->ukr_b && (narrow || wide_bt))                                       \
+            return packed_##S(cf, n, m, k, b, csb, rsb, a, csa, rsa, c, ldc, acc, true);                       \
         if (parts <= 1)                                                                                        \
-            return packed_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc);                             \
+            return packed_##S(cf, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, acc, false);                      \
         /* Split C along its longer side into whole register tiles; each part packs its own slice of the  */   \
         /* split operand and all of the other, so the parts share nothing and every element's sum runs in */   \
         /* the same order as on one thread. */                                                                 \
@@ -596,6 +583,8 @@ NBI_GEMM_DEFINE_GENERIC(double, d)
     edge_store_##S(tile, VW, c, ldc, mr, nr, beta);
 
 /* AVX-512F, f32: 12 x 32 */
+__attribute__((target("avx512f"))) static void tstore_avx512_s(const float *t, float *c, int64_t ldc, int mr,
+                                                               int nr, bool acc);
 #define VT __m512
 #define VZERO _mm512_setzero_ps
 #define VSET1 _mm512_set1_ps
@@ -645,6 +634,12 @@ __attribute__((target("avx512f,fma"))) static void ukrb_avx512_s(int64_t kc, con
                                                                   float *restrict c, int64_t ldc, int mr, int nr,
                                                                   int beta)
 {
+    if (beta & 2) { /* C stored transposed: the tile through a buffer */
+        _Alignas(64) float t[12 * 32];
+        ukrb_avx512_s(kc, pa, as, pb, bs, t, 32, mr, nr, 0);
+        tstore_avx512_s(t, c, ldc, mr, nr, beta & 1);
+        return;
+    }
     if (nr <= 16 && mr > 4) {
         ukrbh_avx512_s(kc, pa, as, pb, bs, c, ldc, mr, nr, beta);
         return;
@@ -678,6 +673,12 @@ __attribute__((target("avx512f,fma"))) static void ukra_avx512_s(int64_t kc, con
                                                                   int64_t ldc, int mr, int nr, int beta)
 {
     typedef float T;
+    if (beta & 2) { /* C stored transposed: the tile through a buffer */
+        _Alignas(64) float t[12 * 32];
+        ukra_avx512_s(kc, a, rsa, pb, bs, t, 32, mr, nr, 0);
+        tstore_avx512_s(t, c, ldc, mr, nr, beta & 1);
+        return;
+    }
     if (nr <= 16 && mr > 4) {
         ukrah_avx512_s(kc, a, rsa, pb, bs, c, ldc, mr, nr, beta);
         return;
@@ -1025,26 +1026,25 @@ __attribute__((target("avx512f"))) static void pack_b_avx512_s(float *restrict d
         pack_b_s(dst, b + jr * csb, rsb, csb, kc, nc - jr, NR);
 }
 
-/* C (n x m) = t^T or += t^T, t (m x n) contiguous: 16 x 16 register transposes, the edges by the portable loop. */
-__attribute__((target("avx512f"))) static void tr_avx512_s(const float *t, int64_t ldt, int64_t m, int64_t n,
-                                                           float *c, int64_t ldc, bool acc)
+/* C^T's tile: c[j ldc + i] = t[i][j] (acc: +=) for i < mr, j < nr, t (12 x 32, row stride 32) written by a
+   micro-kernel with beta 0 (rows past mr and columns past nr are not read). Two 16 x 16 register transposes,
+   each C row's mr values by one masked store. */
+__attribute__((target("avx512f"))) static void tstore_avx512_s(const float *t, float *c, int64_t ldc, int mr,
+                                                               int nr, bool acc)
 {
-    const int64_t m16 = m / 16 * 16, n16 = n / 16 * 16;
-    for (int64_t i0 = 0; i0 < m16; i0 += 16)
-        for (int64_t j0 = 0; j0 < n16; j0 += 16) {
-            __m512 r[16];
-            for (int q = 0; q < 16; ++q)
-                r[q] = _mm512_loadu_ps(t + (i0 + q) * ldt + j0);
-            transpose16_ps(r);
-            for (int q = 0; q < 16; ++q) {
-                float *cq = c + (j0 + q) * ldc + i0;
-                _mm512_storeu_ps(cq, acc ? _mm512_add_ps(_mm512_loadu_ps(cq), r[q]) : r[q]);
-            }
+    const __mmask16 rows = (__mmask16)((1u << mr) - 1);
+    for (int h = 0; h < 2 && 16 * h < nr; ++h) {
+        const int n = nr - 16 * h < 16 ? nr - 16 * h : 16;
+        const __mmask16 cols = (__mmask16)(n == 16 ? 0xffff : (1u << n) - 1);
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i)
+            r[i] = i < mr ? _mm512_maskz_loadu_ps(cols, t + i * 32 + 16 * h) : _mm512_setzero_ps();
+        transpose16_ps(r);
+        for (int q = 0; q < n; ++q) {
+            float *cq = c + (16 * h + q) * ldc;
+            _mm512_mask_storeu_ps(cq, rows, acc ? _mm512_add_ps(_mm512_maskz_loadu_ps(rows, cq), r[q]) : r[q]);
         }
-    if (n16 < n) /* the last columns of t, every row */
-        tr_s(t + n16, ldt, m, n - n16, c + n16 * ldc, ldc, acc);
-    if (m16 < m) /* the last rows of t, the other columns */
-        tr_s(t + m16 * ldt, ldt, m - m16, n16, c + m16, ldc, acc);
+    }
 }
 
 #endif /* NBI_GEMM_X86 */
@@ -1053,19 +1053,19 @@ __attribute__((target("avx512f"))) static void tr_avx512_s(const float *t, int64
 /* Kernel tables and run-time selection                                                              */
 
 static const cfg_s cfgs_s[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s, NULL, NULL, NULL},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_s, axpy_gen_s, dot_gen_s, pack_a_s, pack_b_s, NULL, NULL},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s, NULL, NULL, NULL},
+    [NBI_GEMM_AVX2] = {6, 16, 256, 144, 4096, ukr_avx2_s, axpy_avx2_s, dot_avx2_s, pack_a_s, pack_b_s, NULL, NULL},
     [NBI_GEMM_AVX512] = {12, 32, 384, 144, 4096, ukr_avx512_s, axpy_avx2_s, dot_avx2_s, pack_a_avx512_s, pack_b_avx512_s,
-                         ukra_avx512_s, ukrb_avx512_s, tr_avx512_s},
+                         ukra_avx512_s, ukrb_avx512_s},
 #endif
 };
 static const cfg_d cfgs_d[4] = {
-    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d, pack_a_d, pack_b_d, NULL, NULL, NULL},
+    [NBI_GEMM_REF] = {GEN_MR, GEN_NR, 256, 64, 2048, ukr_gen_d, axpy_gen_d, dot_gen_d, pack_a_d, pack_b_d, NULL, NULL},
 #if NBI_GEMM_X86
-    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d, pack_a_d, pack_b_d, NULL, NULL, NULL},
+    [NBI_GEMM_AVX2] = {6, 8, 256, 96, 2048, ukr_avx2_d, axpy_avx2_d, dot_avx2_d, pack_a_d, pack_b_d, NULL, NULL},
     [NBI_GEMM_AVX512] = {12, 16, 256, 144, 2048, ukr_avx512_d, axpy_avx2_d, dot_avx2_d, pack_a_avx512_d, pack_b_d,
-                         NULL, NULL, NULL},
+                         NULL, NULL},
 #endif
 };
 

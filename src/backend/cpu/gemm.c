@@ -942,6 +942,19 @@ __attribute__((target("avx512f"))) static void pack_a_avx512_s(float *restrict d
                     dst[p * 12 + i] = src[i * rsa + p];
             dst += 12 * kc;
         }
+    } else if (rsa == 1 && MR == 12) { /* A by columns: k step p's 12 values of each panel, one row of A at a time */
+        const int64_t tiles = mc / 12;
+        for (int64_t p = 0; p < kc; ++p) {
+            const float *src = a + p * csa;
+            if (p + 8 < kc) /* rows of A far apart: the row 8 steps ahead is fetched now */
+                for (int64_t i = 0; i < tiles * 12; i += 16)
+                    _mm_prefetch((const char *)(src + 8 * csa + i), _MM_HINT_T0);
+            for (int64_t t = 0; t < tiles; ++t)
+                _mm512_mask_storeu_ps(dst + t * 12 * kc + p * 12, (__mmask16)0x0FFF,
+                                      _mm512_maskz_loadu_ps((__mmask16)0x0FFF, src + t * 12));
+        }
+        ir = tiles * 12;
+        dst += tiles * 12 * kc;
     }
     if (ir < mc)
         pack_a_s(dst, a + ir * rsa, rsa, csa, mc - ir, kc, MR);

@@ -44,13 +44,13 @@ static void run(job *j, int kind) {
     switch (kind) {
     case SOFTMAX: be->softmax(j->dt, j->y, j->x, j->rows, j->n, 1, false); break;
     case LOG_SOFTMAX: be->softmax(j->dt, j->y, j->x, j->rows, j->n, 1, true); break;
-    case XENT_FWD: be->cross_entropy(j->dt, &j->loss, j->x, j->t, 1, j->rows, j->n, j->ms, NULL); break;
+    case XENT_FWD: be->cross_entropy(j->dt, &j->loss, j->x, j->t, 1, j->rows, j->n, j->ms, NULL, NULL); break;
     case XENT_BWD:
-        be->cross_entropy_grad(j->dt, j->dx, j->x, j->t, 1, j->rows, j->n, 1.0 / (double)j->rows, j->ms, NULL);
+        be->cross_entropy_grad(j->dt, j->dx, j->x, j->t, 1, j->rows, j->n, 1.0 / (double)j->rows, j->ms, NULL, NULL);
         break;
-    case XENT_OPT_FWD: be->cross_entropy(j->dt, &j->loss, j->x, j->t, 1, j->rows, j->n, j->ms, &OPTS); break;
+    case XENT_OPT_FWD: be->cross_entropy(j->dt, &j->loss, j->x, j->t, 1, j->rows, j->n, j->ms, NULL, &OPTS); break;
     case XENT_OPT_BWD:
-        be->cross_entropy_grad(j->dt, j->dx, j->x, j->t, 1, j->rows, j->n, 1.0 / (double)j->rows, j->ms, &OPTS);
+        be->cross_entropy_grad(j->dt, j->dx, j->x, j->t, 1, j->rows, j->n, 1.0 / (double)j->rows, j->ms, NULL, &OPTS);
         break;
     case XENT_BOTH: run(j, XENT_FWD), run(j, XENT_BWD); break;
     case LN_FWD: be->layer_norm(j->dt, j->y, j->x, j->gamma, j->beta, j->rows, j->n, 1e-5, j->mean, j->rstd); break;

@@ -86,7 +86,7 @@ static void test_devices(void) {
 
 /* Ops keep the tensors their backward needs on their node (the count in ops.def); a released graph drops them. */
 static void test_saved_on_nodes(void) {
-    CHECK(nbi_ops[NBI_OP_CROSS_ENTROPY].saved == 1 && nbi_ops[NBI_OP_LAYER_NORM].saved == 2 &&
+    CHECK(nbi_ops[NBI_OP_CROSS_ENTROPY].saved == 2 && nbi_ops[NBI_OP_LAYER_NORM].saved == 2 &&
           nbi_ops[NBI_OP_ATTENTION].saved == 1);
     CHECK(nbi_ops[NBI_OP_CUSTOM].saved == -1 && nbi_ops[NBI_OP_ADD].saved == 0);
     nb_scope_begin();
@@ -94,14 +94,15 @@ static void test_saved_on_nodes(void) {
     nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){2}, (double[]){2, 0});
     nb_set_requires_grad(x, true);
     nb_tensor *L = nb_cross_entropy(x, t);
-    CHECK(L->node.nsaved == 1 && L->node.saved[0]->dtype == NB_F64 && L->node.saved[0]->shape[0] == 2 &&
-          L->node.saved[0]->shape[1] == 2);
+    /* the rows' statistics (2, 2), and room the shape of x for what the backend keeps for the gradient */
+    CHECK(L->node.nsaved == 2 && L->node.saved[0]->dtype == NB_F64 && L->node.saved[0]->shape[0] == 2 &&
+          L->node.saved[0]->shape[1] == 2 && L->node.saved[1]->shape[0] == 2 && L->node.saved[1]->shape[1] == 3);
     nb_tensor *ms = nbi_saved("test", L, 0);
     CHECK(ms && nb_get(ms, (int64_t[]){0, 0}) == 3 && nb_get(ms, (int64_t[]){1, 0}) == 4); /* the row maxima */
-    CHECK(!nbi_saved("test", L, 1));
-    CHECK_ERR("test: cross_entropy: index 1 is outside the 1 saved tensors");
-    CHECK(nbi_save(L, 1, &x) != 0); /* its count is 1 */
-    CHECK_ERR("cannot save 1 more tensors on the node (1 saved, at most 1)");
+    CHECK(!nbi_saved("test", L, 2));
+    CHECK_ERR("test: cross_entropy: index 2 is outside the 2 saved tensors");
+    CHECK(nbi_save(L, 1, &x) != 0); /* its count is 2 */
+    CHECK_ERR("cannot save 1 more tensors on the node (2 saved, at most 2)");
     nb_tensor *y = nb_layer_norm(x, NULL, NULL, 1e-5);
     CHECK(y->node.nsaved == 2);
     CHECK(nb_backward(L, NULL, 0) == 0);
@@ -184,34 +185,45 @@ static void test_f32_rows_against_reference(void) {
         ref->softmax(NB_F32, b, x, N, C, 1, lg);
         CHECK(beyond(a, b, N * C, lg ? 3 : 5) == 0);
     }
-    /* cross-entropy and its gradient, with the statistics and without */
-    CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, t, 1, N, C, ms[0], NULL) == 0);
-    CHECK(ref->cross_entropy(NB_F32, &loss[1], x, t, 1, N, C, ms[1], NULL) == 0);
+    /* cross-entropy and its gradient, with the statistics and without, and with the forward's kept exps (ex):
+       every way the same bits */
+    float *e = malloc(sizeof(float) * N * C), *c = malloc(sizeof(float) * N * C);
+    double ms2[2 * 64], loss2;
+    CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, t, 1, N, C, ms[0], NULL, NULL) == 0);
+    CHECK(ref->cross_entropy(NB_F32, &loss[1], x, t, 1, N, C, ms[1], NULL, NULL) == 0);
     CHECK(fabs(loss[0] - loss[1]) <= 0x1p-22 * fabs(loss[1]));
-    CHECK(cpu->cross_entropy_grad(NB_F32, a, x, t, 1, N, C, 1.0 / N, ms[0], NULL) == 0);
-    CHECK(ref->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, ms[1], NULL) == 0);
+    CHECK(cpu->cross_entropy_grad(NB_F32, a, x, t, 1, N, C, 1.0 / N, ms[0], NULL, NULL) == 0);
+    CHECK(ref->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, ms[1], NULL, NULL) == 0);
     CHECK(beyond(a, b, N * C, 5) == 0);
-    CHECK(cpu->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, NULL, NULL) == 0);
+    CHECK(cpu->cross_entropy_grad(NB_F32, b, x, t, 1, N, C, 1.0 / N, NULL, NULL, NULL) == 0);
     CHECK(memcmp(a, b, sizeof(float) * N * C) == 0);
+    CHECK(cpu->cross_entropy(NB_F32, &loss2, x, t, 1, N, C, ms2, e, NULL) == 0);
+    CHECK(loss2 == loss[0] && memcmp(ms2, ms[0], sizeof ms2) == 0);
+    CHECK(cpu->cross_entropy_grad(NB_F32, c, x, t, 1, N, C, 1.0 / N, ms2, e, NULL) == 0);
+    CHECK(memcmp(a, c, sizeof(float) * N * C) == 0);
     /* with options: every third row ignored, smoothing, per-row weights and terms */
     {
         int64_t *ti = malloc(sizeof(int64_t) * N);
         double *w = malloc(sizeof(double) * N), *rw[2] = {malloc(sizeof(double) * N), malloc(sizeof(double) * N)};
         for (int64_t i = 0; i < N; i++) ti[i] = i % 3 == 1 ? -100 : t[i], w[i] = th_uniform(-1, 1);
         nbi_ce_opts o[2] = {{-100, 0.25, rw[0], w}, {-100, 0.25, rw[1], w}};
-        CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, ti, 1, N, C, ms[0], &o[0]) == 0);
-        CHECK(ref->cross_entropy(NB_F32, &loss[1], x, ti, 1, N, C, ms[1], &o[1]) == 0);
+        CHECK(cpu->cross_entropy(NB_F32, &loss[0], x, ti, 1, N, C, ms[0], NULL, &o[0]) == 0);
+        CHECK(ref->cross_entropy(NB_F32, &loss[1], x, ti, 1, N, C, ms[1], NULL, &o[1]) == 0);
         CHECK(fabs(loss[0] - loss[1]) <= 0x1p-20 * fabs(loss[1]));
         CHECK(rw[0][1] == 0 && rw[1][1] == 0);
         for (int64_t i = 0; i < N; i++) CHECK(fabs(rw[0][i] - rw[1][i]) <= 0x1p-20 * (fabs(rw[1][i]) + 1));
-        CHECK(cpu->cross_entropy_grad(NB_F32, a, x, ti, 1, N, C, 0, ms[0], &o[0]) == 0);
-        CHECK(ref->cross_entropy_grad(NB_F32, b, x, ti, 1, N, C, 0, ms[1], &o[1]) == 0);
+        CHECK(cpu->cross_entropy_grad(NB_F32, a, x, ti, 1, N, C, 0, ms[0], NULL, &o[0]) == 0);
+        CHECK(ref->cross_entropy_grad(NB_F32, b, x, ti, 1, N, C, 0, ms[1], NULL, &o[1]) == 0);
         for (int64_t i = 0; i < N * C; i++) CHECK(fabs(a[i] - b[i]) <= 0x1p-21 * (fabs(w[i / C]) + fabs(b[i])));
         CHECK(a[C] == 0 && a[2 * C - 1] == 0);
-        CHECK(cpu->cross_entropy_grad(NB_F32, b, x, ti, 1, N, C, 0, NULL, &o[0]) == 0);
+        CHECK(cpu->cross_entropy_grad(NB_F32, b, x, ti, 1, N, C, 0, NULL, NULL, &o[0]) == 0);
         CHECK(memcmp(a, b, sizeof(float) * N * C) == 0);
+        CHECK(cpu->cross_entropy(NB_F32, &loss2, x, ti, 1, N, C, ms2, e, &o[0]) == 0);
+        CHECK(cpu->cross_entropy_grad(NB_F32, c, x, ti, 1, N, C, 0, ms2, e, &o[0]) == 0);
+        CHECK(memcmp(a, c, sizeof(float) * N * C) == 0);
         free(ti), free(w), free(rw[0]), free(rw[1]);
     }
+    free(e), free(c);
     /* layer norm: the reference's bits but rarely 1 ulp; dgamma and dbeta its bits given the same statistics */
     CHECK(cpu->layer_norm(NB_F32, a, x, gm, bt, N, D, 1e-5, mean[0], rstd[0]) == 0);
     CHECK(ref->layer_norm(NB_F32, b, x, gm, bt, N, D, 1e-5, mean[1], rstd[1]) == 0);

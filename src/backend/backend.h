@@ -189,17 +189,20 @@ typedef struct nbi_backend {
        exp(x - m), in double (f32 rows: the exps may be f32's, docs/OPS.md). N >= 1. With ce (NULL: as just
        said), see nbi_ce_opts: row i's term is (1 - eps) (log s - (x[i, t_i] - m)) + eps (m + log s -
        mean_k x[i, k]) (eps 0: the first part alone), 0 where t_i is ce->ignore; *loss is their sum in row
-       order and ce->rows (when not NULL) gets each. 0, or -1 out of memory. */
+       order and ce->rows (when not NULL) gets each. ex: NULL, or room for N x C values of dt (given with ms)
+       that the kernel may fill with what its cross_entropy_grad reads back instead of recomputing (the CPU
+       set: f32 rows' exps); a set that has no use for it leaves it alone. 0, or -1 out of memory. */
     int (*cross_entropy)(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                         int64_t C, double *ms, const nbi_ce_opts *ce);
+                         int64_t C, double *ms, void *ex, const nbi_ce_opts *ce);
     /* dx (N x C) = gs (exp(x - m) / s - onehot(t[i])) in double, rounded once (f32: within docs/OPS.md's
        bound, the exps f32's): the first-order gradient of
        cross_entropy's mean (gs = g / N), with each row's m and s from ms (N x 2, as cross_entropy wrote it)
        or, when ms is NULL, recomputed (the same values). With ce: row i is w_i (p - (1 - eps) onehot(t_i) -
-       eps / C), w_i = ce->w[i] (or gs when ce->w is NULL), and exactly 0 where t_i is ce->ignore.
+       eps / C), w_i = ce->w[i] (or gs when ce->w is NULL), and exactly 0 where t_i is ce->ignore. ex: NULL,
+       or the buffer cross_entropy was given with ms for these x (the same bits as without it).
        0, or -1 out of memory. */
     int (*cross_entropy_grad)(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                              int64_t C, double gs, const double *ms, const nbi_ce_opts *ce);
+                              int64_t C, double gs, const double *ms, const void *ex, const nbi_ce_opts *ce);
     /* y (rows x D) = (x - mean) / sqrt(var + eps) * gamma + beta per row of x (rows x D), var biased;
        gamma, beta (D) or NULL; mean and rstd (rows, doubles) written when not NULL. 0, or -1. */
     int (*layer_norm)(nb_dtype dt, void *y, const void *x, const void *gamma, const void *beta, int64_t rows,

@@ -102,24 +102,32 @@ static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t,
     if (!ce) ce = &plain;
     int64_t N = x->shape[0], C = x->shape[1];
     double acc = 0, *rows = NULL;
-    nb_tensor *in[2] = {x, t}, *ms = NULL; /* cross-entropy keeps its rows' max and sum of exps (N, 2) */
+    /* cross-entropy keeps its rows' max and sum of exps (N, 2), and room (N, C) for what the backend's forward
+       keeps for its gradient (the CPU's f32 rows: their exps, so the backward only scales them) */
+    nb_tensor *in[2] = {x, t}, *ms = NULL, *ex = NULL;
     if (op == NBI_OP_CROSS_ENTROPY) { /* -log softmax(x)[t] = log sum exp(x - m) - (x[t] - m), in double */
-        if (N > 0 && nbi_needs_grad(2, in) && !(ms = nbi_empty_like_be(fn, x, NB_F64, 2, (int64_t[]){N, 2})))
+        if (N > 0 && nbi_needs_grad(2, in) &&
+            (!(ms = nbi_empty_like_be(fn, x, NB_F64, 2, (int64_t[]){N, 2})) ||
+             !(ex = nbi_empty_like_be(fn, x, x->dtype, 2, x->shape)))) {
+            nb_free(ms);
             return NULL;
+        }
         if (N > 0 && ce->red == NB_REDUCE_NONE && !(rows = nbi_alloc(sizeof(double) * (size_t)N))) {
             nb_free(ms);
+            nb_free(ex);
             return nbi_err(fn, "out of memory for logits %s", NBI_SHAPE(x));
         }
         nb_tensor *c = N > 0 ? nbi_contiguous_input(fn, x) : x; /* N = 0: no rows (and C = 0 implies N = 0) */
-        nbi_arr xa = nbi_arr_of(x), ta = nbi_arr_of(t), la = ms ? nbi_arr_of(ms) : xa;
+        nbi_arr xa = nbi_arr_of(x), ta = nbi_arr_of(t), la = ms ? nbi_arr_of(ms) : xa, ea = ex ? nbi_arr_of(ex) : xa;
         nbi_ce_opts o = {ce->ignore, ce->eps, rows, NULL};
         if (c) xa = nbi_arr_of(c);
         if (!c || (N > 0 && nbi_be(x)->cross_entropy(x->dtype, &acc, xa.data, (const int64_t *)(const void *)ta.data,
                                                       t->strides[0], N, C, ms ? (double *)(void *)la.data : NULL,
-                                                      ce->ex ? &o : NULL) != 0)) {
+                                                      ex ? ea.data : NULL, ce->ex ? &o : NULL) != 0)) {
             if (c) nbi_err(fn, "out of memory for logits %s", NBI_SHAPE(x));
             if (c && c != x) nb_free(c);
             nb_free(ms);
+            nb_free(ex);
             nbi_dealloc(rows);
             return NULL;
         }
@@ -141,9 +149,10 @@ static nb_tensor *loss_op(const char *fn, nbi_op op, nb_tensor *x, nb_tensor *t,
             out->node.ip[0] = (int32_t)ce->red, out->node.ip[1] = ce->ex;
             out->node.lp[0] = ce->ignore, out->node.lp[1] = ce->valid, out->node.p[0] = ce->eps;
         }
-        if (out && ms && nbi_save(out, 1, &ms) != 0) nb_free(out), out = NULL;
+        if (out && ms && nbi_save(out, 2, (nb_tensor *[]){ms, ex}) != 0) nb_free(out), out = NULL;
     }
     nb_free(ms);
+    nb_free(ex);
     return out;
 }
 
@@ -251,7 +260,7 @@ int nbi_bw_nll_loss(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
    once: dX = g (softmax(X) - onehot(t)) / N; under nb_cross_entropy_ex's options dX = w_i (softmax(X) - (1 - eps)
    onehot(t) - eps / C) with w_i = g / valid (mean), g (sum) or g_i (none), and 0 at ignored rows. */
 static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_tensor *g, const nb_tensor *ms,
-                                     const ce_params *p) {
+                                     const nb_tensor *ex, const ce_params *p) {
     int64_t N = x->shape[0], C = x->shape[1];
     double *w = NULL;
     if (p->ex && p->red == NB_REDUCE_NONE) {
@@ -263,14 +272,16 @@ static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_
     nb_tensor *d = c ? nbi_empty_like_be("nb_cross_entropy", x, x->dtype, 2, x->shape) : NULL;
     int rc = -1;
     if (d) {
-        nbi_arr da = nbi_arr_of(d), xa = nbi_arr_of(c), ta = nbi_arr_of(t), la = ms ? nbi_arr_of(ms) : da;
+        nbi_arr da = nbi_arr_of(d), xa = nbi_arr_of(c), ta = nbi_arr_of(t), la = ms ? nbi_arr_of(ms) : da,
+                ea = ex ? nbi_arr_of(ex) : da;
         nbi_ce_opts o = {p->ignore, p->eps, NULL, w};
         double gs = p->red == NB_REDUCE_NONE ? 0
                     : p->red == NB_REDUCE_SUM ? nbi_get_at(g, 0)
                                               : nbi_get_at(g, 0) / (double)p->valid;
         rc = nbi_be(x)->cross_entropy_grad(x->dtype, da.data, xa.data, (const int64_t *)(const void *)ta.data,
                                            t->strides[0], N, C, gs,
-                                           ms ? (const double *)(const void *)la.data : NULL, p->ex ? &o : NULL);
+                                           ms ? (const double *)(const void *)la.data : NULL,
+                                           ms && ex ? ea.data : NULL, p->ex ? &o : NULL);
     }
     nbi_dealloc(w);
     if (rc != 0) {
@@ -306,8 +317,9 @@ int nbi_bw_cross_entropy(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     const ce_params p = params_of(out);
     if (!nb_grad_enabled() && x->shape[0] > 0) { /* first order: one fused pass with the saved row statistics */
         nb_tensor *ms = out->node.nsaved > 0 ? nbi_saved("nb_cross_entropy backward", out, 0) : NULL;
-        if (out->node.nsaved > 0 && !ms) return -1;
-        return (gin[0] = cross_entropy_grad(x, out->node.in[1], g, ms, &p)) ? 0 : -1;
+        nb_tensor *ex = out->node.nsaved > 1 ? nbi_saved("nb_cross_entropy backward", out, 1) : NULL;
+        if ((out->node.nsaved > 0 && !ms) || (out->node.nsaved > 1 && !ex)) return -1;
+        return (gin[0] = cross_entropy_grad(x, out->node.in[1], g, ms, ex, &p)) ? 0 : -1;
     }
     if (p.ex) { /* g (softmax(X) - A) V, differentiable in X and g */
         nb_tensor *A, *V;

@@ -42,9 +42,9 @@ NBI_API void nbi_cpu_exp_block(double *v, int64_t n);
    cross-entropy in f32 with the exps of vmath.h; bounds in rows.c and docs/OPS.md) */
 NBI_API void nbi_cpu_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t n, int64_t inner, bool log);
 NBI_API int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                                  int64_t C, double *ms, const nbi_ce_opts *ce);
+                                  int64_t C, double *ms, void *ex, const nbi_ce_opts *ce);
 NBI_API int nbi_cpu_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts,
-                                       int64_t N, int64_t C, double gs, const double *ms,
+                                       int64_t N, int64_t C, double gs, const double *ms, const void *ex,
                                        const nbi_ce_opts *ce);
 NBI_API int nbi_cpu_layer_norm(nb_dtype dt, void *y, const void *x, const void *gamma, const void *beta,
                                int64_t rows, int64_t D, double eps, double *mean, double *rstd);

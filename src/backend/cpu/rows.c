@@ -198,7 +198,9 @@ typedef struct {
     float *out;           /* softmax, log-softmax or the gradient: (N, n) */
     double *loss;         /* ROWS_CE_LOSS: (N) */
     double *ms;           /* ROWS_CE_LOSS: (N, 2) or NULL */
+    float *ex;            /* ROWS_CE_LOSS: (N, n) or NULL, each row's exps kept for the gradient */
     const double *msin;   /* ROWS_CE_GRAD: (N, 2) or NULL (recomputed) */
+    const float *exin;    /* ROWS_CE_GRAD: (N, n) or NULL, the forward's exps (used with msin) */
     double gs;
     const nbi_ce_opts *ce; /* ROWS_CE_LOSS, ROWS_CE_GRAD: ignored rows, smoothing, weights; or NULL */
 } f32_job;
@@ -208,16 +210,17 @@ static int f32_part(void *vj, int64_t lo, int64_t hi) {
     const int64_t n = j->n, per = n >= F32_CHUNK ? 1 : F32_CHUNK / n < F32_GROUP ? F32_CHUNK / n : F32_GROUP;
     float m[F32_GROUP];
     double s[F32_GROUP];
-    float *buf = NULL; /* the loss has no output rows to hold the exps */
-    if (j->kind == ROWS_CE_LOSS && !(buf = nbi_alloc(sizeof(float) * (size_t)(per * n)))) return -1;
+    float *buf = NULL; /* the loss has no output rows to hold the exps, unless they are kept (ex) */
+    if (j->kind == ROWS_CE_LOSS && !j->ex && !(buf = nbi_alloc(sizeof(float) * (size_t)(per * n)))) return -1;
+    const bool given = j->kind == ROWS_CE_GRAD && j->msin, reuse = given && j->exin;
     for (int64_t r0 = lo; r0 < hi; r0 += per) {
         const int64_t rows = hi - r0 < per ? hi - r0 : per;
         const float *x = j->x + r0 * n;
-        float *e = buf ? buf : j->out + r0 * n;
-        const bool given = j->kind == ROWS_CE_GRAD && j->msin;
+        float *e = buf ? buf : j->kind == ROWS_CE_LOSS ? j->ex + r0 * n : j->out + r0 * n;
         if (given)
             for (int64_t i = 0; i < rows; i++) m[i] = (float)j->msin[2 * (r0 + i)], s[i] = j->msin[2 * (r0 + i) + 1];
-        f32_block(e, x, rows, n, m, s, given);
+        if (!reuse) /* with the forward's exps (the same bits this computes) the gradient only scales them */
+            f32_block(e, x, rows, n, m, s, given);
         for (int64_t i = 0; i < rows; i++) {
             const int64_t r = r0 + i;
             float *er = e + i * n;
@@ -243,8 +246,9 @@ static int f32_part(void *vj, int64_t lo, int64_t hi) {
             }
             case ROWS_CE_GRAD: {
                 const int64_t ti = j->t[r * j->ts];
+                const float *es = reuse ? j->exin + r * n : er; /* the row's exps */
                 if (!j->ce) {
-                    f32_scale(er, er, n, j->gs / s[i]);
+                    f32_scale(er, es, n, j->gs / s[i]);
                     er[ti] = (float)(j->gs * (exp((double)xr[ti] - (double)m[i]) / s[i] - 1.0));
                     break;
                 }
@@ -254,9 +258,9 @@ static int f32_part(void *vj, int64_t lo, int64_t hi) {
                 }
                 const double w = j->ce->w ? j->ce->w[r] : j->gs, eps = j->ce->eps, d = eps / (double)n;
                 if (eps > 0)
-                    f32_scale_sub(er, er, n, w / s[i], w * d);
+                    f32_scale_sub(er, es, n, w / s[i], w * d);
                 else
-                    f32_scale(er, er, n, w / s[i]);
+                    f32_scale(er, es, n, w / s[i]);
                 er[ti] = (float)(w * ((exp((double)xr[ti] - (double)m[i]) / s[i] - (1.0 - eps)) - d));
                 break;
             }
@@ -423,10 +427,11 @@ void nbi_cpu_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int64_t
 /* *loss = -sum over rows of log softmax(x (N, C))[i, t_i], in row order whatever the thread count. f32: each row's
    term within 2.0004 u (u = 2^-24) relative of the exact value, so the loss too (the terms share a sign). */
 int nbi_cpu_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                          int64_t C, double *ms, const nbi_ce_opts *ce) {
+                          int64_t C, double *ms, void *ex, const nbi_ce_opts *ce) {
     double *rows = nbi_alloc(sizeof(double) * (size_t)N); /* N doubles fit: x holds N C >= N values */
-    if (dt == NB_F32) {
-        f32_job fj = {.kind = ROWS_CE_LOSS, .x = x, .t = t, .ts = ts, .loss = rows, .ms = ms, .n = C, .ce = ce};
+    if (dt == NB_F32) { /* f32 rows keep their exps in ex (with ms) for the gradient; f64 rows leave ex alone */
+        f32_job fj = {.kind = ROWS_CE_LOSS, .x = x, .t = t, .ts = ts, .loss = rows, .ms = ms, .ex = ms ? ex : NULL,
+                      .n = C, .ce = ce};
         if (!rows || f32_run(&fj, N)) {
             nbi_dealloc(rows);
             return -1;
@@ -492,9 +497,11 @@ static int ce_grad_part(void *vj, int64_t lo, int64_t hi) {
 /* dx (N, C) = gs (softmax(x) - onehot(t)), each element rounded once; f32 within 4.5 ulp of the exact value (at
    the target, the double formula's own cancellation aside: 2^-50 gs absolute). */
 int nbi_cpu_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                               int64_t C, double gs, const double *ms, const nbi_ce_opts *ce) {
-    if (dt == NB_F32) { /* one pass per row with ms; without, the forward's m and s first (the same values) */
-        f32_job fj = {.kind = ROWS_CE_GRAD, .x = x, .t = t, .ts = ts, .out = dx, .msin = ms, .gs = gs, .n = C, .ce = ce};
+                               int64_t C, double gs, const double *ms, const void *ex, const nbi_ce_opts *ce) {
+    if (dt == NB_F32) { /* one pass per row with ms (scaling the forward's exps when ex holds them); without, the
+                           forward's m and s first (the same values) */
+        f32_job fj = {.kind = ROWS_CE_GRAD, .x = x, .t = t, .ts = ts, .out = dx, .msin = ms,
+                      .exin = ms ? ex : NULL, .gs = gs, .n = C, .ce = ce};
         return f32_run(&fj, N);
     }
     if (ms) {

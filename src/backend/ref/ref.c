@@ -512,7 +512,8 @@ static void ref_softmax(nb_dtype dt, void *y, const void *x, int64_t outer, int6
    under smoothing eps the term (1 - eps) (log s - (x_t - m)) + eps ((m + log s) - sum_k x_k / C), the sum in
    element order; ce->rows gets each term. */
 static int ref_cross_entropy(nb_dtype dt, double *loss, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                             int64_t C, double *ms, const nbi_ce_opts *ce) {
+                             int64_t C, double *ms, void *ex, const nbi_ce_opts *ce) {
+    (void)ex; /* the gradient recomputes each exp in double */
     double total = 0;
     for (int64_t i = 0; i < N; i++) {
         double m, s;
@@ -540,7 +541,8 @@ static int ref_cross_entropy(nb_dtype dt, double *loss, const void *x, const int
    in double, rounded once, with the row's m and s from ms (N, 2) when given, else recomputed. With ce: w_i ((p -
    (1 - eps) [k == t]) - eps / C), w_i = ce->w[i] or gs, and 0 at ignored rows. */
 static int ref_cross_entropy_grad(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
-                                  int64_t C, double gs, const double *ms, const nbi_ce_opts *ce) {
+                                  int64_t C, double gs, const double *ms, const void *ex, const nbi_ce_opts *ce) {
+    (void)ex;
     for (int64_t i = 0; i < N; i++) {
         double m, s;
         if (ms)

@@ -77,10 +77,43 @@ static void test_i64(void) {
     nb_scope_end();
 }
 
+/* A table used twice, as a tied embedding is (looked up, then multiplied by its head): the lookup's rows are added
+   into the gradient the other use gave first, in place, with a repeated row; the same values as a separate sum. */
+static void test_tied(void) {
+    nb_scope_begin();
+    nb_tensor *table = nb_from_f64(NB_F64, 2, (int64_t[]){3, 2}, (double[]){1, 2, 3, 4, 5, 6});
+    nb_set_requires_grad(table, true);
+    nb_tensor *ids = nb_from_f64(NB_I64, 1, (int64_t[]){4}, (double[]){2, 0, 2, 2});
+    nb_tensor *e = nb_index_select(table, 0, ids); /* (4, 2), recorded first so that its backward runs last */
+    nb_tensor *w = nb_from_f64(NB_F64, 2, (int64_t[]){2, 2}, (double[]){0.5, -1, 2, 0.25});
+    nb_tensor *head = nb_matmul(e, nb_transpose(table, 0, 1)); /* (4, 3): every row of the table */
+    nb_tensor *L = nb_add(nb_sum(nb_mul(head, head)), nb_sum(nb_matmul(e, w)));
+    CHECK(nb_backward(L, NULL, 0) == 0);
+    /* dL/dtable = 2 H^T E (the head's use) + S^T (2 H table + 1 w^T), S (4, 3) the lookup's one-hot rows */
+    double ev[4][2] = {{5, 6}, {1, 2}, {5, 6}, {5, 6}}, tv[3][2] = {{1, 2}, {3, 4}, {5, 6}}, want[3][2] = {{0}};
+    double hv[4][3], wv[2][2] = {{0.5, -1}, {2, 0.25}};
+    const int id[4] = {2, 0, 2, 2};
+    for (int i = 0; i < 4; i++)
+        for (int r = 0; r < 3; r++) hv[i][r] = ev[i][0] * tv[r][0] + ev[i][1] * tv[r][1];
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 2; c++)
+            for (int i = 0; i < 4; i++) want[r][c] += 2 * hv[i][r] * ev[i][c];
+    for (int i = 0; i < 4; i++)
+        for (int c = 0; c < 2; c++) {
+            double de = wv[c][0] + wv[c][1];
+            for (int r = 0; r < 3; r++) de += 2 * hv[i][r] * tv[r][c];
+            want[id[i]][c] += de;
+        }
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 2; c++) CHECK(fabs(nb_get(nb_grad(table), (int64_t[]){r, c}) - want[r][c]) <= 1e-12);
+    nb_scope_end();
+}
+
 int main(void) {
     th_seed(13);
     RUN(test_gradchecks);
     RUN(test_values);
+    RUN(test_tied);
     RUN(test_errors);
     RUN(test_i64);
     return th_finish();

@@ -351,8 +351,7 @@ static int step(const char *fn, nb_tensor *t) {
             break;
         }
         nb_tensor *acc = x->acc;
-        if (acc && !nb_grad_enabled() && acc->refs == 1 && !acc->user && acc->st->refs == 1 && !acc->has_node &&
-            acc->dtype == g->dtype && nbi_is_contig(acc)) {
+        if (nbi_bw_acc(x)) {
             nbi_k_binary(NBI_B_ADD, acc, acc, g); /* ours alone: summed in place, the bits of nb_add */
             continue;
         }
@@ -368,6 +367,14 @@ static int step(const char *fn, nb_tensor *t) {
     nb_scope_end();
     if (gin != inl) nbi_dealloc(gin);
     return rc;
+}
+
+nb_tensor *nbi_bw_acc(const nb_tensor *x) {
+    nb_tensor *acc = x->acc;
+    return acc && x->requires_grad && x->bw_needed && !nb_grad_enabled() && acc->refs == 1 && !acc->user &&
+                   acc->st->refs == 1 && !acc->has_node && acc->dtype == x->dtype && nbi_is_contig(acc)
+               ? acc
+               : NULL;
 }
 
 void nb_set_grad_ready_hook(nb_grad_hook fn, void *user) {

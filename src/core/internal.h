@@ -234,6 +234,10 @@ NBI_API void nbi_release_node(nb_tensor *t);
 /* Keep n tensors (NULL ones too) on out's node for its backward, after those already saved (counted references
    and their storage versions). out must have a node; at most the op's count in ops.def (NBI_MAX_SAVED for -1).
    Returns 0, or -1 with an error recorded (out of memory: nothing saved). */
+/* For a backward rule: x's pending gradient (the sum of the contributions so far) when the rule may add its
+   own contribution into it in place (first order, held by nothing else), else NULL. A rule that does so gives
+   NULL as x's gradient. */
+NBI_API nb_tensor *nbi_bw_acc(const nb_tensor *x);
 NBI_API int nbi_save(nb_tensor *out, int n, nb_tensor *const *ts);
 /* Saved tensor i of out's node, or NULL with an error under fn naming the op when it was modified in place
    since it was saved, the graph was released, or there is no such tensor. */

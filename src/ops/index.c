@@ -95,7 +95,11 @@ nb_tensor *nbi_scatter_add(nb_tensor *g, nb_tensor *idx, int ax, int rank, const
 }
 
 int nbi_bw_index_select(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
-    nb_tensor *a = out->node.in[0];
+    nb_tensor *a = out->node.in[0], *acc = nbi_bw_acc(a);
+    if (acc) { /* a's gradient so far (a tied embedding's, from its head) takes the selected rows in place, */
+        move(acc, g, out->node.in[1], out->node.ip[0], false, true, true); /* not a table of zeros added to it */
+        return 0;
+    }
     return (gin[0] = scatter(NBI_OP_INDEX_ADD, g, out->node.in[1], out->node.ip[0], a->rank, a->shape)) ? 0 : -1;
 }
 int nbi_bw_gather(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {

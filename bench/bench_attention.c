@@ -23,7 +23,7 @@
 #include "core/internal.h"
 #include "timing.h"
 
-#define CAP 50
+#define CAP 5000
 static double t_runs[CAP];
 
 enum { FUSED, MATH };
@@ -81,7 +81,7 @@ static void run_variant(const char *label, const nbi_backend *be, int kind, nb_d
     BENCH_TIME_MEDIAN(tf, runs, t_runs, CAP, once ? 1 : 3, once ? 0 : 1.0, step(kind, q, k, v, cm, w, false));
     BENCH_TIME_MEDIAN(tb, runs, t_runs, CAP, once ? 1 : 3, once ? 0 : 2.0, step(kind, q, k, v, cm, w, true));
     nb_get_memory_stats(&m1);
-    printf("%-34s fwd %9.1f ms  fwd+bwd %9.1f ms  (%2d runs)  peak %7.1f MiB above the inputs, VmHWM %7.1f MiB\n",
+    printf("%-34s fwd %9.3f ms  fwd+bwd %9.3f ms  (%2d runs)  peak %7.1f MiB above the inputs, VmHWM %7.1f MiB\n",
            label, tf * 1e3, tb * 1e3, runs, (double)(m1.peak - m0.in_use) / 1048576.0,
            (double)bench_status_kib("VmHWM") / 1024.0);
     fflush(stdout);

@@ -15,7 +15,7 @@
 #define FN(name) CAT(name, SUF)
 
 /* t (n, BK) = the block x[j0 .. j0 + nk) of x (Tk, n) transposed; columns nk .. BK zero. */
-static void FN(transpose)(T *t, const T *x, int64_t j0, int64_t nk, int64_t n) {
+NBI_CLONES static void FN(transpose)(T *t, const T *x, int64_t j0, int64_t nk, int64_t n) {
     for (int64_t c = 0; c < n; c++)
         for (int64_t j = nk; j < BK; j++) t[c * BK + j] = 0;
     for (int64_t j = 0; j < nk; j++)
@@ -107,7 +107,7 @@ static int64_t FN(last_key)(const attn_job *J, int64_t i) {
 }
 
 /* Row r of a group: s (nk) = s scale + mask row, -inf past the row's last key; returns the max (NaN ignored). */
-static T FN(finish_scores)(const attn_job *J, T *s, int64_t b, int64_t i, int64_t j0, int64_t nk) {
+NBI_CLONES static T FN(finish_scores)(const attn_job *J, T *s, int64_t b, int64_t i, int64_t j0, int64_t nk) {
     const T scale = (T)J->scale;
     for (int64_t j = 0; j < nk; j++) s[j] *= scale;
     if (J->mask) {
@@ -132,7 +132,7 @@ static void FN(rows)(const T **xr, const T *x, int64_t i0, int nr, int64_t n) {
 }
 
 /* Forward: items [lo, hi) of (BH x query blocks). */
-static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
+NBI_CLONES static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
     const attn_job *J = ctx;
     const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv, nqb = (Tq + BQ - 1) / BQ;
     T *kt = nbi_alloc(sizeof(T) * (size_t)(BK * d + RB * BK + BQ * dv));
@@ -168,7 +168,9 @@ static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
                     double bm = (double)FN(finish_scores)(J, sr, b, i, j0, nk);
                     double mn = bm > m[R] ? bm : m[R], sh = mn == -INFINITY ? 0.0 : mn;
                     double alpha = m[R] == -INFINITY ? 0.0 : exp(m[R] - sh);
-                    FN(exps)(sr, sr, nk, sh);
+                    const int64_t ne = FN(last_key)(J, i) - j0 + 1 < nk ? FN(last_key)(J, i) - j0 + 1 : nk;
+                    FN(exps)(sr, sr, ne, sh); /* the keys past the row's last: exp(-inf), 0 */
+                    for (int64_t j = ne; j < nk; j++) sr[j] = 0;
                     double sum = 0;
                     for (int64_t j = 0; j < nk; j++) sum += (double)sr[j];
                     l[R] = l[R] * alpha + sum;
@@ -193,7 +195,7 @@ static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
 /* For the nr rows from row i0 of batch-head b against keys [j0, j0 + nk): p[r] = exp(s - lse) (0 past the row's
    last key), ds[r] = p (g v^T - D) (rows BK apart; rows of the group past nr, and rows that see no key of the
    block, all 0); kt and vt the block's k and v transposed. */
-static void FN(probs)(const attn_job *J, T *p, T *ds, const T *kt, const T *vt, int64_t b, int64_t i0, int nr,
+NBI_CLONES static void FN(probs)(const attn_job *J, T *p, T *ds, const T *kt, const T *vt, int64_t b, int64_t i0, int nr,
                       int64_t j0, int64_t nk) {
     const int64_t Tq = J->Tq, d = J->d, dv = J->dv, nkp = (nk + JB - 1) / JB * JB;
     const T *qr[RB], *gr[RB];
@@ -210,15 +212,16 @@ static void FN(probs)(const attn_job *J, T *p, T *ds, const T *kt, const T *vt, 
             continue;
         }
         (void)FN(finish_scores)(J, pr, b, i, j0, nk);
-        FN(exps)(pr, pr, nk, J->lse[b * Tq + i]);
-        for (int64_t j = last - j0 + 1; j < nk; j++) pr[j] = 0;
+        const int64_t ne = last - j0 + 1 < nk ? last - j0 + 1 : nk;
+        FN(exps)(pr, pr, ne, J->lse[b * Tq + i]);
+        for (int64_t j = ne; j < nk; j++) pr[j] = 0;
         const T D = (T)J->D[b * Tq + i];
         for (int64_t j = 0; j < nk; j++) dr[j] = pr[j] * (dr[j] - D);
     }
 }
 
 /* Backward, first pass: items [lo, hi) of (BH x query blocks): D, dq and dmask. */
-static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
+NBI_CLONES static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
     const attn_job *J = ctx;
     const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv, nqb = (Tq + BQ - 1) / BQ;
     T *kt = nbi_alloc(sizeof(T) * (size_t)(BK * (d + dv) + 2 * RB * BK + BQ * d));
@@ -262,7 +265,7 @@ static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
 
 /* Backward, second pass: items [lo, hi) of (BH x key blocks): dk and dv, summed over the query rows in order
    (the rows taken BQ at a time: their p and dS first, then their terms added to dk and dv row by row). */
-static int FN(bwk_part)(void *ctx, int64_t lo, int64_t hi) {
+NBI_CLONES static int FN(bwk_part)(void *ctx, int64_t lo, int64_t hi) {
     const attn_job *J = ctx;
     const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv, nkb = (Tk + BK - 1) / BK;
     T *kt = nbi_alloc(sizeof(T) * (size_t)(2 * BK * (d + dv) + 2 * BQ * BK));

@@ -45,7 +45,7 @@
  *
  * With AVX-512 (f32) more is read in place (see packed_s): rows of A contiguous along k, full tiles of an A
  * stored by columns, full panels of a row-major B. A narrow C, and a B stored by columns that is wider than
- * A is tall, run as C^T = B^T A^T into a buffer transposed into C (see gemm_s).
+ * A is tall, run as C^T = B^T A^T, each tile stored transposed into C by the micro-kernel (see gemm_s).
  *
  * Determinism: every loop order, block split and reduction order depends only on the shape, the strides
  * and the selected kernel, so results are bit-identical from run to run.

@@ -141,6 +141,12 @@ static void test_gelu_tanh_specials(void) {
         CHECK(gv[0] == 0 && gv[3] == 1);
         if (!create) CHECK(gv[1] == 0 && gv[2] == 1);
     }
+    /* f32's fused gradient: e^(-2u) overflows to inf (s = 0, e s NaN) or underflows to 0 in the tails */
+    nb_tensor *xf = nb_from_f64(NB_F32, 1, (int64_t[]){4}, (double[]){-100.0, -1e30, 1e30, 100.0});
+    nb_set_requires_grad(xf, true);
+    double gf[4];
+    CHECK(nb_read_f64(nb_gradient(nb_sum(nb_gelu_tanh(xf)), xf, 0), gf, 4) == 4);
+    CHECK(gf[0] == 0 && gf[1] == 0 && gf[2] == 1 && gf[3] == 1);
     nb_scope_end();
 }
 

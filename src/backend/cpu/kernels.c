@@ -319,8 +319,9 @@ void nbi_cpu_unary(nbi_unop op, const nbi_arr *out, const nbi_arr *a, double c) 
     } while (0)
 
 /* o (n) = g gelu_tanh'(x) for contiguous f32 rows: e = e^(-2u) by the vectorised exp (vmath.c), then
-   s = 1 / (1 + e), 1 - s = 1 / (1 + 1/e) and g (s + 2 x u' s (1 - s)) in double, rounded once; within a few
-   f32 ulp of nbi_gelu_tanh_grad_d (the reference's), not its bits. */
+   s = 1 / (1 + e), 1 - s = e s (one division) and g (s + 2 x u' s (1 - s)) in double, rounded once; within a
+   few f32 ulp of nbi_gelu_tanh_grad_d (the reference's), not its bits. At e = inf, s = 0 and e s is NaN: the
+   s == 0 case below takes it, as it takes the reference's 1 - s = 1 / (1 + 1/e) = 1 there. */
 NBI_CLONES static void gelu_tanh_grad_f32(int64_t n, float *o, const float *g, const float *x) {
     float e[256];
     for (int64_t i0 = 0; i0 < n; i0 += 256) {
@@ -333,7 +334,7 @@ NBI_CLONES static void gelu_tanh_grad_f32(int64_t n, float *o, const float *g, c
         for (int64_t i = 0; i < m; i++) {
             double xi = x[i0 + i], ei = e[i];
             double du = NBI_GELU_TANH_K * (1.0 + 3.0 * NBI_GELU_TANH_C * (xi * xi));
-            double sp = 1.0 / (1.0 + ei), sm = 1.0 / (1.0 + 1.0 / ei);
+            double sp = 1.0 / (1.0 + ei), sm = ei * sp;
             double d = (sp == 0.0 || sm == 0.0) && isfinite(xi) ? sp : sp + 2.0 * xi * du * sp * sm;
             o[i0 + i] = (float)((double)g[i0 + i] * d);
         }

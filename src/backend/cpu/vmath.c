@@ -208,9 +208,18 @@ INLINE float gelu_tanhf_1(float x) {
     return x != x ? x : x == -INFINITY ? NAN : v > 110.0 ? -0.0f : y;
 }
 
+/* Whole vectors of 16, then the last n % 16 values (4 or more) through a zero-padded block of 16, so that a short
+   row (an attention row, a causal one of any length) is not left to the compiler's scalar remainder loop. */
 #define ROW(NAME, F, ATTR)                                                 \
     ATTR static void NAME(float *y, const float *x, int64_t n) {           \
-        for (int64_t i = 0; i < n; i++) y[i] = F(x[i]);                    \
+        const int64_t n16 = n % 16 < 4 ? n : n / 16 * 16;                  \
+        for (int64_t i = 0; i < n16; i++) y[i] = F(x[i]);                  \
+        if (n16 < n) {                                                     \
+            float t[16];                                                   \
+            for (int i = 0; i < 16; i++) t[i] = n16 + i < n ? x[n16 + i] : 0.0f; \
+            for (int i = 0; i < 16; i++) t[i] = F(t[i]);                   \
+            for (int64_t i = n16; i < n; i++) y[i] = t[i - n16];           \
+        }                                                                  \
     }
 
 #define VARIANT(SFX, ATTR)                         \

@@ -33,6 +33,7 @@
 
 #define BQ 32 /* query rows per item */
 #define BK 64 /* keys per block */
+#define BQ1 256 /* query rows at most of the one-pass backward (every key in one block) */
 #define RB 4  /* rows of a micro-kernel's tile */
 #define JR 4  /* keys of the tile of outer (dk, dv) */
 #define JB 32 /* keys (or features) of a micro-kernel tile: two AVX-512 vectors of floats */
@@ -93,6 +94,12 @@ int nbi_cpu_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, void *dma
                   .q = q, .k = k, .v = v, .mask = mask, .g = g, .o = out, .dq = dq, .dk = dk, .dvv = dvv,
                   .dmask = dmask, .lse = (double *)(uintptr_t)lse, .D = D};
     int64_t nqb = (Tq + BQ - 1) / BQ, nkb = (Tk + BK - 1) / BK;
+    if (Tk <= BK && Tq <= BQ1) { /* one key block: each batch-head in one pass (the same bits as the two) */
+        int rc = nbi_parallel_for(BH, grain_for(Tq * Tk * (2 * d + 3 * dv)), dt == NB_F32 ? bw1_part_f32 : bw1_part_f64,
+                                  &J);
+        nbi_dealloc(D);
+        return rc;
+    }
     int rc = nbi_parallel_for(BH * nqb, grain_for(BQ * Tk * (d + 2 * dv)),
                               dt == NB_F32 ? bwq_part_f32 : bwq_part_f64, &J);
     if (rc == 0)

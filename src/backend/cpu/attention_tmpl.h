@@ -296,6 +296,61 @@ NBI_CLONES static int FN(bwk_part)(void *ctx, int64_t lo, int64_t hi) {
     return 0;
 }
 
+/* Backward in one pass, when every key fits one block (Tk <= BK) and the queries BQ1: items [lo, hi) of BH, each a
+   whole batch-head. Its k and v are transposed once and every row's p and dS computed once (the two passes above
+   compute them twice), then dq, dk and dv are summed as the two passes sum them (dq over the keys of the row, dk
+   and dv over the query rows in order, from the first row that sees a key): the same bits. */
+NBI_CLONES static int FN(bw1_part)(void *ctx, int64_t lo, int64_t hi) {
+    const attn_job *J = ctx;
+    const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv;
+    const int64_t Tr = (Tq + RB - 1) / RB * RB; /* rows of whole groups: probs and wsum write RB rows a group */
+    T *kt = nbi_alloc(sizeof(T) * (size_t)(BK * (d + dv) + 2 * Tr * BK + Tr * d + Tk * (d + dv)));
+    if (!kt) return -1;
+    T *vt = kt + BK * d, *p = vt + BK * dv, *ds = p + Tr * BK, *acc = ds + Tr * BK, *ak = acc + Tr * d,
+      *av = ak + Tk * d;
+    const T *q = J->q, *k = J->k, *g = J->g, *o = J->o;
+    const T *qr[BQ1], *gr[BQ1];
+    for (int64_t b = lo; b < hi; b++) {
+        for (int64_t r = 0; r < Tq; r++) {
+            double D = 0;
+            for (int64_t c = 0; c < dv; c++) D += (double)g[(b * Tq + r) * dv + c] * (double)o[(b * Tq + r) * dv + c];
+            J->D[b * Tq + r] = D;
+        }
+        for (int64_t x = 0; x < Tr * d; x++) acc[x] = 0;
+        for (int64_t x = 0; x < Tk * d; x++) ak[x] = 0;
+        for (int64_t x = 0; x < Tk * dv; x++) av[x] = 0;
+        const int64_t jend = FN(last_key)(J, Tq - 1) + 1 < Tk ? FN(last_key)(J, Tq - 1) + 1 : Tk;
+        if (J->dmask) /* the keys no row sees */
+            for (int64_t r = 0; r < Tq; r++)
+                for (int64_t j = jend > 0 ? jend : 0; j < Tk; j++) ((T *)J->dmask)[(b * Tq + r) * Tk + j] = 0;
+        int64_t i1 = J->causal ? -(Tk - Tq) : 0; /* the first query that sees key 0 */
+        i1 = i1 < 0 ? 0 : i1;
+        if (jend > 0) {
+            FN(transpose)(kt, k + b * Tk * d, 0, jend, d);
+            FN(transpose)(vt, (const T *)J->v + b * Tk * dv, 0, jend, dv);
+            for (int64_t g0 = 0; g0 < Tq; g0 += RB) {
+                const int nr = Tq - g0 < RB ? (int)(Tq - g0) : RB;
+                FN(probs)(J, p + g0 * BK, ds + g0 * BK, kt, vt, b, g0, nr, 0, jend);
+                if (J->dmask)
+                    for (int r = 0; r < nr; r++) {
+                        T *dm = (T *)J->dmask + (b * Tq + g0 + r) * Tk;
+                        for (int64_t j = 0; j < jend; j++) dm[j] = ds[(g0 + r) * BK + j];
+                    }
+                FN(wsum)(acc + g0 * d, d, ds + g0 * BK, k + b * Tk * d, jend, d);
+            }
+            for (int64_t r = i1; r < Tq; r++) qr[r - i1] = q + (b * Tq + r) * d, gr[r - i1] = g + (b * Tq + r) * dv;
+            FN(outer)(av, p + i1 * BK, gr, (int)(Tq - i1), jend, dv);
+            FN(outer)(ak, ds + i1 * BK, qr, (int)(Tq - i1), jend, d);
+        }
+        T *dq = (T *)J->dq + b * Tq * d, *dk = (T *)J->dk + b * Tk * d, *dvv = (T *)J->dvv + b * Tk * dv;
+        for (int64_t x = 0; x < Tq * d; x++) dq[x] = (T)(J->scale * (double)acc[x]);
+        for (int64_t x = 0; x < Tk * d; x++) dk[x] = (T)(J->scale * (double)ak[x]);
+        for (int64_t x = 0; x < Tk * dv; x++) dvv[x] = av[x];
+    }
+    nbi_dealloc(kt);
+    return 0;
+}
+
 #undef FN
 #undef CAT
 #undef CAT_

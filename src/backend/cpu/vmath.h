@@ -26,7 +26,7 @@ void nbi_vgeluf(float *y, const float *x, int64_t n);    /* x (1 + erf(x / sqrt 
    NaN for x = -inf, as PyTorch. */
 void nbi_vgelu_tanhf(float *y, const float *x, int64_t n);
 
-/* For tests and benchmarks: run one instruction-set variant (0 generic x86-64/portable C, 1 AVX2,
+/* For tests and benchmarks: run one instruction-set variant (0 generic x86-64/portable C, 1 AVX2+FMA,
    2 AVX-512F). Returns 0 if this CPU or build lacks it. fn: 0 exp, 1 log, 2 tanh, 3 sigmoid, 4 erf,
    5 gelu, 6 gelu_tanh. */
 int nbi_vmath_variant(int variant, int fn, float *y, const float *x, int64_t n);

@@ -12,7 +12,9 @@
  *   pass 1, items (batch-head, query block): D, dq = scale dS k (summed over key blocks in order), dmask = dS;
  *   pass 2, items (batch-head, key block):   dv = p^T g and dk = scale dS^T q (summed over query rows in order).
  * Each output element is computed by one item, by the same operations whatever the cut: the bits do not
- * depend on the thread count.
+ * depend on the thread count. When every key fits one block (Tk <= BK, Tq <= BQ1: GPT-2 "small"'s T = 64),
+ * one pass per batch-head does both: k and v transposed once, p and dS computed once per row, dq, dk and dv
+ * summed in the same order as the two passes sum them (the same bits).
  *
  * f32 is computed in f32 (scores, weighted sums; exps by nbi_vexpf of the shifted score rounded to f32; each
  * row's sum of exps, its max and lse in double); f64 in double with libm's exp. The bound against the

@@ -256,12 +256,12 @@ static void test_kernel(int kernel)
         run(&h, kernel);
         gcase w = {300, 301, 300, 0, 1, 0, 0, 0, 0, 0};
         run(&w, kernel);
-        /* x W^T with a large W (AVX-512 f32 runs it transposed, on one thread only): edges off the 16 x 16
+        /* x W^T with a W over 2 MiB (AVX-512 f32 runs it transposed, on one thread only): edges off the 16 x 16
            blocks, padded C */
         const int threads = nb_num_threads();
         nb_set_num_threads(1);
         for (int acc = 0; acc < 2; ++acc) {
-            gcase t = {100, 700, 300, 0, 1, 0, 0, 3, 0, acc};
+            gcase t = {100, 2100, 300, 0, 1, 0, 0, 3, 0, acc};
             run(&t, kernel);
             /* several k blocks, each added into the transposed tiles of C; and a narrow C the same way */
             gcase t2 = {100, 700, 900, 0, 1, 0, 0, 3, 0, acc};

@@ -452,13 +452,13 @@ typedef double (*dot_d_fn)(int64_t n, const double *x, const double *y);
         const int parts = nbi_parallel_parts(m * n * k, NBI_GEMM_THREAD_WORK);                                 \
         /* Some products run as C^T = B^T A^T, the micro-kernels storing each tile transposed into C: a     */ \
         /* narrow C (under half a tile wide, many rows: a classifier's logits), so the tile's long side     */ \
-        /* covers m instead of padding n; and a large B (over 512 KiB, mostly out of L2) stored by columns  */ \
-        /* with A by rows and n > m (a layer's x W^T), so B^T is read in place and the transposing pack     */ \
-        /* covers A, the smaller. Every element is the same chain of FMAs over the same k blocks, so the    */ \
-        /* same bits. */                                                                                       \
+        /* covers m instead of padding n; and a large B (over 2 MiB, out of L2) stored by columns with A by  */ \
+        /* rows and n > m (x wte^T, a tied head's logits), so B^T is read in place and the transposing pack */ \
+        /* covers A, the smaller (a B within L2 packs faster than the transposed stores cost). Every       */ \
+        /* element is the same chain of FMAs over the same k blocks, so the same bits. */                      \
         const bool narrow = 2 * n < cf->nr && m >= 4 * cf->mr;                                                \
         const bool wide_bt = rsb == 1 && csb != 1 && csa == 1 && n > m && m >= 2 * cf->nr &&                   \
-                             k * n * (int64_t)sizeof(T) > (512 << 10);                                         \
+                             k * n * (int64_t)sizeof(T) > (2 << 20);                                           \
         if (parts <= 1 && cf->ukr_a && cf->ukr_b && (narrow || wide_bt))                                       \
             return packed_##S(cf, n, m, k, b, csb, rsb, a, csa, rsa, c, ldc, acc, true);                       \
         if (parts <= 1)                                                                                        \

@@ -21,6 +21,7 @@
  * reference set (the same formulas row by row in double, rounded once) is in docs/OPS.md.
  */
 #include <math.h>
+#include <string.h>
 
 #include "../../core/internal.h"
 #include "cpu.h"

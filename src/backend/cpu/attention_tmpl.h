@@ -168,7 +168,7 @@ NBI_CLONES static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
                     double bm = (double)FN(finish_scores)(J, sr, b, i, j0, nk);
                     double mn = bm > m[R] ? bm : m[R], sh = mn == -INFINITY ? 0.0 : mn;
                     double alpha = m[R] == -INFINITY ? 0.0 : exp(m[R] - sh);
-                    const int64_t ne = FN(last_key)(J, i) - j0 + 1 < nk ? FN(last_key)(J, i) - j0 + 1 : nk;
+                    const int64_t seen = FN(last_key)(J, i) - j0 + 1, ne = seen < nk ? seen : nk;
                     FN(exps)(sr, sr, ne, sh); /* the keys past the row's last: exp(-inf), 0 */
                     for (int64_t j = ne; j < nk; j++) sr[j] = 0;
                     double sum = 0;
@@ -220,6 +220,21 @@ NBI_CLONES static void FN(probs)(const attn_job *J, T *p, T *ds, const T *kt, co
     }
 }
 
+/* D (rows) = sum over features in order of g o, in double, for the nq rows from row i0 of batch-head b. */
+static void FN(deltas)(const attn_job *J, int64_t b, int64_t i0, int64_t nq) {
+    const T *g = (const T *)J->g + (b * J->Tq + i0) * J->dv, *o = (const T *)J->o + (b * J->Tq + i0) * J->dv;
+    for (int64_t r = 0; r < nq; r++) {
+        double D = 0;
+        for (int64_t c = 0; c < J->dv; c++) D += (double)g[r * J->dv + c] * (double)o[r * J->dv + c];
+        J->D[b * J->Tq + i0 + r] = D;
+    }
+}
+
+/* y (n) = scale acc, each rounded once from double. */
+static void FN(scaled)(T *y, const T *acc, int64_t n, double scale) {
+    for (int64_t x = 0; x < n; x++) y[x] = (T)(scale * (double)acc[x]);
+}
+
 /* Backward, first pass: items [lo, hi) of (BH x query blocks): D, dq and dmask. */
 NBI_CLONES static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
     const attn_job *J = ctx;
@@ -227,15 +242,10 @@ NBI_CLONES static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
     T *kt = nbi_alloc(sizeof(T) * (size_t)(BK * (d + dv) + 2 * RB * BK + BQ * d));
     if (!kt) return -1;
     T *vt = kt + BK * d, *p = vt + BK * dv, *ds = p + RB * BK, *acc = ds + RB * BK;
-    const T *k = J->k, *g = J->g, *o = J->o;
+    const T *k = J->k;
     for (int64_t it = lo; it < hi; it++) {
         const int64_t b = it / nqb, i0 = (it % nqb) * BQ, nq = Tq - i0 < BQ ? Tq - i0 : BQ;
-        for (int64_t r = 0; r < nq; r++) {
-            double D = 0;
-            for (int64_t c = 0; c < dv; c++)
-                D += (double)g[(b * Tq + i0 + r) * dv + c] * (double)o[(b * Tq + i0 + r) * dv + c];
-            J->D[b * Tq + i0 + r] = D;
-        }
+        FN(deltas)(J, b, i0, nq);
         for (int64_t x = 0; x < BQ * d; x++) acc[x] = 0;
         const int64_t jend = FN(last_key)(J, i0 + nq - 1) + 1;
         if (J->dmask) /* the keys no row of the block sees */
@@ -256,8 +266,7 @@ NBI_CLONES static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
                 FN(wsum)(acc + g0 * d, d, ds, k + (b * Tk + j0) * d, nk, d);
             }
         }
-        T *dq = (T *)J->dq + (b * Tq + i0) * d;
-        for (int64_t x = 0; x < nq * d; x++) dq[x] = (T)(J->scale * (double)acc[x]);
+        FN(scaled)((T *)J->dq + (b * Tq + i0) * d, acc, nq * d, J->scale);
     }
     nbi_dealloc(kt);
     return 0;
@@ -288,9 +297,8 @@ NBI_CLONES static int FN(bwk_part)(void *ctx, int64_t lo, int64_t hi) {
             FN(outer)(av, p, gr, nc, nk, dv);
             FN(outer)(ak, ds, qr, nc, nk, d);
         }
-        T *dk = (T *)J->dk + (b * Tk + j0) * d, *dvv = (T *)J->dvv + (b * Tk + j0) * dv;
-        for (int64_t x = 0; x < nk * d; x++) dk[x] = (T)(J->scale * (double)ak[x]);
-        for (int64_t x = 0; x < nk * dv; x++) dvv[x] = av[x];
+        FN(scaled)((T *)J->dk + (b * Tk + j0) * d, ak, nk * d, J->scale);
+        memcpy((T *)J->dvv + (b * Tk + j0) * dv, av, sizeof(T) * (size_t)(nk * dv));
     }
     nbi_dealloc(kt);
     return 0;
@@ -308,14 +316,10 @@ NBI_CLONES static int FN(bw1_part)(void *ctx, int64_t lo, int64_t hi) {
     if (!kt) return -1;
     T *vt = kt + BK * d, *p = vt + BK * dv, *ds = p + Tr * BK, *acc = ds + Tr * BK, *ak = acc + Tr * d,
       *av = ak + Tk * d;
-    const T *q = J->q, *k = J->k, *g = J->g, *o = J->o;
+    const T *q = J->q, *k = J->k, *g = J->g;
     const T *qr[BQ1], *gr[BQ1];
     for (int64_t b = lo; b < hi; b++) {
-        for (int64_t r = 0; r < Tq; r++) {
-            double D = 0;
-            for (int64_t c = 0; c < dv; c++) D += (double)g[(b * Tq + r) * dv + c] * (double)o[(b * Tq + r) * dv + c];
-            J->D[b * Tq + r] = D;
-        }
+        FN(deltas)(J, b, 0, Tq);
         for (int64_t x = 0; x < Tr * d; x++) acc[x] = 0;
         for (int64_t x = 0; x < Tk * d; x++) ak[x] = 0;
         for (int64_t x = 0; x < Tk * dv; x++) av[x] = 0;
@@ -342,10 +346,9 @@ NBI_CLONES static int FN(bw1_part)(void *ctx, int64_t lo, int64_t hi) {
             FN(outer)(av, p + i1 * BK, gr, (int)(Tq - i1), jend, dv);
             FN(outer)(ak, ds + i1 * BK, qr, (int)(Tq - i1), jend, d);
         }
-        T *dq = (T *)J->dq + b * Tq * d, *dk = (T *)J->dk + b * Tk * d, *dvv = (T *)J->dvv + b * Tk * dv;
-        for (int64_t x = 0; x < Tq * d; x++) dq[x] = (T)(J->scale * (double)acc[x]);
-        for (int64_t x = 0; x < Tk * d; x++) dk[x] = (T)(J->scale * (double)ak[x]);
-        for (int64_t x = 0; x < Tk * dv; x++) dvv[x] = av[x];
+        FN(scaled)((T *)J->dq + b * Tq * d, acc, Tq * d, J->scale);
+        FN(scaled)((T *)J->dk + b * Tk * d, ak, Tk * d, J->scale);
+        memcpy((T *)J->dvv + b * Tk * dv, av, sizeof(T) * (size_t)(Tk * dv));
     }
     nbi_dealloc(kt);
     return 0;

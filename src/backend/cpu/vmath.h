@@ -8,7 +8,8 @@
  * log and GELU and none for tanh, sigmoid and erf). Specials are exact: NaN in gives NaN out (log of a number below 0 too),
  * +-0, +-inf, subnormal inputs and outputs, and the overflow and underflow edges round as the correctly
  * rounded function does. Results do not depend on the instruction set picked at run time (each variant
- * performs the same IEEE operations in the same order, without FMA) nor on n or alignment.
+ * performs the same IEEE operations in the same order, fused multiply-adds only where the code calls fma,
+ * never by contraction) nor on n or alignment.
  */
 #ifndef NABLA_VMATH_H
 #define NABLA_VMATH_H

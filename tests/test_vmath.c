@@ -146,6 +146,57 @@ static void test_variants_and_offsets(void) {
     free(y1);
 }
 
+/* nbi_vexpf_shifted, the softmax family's fused pass, against its definition written out: d = x - m in f32,
+   E = nbi_vexpf(d), e = E + E lo (lo the exact rounding error of d, E > 0 only), the sum of e in double over
+   16 lanes, then the lanes in order, then the tail in order; every bit of e and of the sum, on every variant,
+   for row lengths around the lane count and a long row, with NaN, -inf and underflowing values among them. */
+static void test_shifted(void) {
+    enum { N = 8192 + 37 };
+    float *x = malloc(sizeof(float) * N), *d = malloc(sizeof(float) * N), *e = malloc(sizeof(float) * N);
+    float *want = malloc(sizeof(float) * N);
+    th_seed(11);
+    for (int i = 0; i < N; i++) x[i] = (float)th_uniform(-30, 8);
+    x[3] = -INFINITY, x[70] = -200.0f, x[71] = 7.9999995f, x[140] = 1e-30f;
+    static const int64_t lens[] = {1, 15, 16, 17, 31, 63, 64, 65, 100, 8192, N};
+    int64_t diff = 0, far = 0;
+    for (int li = 0; li < (int)(sizeof lens / sizeof lens[0]); li++) {
+        const int64_t n = lens[li];
+        for (int mi = 0; mi < 3; mi++) {
+            const float m = mi == 0 ? 8.0f : mi == 1 ? 0.37f : -1.5f;
+            for (int64_t k = 0; k < n; k++) d[k] = x[k] - m;
+            nbi_vexpf(d, d, n);
+            double acc[16] = {0}, sw = 0;
+            int64_t k = 0;
+            for (; k < n; k++) {
+                const float dk = x[k] - m, bb = dk - x[k], lo = (x[k] - (dk - bb)) + (-m - bb);
+                want[k] = d[k] > 0 ? d[k] + d[k] * lo : d[k];
+                const double ex = exp((double)x[k] - (double)m); /* within 2.0004 u, or subnormal */
+                far += fabs((double)want[k] - ex) > 2.0004 * 0x1p-24 * ex + 0x1p-149;
+            }
+            for (k = 0; k + 16 <= n; k += 16)
+                for (int l = 0; l < 16; l++) acc[l] += (double)want[k + l];
+            for (int l = 0; l < 16; l++) sw += acc[l];
+            for (; k < n; k++) sw += (double)want[k];
+            for (int v = 0; v <= 2; v++) {
+                const double s = nbi_vexpf_shifted_variant(v, e, x, n, m);
+                if (s == -1) continue;
+                diff += memcmp(e, want, sizeof(float) * (size_t)n) != 0 || memcmp(&s, &sw, sizeof s) != 0;
+            }
+            const double s = nbi_vexpf_shifted(e, x, n, m);
+            diff += memcmp(e, want, sizeof(float) * (size_t)n) != 0 || memcmp(&s, &sw, sizeof s) != 0;
+        }
+    }
+    CHECK(diff == 0);
+    CHECK(far == 0);
+    x[5] = NAN; /* a NaN stays NaN and makes the sum NaN */
+    const double s = nbi_vexpf_shifted(e, x, 64, 8.0f);
+    CHECK(e[5] != e[5] && s != s && e[3] == 0.0f);
+    free(x);
+    free(d);
+    free(e);
+    free(want);
+}
+
 /* The f32 unary ops run on these functions: the same bits for a contiguous tensor and for a transposed view
    (the strided path through a buffer). */
 static void test_ops_use_vmath(void) {
@@ -182,6 +233,7 @@ int main(void) {
     RUN(test_gelu);
     RUN(test_specials);
     RUN(test_variants_and_offsets);
+    RUN(test_shifted);
     RUN(test_ops_use_vmath);
     free(xs);
     return th_finish();

@@ -83,6 +83,7 @@ typedef enum { ROWS_SOFTMAX, ROWS_LOG_SOFTMAX, ROWS_CE_LOSS, ROWS_CE_GRAD } rows
    m is the max, as the reference's: NaN when the row holds a NaN, 0 when every value is -inf. */
 #define F32_CHUNK 2048 /* values whose exps one call of nbi_vexpf takes at least (short rows come in groups) */
 #define F32_GROUP 256  /* rows of a group at most (their statistics live on the stack) */
+#define F32_FUSED 64   /* rows at least this long take nbi_vexpf_shifted, shorter ones the grouped passes */
 
 /* The max of x (n >= 1), NaN ignored (a NaN shows in the sum of exps and is looked for then). */
 NBI_CLONES static float f32_max(const float *x, int64_t n) {
@@ -171,8 +172,26 @@ static bool f32_has_nan(const float *x, int64_t n) {
 }
 
 /* Rows (rows x n, contiguous, rows <= F32_GROUP, rows n <= max(n, F32_CHUNK)) of x into e (the same shape): e = exp(x - m) with
-   each row's m = its max (given in m when given is true, else found and written) and s = its sum of e. */
+   each row's m = its max (given in m when given is true, else found and written) and s = its sum of e. Rows of
+   F32_FUSED or more values go through nbi_vexpf_shifted (vmath.h: the shift, exp, correction and sum in one
+   pass); shorter ones are shifted, exponentiated as one run across the group and corrected and summed
+   (f32_fix_sum), which vectorises across rows. Both give the same bits (test_vmath checks the fused pass
+   against this definition). */
 static void f32_block(float *e, const float *x, int64_t rows, int64_t n, float *m, double *s, bool given) {
+    if (n >= F32_FUSED) { /* each row in one pass after its max: the same bits as the passes below */
+        for (int64_t i = 0; i < rows; i++) {
+            if (!given) {
+                const float mx = f32_max(x + i * n, n);
+                m[i] = mx == -INFINITY ? 0.0f : mx;
+            }
+            const double si = nbi_vexpf_shifted(e + i * n, x + i * n, n, m[i]);
+            if (!given) {
+                s[i] = si;
+                if (si != si && f32_has_nan(x + i * n, n)) m[i] = NAN;
+            }
+        }
+        return;
+    }
     for (int64_t i = 0; i < rows; i++) {
         if (!given) {
             const float mx = f32_max(x + i * n, n);

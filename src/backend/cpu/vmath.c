@@ -225,7 +225,43 @@ INLINE float gelu_tanhf_1(float x) {
         }                                                                  \
     }
 
+/* The softmax family's exps: e = exp(x - m) with the rounding error lo of the f32 difference d = x - m
+   (Knuth's TwoSum, exact) folded in as E + E lo, E = exp(d); a zero E (x - m = -inf, or underflow) stays zero
+   and a NaN stays NaN. One pass over the row, which stays in L1 (the shift, exp and sum as separate passes
+   walk a 32 KiB row three times more). */
+INLINE float expf_shifted_1(float x, float m) {
+    const float d = x - m, bb = d - x, lo = (x - (d - bb)) + (-m - bb);
+    const float E = expf_1(d);
+    return E > 0 ? E + E * lo : E;
+}
+
+/* Returns the sum of the e written, in double: SUM_LANES lanes (value k to lane k % SUM_LANES) over the whole
+   blocks, the lanes added in order, then the values past the last whole block in order. */
+#define SUM_LANES 16
+#define SHIFTED_SUM(NAME, ATTR)                                                    \
+    ATTR static double NAME(float *e, const float *x, int64_t n, float m) {       \
+        double acc[SUM_LANES];                                                     \
+        for (int l = 0; l < SUM_LANES; l++) acc[l] = 0;                            \
+        int64_t k = 0;                                                             \
+        for (; k + SUM_LANES <= n; k += SUM_LANES)                                 \
+            for (int l = 0; l < SUM_LANES; l++) {                                  \
+                const float v = expf_shifted_1(x[k + l], m);                       \
+                e[k + l] = v;                                                      \
+                acc[l] += (double)v;                                               \
+            }                                                                      \
+        double s = 0;                                                              \
+        for (int l = 0; l < SUM_LANES; l++) s += acc[l];                           \
+        if (k < n) { /* the tail through one padded block, summed in order */      \
+            float t[SUM_LANES];                                                    \
+            for (int l = 0; l < SUM_LANES; l++) t[l] = k + l < n ? x[k + l] : m;   \
+            for (int l = 0; l < SUM_LANES; l++) t[l] = expf_shifted_1(t[l], m);    \
+            for (int64_t i = k; i < n; i++) e[i] = t[i - k], s += (double)t[i - k]; \
+        }                                                                          \
+        return s;                                                                  \
+    }
+
 #define VARIANT(SFX, ATTR)                         \
+    SHIFTED_SUM(vexp_shifted_##SFX, ATTR)          \
     ROW(vexp_##SFX, expf_1, ATTR)                  \
     ROW(vlog_##SFX, logf_1, ATTR)                  \
     ROW(vtanh_##SFX, tanhf_1, ATTR)                \
@@ -245,6 +281,16 @@ VARIANT(avx2, __attribute__((target("avx2,fma"))))
 VARIANT(avx512, __attribute__((target("avx512f,fma"))))
 #endif
 
+typedef double (*sfn)(float *, const float *, int64_t, float);
+
+static sfn pick_shifted(void) {
+#ifdef HAVE_X86_VARIANTS
+    if (__builtin_cpu_supports("avx512f")) return vexp_shifted_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return vexp_shifted_avx2;
+#endif
+    return vexp_shifted_generic;
+}
+
 static vfn pick(int fn) {
 #ifdef HAVE_X86_VARIANTS
     if (__builtin_cpu_supports("avx512f")) return tab_avx512[fn];
@@ -260,6 +306,23 @@ void nbi_vsigmoidf(float *y, const float *x, int64_t n) { pick(3)(y, x, n); }
 void nbi_verff(float *y, const float *x, int64_t n) { pick(4)(y, x, n); }
 void nbi_vgeluf(float *y, const float *x, int64_t n) { pick(5)(y, x, n); }
 void nbi_vgelu_tanhf(float *y, const float *x, int64_t n) { pick(6)(y, x, n); }
+
+double nbi_vexpf_shifted(float *e, const float *x, int64_t n, float m) { return pick_shifted()(e, x, n, m); }
+
+double nbi_vexpf_shifted_variant(int variant, float *e, const float *x, int64_t n, float m) {
+    switch (variant) {
+    case 0: return vexp_shifted_generic(e, x, n, m);
+#ifdef HAVE_X86_VARIANTS
+    case 1:
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return -1;
+        return vexp_shifted_avx2(e, x, n, m);
+    case 2:
+        if (!__builtin_cpu_supports("avx512f")) return -1;
+        return vexp_shifted_avx512(e, x, n, m);
+#endif
+    default: return -1;
+    }
+}
 
 int nbi_vmath_variant(int variant, int fn, float *y, const float *x, int64_t n) {
     if (fn < 0 || fn > 6) return 0;

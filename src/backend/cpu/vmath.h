@@ -27,6 +27,15 @@ void nbi_vgeluf(float *y, const float *x, int64_t n);    /* x (1 + erf(x / sqrt 
    NaN for x = -inf, as PyTorch. */
 void nbi_vgelu_tanhf(float *y, const float *x, int64_t n);
 
+/* The softmax family's exps of a row shifted by its max m: e[k] = exp(x[k] - m) (k < n), the rounding error
+   lo of the f32 difference d = x[k] - m folded in as exp(d) (1 + lo), so that e is within about 2 u of
+   exp(x[k] - m) (rows.c states the bound); NaN stays NaN, a zero exp(d) stays zero. Returns the sum of the e
+   in double: 16 lanes (value k to lane k % 16) over the whole blocks of 16, the lanes added in order, then the
+   remaining values in order. One pass (rows.c's grouped path computes the same bits in three). */
+double nbi_vexpf_shifted(float *e, const float *x, int64_t n, float m);
+/* The same on one instruction-set variant (as nbi_vmath_variant); -1 if this CPU or build lacks it. */
+double nbi_vexpf_shifted_variant(int variant, float *e, const float *x, int64_t n, float m);
+
 /* For tests and benchmarks: run one instruction-set variant (0 generic x86-64/portable C, 1 AVX2+FMA,
    2 AVX-512F). Returns 0 if this CPU or build lacks it. fn: 0 exp, 1 log, 2 tanh, 3 sigmoid, 4 erf,
    5 gelu, 6 gelu_tanh. */

@@ -120,21 +120,22 @@ static void run_once(nb_tensor **x, int n, const acase *c, nb_tensor *W, double 
 }
 
 /* Tk 70: two key blocks, the two-pass backward; Tk 30: one block, the one-pass backward (with causal, the first 7
-   queries see no key). */
+   queries see no key). d 5 and dv 7, then d 20 and dv 35: whole 16 x 16 tiles of the f32 transposes of k and v
+   and partial ones after them. */
 static void test_fast_against_reference(void) {
     nb_dtype dts[2] = {NB_F64, NB_F32};
-    for (int di = 0; di < 4; di++) {
+    for (int di = 0; di < 8; di++) {
         nb_scope_begin();
         th_seed(14);
         nb_dtype dt = dts[di % 2];
-        const int64_t Tk = di < 2 ? 70 : 30;
-        nb_tensor *x[4] = {nb_to(RND(3, 3, 37, 5), dt), nb_to(RND(3, 3, Tk, 5), dt), nb_to(RND(3, 3, Tk, 7), dt),
+        const int64_t Tk = di % 4 < 2 ? 70 : 30, d = di < 4 ? 5 : 20, dv = di < 4 ? 7 : 35;
+        nb_tensor *x[4] = {nb_to(RND(3, 3, 37, d), dt), nb_to(RND(3, 3, Tk, d), dt), nb_to(RND(3, 3, Tk, dv), dt),
                            nb_to(RND(2, 37, Tk), dt)};
         acase cs[3] = {{.causal = true}, {.mask = 1, .causal = true, .scale = 0.5}, {.mask = 1}};
         for (int k = 0; k < 3; k++) {
             int n = cs[k].mask ? 4 : 3;
-            nb_tensor *W = nb_to(RND(3, 3, 37, 7), dt);
-            enum { CAP = 3 * 37 * 7 + 3 * 37 * 5 + 2 * 3 * 70 * 12 + 37 * 70 };
+            nb_tensor *W = nb_to(RND(3, 3, 37, dv), dt);
+            enum { CAP = 3 * 37 * 35 + 3 * 37 * 20 + 3 * 70 * (20 + 35) + 37 * 70 };
             static double a[CAP], b[CAP];
             const nbi_backend *was = nbi_default_be();
             nbi_use_backend(nbi_backend_reference());
@@ -156,8 +157,8 @@ static void test_fast_against_reference(void) {
                 if (isnan(a[e]) != isnan(b[e])) worst = INFINITY;
             }
             double tol = (dt == NB_F32 ? 1e-5 : 1e-13) * (big > 1 ? big : 1);
-            printf("fast against reference, Tk %lld, case %d %s: largest difference %.3g (max |ref| %.3g)\n",
-                   (long long)Tk, k, dt == NB_F32 ? "f32" : "f64", worst, big);
+            printf("fast against reference, Tk %lld, d %lld, case %d %s: largest difference %.3g (max |ref| %.3g)\n",
+                   (long long)Tk, (long long)d, k, dt == NB_F32 ? "f32" : "f64", worst, big);
             if (!(worst <= tol)) {
                 CHECK(worst <= tol);
                 fprintf(stderr, "case %d %s: |fast - reference| %.3g > %.3g\n", k, dt == NB_F32 ? "f32" : "f64", worst,

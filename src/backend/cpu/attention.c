@@ -26,10 +26,14 @@
 #include "../../core/internal.h"
 #include "cpu.h"
 #include "threads.h"
+#include "vec.h"
 #include "vmath.h"
 
+#undef NBI_CLONES
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(NBI_NO_CLONES)
-#define NBI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The clones: AVX-512, AVX with FMA (every AVX2 CPU has it) and the baseline; the micro-kernels' MADD is the
+   FMA instruction in the first two. */
+#define NBI_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
 #else
 #define NBI_CLONES
 #endif
@@ -37,8 +41,8 @@
 #define BQ 32 /* query rows per item */
 #define BK 64 /* keys per block */
 #define BQ1 256 /* query rows at most of the one-pass backward (every key in one block) */
-#define RB 4  /* rows of a micro-kernel's tile */
-#define JR 4  /* keys of the tile of outer (dk, dv) */
+#define RB 8  /* rows of a micro-kernel's tile */
+#define JR 8  /* keys of the tile of outer (dk, dv) */
 #define JB 32 /* keys (or features) of a micro-kernel tile: two AVX-512 vectors of floats */
 #define ATTN_GRAIN_WORK (1 << 16) /* multiply-adds an item should hold at least before the work is split */
 
@@ -55,21 +59,61 @@ static void vexp64(double *y, const double *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = exp(x[i]);
 }
 
+#if VW == 16
+/* t (16 x 16, rows ldt apart) = the block of x (rows ldx apart) transposed, t[c ldt + j] = x[j ldx + c]: four
+   rounds of swapping the off-diagonal s x s sub-blocks (s = 8, 4, 2, 1) between rows i and i + s. */
+static NBI_INLINE void tr16_f32(float *t, int64_t ldt, const float *x, int64_t ldx) {
+    vf16 r[16], a, b;
+    for (int i = 0; i < 16; i++) r[i] = VLD(x + i * ldx);
+#define TR_LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define TR_HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define TR_LO4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define TR_HI4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define TR_LO2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define TR_HI2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define TR_LO1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define TR_HI1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#define TR_ROUND(S)                                                                          \
+    for (int i = 0; i < 16; i++)                                                             \
+        if (!(i & S)) a = r[i], b = r[i + S], r[i] = SHUF(a, b, TR_LO##S), r[i + S] = SHUF(a, b, TR_HI##S);
+    TR_ROUND(8)
+    TR_ROUND(4)
+    TR_ROUND(2)
+    TR_ROUND(1)
+#undef TR_ROUND
+#undef TR_LO8
+#undef TR_HI8
+#undef TR_LO4
+#undef TR_HI4
+#undef TR_LO2
+#undef TR_HI2
+#undef TR_LO1
+#undef TR_HI1
+    for (int i = 0; i < 16; i++) VST(t + i * ldt, r[i]);
+}
+#define TR16 tr16_f32
+#endif
+
 #define T float
 #define SUF _f32
 #define VEXP nbi_vexpf
+#define MADD fmaf
 #include "attention_tmpl.h"
 #undef T
 #undef SUF
 #undef VEXP
+#undef MADD
+#undef TR16
 
 #define T double
 #define SUF _f64
 #define VEXP vexp64
+#define MADD fma
 #include "attention_tmpl.h"
 #undef T
 #undef SUF
 #undef VEXP
+#undef MADD
 
 /* The grain (items per part at least) for items of `work` multiply-adds each. */
 static int64_t grain_for(int64_t work) {

@@ -6,8 +6,10 @@
  * zero-padded to BK columns. The micro-kernels keep an RB x JB tile of sums in registers: dots (scores, and
  * g v^T) runs along the features for each tile of keys, wsum (p v, dS k) along the keys for each tile of
  * features, outer (p^T g, dS^T q) along the rows for each key and tile of features. Every value is one sum in a
- * fixed order (features, keys or rows in increasing order), whatever the vector width the clones pick and
- * however the items are cut: the bits depend on neither.
+ * fixed order (features, keys or rows in increasing order), each step one fused multiply-add (MADD: fmaf or
+ * fma, the FMA instruction in the AVX-512 and FMA clones, the C library's correctly rounded function in the
+ * baseline one), whatever the vector width the clones pick and however the items are cut: the bits depend on
+ * neither.
  */
 
 #define CAT_(a, b) a##b
@@ -18,8 +20,14 @@
 NBI_CLONES static void FN(transpose)(T *t, const T *x, int64_t j0, int64_t nk, int64_t n) {
     for (int64_t c = 0; c < n; c++)
         for (int64_t j = nk; j < BK; j++) t[c * BK + j] = 0;
+    int64_t jf = 0, cf = 0; /* whole 16 x 16 blocks below jf and cf (TR16: the f32 one) */
+#ifdef TR16
+    jf = nk / 16 * 16, cf = n / 16 * 16;
+    for (int64_t j = 0; j < jf; j += 16)
+        for (int64_t c = 0; c < cf; c += 16) TR16(t + c * BK + j, BK, x + (j0 + j) * n + c, n);
+#endif
     for (int64_t j = 0; j < nk; j++)
-        for (int64_t c = 0; c < n; c++) t[c * BK + j] = x[(j0 + j) * n + c];
+        for (int64_t c = j < jf ? cf : 0; c < n; c++) t[c * BK + j] = x[(j0 + j) * n + c];
 }
 
 /* s[r] (rows BK apart, r < RB) = the dots of rows xr[r] (n) with the columns [0, nkp) of kt (n, BK), nkp a
@@ -33,7 +41,7 @@ NBI_CLONES static void FN(dots)(T *s, const T *const *xr, const T *kt, int64_t n
             const T *kr = kt + c * BK + jb;
             for (int r = 0; r < RB; r++) {
                 const T a = xr[r][c];
-                for (int l = 0; l < JB; l++) acc[r][l] += a * kr[l];
+                for (int l = 0; l < JB; l++) acc[r][l] = MADD(a, kr[l], acc[r][l]);
             }
         }
         for (int r = 0; r < RB; r++)
@@ -52,7 +60,7 @@ NBI_CLONES static void FN(wsum)(T *acc, int64_t lda, const T *w, const T *x, int
             const T *xr = x + j * n + c0;
             for (int r = 0; r < RB; r++) {
                 const T p = w[r * BK + j];
-                for (int l = 0; l < JB; l++) a[r][l] += p * xr[l];
+                for (int l = 0; l < JB; l++) a[r][l] = MADD(p, xr[l], a[r][l]);
             }
         }
         for (int r = 0; r < RB; r++)
@@ -61,7 +69,7 @@ NBI_CLONES static void FN(wsum)(T *acc, int64_t lda, const T *w, const T *x, int
     for (int r = 0; r < RB; r++)
         for (int64_t c = c0; c < n; c++) {
             T a = acc[r * lda + c];
-            for (int64_t j = 0; j < nk; j++) a += w[r * BK + j] * x[j * n + c];
+            for (int64_t j = 0; j < nk; j++) a = MADD(w[r * BK + j], x[j * n + c], a);
             acc[r * lda + c] = a;
         }
 }
@@ -80,7 +88,7 @@ NBI_CLONES static void FN(outer)(T *acc, const T *w, const T *const *xr, int nr,
                 const T *x = xr[r] + c0;
                 for (int u = 0; u < JR; u++) {
                     const T p = w[r * BK + j + u];
-                    for (int l = 0; l < JB; l++) a[u][l] += p * x[l];
+                    for (int l = 0; l < JB; l++) a[u][l] = MADD(p, x[l], a[u][l]);
                 }
             }
             for (int u = 0; u < JR; u++)
@@ -89,14 +97,14 @@ NBI_CLONES static void FN(outer)(T *acc, const T *w, const T *const *xr, int nr,
         for (int u = 0; u < JR; u++)
             for (int64_t c = c0; c < n; c++) {
                 T a = acc[(j + u) * n + c];
-                for (int r = 0; r < nr; r++) a += w[r * BK + j + u] * xr[r][c];
+                for (int r = 0; r < nr; r++) a = MADD(w[r * BK + j + u], xr[r][c], a);
                 acc[(j + u) * n + c] = a;
             }
     }
     for (; j < nk; j++)
         for (int64_t c = 0; c < n; c++) {
             T a = acc[j * n + c];
-            for (int r = 0; r < nr; r++) a += w[r * BK + j] * xr[r][c];
+            for (int r = 0; r < nr; r++) a = MADD(w[r * BK + j], xr[r][c], a);
             acc[j * n + c] = a;
         }
 }

@@ -16,8 +16,9 @@
  * one pass per batch-head does both: k and v transposed once, p and dS computed once per row, dq, dk and dv
  * summed in the same order as the two passes sum them (the same bits).
  *
- * f32 is computed in f32 (scores, weighted sums; exps by nbi_vexpf of the shifted score rounded to f32; each
- * row's sum of exps, its max and lse in double); f64 in double with libm's exp. The bound against the
+ * f32 is computed in f32 (scores, weighted sums; exps in the forward by nbi_vexpf_shifted, the shift's rounding
+ * folded in, in the backward by nbi_vexpf of the score less lse rounded to f32; each row's sum of exps, its max
+ * and lse in double); f64 in double with libm's exp. The bound against the
  * reference set (the same formulas row by row in double, rounded once) is in docs/OPS.md.
  */
 #include <math.h>
@@ -98,7 +99,9 @@ static NBI_INLINE void tr16_f32(float *t, int64_t ldt, const float *x, int64_t l
 #define SUF _f32
 #define VEXP nbi_vexpf
 #define MADD fmaf
+#define VEXP_SHIFTED nbi_vexpf_shifted
 #include "attention_tmpl.h"
+#undef VEXP_SHIFTED
 #undef T
 #undef SUF
 #undef VEXP

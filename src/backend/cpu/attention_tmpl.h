@@ -123,8 +123,13 @@ NBI_CLONES static T FN(finish_scores)(const attn_job *J, T *s, int64_t b, int64_
         for (int64_t j = 0; j < nk; j++) s[j] += mrow[j];
     }
     for (int64_t j = FN(last_key)(J, i) - j0 + 1; j < nk; j++) s[j] = -INFINITY;
-    T m = -INFINITY;
-    for (int64_t j = 0; j < nk; j++) m = s[j] > m ? s[j] : m;
+    T mx[16], m = -INFINITY; /* 16 lanes, then the lanes and the tail: the max, whatever the order */
+    for (int l = 0; l < 16; l++) mx[l] = -INFINITY;
+    int64_t j = 0;
+    for (; j + 16 <= nk; j += 16)
+        for (int l = 0; l < 16; l++) mx[l] = s[j + l] > mx[l] ? s[j + l] : mx[l];
+    for (; j < nk; j++) m = s[j] > m ? s[j] : m;
+    for (int l = 0; l < 16; l++) m = mx[l] > m ? mx[l] : m;
     return m;
 }
 
@@ -132,6 +137,18 @@ NBI_CLONES static T FN(finish_scores)(const attn_job *J, T *s, int64_t b, int64_
 static void FN(exps)(T *p, T *s, int64_t nk, double sh) {
     for (int64_t j = 0; j < nk; j++) s[j] = (T)((double)s[j] - sh);
     VEXP(p, s, nk);
+}
+
+/* p (n) = exp(p - sh) in place, sh a max of the row's values (a T, or 0); returns the sum of p in double. */
+static double FN(exps_sum)(T *p, int64_t n, double sh) {
+#ifdef VEXP_SHIFTED
+    return VEXP_SHIFTED(p, p, n, (T)sh); /* one pass (vmath.h): the shift's rounding folded in, 16-lane sum */
+#else
+    FN(exps)(p, p, n, sh);
+    double sum = 0;
+    for (int64_t j = 0; j < n; j++) sum += (double)p[j];
+    return sum;
+#endif
 }
 
 /* Row pointers of a group of nr rows from row i0 of x (rows n apart); the missing ones repeat row i0. */
@@ -177,10 +194,8 @@ NBI_CLONES static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
                     double mn = bm > m[R] ? bm : m[R], sh = mn == -INFINITY ? 0.0 : mn;
                     double alpha = m[R] == -INFINITY ? 0.0 : exp(m[R] - sh);
                     const int64_t seen = FN(last_key)(J, i) - j0 + 1, ne = seen < nk ? seen : nk;
-                    FN(exps)(sr, sr, ne, sh); /* the keys past the row's last: exp(-inf), 0 */
+                    const double sum = FN(exps_sum)(sr, ne, sh); /* the keys past the row's last: exp(-inf), 0 */
                     for (int64_t j = ne; j < nk; j++) sr[j] = 0;
-                    double sum = 0;
-                    for (int64_t j = 0; j < nk; j++) sum += (double)sr[j];
                     l[R] = l[R] * alpha + sum;
                     T *ar = acc + R * dv;
                     if (alpha != 1.0)

@@ -153,6 +153,27 @@ static void test_views(void) {
     nb_scope_end();
 }
 
+/* Several slices of one tensor: the later parts' gradients are added into the first's table in place (the
+   slices overlap here, and one part's path also runs through a non-slice op); the sums as by hand. */
+static void test_slices_share_gradient(void) {
+    nb_scope_begin();
+    double v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    nb_tensor *x = nb_from_f64(NB_F64, 2, (int64_t[]){4, 2}, v);
+    nb_set_requires_grad(x, true);
+    nb_tensor *p[3] = {NULL, NULL, NULL};
+    CHECK(nb_split(x, 0, 3, (int64_t[]){1, 2, 1}, p) == 0); /* rows 0, 1-2, 3 */
+    nb_tensor *o = nb_slice(x, 0, 1, 3);                    /* rows 1-2 again */
+    nb_tensor *L = nb_add(nb_add(nb_sum(nb_scale(p[0], 2)), nb_sum(nb_mul(p[1], o))),
+                          nb_add(nb_sum(nb_scale(p[2], -1)), nb_sum(nb_scale(nb_slice(x, 1, 1, 2), 10))));
+    CHECK(nb_backward(L, NULL, 0) == 0);
+    double g[8];
+    CHECK(nb_read_f64(nb_grad(x), g, 8) == 8);
+    /* d/dx: row 0: 2; rows 1-2: 2 x (from p1 * o); row 3: -1; column 1: + 10 */
+    const double want[8] = {2, 12, 6, 18, 10, 22, -1, 9};
+    for (int i = 0; i < 8; i++) CHECK_CLOSE(g[i], want[i], 0, 0);
+    nb_scope_end();
+}
+
 static void test_promotion(void) {
     nb_scope_begin();
     nb_tensor *a = nb_full(NB_F32, 1, (int64_t[]){3}, 1.5);
@@ -454,6 +475,7 @@ int main(void) {
     RUN(test_seed_mse);
     RUN(test_tensor_basics);
     RUN(test_views);
+    RUN(test_slices_share_gradient);
     RUN(test_promotion);
     RUN(test_accumulate_and_zero);
     RUN(test_retain_and_release);

@@ -334,6 +334,15 @@ int nbi_bw_permute(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 }
 
 int nbi_bw_slice(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    nb_tensor *a = IN(0), *acc = nbi_bw_acc(a);
+    if (acc && g->dtype == acc->dtype) { /* a's gradient so far (another part of a split) takes this one in place: */
+        const int ax = out->node.ip[0];    /* one zeroed table for all the parts, not one per part added up */
+        nb_tensor *v = nbi_view(acc, g->rank, g->shape, acc->strides, acc->offset + out->node.lp[0] * acc->strides[ax]);
+        if (!v) return -1;
+        nbi_k_binary(NBI_B_ADD, v, v, g);
+        nb_free(v);
+        return 0;
+    }
     return (gin[0] = slice_backward(g, out->node.ip[0], out->node.lp[0], IN(0)->rank, IN(0)->shape)) ? 0 : -1;
 }
 

@@ -192,7 +192,9 @@ int nb_optim_step(nb_optim *o) {
     bool was = nb_grad_enabled(); /* an update is not part of any graph */
     nb_set_grad_enabled(false);
     int rc = 0;
-    for (int i = 0; i < o->n && rc == 0; i++) {
+    /* In the reverse of the check's order: the gradients checked last are still in cache for the first updates
+       (every update is elementwise and independent of the others: the order changes no bit). */
+    for (int i = o->n - 1; i >= 0 && rc == 0; i--) {
         nb_tensor *p = o->params[i], *g = nb_grad(p);
         if (!g) continue;
         rc = o->kind == OPT_SGD ? nb_sgd_update_(p, g, o->m[i], o->lr, o->beta1, o->wd, o->nesterov, t == 1)

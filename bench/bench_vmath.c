@@ -3,8 +3,8 @@
  *
  * One thread, rows of 2^20 floats drawn over each function's useful range, the median of repeated runs.
  * Libm columns: expf, logf, tanhf, 1 / (1 + expf(-x)), erff, x (1 + erff(x / sqrt 2)) / 2 in a plain
- * loop (what the f32 unary kernels ran before). Also prints each instruction-set variant this CPU has.
- * Figures only.
+ * loop (what the f32 unary kernels ran before). Also prints each instruction-set variant this CPU has, and
+ * nbi_vexpf_fast (exp_fast: f32 arithmetic, 1.07 ulp) on exp's inputs. Figures only.
  */
 #define _POSIX_C_SOURCE 199309L
 #include <math.h>
@@ -58,6 +58,18 @@ int main(void) {
             rate[2 + v] = N / sec / 1e6;
         }
         printf("%-8s %12.0f %12.0f %12.0f %12.0f %8.0f\n", names[f], rate[0], rate[1], rate[2], rate[3], rate[4]);
+        if (f != 0) continue;
+        /* exp_fast: the f32-arithmetic exp of the softmax family, attention and the GELU gradient (1.07 ulp) */
+        nbi_vexpf_fast(y, x, N);
+        BENCH_TIME_MEDIAN(sec, runs, t, 200, 5, 0.5, nbi_vexpf_fast(y, x, N));
+        rate[1] = N / sec / 1e6;
+        for (int v = 0; v < 3; v++) {
+            rate[2 + v] = 0;
+            if (!nbi_vexpf_fast_variant(v, y, x, N)) continue;
+            BENCH_TIME_MEDIAN(sec, runs, t, 200, 5, 0.5, nbi_vexpf_fast_variant(v, y, x, N));
+            rate[2 + v] = N / sec / 1e6;
+        }
+        printf("%-8s %12s %12.0f %12.0f %12.0f %8.0f\n", "exp_fast", "", rate[1], rate[2], rate[3], rate[4]);
     }
     (void)runs;
     free(x);

@@ -362,8 +362,8 @@ static double ulps(double got, double want) {
 }
 
 /* f32 softmax rows compute their exps in f32 (docs/OPS.md, "f32 accuracy"): against the computation in double
-   (not rounded), softmax and the cross-entropy gradient are within 4.5 ulp, log-softmax 2.5 ulp and the mean
-   loss 2.5 ulp (log-softmax plus n 2^-52 absolute, for the rounding of the
+   (not rounded), softmax and the cross-entropy gradient are within 6.8 ulp, log-softmax 3.7 ulp and the mean
+   loss 3.7 ulp (log-softmax plus n 2^-52 absolute, for the rounding of the
    double sums: next to 0 an ulp is tiny), over arguments from 0 down to past exp's underflow (rows of 1..37 values and some long ones,
    200 rows per length), plus -inf and a NaN row (exact: NaN, 0). The gradient at the target, p_t - 1, may
    lose to cancellation as the double formula does: there 2^-50 |gs| absolute is allowed on top. */
@@ -405,7 +405,7 @@ static void test_f32_rows_within_bound(void) {
                 const double e3 = k == (int64_t)tv[i] ? ulps(fabs(gg[at] - dg) <= 0x1p-50 * gs ? dg : gg[at], dg)
                                                       : ulps(gg[at], dg);
                 worst_sm = fmax(worst_sm, e1), worst_lsm = fmax(worst_lsm, e2), worst_g = fmax(worst_g, e3);
-                bad += !(e1 <= 4.5) + !(e2 <= 2.5) + !(e3 <= 4.5);
+                bad += !(e1 <= 6.8) + !(e2 <= 3.7) + !(e3 <= 6.8);
                 bad += r[k] == -INFINITY && (got[at] != 0 || gl[at] != -INFINITY); /* exact: 0 and -inf */
             }
         }
@@ -414,7 +414,7 @@ static void test_f32_rows_within_bound(void) {
         nb_scope_end();
     }
     CHECK(bad == 0);
-    CHECK(worst_l <= 2.5);
+    CHECK(worst_l <= 3.7);
     if (getenv("NABLA_TEST_VERBOSE"))
         fprintf(stderr, "f32 rows, worst ulps: softmax %.3f log-softmax %.3f grad %.3f loss %.3f\n", worst_sm,
                 worst_lsm, worst_g, worst_l);

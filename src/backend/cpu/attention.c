@@ -17,7 +17,7 @@
  * summed in the same order as the two passes sum them (the same bits).
  *
  * f32 is computed in f32 (scores, weighted sums; exps in the forward by nbi_vexpf_shifted, the shift's rounding
- * folded in, in the backward by nbi_vexpf of the score less lse rounded to f32; each row's sum of exps, its max
+ * folded in, in the backward by nbi_vexpf_fast of the score less lse rounded to f32; each row's sum of exps, its max
  * and lse in double); f64 in double with libm's exp. The bound against the
  * reference set (the same formulas row by row in double, rounded once) is in docs/OPS.md.
  */
@@ -97,7 +97,7 @@ static NBI_INLINE void tr16_f32(float *t, int64_t ldt, const float *x, int64_t l
 
 #define T float
 #define SUF _f32
-#define VEXP nbi_vexpf
+#define VEXP nbi_vexpf_fast
 #define MADD fmaf
 #define VEXP_SHIFTED nbi_vexpf_shifted
 #include "attention_tmpl.h"

@@ -4,7 +4,7 @@
  *
  * f32 rows of the softmax family (contiguous rows: softmax, log-softmax,
  * cross-entropy and its gradient) compute their exps natively in f32
- * (nbi_vexpf, within 0.5001 ulp, with a correction for the rounding of
+ * (nbi_vexpf_fast, within 1.07 ulp, with a correction for the rounding of
  * x - max) and their sums in double; f64 rows, and rows along an axis that is
  * not innermost, compute in double, each result rounded once. Layer norm
  * computes in double for both dtypes (no transcendental: double costs little
@@ -68,20 +68,21 @@ typedef enum { ROWS_SOFTMAX, ROWS_LOG_SOFTMAX, ROWS_CE_LOSS, ROWS_CE_GRAD } rows
 /* Error bounds of the f32 path (u = 2^-24; an f32 ulp of v is at least u |v|; "ulp" below is the f32 ulp of
    the exact value, 2^-149 for subnormals), against the exact result:
      e = exp(x - m):  d = x - m rounded to f32 with its rounding error lo (TwoSum, exact), e = E + E lo with
-                      E = nbi_vexpf(d) (relative error <= 1.0002 u), exp(lo) = 1 + lo + O(lo^2), |lo| <= 2^-17:
-                      |e / exp(x - m) - 1| <= 2.0004 u (subnormal e: 1.0002 ulp absolute more).
-     s = sum of e in double over L32 lanes: |s / S - 1| <= 2.0004 u + n 2^-53, and the max's own term is
-                      exp(0) = 1 exactly, so |s - S| <= 2.0004 u (S - 1) + n 2^-53 S.
-     softmax          e (1 / s) in double, rounded once: <= 4.5 ulp (4.0008 u relative before rounding).
-     log-softmax      ((x - m) - log s) in double, rounded once: log s is off by <= 2.0004 u (S - 1) / S
-                      <= 2.0004 u log S <= 2.0004 u |y|: <= 2.5 ulp (plus n 2^-53 absolute).
-     cross-entropy    each row's term (x_t - m) - log s in double: relative error <= 2.0004 u (+ n 2^-53
-                      absolute); the terms share a sign, so the loss is within 2.0004 u |loss| (double).
-     its gradient     gs e / s for k != t, in double, rounded once: <= 4.5 ulp; for k = t the reference's
+                      E = nbi_vexpf_fast(d) (within 1.0678 ulp: relative error <= 2.1356 u), exp(lo) = 1 + lo +
+                      O(lo^2), |lo| <= 2^-17, and E + E lo rounded once: |e / exp(x - m) - 1| <= 3.136 u
+                      (subnormal e: 1.07 ulp absolute more).
+     s = sum of e in double over L32 lanes: |s / S - 1| <= 3.136 u + n 2^-53, and the max's own term is
+                      exp(0) = 1 exactly, so |s - S| <= 3.136 u (S - 1) + n 2^-53 S.
+     softmax          e (1 / s) in double, rounded once: <= 6.8 ulp (6.272 u relative before rounding).
+     log-softmax      ((x - m) - log s) in double, rounded once: log s is off by <= 3.136 u (S - 1) / S
+                      <= 3.136 u log S <= 3.136 u |y|: <= 3.7 ulp (plus n 2^-53 absolute).
+     cross-entropy    each row's term (x_t - m) - log s in double: relative error <= 3.136 u (+ n 2^-53
+                      absolute); the terms share a sign, so the loss is within 3.136 u |loss| (double).
+     its gradient     gs e / s for k != t, in double, rounded once: <= 6.8 ulp; for k = t the reference's
                       double formula gs (exp(x_t - m) / s - 1) with libm's exp: the error is s's alone,
-                      <= 4.5 ulp of the exact value or 2^-50 |gs| absolute (where 1 - p_t is tiny).
+                      <= 6.8 ulp of the exact value or 2^-50 |gs| absolute (where 1 - p_t is tiny).
    m is the max, as the reference's: NaN when the row holds a NaN, 0 when every value is -inf. */
-#define F32_CHUNK 2048 /* values whose exps one call of nbi_vexpf takes at least (short rows come in groups) */
+#define F32_CHUNK 2048 /* values whose exps one call of nbi_vexpf_fast takes at least (short rows come in groups) */
 #define F32_GROUP 256  /* rows of a group at most (their statistics live on the stack) */
 #define F32_FUSED 64   /* rows at least this long take nbi_vexpf_shifted, shorter ones the grouped passes */
 
@@ -199,7 +200,7 @@ static void f32_block(float *e, const float *x, int64_t rows, int64_t n, float *
         }
         f32_shift(e + i * n, x + i * n, n, m[i]);
     }
-    nbi_vexpf(e, e, rows * n); /* one call for the group: short rows vectorise across rows */
+    nbi_vexpf_fast(e, e, rows * n); /* one call for the group: short rows vectorise across rows */
     for (int64_t i = 0; i < rows; i++) {
         const double si = f32_fix_sum(e + i * n, x + i * n, n, m[i]);
         if (!given) {

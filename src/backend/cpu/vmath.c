@@ -85,6 +85,41 @@ INLINE float expf_1(float x) {
     return x != x ? x : y;
 }
 
+INLINE float f_from_bits(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+INLINE uint32_t f_to_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/* e^x in f32 arithmetic for the kernels whose exps feed sums and quotients (softmax rows, cross-entropy,
+   attention, the GELU gradient): x = n ln 2 + r (|r| <= ln 2 / 2 + tiny, ln 2 in two parts, the first with 12
+   bits so that n * LN2F_HI is exact), e^r = 1 + (r + r^2 (1/2 + r/6 + ... + r^5/5040)) by Horner's rule in
+   fused multiply-adds (the Taylor term left out is below 6e-9), scaled by 2^a 2^b with a + b = n (each a
+   normal float: the product rounds once, also where it overflows or is subnormal). Within 1.07 ulp of e^x
+   for every f32 x (tools/ulp_sweep.c exp_fast), about four times the speed of expf_1. */
+INLINE float expf_fast_1(float x) {
+    const float xc = x < -104.0f ? -104.0f : x > 89.0f ? 89.0f : x;
+    const float t = fmaf(xc, 1.44269504f, 0x1.8p23f), n = t - 0x1.8p23f; /* n = round(x / ln 2) */
+    float r = fmaf(n, -0.693145751953125f, xc);
+    r = fmaf(n, -1.428606765330187e-06f, r);
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p * r, r, r) + 1.0f;
+    const int32_t ni = (int32_t)(f_to_bits(t) - f_to_bits(0x1.8p23f)), a = ni / 2, b = ni - a; /* n in [-150, 129] */
+    const float y = (p * f_from_bits((uint32_t)(a + 127) << 23)) * f_from_bits((uint32_t)(b + 127) << 23);
+    return x != x ? x : y;
+}
+
 INLINE float logf_1(float x) {
     const double xd = (double)x; /* f32 subnormals are normal here */
     const uint64_t b = to_bits(xd);
@@ -226,12 +261,12 @@ INLINE float gelu_tanhf_1(float x) {
     }
 
 /* The softmax family's exps: e = exp(x - m) with the rounding error lo of the f32 difference d = x - m
-   (Knuth's TwoSum, exact) folded in as E + E lo, E = exp(d); a zero E (x - m = -inf, or underflow) stays zero
+   (Knuth's TwoSum, exact) folded in as E + E lo, E = expf_fast_1(d); a zero E (x - m = -inf, or underflow) stays zero
    and a NaN stays NaN. One pass over the row, which stays in L1 (the shift, exp and sum as separate passes
    walk a 32 KiB row three times more). */
 INLINE float expf_shifted_1(float x, float m) {
     const float d = x - m, bb = d - x, lo = (x - (d - bb)) + (-m - bb);
-    const float E = expf_1(d);
+    const float E = expf_fast_1(d);
     return E > 0 ? E + E * lo : E;
 }
 
@@ -262,6 +297,7 @@ INLINE float expf_shifted_1(float x, float m) {
 
 #define VARIANT(SFX, ATTR)                         \
     SHIFTED_SUM(vexp_shifted_##SFX, ATTR)          \
+    ROW(vexp_fast_##SFX, expf_fast_1, ATTR)        \
     ROW(vexp_##SFX, expf_1, ATTR)                  \
     ROW(vlog_##SFX, logf_1, ATTR)                  \
     ROW(vtanh_##SFX, tanhf_1, ATTR)                \
@@ -282,6 +318,14 @@ VARIANT(avx512, __attribute__((target("avx512f,fma"))))
 #endif
 
 typedef double (*sfn)(float *, const float *, int64_t, float);
+
+static vfn pick_fast(void) {
+#ifdef HAVE_X86_VARIANTS
+    if (__builtin_cpu_supports("avx512f")) return vexp_fast_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return vexp_fast_avx2;
+#endif
+    return vexp_fast_generic;
+}
 
 static sfn pick_shifted(void) {
 #ifdef HAVE_X86_VARIANTS
@@ -308,6 +352,25 @@ void nbi_vgeluf(float *y, const float *x, int64_t n) { pick(5)(y, x, n); }
 void nbi_vgelu_tanhf(float *y, const float *x, int64_t n) { pick(6)(y, x, n); }
 
 double nbi_vexpf_shifted(float *e, const float *x, int64_t n, float m) { return pick_shifted()(e, x, n, m); }
+
+void nbi_vexpf_fast(float *y, const float *x, int64_t n) { pick_fast()(y, x, n); }
+
+int nbi_vexpf_fast_variant(int variant, float *y, const float *x, int64_t n) {
+    switch (variant) {
+    case 0: vexp_fast_generic(y, x, n); return 1;
+#ifdef HAVE_X86_VARIANTS
+    case 1:
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+        vexp_fast_avx2(y, x, n);
+        return 1;
+    case 2:
+        if (!__builtin_cpu_supports("avx512f")) return 0;
+        vexp_fast_avx512(y, x, n);
+        return 1;
+#endif
+    default: return 0;
+    }
+}
 
 double nbi_vexpf_shifted_variant(int variant, float *e, const float *x, int64_t n, float m) {
     switch (variant) {

@@ -377,6 +377,18 @@ nb_tensor *nbi_bw_acc(const nb_tensor *x) {
                : NULL;
 }
 
+nb_tensor *nbi_bw_reuse_saved(nb_tensor *out, int i) {
+    const nbi_node *nd = &out->node;
+    if (!nbi_tls()->bw_frees || nb_grad_enabled() || !out->has_node || nd->released || i < 0 || i >= nd->nsaved)
+        return NULL;
+    nb_tensor *t = nd->saved[i];
+    if (!t || t->refs != 1 || t->user || t->st->refs != 1 || !nbi_is_contig(t) || t->st->version != nd->saved_ver[i])
+        return NULL;
+    nb_tensor *v = nbi_view(t, t->rank, t->shape, t->strides, t->offset);
+    if (v) v->st->version++;
+    return v;
+}
+
 void nb_set_grad_ready_hook(nb_grad_hook fn, void *user) {
     nbi_thread *th = nbi_tls();
     th->grad_hook = fn;
@@ -480,8 +492,9 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
     size_t no = 0;
     if (topo(fn, root, nwrt, wrt, &order, &no) != 0) return -1;
 
-    bool saved_off = th->grad_off;
+    bool saved_off = th->grad_off, saved_frees = th->bw_frees;
     th->grad_off = !create;
+    th->bw_frees = !retain;
     int rc = 0;
     nb_scope_begin();
     nb_tensor *s = make_seed(fn, root, seed);
@@ -592,6 +605,7 @@ static int run_backward(const char *fn, nb_tensor *root, const nb_tensor *seed, 
             }
     }
     th->grad_off = saved_off;
+    th->bw_frees = saved_frees;
     for (size_t i = 0; i < no; i++) set_acc(order[i], NULL);
     if (rc == 0 && !retain)
         for (size_t i = 0; i < no; i++) nbi_release_node(order[i]);

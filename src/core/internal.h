@@ -160,6 +160,7 @@ typedef struct {
     int shared_scopes;      /* begun while out of memory: they share the parent's list */
     nb_grad_hook grad_hook; /* nb_set_grad_ready_hook */
     void *grad_hook_user;
+    bool bw_frees;          /* in a backward that releases its graph as it ends (no NB_RETAIN_GRAPH) */
 } nbi_thread;
 NBI_API nbi_thread *nbi_tls(void);
 
@@ -238,6 +239,10 @@ NBI_API void nbi_release_node(nb_tensor *t);
    own contribution into it in place (first order, held by nothing else), else NULL. A rule that does so gives
    NULL as x's gradient. */
 NBI_API nb_tensor *nbi_bw_acc(const nb_tensor *x);
+/* For a first-order rule of a backward that releases its graph: a new tensor on the memory of saved tensor i of
+   out's node when nothing else holds it, for the rule's result to be written over it (the storage's version is
+   bumped, so a later use of the node fails cleanly instead of reading it), else NULL. */
+NBI_API nb_tensor *nbi_bw_reuse_saved(nb_tensor *out, int i);
 NBI_API int nbi_save(nb_tensor *out, int n, nb_tensor *const *ts);
 /* Saved tensor i of out's node, or NULL with an error under fn naming the op when it was modified in place
    since it was saved, the graph was released, or there is no such tensor. */

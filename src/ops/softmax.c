@@ -259,17 +259,21 @@ int nbi_bw_nll_loss(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 /* The first-order rule in one pass per row, in double, each element rounded
    once: dX = g (softmax(X) - onehot(t)) / N; under nb_cross_entropy_ex's options dX = w_i (softmax(X) - (1 - eps)
    onehot(t) - eps / C) with w_i = g / valid (mean), g (sum) or g_i (none), and 0 at ignored rows. */
+/* into: NULL, or a tensor of x's shape and dtype on the memory of ex (nbi_bw_reuse_saved) for the gradient. */
 static nb_tensor *cross_entropy_grad(nb_tensor *x, const nb_tensor *t, const nb_tensor *g, const nb_tensor *ms,
-                                     const nb_tensor *ex, const ce_params *p) {
+                                     const nb_tensor *ex, const ce_params *p, nb_tensor *into) {
     int64_t N = x->shape[0], C = x->shape[1];
     double *w = NULL;
     if (p->ex && p->red == NB_REDUCE_NONE) {
-        if (!(w = nbi_alloc(sizeof(double) * (size_t)N)))
+        if (!(w = nbi_alloc(sizeof(double) * (size_t)N))) {
+            nb_free(into);
             return nbi_err("nb_cross_entropy_ex", "out of memory for the gradient of logits %s", NBI_SHAPE(x));
+        }
         for (int64_t i = 0; i < N; i++) w[i] = nbi_get_at(g, i * g->strides[0]);
     }
     nb_tensor *c = nbi_contiguous_input("nb_cross_entropy", x);
-    nb_tensor *d = c ? nbi_empty_like_be("nb_cross_entropy", x, x->dtype, 2, x->shape) : NULL;
+    nb_tensor *d = !c ? NULL : into ? into : nbi_empty_like_be("nb_cross_entropy", x, x->dtype, 2, x->shape);
+    if (!c) nb_free(into);
     int rc = -1;
     if (d) {
         nbi_arr da = nbi_arr_of(d), xa = nbi_arr_of(c), ta = nbi_arr_of(t), la = ms ? nbi_arr_of(ms) : da,
@@ -319,7 +323,9 @@ int nbi_bw_cross_entropy(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
         nb_tensor *ms = out->node.nsaved > 0 ? nbi_saved("nb_cross_entropy backward", out, 0) : NULL;
         nb_tensor *ex = out->node.nsaved > 1 ? nbi_saved("nb_cross_entropy backward", out, 1) : NULL;
         if ((out->node.nsaved > 0 && !ms) || (out->node.nsaved > 1 && !ex)) return -1;
-        return (gin[0] = cross_entropy_grad(x, out->node.in[1], g, ms, ex, &p)) ? 0 : -1;
+        /* the gradient over the kept exps (the kernel scales them in place) when the graph goes with this backward */
+        nb_tensor *into = ms && ex && ex->dtype == x->dtype && x->rank == 2 ? nbi_bw_reuse_saved(out, 1) : NULL;
+        return (gin[0] = cross_entropy_grad(x, out->node.in[1], g, ms, ex, &p, into)) ? 0 : -1;
     }
     if (p.ex) { /* g (softmax(X) - A) V, differentiable in X and g */
         nb_tensor *A, *V;

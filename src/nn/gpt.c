@@ -60,17 +60,22 @@ static nb_tensor *attn_core(nb_module *m, nb_tensor *x, nb_tensor *kc, nb_tensor
     int64_t B = nb_shape(x)[0], T = nb_shape(x)[1], C = c->dim, NH = c->heads, hs = C / NH;
     nb_tensor *qkv = nb_forward(nb_module_child(m, "c_attn"), x); /* (B, T, 3C): q, k, v */
     if (!qkv) return NULL;
-    qkv = nb_permute(nb_reshape(qkv, 5, (int64_t[]){B, T, 3, NH, hs}), (int[]){2, 0, 3, 1, 4}); /* (3,B,NH,T,hs) */
+    /* q, k, v as (B, 1, NH, T, hs) views of qkv seen as (B, T, 3, NH, hs): split before the permute, so that in the
+       backward their gradients are added into one table in qkv's own layout (no copy back into it) */
     nb_tensor *part[3] = {NULL, NULL, NULL};
-    if (!qkv || nb_split(qkv, 0, 3, (int64_t[]){1, 1, 1}, part) != 0) return NULL;
-    nb_tensor *q = nb_squeeze(part[0], 0), *k = nb_squeeze(part[1], 0), *v = nb_squeeze(part[2], 0);
-    if (kc) { /* append, then attend to the whole cached prefix */
+    if (nb_split(nb_reshape(qkv, 5, (int64_t[]){B, T, 3, NH, hs}), 2, 3, (int64_t[]){1, 1, 1}, part) != 0) return NULL;
+    nb_tensor *q = nb_permute(part[0], (int[]){0, 2, 3, 1, 4}), *k = nb_permute(part[1], (int[]){0, 2, 3, 1, 4}),
+              *v = nb_permute(part[2], (int[]){0, 2, 3, 1, 4});
+    if (kc) { /* append, then attend to the whole cached prefix: (B, NH, T, hs) */
+        const int64_t sh4[4] = {B, NH, T, hs};
+        q = nb_reshape(q, 4, sh4), k = nb_reshape(k, 4, sh4), v = nb_reshape(v, 4, sh4);
         if (nb_copy_(nb_slice(kc, 2, len, len + T), k) != 0 || nb_copy_(nb_slice(vc, 2, len, len + T), v) != 0)
             return NULL;
         k = nb_slice(kc, 2, 0, len + T), v = nb_slice(vc, 2, 0, len + T);
     }
-    nb_tensor *y = nb_attention(q, k, v, NULL, true, 1.0 / sqrt((double)hs)); /* (B, NH, T, hs) */
-    y = nb_reshape(nb_contiguous(nb_permute(y, (int[]){0, 2, 1, 3})), 3, (int64_t[]){B, T, C});
+    nb_tensor *y = nb_attention(q, k, v, NULL, true, 1.0 / sqrt((double)hs)); /* (B, [1,] NH, T, hs) */
+    y = nb_permute(y, kc ? (int[]){0, 2, 1, 3} : (int[]){0, 3, 1, 2, 4});
+    y = nb_reshape(nb_contiguous(y), 3, (int64_t[]){B, T, C});
     if (!y) return NULL;
     return drop(m, nb_forward(nb_module_child(m, "c_proj"), y));
 }

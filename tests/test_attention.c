@@ -169,6 +169,46 @@ static void test_fast_against_reference(void) {
     }
 }
 
+/* q, k and v read in place through their row layouts give the bits of their contiguous copies, on the kernel set in
+   use: q, k, v as (B, 1, NH, T, d) permuted slices of one (B, T, 3, NH, d) tensor (GPT's fused projection), k and
+   v also a batch-broadcast slice of it, and the output's gradient arriving as a permuted view; forward values
+   and every gradient of the fused tensor. */
+static void test_strided_operands(void) {
+    const int perm[5] = {0, 2, 3, 1, 4};
+    for (int di = 0; di < 4; di++) {
+        nb_scope_begin();
+        th_seed(16);
+        const nb_dtype dt = di % 2 ? NB_F32 : NB_F64;
+        const bool bcast = di >= 2;
+        double got[2][2 * 37 * 3 * 3 * 20 + 2 * 37 * 3 * 20];
+        int64_t n[2] = {0, 0};
+        for (int copy = 0; copy < 2; copy++) {
+            th_seed(16);
+            nb_tensor *qkv = nb_to(RND(5, 2, 37, 3, 3, 20), dt), *W = nb_to(RND(5, 2, 37, 1, 3, 20), dt);
+            nb_set_requires_grad(qkv, true);
+            nb_tensor *t[3];
+            for (int i = 0; i < 3; i++) {
+                t[i] = nb_permute(nb_slice(qkv, 2, i, i + 1), perm); /* (2, 1, 3, 37, 20) */
+                if (bcast && i > 0) t[i] = nb_slice(t[i], 0, 1, 2);  /* (1, 1, 3, 37, 20), broadcast over B */
+                if (copy) t[i] = nb_contiguous(t[i]);
+            }
+            CHECK(copy || !nb_is_contiguous(t[0]));
+            nb_tensor *y = nb_attention(t[0], t[1], t[2], NULL, di != 1, 0);
+            nb_tensor *L = nb_sum(nb_mul(nb_permute(y, (int[]){0, 3, 1, 2, 4}), W)); /* g: a permuted view */
+            CHECK(y && L && nb_backward(L, NULL, 0) == 0);
+            nb_tensor *parts[2] = {nb_to(y, NB_F64), nb_to(nb_grad(qkv), NB_F64)};
+            for (int p = 0; p < 2; p++) {
+                CHECK(parts[p] != NULL);
+                if (!parts[p]) continue;
+                n[copy] += nb_read_f64(parts[p], got[copy] + n[copy], (int64_t)(sizeof got[0] / sizeof(double)) - n[copy]);
+            }
+        }
+        CHECK(n[0] == n[1] && n[0] == 2 * 37 * 3 * 3 * 20 + 2 * 37 * 3 * 20);
+        CHECK(memcmp(got[0], got[1], sizeof(double) * (size_t)n[0]) == 0);
+        nb_scope_end();
+    }
+}
+
 static void test_default_scale_and_special_rows(void) {
     nb_scope_begin();
     th_seed(15);
@@ -320,6 +360,7 @@ int main(void) {
     RUN(test_gradcheck_masks);
     RUN(test_gradcheck_blocks_and_broadcast);
     RUN(test_fast_against_reference);
+    RUN(test_strided_operands);
     RUN(test_default_scale_and_special_rows);
     RUN(test_kv_cache_alignment);
     RUN(test_graph_keeps_lse_only);

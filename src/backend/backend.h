@@ -125,6 +125,18 @@ typedef struct {
     const double *w; /* cross_entropy_grad: each row's weight (N) in place of gs, or NULL */
 } nbi_ce_opts;
 
+/* Where an attention operand (BH, T, n) keeps its rows: row t of batch-head b at element
+   (b / nh) bs + (b % nh) hs + t rs of the data, its n values contiguous (a contiguous operand: nh 1, bs T n,
+   hs 0, rs n). The batch-heads of a (B, NH, T, n) view of a (B, T, 3, NH, n) tensor, say, without a copy. */
+typedef struct {
+    int64_t nh, bs, hs, rs;
+} nbi_rows;
+
+/* The element offset of row t of batch-head b under L. */
+static inline int64_t nbi_rows_at(const nbi_rows *L, int64_t b, int64_t t) {
+    return (b / L->nh) * L->bs + (b % L->nh) * L->hs + t * L->rs;
+}
+
 typedef struct nbi_backend {
     const char *name;  /* "cpu", "reference" */
     nb_device device;
@@ -242,7 +254,9 @@ typedef struct nbi_backend {
     /* x (n) = mean + std z, z standard normal by Box-Muller from pairs of nb_rng_uniform. */
     void (*normal)(nb_dtype dt, void *x, int64_t n, nb_rng *rng, double mean, double std);
 
-    /* ---- scaled dot-product attention (f32 or f64 dt, contiguous operands) ---- */
+    /* ---- scaled dot-product attention (f32 or f64 dt) ---- */
+    /* q, k, v and g are read through their layouts lay[0..3] (nbi_rows: any row and batch strides, each row's
+       values contiguous; NULL: all four contiguous); out, lse, dq, dk, dvv and dmask are contiguous. */
     /* For each batch-head b < BH, query row i < Tq and key j < Tk:
          s[b,i,j] = scale (q[b,i,:] . k[b,j,:]) + mask[b,i,j]      (no mask term when mask is NULL)
          p[b,i,:] = softmax(s[b,i,:]),  out[b,i,:] = sum_j p[b,i,j] v[b,j,:]
@@ -255,7 +269,7 @@ typedef struct nbi_backend {
        within the bound of docs/OPS.md. Tq, Tk, d, dv >= 1. 0, or -1 out of memory. */
     int (*attention)(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
                      const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d,
-                     int64_t dv, bool causal, double scale);
+                     int64_t dv, bool causal, double scale, const nbi_rows *lay);
     /* The first-order gradient of attention from g = dL/dout (BH, Tq, dv), with q, k, v, mask, causal and scale as
        given to attention and its out and lse: with p recomputed from lse (p = exp(s - lse), 0 where causal
        leaves a key out), D[b,i] = sum_c g[b,i,c] out[b,i,c] and dS = p (g v^T - D):
@@ -265,7 +279,7 @@ typedef struct nbi_backend {
     int (*attention_grad)(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g, const void *q,
                           const void *k, const void *v, const void *out, const double *lse, const void *mask,
                           int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d, int64_t dv,
-                          bool causal, double scale);
+                          bool causal, double scale, const nbi_rows *lay);
 
     /* ---- 2-D convolution (f32 or f64 dt, contiguous NCHW operands; nbi_conv geometry below) ---- */
     /* y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, C/G, KH, KW)) + b (O; NULL: none), PyTorch's conv2d:

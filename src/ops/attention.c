@@ -11,8 +11,10 @@
  * matrix kept); when a graph of the gradient is being built, the rule is the formulas above written with
  * differentiable ops (matmul, softmax), so it can itself be differentiated.
  *
- * The kernels take contiguous (BH, T, d) operands: q, k and v are copied into that form when they are
- * broadcast or strided; the mask (an i64 keep/drop mask becomes additive 0 / -inf first) is copied to
+ * The kernels read q, k, v (and the backward's g) through row layouts (nbi_rows: each row's values contiguous,
+ * rows and batch-heads at any strides, the batch axes folded into at most two): a permuted view of a fused qkv
+ * projection, or an operand broadcast over heads, is read in place; one the layouts cannot describe is copied
+ * to contiguous (BH, T, d) first. The mask (an i64 keep/drop mask becomes additive 0 / -inf first) is copied to
  * (T'q, Tk) when it is the same for every batch-head (msb 0; T'q 1 or Tq: msq 0 or Tk), else to (BH, T'q, Tk).
  */
 #include <math.h>
@@ -107,6 +109,35 @@ static nb_tensor *dense_operand(const char *fn, nb_tensor *x, int brank, const i
     return c;
 }
 
+/* x broadcast to (batch..., a, n) as the kernels read it: x itself with its layout in *L when its rows are
+   contiguous and its batch axes fold into at most two strides (nbi_rows), else a contiguous copy (freed by the
+   caller when it differs from x) with the contiguous layout. */
+static nb_tensor *rows_operand(const char *fn, nb_tensor *x, int brank, const int64_t *bshape, int64_t a, int64_t n,
+                               nbi_rows *L) {
+    int64_t shape[NB_MAX_RANK], strides[NB_MAX_RANK], gsz[2] = {1, 1}, gst[2] = {0, 0};
+    const int rank = brank + 2;
+    for (int i = 0; i < brank; i++) shape[i] = bshape[i];
+    shape[brank] = a, shape[brank + 1] = n;
+    nbi_bstrides(x, rank, shape, strides);
+    bool ok = n == 1 || strides[rank - 1] == 1;
+    int ng = 0;
+    for (int i = 0; ok && i < brank; i++) {
+        if (shape[i] == 1) continue;
+        if (ng > 0 && gst[ng - 1] == strides[i] * shape[i]) /* continues the group before it */
+            gsz[ng - 1] *= shape[i], gst[ng - 1] = strides[i];
+        else if (ng < 2)
+            gsz[ng] = shape[i], gst[ng] = strides[i], ng++;
+        else
+            ok = false;
+    }
+    if (ok) {
+        *L = ng == 2 ? (nbi_rows){gsz[1], gst[0], gst[1], strides[brank]} : (nbi_rows){1, gst[0], 0, strides[brank]};
+        return x;
+    }
+    *L = (nbi_rows){1, a * n, 0, n};
+    return dense_operand(fn, x, brank, bshape, a, n);
+}
+
 /* The mask as the kernels take it: a contiguous copy (or mask itself) with its strides msb, msq. */
 static nb_tensor *dense_mask(const char *fn, nb_tensor *mask, const attn_geom *G, int64_t *msb, int64_t *msq) {
     int lead = mask->rank - 2;
@@ -171,9 +202,11 @@ nb_tensor *nb_attention(nb_tensor *q, nb_tensor *k, nb_tensor *v, nb_tensor *mas
     for (int i = 0; i < G.brank; i++) lshape[i] = oshape[i] = G.bshape[i];
     lshape[G.brank] = G.Tq;
     oshape[G.brank] = G.Tq, oshape[G.brank + 1] = G.dv;
-    nb_tensor *cq = dense_operand(FN, q, G.brank, G.bshape, G.Tq, G.d);
-    nb_tensor *ck = cq ? dense_operand(FN, k, G.brank, G.bshape, G.Tk, G.d) : NULL;
-    nb_tensor *cv = ck ? dense_operand(FN, v, G.brank, G.bshape, G.Tk, G.dv) : NULL;
+    nbi_rows lay[4];
+    nb_tensor *cq = rows_operand(FN, q, G.brank, G.bshape, G.Tq, G.d, &lay[0]);
+    nb_tensor *ck = cq ? rows_operand(FN, k, G.brank, G.bshape, G.Tk, G.d, &lay[1]) : NULL;
+    nb_tensor *cv = ck ? rows_operand(FN, v, G.brank, G.bshape, G.Tk, G.dv, &lay[2]) : NULL;
+    lay[3] = (nbi_rows){1, G.Tq * G.dv, 0, G.dv}; /* no g in the forward */
     nb_tensor *cm = cv && am ? dense_mask(FN, am, &G, &msb, &msq) : NULL;
     nb_tensor *lse = cv && (!am || cm) ? nbi_empty_like_be(FN, q, NB_F64, G.brank + 1, lshape) : NULL;
     nb_tensor *out = lse ? nbi_empty_like_be(FN, q, dt, G.brank + 2, oshape) : NULL;
@@ -182,7 +215,7 @@ nb_tensor *nb_attention(nb_tensor *q, nb_tensor *k, nb_tensor *v, nb_tensor *mas
                 va = nbi_arr_of(cv), ma = cm ? nbi_arr_of(cm) : oa;
         if (G.BH > 0 && be->attention(dt, oa.data, (double *)(void *)la.data, qa.data, ka.data, va.data,
                                       cm ? ma.data : NULL, msb, msq, G.BH, G.Tq, G.Tk, G.d, G.dv, causal,
-                                      scale) != 0) {
+                                      scale, lay) != 0) {
             nb_free(out);
             out = nbi_err(FN, "out of memory for q %s", NBI_SHAPE(q));
         }
@@ -266,10 +299,11 @@ int nbi_bw_attention(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     int r = G.brank;
     sq[r] = G.Tq, sq[r + 1] = G.d, sk[r] = G.Tk, sk[r + 1] = G.d, sv[r] = G.Tk, sv[r + 1] = G.dv;
     sm[r] = G.Tq, sm[r + 1] = G.Tk;
-    nb_tensor *cq = dense_operand(fn, q, G.brank, G.bshape, G.Tq, G.d);
-    nb_tensor *ck = cq ? dense_operand(fn, k, G.brank, G.bshape, G.Tk, G.d) : NULL;
-    nb_tensor *cv = ck ? dense_operand(fn, v, G.brank, G.bshape, G.Tk, G.dv) : NULL;
-    nb_tensor *cg = cv ? dense_operand(fn, g, G.brank, G.bshape, G.Tq, G.dv) : NULL;
+    nbi_rows lay[4];
+    nb_tensor *cq = rows_operand(fn, q, G.brank, G.bshape, G.Tq, G.d, &lay[0]);
+    nb_tensor *ck = cq ? rows_operand(fn, k, G.brank, G.bshape, G.Tk, G.d, &lay[1]) : NULL;
+    nb_tensor *cv = ck ? rows_operand(fn, v, G.brank, G.bshape, G.Tk, G.dv, &lay[2]) : NULL;
+    nb_tensor *cg = cv ? rows_operand(fn, g, G.brank, G.bshape, G.Tq, G.dv, &lay[3]) : NULL;
     nb_tensor *cm = cg && mask ? dense_mask(fn, mask, &G, &msb, &msq) : NULL;
     bool ok = cg && (!mask || cm);
     nb_tensor *dq = ok ? nbi_empty_like_be(fn, q, dt, r + 2, sq) : NULL;
@@ -285,7 +319,7 @@ int nbi_bw_attention(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
                        : be->attention_grad(dt, a[0].data, a[1].data, a[2].data, dm ? a[3].data : NULL, a[4].data,
                                             a[5].data, a[6].data, a[7].data, a[8].data,
                                             (const double *)(const void *)a[9].data, cm ? ma.data : NULL, msb, msq,
-                                            G.BH, G.Tq, G.Tk, G.d, G.dv, out->node.ip[1] != 0, out->node.p[0]);
+                                            G.BH, G.Tq, G.Tk, G.d, G.dv, out->node.ip[1] != 0, out->node.p[0], lay);
         if (rc != 0) nbi_err(fn, "out of memory for q %s", NBI_SHAPE(q));
     }
     free_if(cq, q), free_if(ck, k), free_if(cv, v), free_if(cg, g), free_if(cm, mask);

@@ -54,7 +54,20 @@ typedef struct {
     const void *q, *k, *v, *mask, *g, *o;
     void *out, *dq, *dk, *dvv, *dmask;
     double *lse, *D;
+    nbi_rows lay[4]; /* q, k, v, g */
 } attn_job;
+
+#define attn_row nbi_rows_at
+
+/* lay, or the contiguous layouts of q (BH, Tq, d), k (BH, Tk, d), v (BH, Tk, dv) and g (BH, Tq, dv). */
+static void set_layouts(attn_job *J, const nbi_rows *lay) {
+    if (lay) {
+        memcpy(J->lay, lay, sizeof J->lay);
+        return;
+    }
+    J->lay[0] = (nbi_rows){1, J->Tq * J->d, 0, J->d}, J->lay[1] = (nbi_rows){1, J->Tk * J->d, 0, J->d};
+    J->lay[2] = (nbi_rows){1, J->Tk * J->dv, 0, J->dv}, J->lay[3] = (nbi_rows){1, J->Tq * J->dv, 0, J->dv};
+}
 
 static void vexp64(double *y, const double *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = exp(x[i]);
@@ -126,9 +139,10 @@ static int64_t grain_for(int64_t work) {
 
 int nbi_cpu_attention(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
                       const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d,
-                      int64_t dv, bool causal, double scale) {
+                      int64_t dv, bool causal, double scale, const nbi_rows *lay) {
     attn_job J = {.Tq = Tq, .Tk = Tk, .d = d, .dv = dv, .msb = msb, .msq = msq, .causal = causal, .scale = scale,
                   .q = q, .k = k, .v = v, .mask = mask, .out = out, .lse = lse};
+    set_layouts(&J, lay);
     int64_t nqb = (Tq + BQ - 1) / BQ;
     return nbi_parallel_for(BH * nqb, grain_for(BQ * Tk * (d + dv)), dt == NB_F32 ? fwd_part_f32 : fwd_part_f64,
                             &J);
@@ -137,12 +151,13 @@ int nbi_cpu_attention(nb_dtype dt, void *out, double *lse, const void *q, const 
 int nbi_cpu_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g, const void *q,
                            const void *k, const void *v, const void *out, const double *lse, const void *mask,
                            int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d, int64_t dv,
-                           bool causal, double scale) {
+                           bool causal, double scale, const nbi_rows *lay) {
     double *D = nbi_alloc(sizeof(double) * (size_t)(BH * Tq));
     if (!D) return -1;
     attn_job J = {.Tq = Tq, .Tk = Tk, .d = d, .dv = dv, .msb = msb, .msq = msq, .causal = causal, .scale = scale,
                   .q = q, .k = k, .v = v, .mask = mask, .g = g, .o = out, .dq = dq, .dk = dk, .dvv = dvv,
                   .dmask = dmask, .lse = (double *)(uintptr_t)lse, .D = D};
+    set_layouts(&J, lay);
     int64_t nqb = (Tq + BQ - 1) / BQ, nkb = (Tk + BK - 1) / BK;
     if (Tk <= BK && Tq <= BQ1) { /* one key block: each batch-head in one pass (the same bits as the two) */
         int rc = nbi_parallel_for(BH, grain_for(Tq * Tk * (2 * d + 3 * dv)), dt == NB_F32 ? bw1_part_f32 : bw1_part_f64,

@@ -16,18 +16,18 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUF)
 
-/* t (n, BK) = the block x[j0 .. j0 + nk) of x (Tk, n) transposed; columns nk .. BK zero. */
-NBI_CLONES static void FN(transpose)(T *t, const T *x, int64_t j0, int64_t nk, int64_t n) {
+/* t (n, BK) = the block x[j0 .. j0 + nk) of x (Tk, n; rows ld apart) transposed; columns nk .. BK zero. */
+NBI_CLONES static void FN(transpose)(T *t, const T *x, int64_t j0, int64_t nk, int64_t n, int64_t ld) {
     for (int64_t c = 0; c < n; c++)
         for (int64_t j = nk; j < BK; j++) t[c * BK + j] = 0;
     int64_t jf = 0, cf = 0; /* whole 16 x 16 blocks below jf and cf (TR16: the f32 one) */
 #ifdef TR16
     jf = nk / 16 * 16, cf = n / 16 * 16;
     for (int64_t j = 0; j < jf; j += 16)
-        for (int64_t c = 0; c < cf; c += 16) TR16(t + c * BK + j, BK, x + (j0 + j) * n + c, n);
+        for (int64_t c = 0; c < cf; c += 16) TR16(t + c * BK + j, BK, x + (j0 + j) * ld + c, ld);
 #endif
     for (int64_t j = 0; j < nk; j++)
-        for (int64_t c = j < jf ? cf : 0; c < n; c++) t[c * BK + j] = x[(j0 + j) * n + c];
+        for (int64_t c = j < jf ? cf : 0; c < n; c++) t[c * BK + j] = x[(j0 + j) * ld + c];
 }
 
 /* s[r] (rows BK apart, r < RB) = the dots of rows xr[r] (n) with the columns [0, nkp) of kt (n, BK), nkp a
@@ -49,15 +49,15 @@ NBI_CLONES static void FN(dots)(T *s, const T *const *xr, const T *kt, int64_t n
     }
 }
 
-/* acc[r] (n each, rows lda apart, r < RB) += sum over keys j < nk in order of w[r BK + j] x[j] (x rows n apart). */
-NBI_CLONES static void FN(wsum)(T *acc, int64_t lda, const T *w, const T *x, int64_t nk, int64_t n) {
+/* acc[r] (n each, rows lda apart, r < RB) += sum over keys j < nk in order of w[r BK + j] x[j] (x rows ldx apart). */
+NBI_CLONES static void FN(wsum)(T *acc, int64_t lda, const T *w, const T *x, int64_t ldx, int64_t nk, int64_t n) {
     int64_t c0 = 0;
     for (; c0 + JB <= n; c0 += JB) {
         T a[RB][JB];
         for (int r = 0; r < RB; r++)
             for (int l = 0; l < JB; l++) a[r][l] = acc[r * lda + c0 + l];
         for (int64_t j = 0; j < nk; j++) {
-            const T *xr = x + j * n + c0;
+            const T *xr = x + j * ldx + c0;
             for (int r = 0; r < RB; r++) {
                 const T p = w[r * BK + j];
                 for (int l = 0; l < JB; l++) a[r][l] = MADD(p, xr[l], a[r][l]);
@@ -69,7 +69,7 @@ NBI_CLONES static void FN(wsum)(T *acc, int64_t lda, const T *w, const T *x, int
     for (int r = 0; r < RB; r++)
         for (int64_t c = c0; c < n; c++) {
             T a = acc[r * lda + c];
-            for (int64_t j = 0; j < nk; j++) a = MADD(w[r * BK + j], x[j * n + c], a);
+            for (int64_t j = 0; j < nk; j++) a = MADD(w[r * BK + j], x[j * ldx + c], a);
             acc[r * lda + c] = a;
         }
 }
@@ -159,7 +159,7 @@ static void FN(rows)(const T **xr, const T *x, int64_t i0, int nr, int64_t n) {
 /* Forward: items [lo, hi) of (BH x query blocks). */
 NBI_CLONES static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
     const attn_job *J = ctx;
-    const int64_t Tq = J->Tq, Tk = J->Tk, d = J->d, dv = J->dv, nqb = (Tq + BQ - 1) / BQ;
+    const int64_t Tq = J->Tq, d = J->d, dv = J->dv, nqb = (Tq + BQ - 1) / BQ;
     T *kt = nbi_alloc(sizeof(T) * (size_t)(BK * d + RB * BK + BQ * dv));
     double *ml = nbi_alloc(sizeof(double) * 2 * BQ);
     if (!kt || !ml) {
@@ -176,12 +176,12 @@ NBI_CLONES static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
         const int64_t jend = FN(last_key)(J, i0 + nq - 1) + 1; /* keys any row of the block sees */
         for (int64_t j0 = 0; j0 < jend; j0 += BK) {
             const int64_t nk = jend - j0 < BK ? jend - j0 : BK, nkp = (nk + JB - 1) / JB * JB;
-            FN(transpose)(kt, k + b * Tk * d, j0, nk, d);
+            FN(transpose)(kt, k + attn_row(&J->lay[1], b, 0), j0, nk, d, J->lay[1].rs);
             for (int64_t g0 = 0; g0 < nq; g0 += RB) {
                 const int nr = nq - g0 < RB ? (int)(nq - g0) : RB;
                 if (FN(last_key)(J, i0 + g0 + nr - 1) < j0) continue; /* no row of the group sees the block */
                 const T *qr[RB];
-                FN(rows)(qr, q + b * Tq * d, i0 + g0, nr, d);
+                FN(rows)(qr, q + attn_row(&J->lay[0], b, 0), i0 + g0, nr, J->lay[0].rs);
                 FN(dots)(s, qr, kt, d, nkp);
                 for (int r = 0; r < RB; r++) {
                     const int64_t R = g0 + r, i = i0 + R;
@@ -202,7 +202,7 @@ NBI_CLONES static int FN(fwd_part)(void *ctx, int64_t lo, int64_t hi) {
                         for (int64_t c = 0; c < dv; c++) ar[c] = (T)((double)ar[c] * alpha);
                     m[R] = mn;
                 }
-                FN(wsum)(acc + g0 * dv, dv, s, v + (b * Tk + j0) * dv, nk, dv);
+                FN(wsum)(acc + g0 * dv, dv, s, v + attn_row(&J->lay[2], b, j0), J->lay[2].rs, nk, dv);
             }
         }
         T *o = (T *)J->out + (b * Tq + i0) * dv;
@@ -222,8 +222,8 @@ NBI_CLONES static void FN(probs)(const attn_job *J, T *p, T *ds, const T *kt, co
                       int64_t j0, int64_t nk) {
     const int64_t Tq = J->Tq, d = J->d, dv = J->dv, nkp = (nk + JB - 1) / JB * JB;
     const T *qr[RB], *gr[RB];
-    FN(rows)(qr, (const T *)J->q + b * Tq * d, i0, nr, d);
-    FN(rows)(gr, (const T *)J->g + b * Tq * dv, i0, nr, dv);
+    FN(rows)(qr, (const T *)J->q + attn_row(&J->lay[0], b, 0), i0, nr, J->lay[0].rs);
+    FN(rows)(gr, (const T *)J->g + attn_row(&J->lay[3], b, 0), i0, nr, J->lay[3].rs);
     FN(dots)(p, qr, kt, d, nkp);
     FN(dots)(ds, gr, vt, dv, nkp);
     for (int r = 0; r < RB; r++) {
@@ -245,10 +245,10 @@ NBI_CLONES static void FN(probs)(const attn_job *J, T *p, T *ds, const T *kt, co
 
 /* D (rows) = sum over features in order of g o, in double, for the nq rows from row i0 of batch-head b. */
 static void FN(deltas)(const attn_job *J, int64_t b, int64_t i0, int64_t nq) {
-    const T *g = (const T *)J->g + (b * J->Tq + i0) * J->dv, *o = (const T *)J->o + (b * J->Tq + i0) * J->dv;
+    const T *g = (const T *)J->g + attn_row(&J->lay[3], b, i0), *o = (const T *)J->o + (b * J->Tq + i0) * J->dv;
     for (int64_t r = 0; r < nq; r++) {
         double D = 0;
-        for (int64_t c = 0; c < J->dv; c++) D += (double)g[r * J->dv + c] * (double)o[r * J->dv + c];
+        for (int64_t c = 0; c < J->dv; c++) D += (double)g[r * J->lay[3].rs + c] * (double)o[r * J->dv + c];
         J->D[b * J->Tq + i0 + r] = D;
     }
 }
@@ -276,8 +276,8 @@ NBI_CLONES static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
                 for (int64_t j = jend > 0 ? jend : 0; j < Tk; j++) ((T *)J->dmask)[(b * Tq + i0 + r) * Tk + j] = 0;
         for (int64_t j0 = 0; j0 < jend; j0 += BK) {
             const int64_t nk = jend - j0 < BK ? jend - j0 : BK;
-            FN(transpose)(kt, k + b * Tk * d, j0, nk, d);
-            FN(transpose)(vt, (const T *)J->v + b * Tk * dv, j0, nk, dv);
+            FN(transpose)(kt, k + attn_row(&J->lay[1], b, 0), j0, nk, d, J->lay[1].rs);
+            FN(transpose)(vt, (const T *)J->v + attn_row(&J->lay[2], b, 0), j0, nk, dv, J->lay[2].rs);
             for (int64_t g0 = 0; g0 < nq; g0 += RB) {
                 const int nr = nq - g0 < RB ? (int)(nq - g0) : RB;
                 FN(probs)(J, p, ds, kt, vt, b, i0 + g0, nr, j0, nk);
@@ -286,7 +286,7 @@ NBI_CLONES static int FN(bwq_part)(void *ctx, int64_t lo, int64_t hi) {
                         T *dm = (T *)J->dmask + (b * Tq + i0 + g0 + r) * Tk + j0;
                         for (int64_t j = 0; j < nk; j++) dm[j] = ds[r * BK + j];
                     }
-                FN(wsum)(acc + g0 * d, d, ds, k + (b * Tk + j0) * d, nk, d);
+                FN(wsum)(acc + g0 * d, d, ds, k + attn_row(&J->lay[1], b, j0), J->lay[1].rs, nk, d);
             }
         }
         FN(scaled)((T *)J->dq + (b * Tq + i0) * d, acc, nq * d, J->scale);
@@ -308,13 +308,14 @@ NBI_CLONES static int FN(bwk_part)(void *ctx, int64_t lo, int64_t hi) {
         const int64_t b = it / nkb, j0 = (it % nkb) * BK, nk = Tk - j0 < BK ? Tk - j0 : BK;
         for (int64_t x = 0; x < nk * d; x++) ak[x] = 0;
         for (int64_t x = 0; x < nk * dv; x++) av[x] = 0;
-        FN(transpose)(kt, (const T *)J->k + b * Tk * d, j0, nk, d);
-        FN(transpose)(vt, (const T *)J->v + b * Tk * dv, j0, nk, dv);
+        FN(transpose)(kt, (const T *)J->k + attn_row(&J->lay[1], b, 0), j0, nk, d, J->lay[1].rs);
+        FN(transpose)(vt, (const T *)J->v + attn_row(&J->lay[2], b, 0), j0, nk, dv, J->lay[2].rs);
         int64_t i = J->causal ? j0 - (Tk - Tq) : 0; /* the first query that sees key j0 */
         for (i = i < 0 ? 0 : i; i < Tq; i += BQ) {
             const int nc = Tq - i < BQ ? (int)(Tq - i) : BQ;
             const T *qr[BQ], *gr[BQ];
-            for (int r = 0; r < nc; r++) qr[r] = q + (b * Tq + i + r) * d, gr[r] = g + (b * Tq + i + r) * dv;
+            for (int r = 0; r < nc; r++)
+                qr[r] = q + attn_row(&J->lay[0], b, i + r), gr[r] = g + attn_row(&J->lay[3], b, i + r);
             for (int r0 = 0; r0 < nc; r0 += RB)
                 FN(probs)(J, p + r0 * BK, ds + r0 * BK, kt, vt, b, i + r0, nc - r0 < RB ? nc - r0 : RB, j0, nk);
             FN(outer)(av, p, gr, nc, nk, dv);
@@ -353,8 +354,8 @@ NBI_CLONES static int FN(bw1_part)(void *ctx, int64_t lo, int64_t hi) {
         int64_t i1 = J->causal ? -(Tk - Tq) : 0; /* the first query that sees key 0 */
         i1 = i1 < 0 ? 0 : i1;
         if (jend > 0) {
-            FN(transpose)(kt, k + b * Tk * d, 0, jend, d);
-            FN(transpose)(vt, (const T *)J->v + b * Tk * dv, 0, jend, dv);
+            FN(transpose)(kt, k + attn_row(&J->lay[1], b, 0), 0, jend, d, J->lay[1].rs);
+            FN(transpose)(vt, (const T *)J->v + attn_row(&J->lay[2], b, 0), 0, jend, dv, J->lay[2].rs);
             for (int64_t g0 = 0; g0 < Tq; g0 += RB) {
                 const int nr = Tq - g0 < RB ? (int)(Tq - g0) : RB;
                 FN(probs)(J, p + g0 * BK, ds + g0 * BK, kt, vt, b, g0, nr, 0, jend);
@@ -363,9 +364,10 @@ NBI_CLONES static int FN(bw1_part)(void *ctx, int64_t lo, int64_t hi) {
                         T *dm = (T *)J->dmask + (b * Tq + g0 + r) * Tk;
                         for (int64_t j = 0; j < jend; j++) dm[j] = ds[(g0 + r) * BK + j];
                     }
-                FN(wsum)(acc + g0 * d, d, ds + g0 * BK, k + b * Tk * d, jend, d);
+                FN(wsum)(acc + g0 * d, d, ds + g0 * BK, k + attn_row(&J->lay[1], b, 0), J->lay[1].rs, jend, d);
             }
-            for (int64_t r = i1; r < Tq; r++) qr[r - i1] = q + (b * Tq + r) * d, gr[r - i1] = g + (b * Tq + r) * dv;
+            for (int64_t r = i1; r < Tq; r++)
+                qr[r - i1] = q + attn_row(&J->lay[0], b, r), gr[r - i1] = g + attn_row(&J->lay[3], b, r);
             FN(outer)(av, p + i1 * BK, gr, (int)(Tq - i1), jend, dv);
             FN(outer)(ak, ds + i1 * BK, qr, (int)(Tq - i1), jend, d);
         }

@@ -74,11 +74,11 @@ NBI_API void nbi_cpu_max_pool2d(nb_dtype dt, void *y, int64_t *idx, const void *
 NBI_API void nbi_cpu_max_pool2d_grad(nb_dtype dt, void *dx, const void *g, const int64_t *idx, const nbi_conv *cv);
 NBI_API int nbi_cpu_attention(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
                               const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk,
-                              int64_t d, int64_t dv, bool causal, double scale);
+                              int64_t d, int64_t dv, bool causal, double scale, const nbi_rows *lay);
 NBI_API int nbi_cpu_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g,
                                    const void *q, const void *k, const void *v, const void *out, const double *lse,
                                    const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk,
-                                   int64_t d, int64_t dv, bool causal, double scale);
+                                   int64_t d, int64_t dv, bool causal, double scale, const nbi_rows *lay);
 
 /* misc.c: index checks and moves */
 NBI_API int64_t nbi_cpu_index_check(const nbi_arr *idx, int64_t lo, int64_t hi, int64_t *bad);

@@ -945,11 +945,17 @@ static void ref_max_pool2d_grad(nb_dtype dt, void *dx, const void *g, const int6
 
 /* ------------------------------------------------------------ attention ---- */
 
+/* The element offset of row t of batch-head b of an operand with layout L (NULL: contiguous, rows n long, T of
+   them per batch-head). */
+static int64_t arow(const nbi_rows *L, int64_t b, int64_t t, int64_t T, int64_t n) {
+    return L ? nbi_rows_at(L, b, t) : (b * T + t) * n;
+}
+
 /* Row i of batch-head b: s (Tk) = scale q.k + mask, in double, with vis[j] whether causal lets query i see key
    j (s = -inf where it does not). Returns the row's max over the keys it sees (-inf when none). */
 static double attn_scores(nb_dtype dt, double *s, const void *q, const void *k, const void *mask, int64_t msb,
                           int64_t msq, int64_t b, int64_t i, int64_t Tq, int64_t Tk, int64_t d, bool causal,
-                          double scale) {
+                          double scale, const nbi_rows *lay) {
     double m = -INFINITY;
     for (int64_t j = 0; j < Tk; j++) {
         if (causal && j > i + Tk - Tq) {
@@ -957,7 +963,8 @@ static double attn_scores(nb_dtype dt, double *s, const void *q, const void *k, 
             continue;
         }
         double dot = 0;
-        for (int64_t c = 0; c < d; c++) dot += load(dt, q, (b * Tq + i) * d + c) * load(dt, k, (b * Tk + j) * d + c);
+        for (int64_t c = 0; c < d; c++)
+            dot += load(dt, q, arow(lay ? &lay[0] : NULL, b, i, Tq, d) + c) * load(dt, k, arow(lay ? &lay[1] : NULL, b, j, Tk, d) + c);
         s[j] = dot * scale + (mask ? load(dt, mask, b * msb + i * msq + j) : 0.0);
         m = s[j] > m ? s[j] : m;
     }
@@ -968,18 +975,18 @@ static double attn_scores(nb_dtype dt, double *s, const void *q, const void *k, 
    out = sum exp(s - m) v / l, lse = m + log l; all in double, each result rounded once. */
 static int ref_attention(nb_dtype dt, void *out, double *lse, const void *q, const void *k, const void *v,
                          const void *mask, int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d,
-                         int64_t dv, bool causal, double scale) {
+                         int64_t dv, bool causal, double scale, const nbi_rows *lay) {
     double *s = nbi_alloc(sizeof(double) * (size_t)(Tk + dv)), *acc = s ? s + Tk : NULL;
     if (!s) return -1;
     for (int64_t b = 0; b < BH; b++)
         for (int64_t i = 0; i < Tq; i++) {
-            double m = attn_scores(dt, s, q, k, mask, msb, msq, b, i, Tq, Tk, d, causal, scale), l = 0;
+            double m = attn_scores(dt, s, q, k, mask, msb, msq, b, i, Tq, Tk, d, causal, scale, lay), l = 0;
             for (int64_t c = 0; c < dv; c++) acc[c] = 0;
             for (int64_t j = 0; j < Tk; j++) {
                 if (causal && j > i + Tk - Tq) continue;
                 double e = exp(s[j] - (m == -INFINITY ? 0.0 : m)); /* every key -inf: l = 0 */
                 l += e;
-                for (int64_t c = 0; c < dv; c++) acc[c] += e * load(dt, v, (b * Tk + j) * dv + c);
+                for (int64_t c = 0; c < dv; c++) acc[c] += e * load(dt, v, arow(lay ? &lay[2] : NULL, b, j, Tk, dv) + c);
             }
             for (int64_t c = 0; c < dv; c++) store(dt, out, (b * Tq + i) * dv + c, acc[c] / l); /* l = 0: NaN */
             lse[b * Tq + i] = m + log(l);
@@ -993,31 +1000,32 @@ static int ref_attention(nb_dtype dt, void *out, double *lse, const void *q, con
 static int ref_attention_grad(nb_dtype dt, void *dq, void *dk, void *dvv, void *dmask, const void *g, const void *q,
                               const void *k, const void *v, const void *out, const double *lse, const void *mask,
                               int64_t msb, int64_t msq, int64_t BH, int64_t Tq, int64_t Tk, int64_t d, int64_t dv,
-                              bool causal, double scale) {
+                              bool causal, double scale, const nbi_rows *lay) {
+    const nbi_rows *lq = lay ? &lay[0] : NULL, *lk = lay ? &lay[1] : NULL, *lv = lay ? &lay[2] : NULL,
+                   *lg = lay ? &lay[3] : NULL;
     double *s = nbi_alloc(sizeof(double) * (size_t)(2 * Tk + d + Tk * (d + dv)));
     if (!s) return -1;
     double *ds = s + Tk, *aq = ds + Tk, *ak = aq + d, *av = ak + Tk * d;
     for (int64_t b = 0; b < BH; b++) {
         for (int64_t x = 0; x < Tk * (d + dv); x++) ak[x] = 0;
         for (int64_t i = 0; i < Tq; i++) {
-            (void)attn_scores(dt, s, q, k, mask, msb, msq, b, i, Tq, Tk, d, causal, scale);
+            (void)attn_scores(dt, s, q, k, mask, msb, msq, b, i, Tq, Tk, d, causal, scale, lay);
             double L = lse[b * Tq + i], D = 0;
-            for (int64_t c = 0; c < dv; c++)
-                D += load(dt, g, (b * Tq + i) * dv + c) * load(dt, out, (b * Tq + i) * dv + c);
+            const int64_t gi = arow(lg, b, i, Tq, dv), qi = arow(lq, b, i, Tq, d);
+            for (int64_t c = 0; c < dv; c++) D += load(dt, g, gi + c) * load(dt, out, (b * Tq + i) * dv + c);
             for (int64_t c = 0; c < d; c++) aq[c] = 0;
             for (int64_t j = 0; j < Tk; j++) {
                 bool seen = !(causal && j > i + Tk - Tq);
                 double p = seen ? exp(s[j] - L) : 0.0, dp = 0;
-                for (int64_t c = 0; c < dv && seen; c++)
-                    dp += load(dt, g, (b * Tq + i) * dv + c) * load(dt, v, (b * Tk + j) * dv + c);
+                for (int64_t c = 0; c < dv && seen; c++) dp += load(dt, g, gi + c) * load(dt, v, arow(lv, b, j, Tk, dv) + c);
                 ds[j] = seen ? p * (dp - D) : 0.0;
                 if (dmask) store(dt, dmask, (b * Tq + i) * Tk + j, ds[j]);
                 if (!seen) continue;
                 for (int64_t c = 0; c < d; c++) {
-                    aq[c] += ds[j] * load(dt, k, (b * Tk + j) * d + c);
-                    ak[j * d + c] += ds[j] * load(dt, q, (b * Tq + i) * d + c);
+                    aq[c] += ds[j] * load(dt, k, arow(lk, b, j, Tk, d) + c);
+                    ak[j * d + c] += ds[j] * load(dt, q, qi + c);
                 }
-                for (int64_t c = 0; c < dv; c++) av[j * dv + c] += p * load(dt, g, (b * Tq + i) * dv + c);
+                for (int64_t c = 0; c < dv; c++) av[j * dv + c] += p * load(dt, g, gi + c);
             }
             for (int64_t c = 0; c < d; c++) store(dt, dq, (b * Tq + i) * d + c, scale * aq[c]);
         }

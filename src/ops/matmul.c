@@ -168,6 +168,43 @@ static nb_tensor *dense_act_grad(nb_tensor *out, nb_tensor *g, int act, nb_tenso
     return nb_mul(g, nb_mul(y, nb_sub(one, y)));
 }
 
+/* Above this many bytes of G' (out of the core's cache), dX and dW are computed together over blocks of
+   DENSE_BW_BLOCK outputs: each block of G' is read from memory once, for both products. */
+#define DENSE_BW_SPLIT ((int64_t)4 << 20)
+#define DENSE_BW_BLOCK 512
+
+/* dX (m x in) = G' W and dW (nout x in) = G'^T X over blocks of the nout axis, first order, G' (m x nout), x
+   (m x in, rows rsx apart) and w (nout x in) contiguous rows: dX summed block after block, each dW block whole.
+   0, 1 (not taken: the caller runs the two products), or -1. */
+static int dense_bw_blocked(nb_tensor *gp, nb_tensor *x, nb_tensor *w, int64_t m, nb_tensor **gin) {
+    const int64_t nout = w->shape[0], in = w->shape[1], es = (int64_t)nbi_dsize(gp->dtype);
+    const int64_t rsx = x->rank == 2 ? x->strides[0] : in;
+    if (nb_grad_enabled() || !x->requires_grad || !w->requires_grad || m * nout * es <= DENSE_BW_SPLIT ||
+        !nbi_is_contig(gp) || gp->dtype != x->dtype || w->dtype != x->dtype || w->strides[1] != 1 ||
+        w->strides[0] != in || x->strides[x->rank - 1] != 1 || (x->rank != 2 && !nbi_is_contig(x)))
+        return 1;
+    const char *fn = "nb_dense backward";
+    nb_tensor *dx = nbi_empty_like_be(fn, x, x->dtype, x->rank, x->shape);
+    nb_tensor *dw = dx ? nbi_empty_like_be(fn, w, w->dtype, 2, w->shape) : NULL;
+    if (!dw) return nb_free(dx), -1;
+    const nbi_backend *be = nbi_be(x);
+    const char *pg = nbi_arr_of(gp).data, *px = nbi_arr_of(x).data, *pw = nbi_arr_of(w).data;
+    char *pdx = nbi_arr_of(dx).data, *pdw = nbi_arr_of(dw).data;
+    int rc = 0;
+    for (int64_t v0 = 0; v0 < nout && rc == 0; v0 += DENSE_BW_BLOCK) {
+        const int64_t vb = nout - v0 < DENSE_BW_BLOCK ? nout - v0 : DENSE_BW_BLOCK;
+        rc = be->gemm(gp->dtype, m, in, vb, pg + v0 * es, nout, 1, pw + v0 * in * es, in, 1, pdx, in, v0 > 0);
+        if (rc == 0) rc = be->gemm(gp->dtype, vb, in, m, pg + v0 * es, 1, nout, px, rsx, 1, pdw + v0 * in * es, in, false);
+    }
+    if (rc != 0) {
+        nb_free(dx), nb_free(dw);
+        nbi_err(fn, "out of memory for matrix product buffers");
+        return -1;
+    }
+    gin[0] = dx, gin[1] = dw;
+    return 0;
+}
+
 /* dX = G' W, dW = G'^T X (rows of every batch), db = sum of G' over rows. */
 int nbi_bw_dense(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *x = out->node.in[0], *w = out->node.in[1], *b = out->node.nin > 2 ? out->node.in[2] : NULL;
@@ -176,6 +213,13 @@ int nbi_bw_dense(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     nb_tensor *gp = dense_act_grad(out, g, out->node.ip[0], b && b->requires_grad ? &db : NULL, nout);
     if (!gp) return -1;
     for (int i = 0; i + 1 < x->rank; i++) m *= x->shape[i];
+    const int blocked = dense_bw_blocked(gp, x, w, m, gin); /* a large G' (a tied head's logits): both at once */
+    if (blocked < 0) return -1;
+    if (blocked == 0) {
+        nb_tensor *g2 = nb_reshape(gp, 2, (int64_t[]){m, nout});
+        if (b && b->requires_grad && !(gin[2] = db ? db : nb_sum_axes(g2, 1, (int[]){0}, false))) return -1;
+        return 0;
+    }
     if (x->requires_grad && !(gin[0] = nb_matmul(gp, w))) return -1;
     nb_tensor *g2 = nb_reshape(gp, 2, (int64_t[]){m, nout});
     nb_tensor *x2 = w->requires_grad ? nb_reshape(x, 2, (int64_t[]){m, in}) : NULL;

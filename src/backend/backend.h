@@ -161,6 +161,11 @@ typedef struct nbi_backend {
     /* out = a op b in out's dtype (all three share it); out may alias a exactly (in place). Rounded once per
        operation, in the dtype: bit-identical in every kernel set. GT/LT/EQ give 1 or 0. */
     void (*binary)(nbi_binop op, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
+    /* Optional (NULL: the unary op and NBI_B_GELU_TANH_GRAD are used): f32 GELU (tanh form) of contiguous x (n)
+       into y with unary's bits, keeping e (n) = e^(-2u) rounded to f32 for the gradient; and o (n) =
+       g gelu_tanh'(x) from that e (no exps), in double, rounded once. Other dtypes: not called. */
+    void (*gelu_tanh_keep)(nb_dtype dt, void *y, void *e, const void *x, int64_t n);
+    void (*gelu_tanh_grad_kept)(nb_dtype dt, void *o, const void *g, const void *x, const void *e, int64_t n);
     /* out = cond != 0 ? a : b (cond any dtype; a, b of out's dtype). */
     void (*where)(const nbi_arr *out, const nbi_arr *cond, const nbi_arr *a, const nbi_arr *b);
     /* out (contiguous, the kept axes of a in order) = the sum or max of a over the axes in mask (bit i:

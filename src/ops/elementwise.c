@@ -127,8 +127,24 @@ nb_tensor *nb_softplus(nb_tensor *a) {
 nb_tensor *nb_sign(nb_tensor *a) { return unary("nb_sign", NBI_OP_COUNT, NBI_U_SIGN, a, 0, false, false); }
 
 /* ---- transformer ops ---- */
+/* With a graph to build over a contiguous f32 input and a backend that can, the forward keeps e^(-2u) for the
+   gradient (one f32 tensor of x's size on the node): the backward then computes no exp. */
 nb_tensor *nb_gelu_tanh(nb_tensor *a) {
-    return unary("nb_gelu_tanh", NBI_OP_GELU_TANH, NBI_U_GELU_TANH, a, 0, true, false);
+    const char *fn = "nb_gelu_tanh";
+    if (!nbi_check_float(fn, a, 1)) return NULL;
+    const nbi_backend *be = nbi_be(a);
+    if (a->dtype != NB_F32 || !be->gelu_tanh_keep || !nbi_is_contig(a) || !nbi_needs_grad(1, &a))
+        return unary(fn, NBI_OP_GELU_TANH, NBI_U_GELU_TANH, a, 0, true, false);
+    nb_tensor *out = nbi_empty_like_be(fn, a, a->dtype, a->rank, a->shape);
+    nb_tensor *e = out ? nbi_empty_like_be(fn, a, a->dtype, a->rank, a->shape) : NULL;
+    if (!e) return nb_free(out), NULL;
+    be->gelu_tanh_keep(a->dtype, nbi_arr_of(out).data, nbi_arr_of(e).data, nbi_arr_of(a).data, a->numel);
+    if (!nbi_record(out, NBI_OP_GELU_TANH, 1, &a, 1, false) || nbi_save(out, 1, &e) != 0) {
+        nb_free(e);
+        return nb_free(out), NULL;
+    }
+    nb_free(e);
+    return out;
 }
 
 /* ------------------------------------------------------------ gradients -- */
@@ -298,6 +314,18 @@ int nbi_bw_softplus(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
 #define GELU_TANH_K 0.7978845608028654
 #define GELU_TANH_C 0.044715
 int nbi_bw_gelu_tanh(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
+    const nbi_backend *be = nbi_be(g);
+    if (out->node.nsaved > 0 && !nb_grad_enabled() && be->gelu_tanh_grad_kept && g->dtype == NB_F32 &&
+        nbi_is_contig(g) && nbi_is_contig(IN(0)) && g->numel == IN(0)->numel && nbi_be(IN(0)) == be) {
+        nb_tensor *e = nbi_saved("gelu_tanh backward", out, 0);
+        if (!e) return -1;
+        nb_tensor *r = nbi_empty_like_be("gelu_tanh backward", g, g->dtype, g->rank, g->shape);
+        if (!r) return -1;
+        be->gelu_tanh_grad_kept(g->dtype, nbi_arr_of(r).data, nbi_arr_of(g).data, nbi_arr_of(IN(0)).data,
+                                nbi_arr_of(e).data, g->numel);
+        gin[0] = r;
+        return 0;
+    }
     if ((gin[0] = nbi_fused_grad(NBI_B_GELU_TANH_GRAD, g, IN(0))) != NULL) return 0;
     nb_tensor *x = IN(0);
     nb_tensor *x2 = nb_mul(x, x);

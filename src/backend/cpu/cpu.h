@@ -21,6 +21,8 @@ NBI_API void nbi_cpu_fill(const nbi_arr *dst, double v);
 NBI_API void nbi_cpu_copy(const nbi_arr *dst, const nbi_arr *src);
 NBI_API void nbi_cpu_unary(nbi_unop op, const nbi_arr *out, const nbi_arr *a, double c);
 NBI_API void nbi_cpu_binary(nbi_binop op, const nbi_arr *out, const nbi_arr *a, const nbi_arr *b);
+NBI_API void nbi_cpu_gelu_tanh_keep(nb_dtype dt, void *y, void *e, const void *x, int64_t n);
+NBI_API void nbi_cpu_gelu_tanh_grad_kept(nb_dtype dt, void *o, const void *g, const void *x, const void *e, int64_t n);
 NBI_API void nbi_cpu_where(const nbi_arr *out, const nbi_arr *cond, const nbi_arr *a, const nbi_arr *b);
 NBI_API int nbi_cpu_reduce(nbi_redop op, const nbi_arr *out, const nbi_arr *a, uint32_t mask, double div);
 NBI_API void nbi_cpu_bias_relu(nb_dtype dt, void *y, int64_t m, int64_t n, const void *b, bool relu);

@@ -322,6 +322,19 @@ void nbi_cpu_unary(nbi_unop op, const nbi_arr *out, const nbi_arr *a, double c) 
    s = 1 / (1 + e), 1 - s = e s (one division) and g (s + 2 x u' s (1 - s)) in double, rounded once; within a
    few f32 ulp of nbi_gelu_tanh_grad_d (the reference's), not its bits. At e = inf, s = 0 and e s is NaN: the
    s == 0 case below takes it, as it takes the reference's 1 - s = 1 / (1 + 1/e) = 1 there. */
+/* o (n) = g gelu_tanh'(x) from e = e^(-2u) (the double formula above, rounded once); kept: e as
+   NBI_GELU_E_PUT stores it. */
+static inline __attribute__((always_inline)) void gelu_tanh_grad_e(int64_t n, float *o, const float *g, const float *x,
+                                                                   const float *e, bool kept) {
+    for (int64_t i = 0; i < n; i++) {
+        double xi = x[i], ei = kept ? NBI_GELU_E_GET(e[i]) : (double)e[i];
+        double du = NBI_GELU_TANH_K * (1.0 + 3.0 * NBI_GELU_TANH_C * (xi * xi));
+        double sp = 1.0 / (1.0 + ei), sm = ei * sp;
+        double d = (sp == 0.0 || sm == 0.0) && isfinite(xi) ? sp : sp + 2.0 * xi * du * sp * sm;
+        o[i] = (float)((double)g[i] * d);
+    }
+}
+
 NBI_CLONES static void gelu_tanh_grad_f32(int64_t n, float *o, const float *g, const float *x) {
     float e[256];
     for (int64_t i0 = 0; i0 < n; i0 += 256) {
@@ -331,14 +344,40 @@ NBI_CLONES static void gelu_tanh_grad_f32(int64_t n, float *o, const float *g, c
             e[i] = (float)(-2.0 * NBI_GELU_TANH_K * ((double)xi + NBI_GELU_TANH_C * ((double)xi * xi * xi)));
         }
         nbi_vexpf_fast(e, e, m);
-        for (int64_t i = 0; i < m; i++) {
-            double xi = x[i0 + i], ei = e[i];
-            double du = NBI_GELU_TANH_K * (1.0 + 3.0 * NBI_GELU_TANH_C * (xi * xi));
-            double sp = 1.0 / (1.0 + ei), sm = ei * sp;
-            double d = (sp == 0.0 || sm == 0.0) && isfinite(xi) ? sp : sp + 2.0 * xi * du * sp * sm;
-            o[i0 + i] = (float)((double)g[i0 + i] * d);
-        }
+        gelu_tanh_grad_e(m, o + i0, g + i0, x + i0, e, false);
     }
+}
+
+/* The f32 GELU (tanh form) with its e^(-2u) kept, and its gradient from them: contiguous rows, split across the
+   pool (every element alone: any split gives the same bits). */
+typedef struct {
+    float *y;
+    float *e;
+    const float *x, *g;
+} gelu_keep_job;
+
+static int gelu_keep_part(void *vj, int64_t lo, int64_t hi) {
+    const gelu_keep_job *j = vj;
+    nbi_vgelu_tanhf_keep(j->y + lo, j->e + lo, j->x + lo, hi - lo);
+    return 0;
+}
+
+NBI_CLONES static int gelu_kept_grad_part(void *vj, int64_t lo, int64_t hi) {
+    const gelu_keep_job *j = vj;
+    gelu_tanh_grad_e(hi - lo, j->y + lo, j->g + lo, j->x + lo, j->e + lo, true);
+    return 0;
+}
+
+void nbi_cpu_gelu_tanh_keep(nb_dtype dt, void *y, void *e, const void *x, int64_t n) {
+    if (dt != NB_F32) return;
+    gelu_keep_job j = {y, e, x, NULL};
+    nbi_parallel_for(n, PAR_MIN_ELEMS, gelu_keep_part, &j);
+}
+
+void nbi_cpu_gelu_tanh_grad_kept(nb_dtype dt, void *o, const void *g, const void *x, const void *e, int64_t n) {
+    if (dt != NB_F32) return;
+    gelu_keep_job j = {o, (float *)(uintptr_t)e, x, g};
+    nbi_parallel_for(n, PAR_MIN_ELEMS, gelu_kept_grad_part, &j);
 }
 
 #define DEF_BINARY(NAME, T, SFX)                                                  \

@@ -246,6 +246,23 @@ INLINE float gelu_tanhf_1(float x) {
     return x != x ? x : x == -INFINITY ? NAN : v > 110.0 ? -0.0f : y;
 }
 
+/* gelu_tanhf_1's result, and e^(-2u) in *e as NBI_GELU_E_PUT stores it: exp_d of -2u clamped to [-200, 200] (the
+   same y: below -40, 1 + e^(-2u) rounds to 1 in double either way). */
+INLINE float gelu_tanhf_keep_1(float x, float *e) {
+    const double xd = (double)x;
+    const double v = -2.0 * (0.7978845608028654 * (xd + 0.044715 * (xd * xd * xd)));
+    const double vc = v < -200.0 ? -200.0 : v > 200.0 ? 200.0 : v;
+    const double ev = exp_d(vc);
+    const float y = (float)(xd / (1.0 + ev));
+    *e = NBI_GELU_E_PUT(ev);
+    return x != x ? x : x == -INFINITY ? NAN : v > 110.0 ? -0.0f : y;
+}
+
+#define ROW_KEEP(NAME, ATTR)                                                                   \
+    ATTR static void NAME(float *y, float *e, const float *x, int64_t n) {                     \
+        for (int64_t i = 0; i < n; i++) y[i] = gelu_tanhf_keep_1(x[i], &e[i]);                 \
+    }
+
 /* Whole vectors of 16, then the last n % 16 values (4 or more) through a zero-padded block of 16, so that a short
    row (an attention row, a causal one of any length) is not left to the compiler's scalar remainder loop. */
 #define ROW(NAME, F, ATTR)                                                 \
@@ -296,6 +313,7 @@ INLINE float expf_shifted_1(float x, float m) {
     }
 
 #define VARIANT(SFX, ATTR)                         \
+    ROW_KEEP(vgelu_tanh_keep_##SFX, ATTR)          \
     SHIFTED_SUM(vexp_shifted_##SFX, ATTR)          \
     ROW(vexp_fast_##SFX, expf_fast_1, ATTR)        \
     ROW(vexp_##SFX, expf_1, ATTR)                  \
@@ -354,6 +372,20 @@ void nbi_vgelu_tanhf(float *y, const float *x, int64_t n) { pick(6)(y, x, n); }
 double nbi_vexpf_shifted(float *e, const float *x, int64_t n, float m) { return pick_shifted()(e, x, n, m); }
 
 void nbi_vexpf_fast(float *y, const float *x, int64_t n) { pick_fast()(y, x, n); }
+
+void nbi_vgelu_tanhf_keep(float *y, float *e, const float *x, int64_t n) {
+#ifdef HAVE_X86_VARIANTS
+    if (__builtin_cpu_supports("avx512f")) {
+        vgelu_tanh_keep_avx512(y, e, x, n);
+        return;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        vgelu_tanh_keep_avx2(y, e, x, n);
+        return;
+    }
+#endif
+    vgelu_tanh_keep_generic(y, e, x, n);
+}
 
 int nbi_vexpf_fast_variant(int variant, float *y, const float *x, int64_t n) {
     switch (variant) {

@@ -26,6 +26,14 @@ void nbi_vgeluf(float *y, const float *x, int64_t n);    /* x (1 + erf(x / sqrt 
    cancellation for negative x): within 0.501 ulp of that exact function (tests/test_transformer_ops.c);
    NaN for x = -inf, as PyTorch. */
 void nbi_vgelu_tanhf(float *y, const float *x, int64_t n);
+/* nbi_vgelu_tanhf's y (the same bits) and e (n) = e^(-2u) as NBI_GELU_E_PUT stores it, which the gradient needs:
+   kept by the forward, it spares the backward its exps. */
+void nbi_vgelu_tanhf_keep(float *y, float *e, const float *x, int64_t n);
+/* e^(-2u) (double, > 0) in an f32: itself, rounded, below 2^127; above, negated and scaled by 2^-128 (e^(-2u)
+   passes FLT_MAX near x = -10.7, where the gradient is still a subnormal; +inf only past 2^255, where it is 0);
+   NBI_GELU_E_GET gives it back as a double (within the f32 rounding). */
+#define NBI_GELU_E_PUT(ev) ((ev) < 0x1p127 ? (float)(ev) : -(float)((ev) * 0x1p-128))
+#define NBI_GELU_E_GET(e) ((e) < 0 ? -(double)(e) * 0x1p128 : (double)(e))
 
 /* e^x in f32 arithmetic, for kernels whose exps feed sums and quotients (softmax rows, cross-entropy,
    attention, the GELU gradient), not for results returned as they are: within 1.07 ulp of e^x for every f32

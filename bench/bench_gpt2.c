@@ -31,7 +31,8 @@
  *                               initialisation, for bench/peer_torch_gpt2.py --check to compare
  *
  * Prints each step, "nabla gpt2_step_ms CONFIG THREADS V" (the median; bench/run.sh's table reads it),
- * "nabla gpt2_peak_mib CONFIG THREADS V" and a RESULT line like the peer's, with
+ * "nabla gpt2_peak_mib CONFIG THREADS V" (with --model nb_gpt the label is nabla_gpt, not nabla) and a
+ * RESULT line like the peer's, with
  *   peak_mib        VmHWM - VmRSS, VmHWM reset (/proc/self/clear_refs) just before the model is built;
  *   nabla_peak_mib  nabla's own peak (in use + cached + matrix-product scratch, nb_get_memory_stats);
  *   timed_system_allocs  blocks nabla took from the system allocator during the timed steps (after
@@ -436,9 +437,10 @@ int main(int argc, char **argv)
            "the system in all, %lld during the %d timed steps, %lld given back during them\n",
            st1.peak / 1048576.0, st1.cached / 1048576.0, (long long)st1.system_allocs, timed_allocs, steps,
            (long long)(st1.system_frees - st0.system_frees));
-    printf("nabla gpt2_step_ms %s %d %.3f\n", cfg->name, threads, med);
-    if (peak >= 0) printf("nabla gpt2_peak_mib %s %d %.1f\n", cfg->name, threads, peak);
-    printf("nabla gpt2_timed_allocs %s %d %lld\n", cfg->name, threads, timed_allocs);
+    const char *who = lib_gpt ? "nabla_gpt" : "nabla";
+    printf("%s gpt2_step_ms %s %d %.3f\n", who, cfg->name, threads, med);
+    if (peak >= 0) printf("%s gpt2_peak_mib %s %d %.1f\n", who, cfg->name, threads, peak);
+    printf("%s gpt2_timed_allocs %s %d %lld\n", who, cfg->name, threads, timed_allocs);
     printf("RESULT config=%s threads=%d median_ms=%.1f min_ms=%.1f max_ms=%.1f peak_mib=%.1f nabla_peak_mib=%.1f "
            "timed_system_allocs=%lld cpu_per_wall=%.2f\n",
            cfg->name, threads, med, lo, hi, peak, st1.peak / 1048576.0, timed_allocs, cpu_per_wall);

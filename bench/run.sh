@@ -3,15 +3,16 @@
 #
 # nabla against its peers on this machine, every figure measured in this run:
 #   nabla     BUILD_DIR/bench_gemm --table --budget S --only N T, BUILD_DIR/bench_core --table, --mlp T,
-#             BUILD_DIR/bench_gpt2 --config C --threads T, with --generate BUILD_DIR/bench_generate
+#             BUILD_DIR/bench_gpt2 [--model nb_gpt] --config C --threads T, with --generate BUILD_DIR/bench_generate
 #   OpenBLAS  bench/peer_openblas.c (cblas_sgemm), compiled into a temporary directory
 #   PyTorch   bench/peer_torch.py and bench/peer_torch_gpt2.py with /usr/bin/python3, one process
 #             per configuration
 # GEMM runs in 3 rounds (1 with --quick) that alternate nabla (bench_gemm --table --budget S
 # --only N T) and OpenBLAS size by size, the MLP step in 5 (1) that alternate nabla
 # (bench_core --mlp T) and PyTorch at its best, the GPT-2 step (config small) in 3 (1) that
-# alternate nabla (bench_gpt2) and PyTorch (peer_torch_gpt2.py --tuned), nabla first in odd rounds
-# and second in even ones, so that a change in a shared machine's speed falls on both; the table
+# alternate nabla (bench_gpt2: the step written from ops, then the library's nb_gpt) and PyTorch
+# (peer_torch_gpt2.py --tuned), nabla first in odd rounds and last in even ones, so that a change in
+# a shared machine's speed falls on both; the table
 # shows each median round. --gpt2-124m adds one round of the GPT-2 124M shape at 2 threads (about
 # two minutes, most of it building the models). --generate adds text generation with a KV cache at the
 # GPT-2 124M shape (bench_generate, 200 tokens after a 16-token prompt, top-k 40 sampling) against
@@ -227,18 +228,25 @@ if [ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1; then
         local s=${PIPESTATUS[0]}
         [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
     }
+    gpt2_lib() { # gpt2_lib R CONFIG T: the library's model (nb_gpt), issue 13's targets
+        [ -x "$BUILD_DIR/bench_gpt2" ] || return 0
+        run_round "$1" "$BUILD_DIR/bench_gpt2" --model nb_gpt --config "$2" --threads "$3" "${G2STEPS[@]}" | grep -v '^step '
+        local s=${PIPESTATUS[0]}
+        [ "$s" -eq 0 ] || [ "$status" -ne 0 ] || status=$s
+    }
     gpt2_peer() { # gpt2_peer R CONFIG T
         run_round "$1" "${PEER_ENV[@]}" OPENBLAS_NUM_THREADS="$3" OMP_NUM_THREADS="$3" "$PY" "$HERE/peer_torch_gpt2.py" \
             --config "$2" --threads "$3" --tuned --label torch_best "${G2STEPS[@]}" | grep -v '^step '
     }
     for r in $(seq 1 $G2ROUNDS); do
         for t in 1 2; do
-            if [ $((r % 2)) -eq 1 ]; then gpt2_nabla "$r" small $t; gpt2_peer "$r" small $t
-            else gpt2_peer "$r" small $t; gpt2_nabla "$r" small $t; fi
+            if [ $((r % 2)) -eq 1 ]; then gpt2_nabla "$r" small $t; gpt2_lib "$r" small $t; gpt2_peer "$r" small $t
+            else gpt2_peer "$r" small $t; gpt2_lib "$r" small $t; gpt2_nabla "$r" small $t; fi
         done
     done
     if [ "$GPT2_124M" -eq 1 ]; then
         gpt2_nabla 1 124m 2
+        gpt2_lib 1 124m 2
         gpt2_peer 1 124m 2
     fi
 
@@ -443,6 +451,29 @@ awk '
             row(sprintf("GPT-2 %s step peak memory, %d thread%s, MiB above baseline (peer: PyTorch)", c, t, plural(t)),
                 fmt("%.1f", "nabla", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r), "-", "-", "-")
         }
+        # The library model, nb_gpt (issue 13): the same step and shapes, its time against the same peer rounds,
+        # and its peak memory against the peer (PyTorch)
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
+            c = gcfg[ci]; key = "gpt2_step_ms " c " " t
+            if (!has("nabla_gpt", key)) continue
+            g = "gpt2_lib_" c
+            fl = 3 * 4 * 64 * (gL[c] * (24 * gC[c] * gC[c] + 4 * 64 * gC[c]) + 2 * gC[c] * gV[c])
+            r = ratio("nabla_gpt", "torch_best", key)
+            fa = v["nabla_gpt", key] > 0 ? frac(fl / v["nabla_gpt", key] * 1e-6, t) : "-"
+            fb = (has("torch_best", key) && v["torch_best", key] > 0) ? frac(fl / v["torch_best", key] * 1e-6, t) : "-"
+            row(sprintf("%s step with nb_gpt, %d thread%s, ms (peer: PyTorch)", gname[c], t, plural(t)),
+                fmt("%.1f", "nabla_gpt", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
+                check(r, 0.8, 0, c " at " t " thread" plural(t)), fa, fb)
+        }
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
+            c = gcfg[ci]; key = "gpt2_peak_mib " c " " t
+            if (!has("nabla_gpt", key)) continue
+            g = "gpt2_lib_mem"
+            r = ratio("nabla_gpt", "torch_best", key)
+            row(sprintf("GPT-2 %s step with nb_gpt peak memory, %d thread%s, MiB above baseline (peer: PyTorch)", c, t, plural(t)),
+                fmt("%.1f", "nabla_gpt", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
+                check(r, 1, 0, c " at " t " thread" plural(t)), "-", "-")
+        }
         g = "gpt2_allocs"
         for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
             c = gcfg[ci]; key = "gpt2_timed_allocs " c " " t
@@ -529,6 +560,9 @@ awk '
         verdict("mlp_core", "MLP step from core ops only <= 0.8x PyTorch (best environment), 1 and 2 threads")
         verdict("gpt2_small", "GPT-2 small step <= 1.0x PyTorch (--tuned), 1 and 2 threads")
         if (("gpt2_124m") in count) verdict("gpt2_124m", "GPT-2 124M step <= 1.0x PyTorch (--tuned), 2 threads")
+        if (("gpt2_lib_small") in count) verdict("gpt2_lib_small", "GPT-2 small step with nb_gpt <= 0.8x PyTorch (--tuned), 1 and 2 threads")
+        if (("gpt2_lib_124m") in count) verdict("gpt2_lib_124m", "GPT-2 124M step with nb_gpt <= 0.8x PyTorch (--tuned), 2 threads")
+        if (("gpt2_lib_mem") in count) verdict("gpt2_lib_mem", "GPT-2 step with nb_gpt peak memory <= PyTorch")
         t = "GPT-2 step allocates nothing from the system after its warm-up steps"
         if ("gpt2_allocs" in fail) printf "- %s: not met (%s)\n", t, substr(fail["gpt2_allocs"], 3)
         else if ("gpt2_allocs" in count) printf "- %s: met (0 blocks in every round)\n", t

@@ -171,8 +171,8 @@ static void test_fast_against_reference(void) {
 
 /* q, k and v read in place through their row layouts give the bits of their contiguous copies, on the kernel set in
    use: q, k, v as (B, 1, NH, T, d) permuted slices of one (B, T, 3, NH, d) tensor (GPT's fused projection), k and
-   v also a batch-broadcast slice of it, and the output's gradient arriving as a permuted view; forward values
-   and every gradient of the fused tensor. */
+   v also a batch-broadcast slice of it, and the output's gradient arriving as a permuted view (contiguous for
+   the copies); forward values and every gradient of the fused tensor. */
 static void test_strided_operands(void) {
     const int perm[5] = {0, 2, 3, 1, 4};
     for (int di = 0; di < 4; di++) {
@@ -194,7 +194,9 @@ static void test_strided_operands(void) {
             }
             CHECK(copy || !nb_is_contiguous(t[0]));
             nb_tensor *y = nb_attention(t[0], t[1], t[2], NULL, di != 1, 0);
-            nb_tensor *L = nb_sum(nb_mul(nb_permute(y, (int[]){0, 3, 1, 2, 4}), W)); /* g: a permuted view */
+            /* the output's gradient: a permuted view of W in place, the same values contiguous for the copies */
+            nb_tensor *L = copy ? nb_sum(nb_mul(y, nb_contiguous(nb_permute(W, perm))))
+                                : nb_sum(nb_mul(nb_permute(y, (int[]){0, 3, 1, 2, 4}), W));
             CHECK(y && L && nb_backward(L, NULL, 0) == 0);
             nb_tensor *parts[2] = {nb_to(y, NB_F64), nb_to(nb_grad(qkv), NB_F64)};
             for (int p = 0; p < 2; p++) {

@@ -190,8 +190,56 @@ static void test_gradients_oom(void) {
     nb_clear_error();
 }
 
+/* A cross-entropy over f32 logits writes its gradient over the exps its forward kept when the backward releases
+   the graph: a pass that fails after that (the product's backward below it) keeps the graph, and its retry
+   recomputes the exps, giving a clean run's bits. Every allocation of the pass failed in turn. */
+static void test_backward_oom_cross_entropy(void) {
+    nb_set_cache_limit(0);
+    double xv[8 * 6], wv[5 * 6], tv[8];
+    for (int i = 0; i < 8 * 6; i++) xv[i] = 0.37 * (i % 7) - 1.1;
+    for (int i = 0; i < 5 * 6; i++) wv[i] = 0.21 * (i % 5) - 0.4;
+    for (int i = 0; i < 8; i++) tv[i] = i % 5;
+    float clean[2][8 * 6];
+    long total = 0;
+    int failures = 0;
+    for (long fail_at = 0; fail_at <= total; fail_at++) { /* 0: a clean run, counting the allocations */
+        nb_scope_begin();
+        nb_tensor *x = nb_from_f64(NB_F32, 2, (int64_t[]){8, 6}, xv), *w = nb_from_f64(NB_F32, 2, (int64_t[]){5, 6}, wv);
+        nb_tensor *t = nb_from_f64(NB_I64, 1, (int64_t[]){8}, tv);
+        nb_set_requires_grad(x, true), nb_set_requires_grad(w, true);
+        nb_tensor *L = nb_cross_entropy(nb_tanh(nb_matmul(x, nb_transpose(w, 0, 1))), t);
+        int64_t in_use = nb_memory_in_use();
+        nb_clear_error();
+        th_inject(fail_at);
+        int rc = nb_backward(L, NULL, 0);
+        th_stop_injecting();
+        if (fail_at == 0) {
+            total = th_alloc_count;
+            CHECK(rc == 0);
+        } else if (rc != 0) {
+            failures++;
+            CHECK(nb_grad(x) == NULL && nb_grad(w) == NULL && nb_memory_in_use() == in_use);
+            nb_clear_error();
+            rc = nb_backward(L, NULL, 0); /* the retry */
+            if (rc != 0) fprintf(stderr, "  allocation %ld failed: the retry failed too (%s)\n", fail_at, nb_last_error());
+            CHECK(rc == 0);
+        }
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            const float *g = nb_data(nb_grad(k ? w : x));
+            const int64_t n = k ? 5 * 6 : 8 * 6;
+            if (fail_at == 0) memcpy(clean[k], g, sizeof(float) * (size_t)n);
+            else CHECK(memcmp(clean[k], g, sizeof(float) * (size_t)n) == 0);
+        }
+        nb_scope_end();
+    }
+    CHECK(total > 5 && failures > 0);
+    nb_set_cache_limit((int64_t)256 << 20);
+    nb_clear_error();
+}
+
 int main(void) {
     RUN(test_backward_oom);
+    RUN(test_backward_oom_cross_entropy);
     RUN(test_backward_oom_create_graph);
     RUN(test_backward_oom_hooked);
     RUN(test_gradients_oom);

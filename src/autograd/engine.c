@@ -70,6 +70,7 @@ nb_tensor *nbi_record(nb_tensor *out, nbi_op op, int n, nb_tensor *const *in, ui
     nd->saved_ver = NULL;
     nd->saves_in = saves_in;
     nd->saves_out = saves_out;
+    nd->saved_spent = 0;
     nd->released = 0;
     for (int i = 0; i < n; i++) {
         nd->in[i] = in[i];
@@ -378,15 +379,20 @@ nb_tensor *nbi_bw_acc(const nb_tensor *x) {
 }
 
 nb_tensor *nbi_bw_reuse_saved(nb_tensor *out, int i) {
-    const nbi_node *nd = &out->node;
-    if (!nbi_tls()->bw_frees || nb_grad_enabled() || !out->has_node || nd->released || i < 0 || i >= nd->nsaved)
+    nbi_node *nd = &out->node;
+    if (!nbi_tls()->bw_frees || nb_grad_enabled() || !out->has_node || nd->released || i < 0 || i >= nd->nsaved ||
+        i >= 16 || (nd->saved_spent >> i & 1u))
         return NULL;
     nb_tensor *t = nd->saved[i];
     if (!t || t->refs != 1 || t->user || t->st->refs != 1 || !nbi_is_contig(t) || t->st->version != nd->saved_ver[i])
         return NULL;
     nb_tensor *v = nbi_view(t, t->rank, t->shape, t->strides, t->offset);
-    if (v) v->st->version++;
+    if (v) nd->saved_spent |= (uint16_t)(1u << i); /* the node keeps the memory (a failed pass frees nothing of it) */
     return v;
+}
+
+bool nbi_saved_spent(const nb_tensor *out, int i) {
+    return out->has_node && i >= 0 && i < 16 && (out->node.saved_spent >> i & 1u);
 }
 
 void nb_set_grad_ready_hook(nb_grad_hook fn, void *user) {

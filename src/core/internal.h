@@ -70,6 +70,7 @@ typedef struct {
     uint16_t op;
     uint8_t released;   /* saved tensors dropped after a backward */
     uint8_t saves_out;  /* backward reads the output's value */
+    uint16_t saved_spent; /* bit i: saved tensor i was written over by a backward (nbi_bw_reuse_saved) */
     int32_t nin;
     uint32_t saves_in;  /* bit i: backward reads input i's value (bit 31: inputs 31 and up) */
     uint32_t out_ver;   /* version of the output storage when recorded */
@@ -240,9 +241,11 @@ NBI_API void nbi_release_node(nb_tensor *t);
    NULL as x's gradient. */
 NBI_API nb_tensor *nbi_bw_acc(const nb_tensor *x);
 /* For a first-order rule of a backward that releases its graph: a new tensor on the memory of saved tensor i of
-   out's node when nothing else holds it, for the rule's result to be written over it (the storage's version is
-   bumped, so a later use of the node fails cleanly instead of reading it), else NULL. */
+   out's node when nothing else holds it, for the rule's result to be written over it, else NULL. The slot is
+   marked spent (nbi_saved_spent): if that backward fails and is run again, the rule must do without it. */
 NBI_API nb_tensor *nbi_bw_reuse_saved(nb_tensor *out, int i);
+/* Whether saved tensor i of out's node was written over by nbi_bw_reuse_saved. */
+NBI_API bool nbi_saved_spent(const nb_tensor *out, int i);
 NBI_API int nbi_save(nb_tensor *out, int n, nb_tensor *const *ts);
 /* Saved tensor i of out's node, or NULL with an error under fn naming the op when it was modified in place
    since it was saved, the graph was released, or there is no such tensor. */

@@ -139,10 +139,9 @@ nb_tensor *nb_gelu_tanh(nb_tensor *a) {
     nb_tensor *e = out ? nbi_empty_like_be(fn, a, a->dtype, a->rank, a->shape) : NULL;
     if (!e) return nb_free(out), NULL;
     be->gelu_tanh_keep(a->dtype, nbi_arr_of(out).data, nbi_arr_of(e).data, nbi_arr_of(a).data, a->numel);
-    if (!nbi_record(out, NBI_OP_GELU_TANH, 1, &a, 1, false) || nbi_save(out, 1, &e) != 0) {
-        nb_free(e);
-        return nb_free(out), NULL;
-    }
+    if (!(out = nbi_record(out, NBI_OP_GELU_TANH, 1, &a, 1, false))) /* it freed out */
+        return nb_free(e), NULL;
+    if (nbi_save(out, 1, &e) != 0) nb_free(out), out = NULL;
     nb_free(e);
     return out;
 }

@@ -321,8 +321,10 @@ int nbi_bw_cross_entropy(nb_tensor *out, nb_tensor *g, nb_tensor **gin) {
     const ce_params p = params_of(out);
     if (!nb_grad_enabled() && x->shape[0] > 0) { /* first order: one fused pass with the saved row statistics */
         nb_tensor *ms = out->node.nsaved > 0 ? nbi_saved("nb_cross_entropy backward", out, 0) : NULL;
-        nb_tensor *ex = out->node.nsaved > 1 ? nbi_saved("nb_cross_entropy backward", out, 1) : NULL;
-        if ((out->node.nsaved > 0 && !ms) || (out->node.nsaved > 1 && !ex)) return -1;
+        /* the kept exps, unless an earlier run of this backward (one that failed later on) wrote over them */
+        const bool kept = out->node.nsaved > 1 && !nbi_saved_spent(out, 1);
+        nb_tensor *ex = kept ? nbi_saved("nb_cross_entropy backward", out, 1) : NULL;
+        if ((out->node.nsaved > 0 && !ms) || (kept && !ex)) return -1;
         /* the gradient over the kept exps (the kernel scales them in place) when the graph goes with this backward */
         nb_tensor *into = ms && ex && ex->dtype == x->dtype && x->rank == 2 ? nbi_bw_reuse_saved(out, 1) : NULL;
         return (gin[0] = cross_entropy_grad(x, out->node.in[1], g, ms, ex, &p, into)) ? 0 : -1;

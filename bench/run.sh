@@ -370,6 +370,32 @@ awk '
         else if (count[g] == 1) printf "- %s: met (%.3gx)\n", text, worst[g]
         else printf "- %s: met (closest: %s %.3gx)\n", text, worstwhat[g], worst[g]
     }
+    # The GPT-2 step of `who` (nabla: written from ops; nabla_gpt: the library model) for config c at t threads,
+    # against PyTorch, in target group gpre c with the given limit; its matrix products as computed (full T x T
+    # attention, the causal half included) take 3x the forward FLOPs (forward, input and weight gradients); the
+    # rest of the step is not counted.
+    function gpt2_step_row(who, with, limit, gpre, c, t,   key, fl, r, fa, fb) {
+        key = "gpt2_step_ms " c " " t
+        if (!has(who, key) && (who != "nabla" || c == "124m" && !has("torch_best", key))) return
+        g = gpre c
+        fl = 3 * 4 * 64 * (gL[c] * (24 * gC[c] * gC[c] + 4 * 64 * gC[c]) + 2 * gC[c] * gV[c])
+        r = ratio(who, "torch_best", key)
+        fa = (has(who, key) && v[who, key] > 0) ? frac(fl / v[who, key] * 1e-6, t) : "-"
+        fb = (has("torch_best", key) && v["torch_best", key] > 0) ? frac(fl / v["torch_best", key] * 1e-6, t) : "-"
+        row(sprintf("%s step%s, %d thread%s, ms (peer: PyTorch)", gname[c], with, t, plural(t)),
+            fmt("%.1f", who, key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
+            check(r, limit, 0, c " at " t " thread" plural(t)), fa, fb)
+    }
+    # Its peak memory against that of PyTorch: a target (at most the same) when group gm is given.
+    function gpt2_peak_row(who, with, gm, c, t,   key, r) {
+        key = "gpt2_peak_mib " c " " t
+        if (!has(who, key) && (gm != "" || !has("torch_best", key))) return
+        r = ratio(who, "torch_best", key)
+        if (gm != "") g = gm
+        row(sprintf("GPT-2 %s step%s peak memory, %d thread%s, MiB above baseline (peer: PyTorch)", c, with, t, plural(t)),
+            fmt("%.1f", who, key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
+            gm != "" ? check(r, 1, 0, c " at " t " thread" plural(t)) : "-", "-", "-")
+    }
     END {
         # the alternating rounds: the median of the rounds of a figure replaces its single value
         for (wk in rn) {
@@ -425,55 +451,17 @@ awk '
             row(sprintf("the same MLP from core ops (matmul, add, relu, cross_entropy, SGD over nb_data), %d thread%s, ms (peer: PyTorch)", t, plural(t)),
                 fmt("%.3f", "nabla", key), fmt("%.3f", "torch_best", pk), rfmt("%.2f", r), check(r, 0.8, 0, t " thread" plural(t)), fa, fb)
         }
-        # The GPT-2 step: config c at t threads; its matrix products as computed (full T x T
-        # attention, the causal half included) take 3x the forward FLOPs (forward, input and weight
-        # gradients); the rest of the step is not counted.
+        # The GPT-2 step (gpt2_step_row, gpt2_peak_row): its configs and their shapes
         split("small 124m", gcfg, " ")
         gL["small"] = 4; gC["small"] = 256; gV["small"] = 8192; gL["124m"] = 12; gC["124m"] = 768; gV["124m"] = 50304
         gname["small"] = "GPT-2 small (4 layers, 256 wide, vocab 8192, B 4, T 64)"
         gname["124m"] = "GPT-2 124M (B 4, T 64)"
-        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
-            c = gcfg[ci]; key = "gpt2_step_ms " c " " t
-            if (c == "124m" && !has("nabla", key) && !has("torch_best", key)) continue
-            g = "gpt2_" c
-            fl = 3 * 4 * 64 * (gL[c] * (24 * gC[c] * gC[c] + 4 * 64 * gC[c]) + 2 * gC[c] * gV[c])
-            r = ratio("nabla", "torch_best", key)
-            fa = (has("nabla", key) && v["nabla", key] > 0) ? frac(fl / v["nabla", key] * 1e-6, t) : "-"
-            fb = (has("torch_best", key) && v["torch_best", key] > 0) ? frac(fl / v["torch_best", key] * 1e-6, t) : "-"
-            row(sprintf("%s step, %d thread%s, ms (peer: PyTorch)", gname[c], t, plural(t)),
-                fmt("%.1f", "nabla", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
-                check(r, 1, 0, c " at " t " thread" plural(t)), fa, fb)
-        }
-        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
-            c = gcfg[ci]; key = "gpt2_peak_mib " c " " t
-            if (!has("nabla", key) && !has("torch_best", key)) continue
-            r = ratio("nabla", "torch_best", key)
-            row(sprintf("GPT-2 %s step peak memory, %d thread%s, MiB above baseline (peer: PyTorch)", c, t, plural(t)),
-                fmt("%.1f", "nabla", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r), "-", "-", "-")
-        }
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) gpt2_step_row("nabla", "", 1, "gpt2_", gcfg[ci], t)
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) gpt2_peak_row("nabla", "", "", gcfg[ci], t)
         # The library model, nb_gpt (issue 13): the same step and shapes, its time against the same peer rounds,
         # and its peak memory against the peer (PyTorch)
-        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
-            c = gcfg[ci]; key = "gpt2_step_ms " c " " t
-            if (!has("nabla_gpt", key)) continue
-            g = "gpt2_lib_" c
-            fl = 3 * 4 * 64 * (gL[c] * (24 * gC[c] * gC[c] + 4 * 64 * gC[c]) + 2 * gC[c] * gV[c])
-            r = ratio("nabla_gpt", "torch_best", key)
-            fa = v["nabla_gpt", key] > 0 ? frac(fl / v["nabla_gpt", key] * 1e-6, t) : "-"
-            fb = (has("torch_best", key) && v["torch_best", key] > 0) ? frac(fl / v["torch_best", key] * 1e-6, t) : "-"
-            row(sprintf("%s step with nb_gpt, %d thread%s, ms (peer: PyTorch)", gname[c], t, plural(t)),
-                fmt("%.1f", "nabla_gpt", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
-                check(r, 0.8, 0, c " at " t " thread" plural(t)), fa, fb)
-        }
-        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
-            c = gcfg[ci]; key = "gpt2_peak_mib " c " " t
-            if (!has("nabla_gpt", key)) continue
-            g = "gpt2_lib_mem"
-            r = ratio("nabla_gpt", "torch_best", key)
-            row(sprintf("GPT-2 %s step with nb_gpt peak memory, %d thread%s, MiB above baseline (peer: PyTorch)", c, t, plural(t)),
-                fmt("%.1f", "nabla_gpt", key), fmt("%.1f", "torch_best", key), rfmt("%.2f", r),
-                check(r, 1, 0, c " at " t " thread" plural(t)), "-", "-")
-        }
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) gpt2_step_row("nabla_gpt", " with nb_gpt", 0.8, "gpt2_lib_", gcfg[ci], t)
+        for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) gpt2_peak_row("nabla_gpt", " with nb_gpt", "gpt2_lib_mem", gcfg[ci], t)
         g = "gpt2_allocs"
         for (ci = 1; ci <= 2; ci++) for (t = 1; t <= 2; t++) {
             c = gcfg[ci]; key = "gpt2_timed_allocs " c " " t

@@ -85,16 +85,12 @@ INLINE float expf_1(float x) {
     return x != x ? x : y;
 }
 
-INLINE float f_from_bits(uint32_t b) {
+/* 2^k for k in [-126, 127]: the exponent bits of a normal float. */
+INLINE float pow2f(int32_t k) {
+    const uint32_t b = (uint32_t)(k + 127) << 23;
     float f;
     memcpy(&f, &b, sizeof f);
     return f;
-}
-
-INLINE uint32_t f_to_bits(float f) {
-    uint32_t b;
-    memcpy(&b, &f, sizeof b);
-    return b;
 }
 
 /* e^x in f32 arithmetic for the kernels whose exps feed sums and quotients (softmax rows, cross-entropy,
@@ -115,8 +111,8 @@ INLINE float expf_fast_1(float x) {
     p = fmaf(p, r, 1.0f / 6.0f);
     p = fmaf(p, r, 0.5f);
     p = fmaf(p * r, r, r) + 1.0f;
-    const int32_t ni = (int32_t)(f_to_bits(t) - f_to_bits(0x1.8p23f)), a = ni / 2, b = ni - a; /* n in [-150, 129] */
-    const float y = (p * f_from_bits((uint32_t)(a + 127) << 23)) * f_from_bits((uint32_t)(b + 127) << 23);
+    const int32_t ni = (int32_t)n, a = ni / 2, b = ni - a; /* n (an integer) in [-150, 129] */
+    const float y = (p * pow2f(a)) * pow2f(b);
     return x != x ? x : y;
 }
 

@@ -216,7 +216,8 @@ typedef struct nbi_backend {
        cross_entropy's mean (gs = g / N), with each row's m and s from ms (N x 2, as cross_entropy wrote it)
        or, when ms is NULL, recomputed (the same values). With ce: row i is w_i (p - (1 - eps) onehot(t_i) -
        eps / C), w_i = ce->w[i] (or gs when ce->w is NULL), and exactly 0 where t_i is ce->ignore. ex: NULL,
-       or the buffer cross_entropy was given with ms for these x (the same bits as without it).
+       or the buffer cross_entropy was given with ms for these x (the same bits as without it); dx may be ex
+       itself (the op writes the gradient over the kept exps when the graph is released with this backward).
        0, or -1 out of memory. */
     int (*cross_entropy_grad)(nb_dtype dt, void *dx, const void *x, const int64_t *t, int64_t ts, int64_t N,
                               int64_t C, double gs, const double *ms, const void *ex, const nbi_ce_opts *ce);

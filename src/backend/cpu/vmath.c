@@ -100,7 +100,7 @@ INLINE float pow2f(int32_t k) {
    normal float: the product rounds once, also where it overflows or is subnormal). Within 1.07 ulp of e^x
    for every f32 x (tools/ulp_sweep.c exp_fast), about four times the speed of expf_1. */
 INLINE float expf_fast_1(float x) {
-    const float xc = x < -104.0f ? -104.0f : x > 89.0f ? 89.0f : x == x ? x : 0.0f; /* NaN: any finite (selected away) */
+    const float xc = x < -104.0f ? -104.0f : x > 89.0f ? 89.0f : x;
     const float t = fmaf(xc, 1.44269504f, 0x1.8p23f), n = t - 0x1.8p23f; /* n = round(x / ln 2) */
     float r = fmaf(n, -0.693145751953125f, xc);
     r = fmaf(n, -1.428606765330187e-06f, r);
@@ -111,7 +111,9 @@ INLINE float expf_fast_1(float x) {
     p = fmaf(p, r, 1.0f / 6.0f);
     p = fmaf(p, r, 0.5f);
     p = fmaf(p * r, r, r) + 1.0f;
-    const int32_t ni = (int32_t)n, a = ni / 2, b = ni - a; /* n (an integer) in [-150, 129] */
+    uint32_t tb; /* n as an integer from t's low bits (no float-to-int conversion, which a NaN x makes undefined) */
+    memcpy(&tb, &t, sizeof tb);
+    const int32_t ni = (int32_t)(tb - 0x4b400000u), a = ni / 2, b = ni - a; /* n in [-150, 129]; 0x1.8p23f's bits */
     const float y = (p * pow2f(a)) * pow2f(b);
     return x != x ? x : y;
 }
